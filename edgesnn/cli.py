@@ -1,0 +1,167 @@
+"""The edgesnn command line: parses options, calls :mod:`edgesnn.pipeline`, prints with rich."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgesnn import pipeline
+from edgesnn.checkpoint import write_json
+from edgesnn.errors import EdgesnnError
+
+app = typer.Typer(help="Deploy quantized spiking neural networks to edge targets.", add_completion=False,
+                  pretty_exceptions_enable=False, no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+
+def user_errors(fn):
+    """Print a user error as one line on stderr and exit 1: no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgesnnError as e:
+            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=False)
+
+
+def _train(model: str, data: str, epochs: int, out_dir: Path, D: int, lr: float, seed: int) -> dict:
+    with _progress() as bar:
+        task = bar.add_task(f"train {model}", total=epochs, info="")
+        return pipeline.train_model(model, data, epochs, out_dir, D=D, lr=lr, seed=seed,
+                                    on_epoch=lambda e, loss: bar.update(task, completed=e + 1, info=f"loss {loss:.3f}"))
+
+
+@app.command()
+@user_errors
+def train(
+    model: str = typer.Option("cnn", help="mlp, cnn, resnet or spikeformer"),
+    data: str = typer.Option("digits", help="'digits' (bundled) or a .npz file with x and y"),
+    epochs: int = typer.Option(30, help="training epochs"),
+    out: Path = typer.Option(..., help="checkpoint folder to write"),
+    D: int = typer.Option(4, "--D", "-D", help="largest integer activation of the SFA neurons"),
+    lr: float = typer.Option(3e-3, help="AdamW learning rate (cosine schedule)"),
+    seed: int = typer.Option(0, help="random seed"),
+):
+    """Train a spiking model with one-timestep SFA and write a safetensors + JSON checkpoint."""
+    metrics = _train(model, data, epochs, out, D, lr, seed)
+    out_dir = out
+    print(f"wrote {out_dir}  test_accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} samples")
+
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="checkpoint folder (from train)"),
+    target: str = typer.Option("ir", help="artifact to write: " + ", ".join(pipeline.TARGETS)),
+    out: Path = typer.Option(..., help="output folder"),
+    weight_bits: int = typer.Option(8, help="weight bits per channel (1..8)"),
+    stream_dtype: str = typer.Option("int8", help="dtype of membrane/residual streams and outputs: int8 or int16"),
+):
+    """Export a checkpoint to a deployable artifact."""
+    path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype)
+    print(f"wrote {path}")
+
+
+@app.command()
+@user_errors
+def verify(
+    artifact: Path = typer.Argument(..., help="artifact to check (model.ir)"),
+    data: str = typer.Option("digits", help="'digits' or a .npz file"),
+    checkpoint: Path = typer.Option(None, help="torch checkpoint to compare with (default: the one the IR names)"),
+    json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
+):
+    """Run an artifact over the whole test split and compare it with the torch model it came from."""
+    r = pipeline.verify(artifact, data, checkpoint)
+    if json_out:
+        write_json(json_out, r)
+    print(f"{r['samples']} samples  mismatches {r['mismatches']}  agreement {r['agreement']:.4f}  "
+          f"accuracy {r['accuracy']:.4f}  torch_accuracy {r['torch_accuracy']:.4f}")
+
+
+@app.command()
+@user_errors
+def inspect(
+    artifact: Path = typer.Argument(..., help="checkpoint folder or model.ir"),
+    json_out: Path = typer.Option(None, "--json", help="write the description as JSON"),
+):
+    """Print layers, dtypes, shapes, parameter count and bytes."""
+    r = pipeline.inspect(artifact)
+    if json_out:
+        write_json(json_out, r)
+    table = Table(title=f"{r['kind']}: {r['path']}")
+    if r["kind"] == "ir":
+        for col in ("layer", "op", "input", "output", "weight", "params", "bytes"):
+            table.add_column(col, justify="right" if col in ("params", "bytes") else "left")
+        for row in r["layers"]:
+            table.add_row(row["name"], row["op"], ", ".join(row["inputs"]), row["output"], row["weight"] or "-",
+                          str(row["params"]), str(row["bytes"]))
+        console.print(table)
+        print(f"input {r['input']}  outputs {', '.join(r['outputs'])}  params {r['params']}  "
+              f"bytes {r['bytes']} (file {r['file_bytes']})")
+    else:
+        for col in ("layer", "type", "shapes", "dtype", "params", "bytes"):
+            table.add_column(col, justify="right" if col in ("params", "bytes") else "left")
+        for row in r["layers"]:
+            shapes = " ".join(f"{k}{v}" for k, v in row["shapes"].items()) or "-"
+            table.add_row(row["name"], row["op"], shapes, row["dtype"], str(row["params"]), str(row["bytes"]))
+        console.print(table)
+        print(f"model {r['model']}  params {r['params']}  bytes {r['bytes']}")
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(None, help="folder to keep the artifacts in (default: a temporary folder)"),
+    epochs: int = typer.Option(30, help="training epochs"),
+):
+    """Train the spiking CNN on digits, export it to the IR and verify it bit for bit: the whole pipeline."""
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgesnn-demo-")
+        out = Path(tmp.name)
+    try:
+        t0 = time.perf_counter()
+        metrics = _train("cnn", "digits", epochs, out / "cnn", 4, 3e-3, 0)
+        ir_path = pipeline.export_model(out / "cnn", "ir", out / "export")
+        r = pipeline.verify(ir_path, "digits")
+        write_json(out / "verify.json", r)
+        info = pipeline.inspect(ir_path)
+        table = Table(title="edgesnn demo: spiking CNN on digits (T = 1, D = 4, 8-bit weights)")
+        table.add_column("step")
+        table.add_column("result")
+        table.add_row("train", f"torch test accuracy {metrics['test_accuracy']:.4f}")
+        table.add_row("export", f"{ir_path}: {len(info['layers'])} integer ops, {info['params']} params, {info['bytes']} bytes")
+        table.add_row("verify", f"{r['samples']} test samples: IR accuracy {r['accuracy']:.4f}, "
+                                f"{r['mismatches']} argmax mismatches vs torch")
+        table.add_row("time", f"{time.perf_counter() - t0:.1f} s")
+        console.print(table)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Data sets: sklearn's bundled digits (the embedded default, no download) and user .npz files.
+
+Images are float32 NCHW in [0, 1] on the torch side; the IR takes NHWC (:func:`to_nhwc`).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgesnn.errors import EdgesnnError
+
+SPLIT_SEED = 0
+TEST_FRACTION = 0.25
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+def digits() -> Dataset:
+    """sklearn digits: 1797 8x8 images, pixel values 0..16 scaled to [0, 1]; fixed stratified split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None]
+    return _split("digits", x, d.target.astype(np.int64))
+
+
+def from_npz(path: str | Path) -> Dataset:
+    """An .npz with ``x`` and ``y`` (split here, seeded) or ``x_train``/``y_train``/``x_test``/``y_test``."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgesnnError(f"{path}: no such data file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise EdgesnnError(f"{path}: not a readable .npz file without pickled objects ({e})") from None
+    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
+        parts = [arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+        for x, y in (parts[:2], parts[2:]):
+            _check_xy(path, x, y)
+        return Dataset(path.stem, *(_tensor(a) for a in parts))
+    if not {"x", "y"} <= arrays.keys():
+        raise EdgesnnError(f"{path}: needs arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); found {sorted(arrays)}")
+    _check_xy(path, arrays["x"], arrays["y"])
+    return _split(path.stem, arrays["x"].astype(np.float32), arrays["y"].astype(np.int64))
+
+
+def load(spec: str) -> Dataset:
+    """``digits`` or a path to an .npz file."""
+    if spec == "digits":
+        return digits()
+    if spec.endswith(".npz"):
+        return from_npz(spec)
+    raise EdgesnnError(f"unknown data set {spec!r}: use 'digits' or a path to an .npz file with x and y")
+
+
+def to_nhwc(x) -> np.ndarray:
+    """Torch-side batch (N, C, H, W) -> IR layout (N, H, W, C); feature vectors pass unchanged."""
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
+    return Dataset(name, _tensor(x_tr), _tensor(y_tr), _tensor(x_te), _tensor(y_te))
+
+
+def _check_xy(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    if x.ndim not in (2, 4):
+        raise EdgesnnError(f"{path}: x must be (N, features) or (N, C, H, W), got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer):
+        raise EdgesnnError(f"{path}: x must be numeric and y integer class labels")
+    if y.ndim != 1 or len(y) != len(x):
+        raise EdgesnnError(f"{path}: y must be a vector with one label per sample ({len(x)}), got shape {y.shape}")
+    if len(y) and y.min() < 0:
+        raise EdgesnnError(f"{path}: class labels must be >= 0")
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a.astype(np.int64 if np.issubdtype(a.dtype, np.integer) else np.float32)))

@@ -1,0 +1,432 @@
+"""SFA export: the one bridge from a (float or fake-quant) torch model to the integer IR.
+
+The model is traced with torch.fx (neurons kept as leaves) and walked node by node. Each value
+is either a materialized integer tensor (:class:`_Int`) or a pending linear op in float
+(:class:`_Linear`) that later nodes still fold into: BatchNorm folds into its weights, a
+MultiSpike turns it into requantize + clamp to [0, D], anything else materializes it at a
+calibrated int8 scale. Scale factors that need no op of their own (1/D of a normalized spike,
+1/k^2 of an average pool, a constant multiplier) ride along as ``factor`` and fold into the next
+linear op's weights, as SFA prescribes.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from edgesnn import __version__
+from edgesnn.errors import EdgesnnError
+from edgesnn.ir import graph as g
+from edgesnn.ir.fixedpoint import ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, quantize_multipliers
+from edgesnn.ir.packing import weight_range
+from edgesnn.neurons import NEURONS, MultiSpike
+
+SUPPORTED = (
+    "Conv2d, Linear, BatchNorm1d/2d (after Conv2d/Linear), MultiSpike, AvgPool2d, AdaptiveAvgPool2d(1), "
+    "MaxPool2d, Flatten, Identity, Dropout; tensor + tensor, tensor * tensor or constant, "
+    "sum over (H, W), flatten"
+)
+_PASS_THROUGH = (nn.Identity, nn.Dropout)
+
+
+@dataclass
+class _Int:
+    """An IR tensor; real value = factor * scale * (q - zero_point). ``perm`` maps IR flat order to torch's."""
+
+    name: str
+    factor: float = 1.0
+    perm: np.ndarray | None = None
+
+
+@dataclass
+class _Linear:
+    """A pending conv2d/dense/reduce_sum whose float result = W x + b (torch layouts)."""
+
+    kind: str
+    src: _Int
+    node: fx.Node
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    scale: float = 1.0  # reduce_sum: the multiplier its sum carries
+    attrs: dict = field(default_factory=dict)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, tuple(NEURONS.values())) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.GraphModule(model, _Tracer().trace(model))
+    except Exception as e:  # noqa: BLE001 - any tracing failure is a model the exporter cannot read
+        raise EdgesnnError(f"cannot trace the model with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the float model and records each node's output range for calibration."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.lo: dict[str, float] = {}
+        self.hi: dict[str, float] = {}
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            self.lo[n.name] = min(self.lo.get(n.name, 0.0), float(out.min()))
+            self.hi[n.name] = max(self.hi.get(n.name, 0.0), float(out.max()))
+        return out
+
+
+def export(model: nn.Module, calibration: torch.Tensor, weight_bits: int | dict[str, int] = 8,
+           meta: dict | None = None, stream_dtype: str = "int8") -> g.Graph:
+    """Export ``model`` (eval mode is set) to an integer graph, calibrating scales on ``calibration`` (NCHW)."""
+    model = model.eval()
+    gm = trace(model)
+    rec = _Recorder(gm)
+    with torch.no_grad():
+        for batch in torch.split(calibration.float(), 256):
+            rec.run(batch)
+    return _Exporter(gm, rec, calibration, weight_bits, meta or {}, stream_dtype).run()
+
+
+def input_quantization(x: np.ndarray) -> tuple[float, int]:
+    """int8 (scale, zero point) covering the data and 0; lossless when the data lie on a grid.
+
+    Image data usually do (8-bit pixels / 255, digits' 0..16 / 16): if every value is an integer
+    multiple of the smallest step between distinct values and 256 levels cover them, that step
+    is the scale, so quantizing the input adds no error at all.
+    """
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    if hi == lo:
+        return 1.0, 0
+    levels = np.unique(np.concatenate([np.unique(x.astype(np.float32)), [np.float32(0)]]))
+    if 1 < len(levels) <= 256:
+        step = float(np.diff(levels).min())
+        k = (levels - levels[0]) / step
+        if np.allclose(k, np.round(k), atol=1e-3) and np.round(k[-1]) <= 255:
+            # Subdivide the grid as far as 256 levels allow: still exact, and every accumulator
+            # gets more fractional bits before requantization rounds it.
+            sub = int(255 // np.round(k[-1]))
+            scale = np.float32(step / sub)
+            return float(scale), int(-128 - np.round(levels[0] / float(scale)))
+    scale = np.float32((hi - lo) / 255.0)
+    return float(scale), int(np.clip(np.round(-128 - lo / float(scale)), -128, 127))
+
+
+class _Exporter:
+    def __init__(self, gm: fx.GraphModule, rec: _Recorder, calibration: torch.Tensor, weight_bits, meta: dict,
+                 stream_dtype: str):
+        self.gm, self.rec, self.calibration = gm, rec, calibration
+        self.weight_bits = weight_bits
+        self.modules = dict(gm.named_modules())
+        self.tensors: dict[str, g.TensorSpec] = {}
+        self.ops: list[g.Op] = []
+        self.meta = {"created_by": f"edgesnn {__version__}", **meta}
+        self.stream_dtype = stream_dtype
+
+    # ---- graph walk -------------------------------------------------------------------------
+    def run(self) -> g.Graph:
+        env: dict[fx.Node, object] = {}
+        outputs: list[str] = []
+        input_name = None
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                if input_name is not None:
+                    raise EdgesnnError("the exporter supports models with one input tensor")
+                env[node] = self.input(node)
+                input_name = env[node].name
+            elif node.op == "output":
+                results = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
+                for r in results:
+                    outputs.append(self.as_int(env[r], name="output").name)
+            elif node.op == "call_module":
+                env[node] = self.module(node, self.modules[node.target], env)
+            elif node.op in ("call_function", "call_method"):
+                env[node] = self.function(node, env)
+            else:
+                raise EdgesnnError(f"unsupported graph node {node.name!r} ({node.op}); supported: {SUPPORTED}")
+            if isinstance(env.get(node), _Linear) and len(node.users) > 1:
+                env[node] = self.as_int(env[node])  # shared by several users: compute it once
+        return g.Graph(tensors=self.tensors, ops=self.ops, input=input_name, outputs=outputs, meta=self.meta)
+
+    def input(self, node: fx.Node) -> _Int:
+        x = self.calibration
+        if x.dim() not in (2, 4):
+            raise EdgesnnError(f"input must be (batch, features) or (batch, C, H, W), got shape {tuple(x.shape)}")
+        shape = [x.shape[2], x.shape[3], x.shape[1]] if x.dim() == 4 else [x.shape[1]]
+        scale, zp = input_quantization(x.numpy())
+        self.tensors["input"] = g.TensorSpec(shape, "int8", float(scale), zp)
+        return _Int("input")
+
+    def module(self, node: fx.Node, m: nn.Module, env) -> object:
+        src = env[node.args[0]]
+        where = f"layer '{node.target}' ({type(m).__name__})"
+        if isinstance(m, nn.Conv2d):
+            return self.conv(node, m, self.as_int(src), where)
+        if isinstance(m, nn.Linear):
+            x = self.as_int(src)
+            w = m.weight.detach().double()
+            if x.perm is not None:
+                w = w[:, torch.as_tensor(x.perm)]
+            return _Linear("dense", x, node, w, _bias(m), attrs={"layer": node.target})
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if not isinstance(src, _Linear) or src.kind == "reduce_sum":
+                raise EdgesnnError(f"{where} must directly follow a Conv2d or Linear to be folded")
+            return _fold_bn(src, m, node)
+        if isinstance(m, MultiSpike):
+            return self.spike(src, m, node)
+        if isinstance(m, tuple(NEURONS.values())):
+            raise EdgesnnError(f"{where}: multi-step neurons deploy through their integer SFA form; "
+                               f"the IR exporter takes MultiSpike. Supported: {SUPPORTED}")
+        if isinstance(m, nn.AvgPool2d):
+            return self.avg_pool(self.as_int(src), _pair(m.kernel_size), _pair(m.stride or m.kernel_size), m.padding, where)
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            if _pair(m.output_size) != [1, 1]:
+                raise EdgesnnError(f"{where}: only output size 1 (global average pooling) is supported")
+            x = self.as_int(src)
+            h, w = self.tensors[x.name].shape[:2]
+            return self.avg_pool(x, [h, w], [h, w], 0, where)
+        if isinstance(m, nn.MaxPool2d):
+            x = self.as_int(src)
+            if _pair(m.padding) != [0, 0] or _pair(m.dilation) != [1, 1] or m.ceil_mode:
+                raise EdgesnnError(f"{where}: only unpadded, undilated max pooling is supported")
+            return self.pool_op(g.MaxPool2D, x, _pair(m.kernel_size), _pair(m.stride or m.kernel_size), node.target)
+        if isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise EdgesnnError(f"{where}: only flatten(start_dim=1) is supported")
+            return self.flatten(self.as_int(src), node.target)
+        if isinstance(m, _PASS_THROUGH):
+            return src
+        raise EdgesnnError(f"{where} is not supported by the IR exporter; supported: {SUPPORTED}")
+
+    def function(self, node: fx.Node, env) -> object:
+        fn, args = node.target, node.args
+        where = f"operation '{node.name}' ({getattr(fn, '__name__', fn)})"
+        if fn in (operator.add, torch.add, "add") and len(args) == 2 and all(isinstance(a, fx.Node) for a in args):
+            return self.add(self.as_int(env[args[0]]), self.as_int(env[args[1]]), node)
+        if fn in (operator.mul, torch.mul, "mul") and len(args) == 2:
+            a, b = args
+            if isinstance(a, fx.Node) and isinstance(b, fx.Node):
+                return self.mul(self.as_int(env[a]), self.as_int(env[b]), node)
+            value, const = (env[a], b) if isinstance(a, fx.Node) else (env[b], a)
+            if isinstance(const, (int, float)):
+                return _scaled(value, float(const), node)
+        if fn in (torch.flatten, "flatten"):
+            start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 1 if fn == "flatten" else 0)
+            end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
+            if start == 1 and end == -1:
+                return self.flatten(self.as_int(env[args[0]]), node.name)
+        if fn == "sum":
+            dims = args[1] if len(args) > 1 else node.kwargs.get("dim")
+            keep = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
+            x = self.as_int(env[args[0]])
+            if tuple(dims or ()) in ((2, 3), (-2, -1)) and keep and len(self.tensors[x.name].shape) == 3:
+                return _Linear("reduce_sum", x, node, scale=x.factor, attrs={"layer": node.name})
+        raise EdgesnnError(f"{where} is not supported by the IR exporter; supported: {SUPPORTED}")
+
+    # ---- values -----------------------------------------------------------------------------
+    def conv(self, node, m: nn.Conv2d, x: _Int, where: str) -> _Linear:
+        if x.perm is not None or len(self.tensors[x.name].shape) != 3:
+            raise EdgesnnError(f"{where} needs an image (H, W, C) input")
+        if _pair(m.dilation) != [1, 1] or m.padding_mode != "zeros":
+            raise EdgesnnError(f"{where}: only undilated convolutions with zero padding are supported")
+        kh, kw = m.kernel_size
+        if m.padding == "same":
+            pads = [(kh - 1) // 2, kh - 1 - (kh - 1) // 2, (kw - 1) // 2, kw - 1 - (kw - 1) // 2]
+        elif m.padding == "valid":
+            pads = [0, 0, 0, 0]
+        else:
+            ph, pw = _pair(m.padding)
+            pads = [ph, ph, pw, pw]
+        attrs = {"layer": node.target, "stride": _pair(m.stride), "padding": pads, "groups": m.groups}
+        return _Linear("conv2d", x, node, m.weight.detach().double(), _bias(m), attrs=attrs)
+
+    def spike(self, src, m: MultiSpike, node) -> _Int:
+        clamp = [0, m.D]
+        if isinstance(src, _Linear):
+            out = self.materialize(src, scale=1.0, clamp=clamp, spike_D=m.D, name=node.target)
+        else:
+            x = self.as_int(src)
+            out = self.new_tensor(node.target, self.tensors[x.name].shape, "int8", 1.0, spike_D=m.D)
+            mult, shift = quantize_multipliers(effective_multiplier(self.tensors[x.name].scale, x.factor, 1.0))
+            self.ops.append(g.Requantize(node.target, [x.name], out, multiplier=mult, shift=shift, clamp=clamp))
+            out = _Int(out)
+        out.factor = 1.0 / m.D if m.normalize else 1.0
+        return out
+
+    def as_int(self, v, name: str | None = None) -> _Int:
+        """Materialize a pending linear op at its calibrated symmetric int8 scale."""
+        if isinstance(v, _Int):
+            return v
+        absmax = max(abs(self.rec.lo[v.node.name]), abs(self.rec.hi[v.node.name]))
+        lo, hi = g.dtype_range(self.stream_dtype)
+        scale = absmax / hi if absmax > 0 else 1.0
+        return self.materialize(v, scale=scale, clamp=[lo, hi], name=name or v.node.name, dtype=self.stream_dtype)
+
+    def materialize(self, v: _Linear, scale: float, clamp: list[int], name: str, spike_D: int | None = None,
+                    dtype: str = "int8") -> _Int:
+        spec_in = self.tensors[v.src.name]
+        s_out = float(np.float32(scale))
+        if v.kind == "reduce_sum":
+            h, w, c = spec_in.shape
+            out = self.new_tensor(name, [1, 1, c], dtype, s_out, spike_D=spike_D)
+            mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, v.scale, s_out))
+            self.ops.append(g.ReduceSum(name, [v.src.name], out, multiplier=mult, shift=shift, clamp=clamp,
+                                        scale=float(np.float32(v.scale))))
+            return _Int(out)
+        bits = self.bits_for(v.attrs["layer"])
+        w = v.weight * v.src.factor
+        flat = w.reshape(w.shape[0], -1)
+        _, qmax = weight_range(bits)
+        absmax = flat.abs().amax(dim=1).numpy()
+        if bits == 1:
+            w_scale = (flat.abs().mean(dim=1).numpy()).astype(np.float32)
+        else:
+            w_scale = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)
+        w_scale = np.where(w_scale > 0, w_scale, np.float32(1.0)).astype(np.float32)
+        wq = torch.round(w / torch.as_tensor(w_scale, dtype=torch.float64).view(-1, *([1] * (w.dim() - 1))))
+        wq = torch.sign(w).clamp(min=0) * 2 - 1 if bits == 1 else wq.clamp(-qmax, qmax)
+        acc_scale = np.float32(spec_in.scale).astype(np.float64) * w_scale.astype(np.float64)
+        bias = v.bias.numpy() if v.bias is not None else np.zeros(w.shape[0])
+        bias_q = np.round(bias / acc_scale)
+        if np.abs(bias_q).max(initial=0) >= 2**31:
+            raise EdgesnnError(f"layer '{v.attrs['layer']}': bias does not fit int32 at this input scale")
+        mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, w_scale, s_out))
+        common = dict(multiplier=mult, shift=shift, clamp=clamp, bias=bias_q.astype(np.int32),
+                      weight_scale=w_scale, weight_bits=bits)
+        if v.kind == "conv2d":
+            hin, win_, _ = spec_in.shape
+            (kh, kw), (sh, sw), (t, b, l, r) = w.shape[2:], v.attrs["stride"], v.attrs["padding"]
+            shape = [(hin + t + b - kh) // sh + 1, (win_ + l + r - kw) // sw + 1, w.shape[0]]
+            out = self.new_tensor(name, shape, dtype, s_out, spike_D=spike_D)
+            weight = wq.permute(0, 2, 3, 1).numpy().astype(np.int8)  # OIHW -> OHWI
+            self.ops.append(g.Conv2D(name, [v.src.name], out, weight=weight, stride=v.attrs["stride"],
+                                     padding=v.attrs["padding"], groups=v.attrs["groups"], **common))
+        else:
+            out = self.new_tensor(name, [w.shape[0]], dtype, s_out, spike_D=spike_D)
+            self.ops.append(g.Dense(name, [v.src.name], out, weight=wq.numpy().astype(np.int8), **common))
+        return _Int(out)
+
+    def add(self, a: _Int, b: _Int, node) -> _Int:
+        for x in (a, b):
+            if x.factor != 1.0 or x.perm is not None:
+                raise EdgesnnError(f"operation '{node.name}': adding rescaled or flattened values is not supported")
+        sa, sb = self.tensors[a.name], self.tensors[b.name]
+        if sa.shape != sb.shape:
+            raise EdgesnnError(f"operation '{node.name}': broadcasting add is not supported ({sa.shape} + {sb.shape})")
+        absmax = max(abs(self.rec.lo[node.name]), abs(self.rec.hi[node.name]))
+        dtype = self.stream_dtype
+        lo, hi = g.dtype_range(dtype)
+        if not sa.dtype == sb.dtype == dtype:
+            raise EdgesnnError(f"operation '{node.name}': add needs two {dtype} membrane values")
+        out = self.new_tensor(node.name, sa.shape, dtype, float(np.float32(absmax / hi if absmax else 1.0)))
+        left_shift = ADD_LEFT_SHIFT[dtype]
+        mult, shift = add_multipliers(sa.scale, sb.scale, self.tensors[out].scale, left_shift)
+        self.ops.append(g.Add(node.name, [a.name, b.name], out, left_shift=left_shift, multiplier=mult, shift=shift,
+                              clamp=[lo, hi]))
+        return _Int(out)
+
+    def mul(self, a: _Int, b: _Int, node) -> _Int:
+        """Exact integer product (spike masking): the output scale is the product of the input scales."""
+        sa, sb = self.tensors[a.name], self.tensors[b.name]
+        if a.perm is not None or b.perm is not None or len(sa.shape) != len(sb.shape):
+            raise EdgesnnError(f"operation '{node.name}': multiply needs two tensors of the same rank")
+        try:
+            shape = list(np.broadcast_shapes(tuple(sa.shape), tuple(sb.shape)))
+        except ValueError:
+            raise EdgesnnError(f"operation '{node.name}': shapes {sa.shape} and {sb.shape} do not broadcast") from None
+        lo_a, hi_a = self.int_range(a.name)
+        lo_b, hi_b = self.int_range(b.name)
+        corners = [x * y for x in (lo_a, hi_a) for y in (lo_b, hi_b)]
+        dtype = "int8" if min(corners) >= -128 and max(corners) <= 127 else "int16"
+        s_out = float(np.float32(sa.scale) * np.float32(sb.scale))
+        out = self.new_tensor(node.name, shape, dtype, s_out)
+        mult, shift = quantize_multipliers(effective_multiplier(sa.scale, sb.scale, s_out))
+        self.ops.append(g.Mul(node.name, [a.name, b.name], out, multiplier=mult, shift=shift, clamp=list(g.dtype_range(dtype))))
+        return _Int(out, factor=a.factor * b.factor)
+
+    def avg_pool(self, x: _Int, kernel, stride, padding, where: str) -> _Int:
+        if _pair(padding) != [0, 0]:
+            raise EdgesnnError(f"{where}: only unpadded average pooling is supported")
+        out = self.pool_op(g.SumPool2D, x, kernel, stride, where.split("'")[1], widen=kernel[0] * kernel[1])
+        out.factor = x.factor / (kernel[0] * kernel[1])
+        return out
+
+    def pool_op(self, cls, x: _Int, kernel, stride, name: str, widen: int = 1) -> _Int:
+        spec = self.tensors[x.name]
+        if spec.zero_point != 0 and cls is g.SumPool2D:
+            raise EdgesnnError(f"layer '{name}': average pooling needs a zero-point-free input")
+        h, w, c = spec.shape
+        shape = [(h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1, c]
+        lo, hi = self.int_range(x.name)
+        dtype = "int8" if lo * widen >= -128 and hi * widen <= 127 else "int16"
+        spike_D = None if cls is g.SumPool2D else spec.spike_D  # a window sum is a count, not a spike
+        out = self.new_tensor(name, shape, dtype, spec.scale, spike_D=spike_D)
+        self.ops.append(cls(name, [x.name], out, kernel=list(kernel), stride=list(stride)))
+        return _Int(out, factor=x.factor)
+
+    def flatten(self, x: _Int, name: str) -> _Int:
+        spec = self.tensors[x.name]
+        if len(spec.shape) == 1:
+            return x
+        h, w, c = spec.shape
+        out = self.new_tensor(name, [h * w * c], spec.dtype, spec.scale, spec.zero_point, spec.spike_D)
+        self.ops.append(g.Reshape(name, [x.name], out))
+        perm = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()  # IR (h, w, c) -> torch (c, h, w)
+        return _Int(out, factor=x.factor, perm=perm)
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def new_tensor(self, name: str, shape, dtype: str, scale: float, zero_point: int = 0, spike_D=None) -> str:
+        base, i = name.replace("/", "."), 1
+        while name in self.tensors:
+            i += 1
+            name = f"{base}_{i}"
+        self.tensors[name] = g.TensorSpec(list(map(int, shape)), dtype, float(np.float32(scale)), int(zero_point), spike_D)
+        return name
+
+    def int_range(self, name: str) -> tuple[int, int]:
+        spec = self.tensors[name]
+        if spec.spike_D is not None:
+            return (-spec.spike_D if spec.signed else 0), spec.spike_D
+        lo, hi = g.dtype_range(spec.dtype)
+        return lo - spec.zero_point, hi - spec.zero_point
+
+    def bits_for(self, layer: str) -> int:
+        bits = self.weight_bits.get(layer, 8) if isinstance(self.weight_bits, dict) else self.weight_bits
+        if not 1 <= int(bits) <= 8:
+            raise EdgesnnError(f"weight bits must be between 1 and 8, got {bits}")
+        return int(bits)
+
+
+def _fold_bn(v: _Linear, bn: nn.modules.batchnorm._BatchNorm, node) -> _Linear:
+    """W' = W * gamma / sqrt(var + eps); b' = (b - mean) * gamma / sqrt(var + eps) + beta."""
+    std = torch.sqrt(bn.running_var.double() + bn.eps)
+    gamma = bn.weight.detach().double() if bn.affine else torch.ones_like(std)
+    beta = bn.bias.detach().double() if bn.affine else torch.zeros_like(std)
+    k = gamma / std
+    w = v.weight * k.view(-1, *([1] * (v.weight.dim() - 1)))
+    b = ((v.bias if v.bias is not None else torch.zeros_like(std)) - bn.running_mean.double()) * k + beta
+    return _Linear(v.kind, v.src, node, w, b, v.scale, v.attrs)
+
+
+def _scaled(v, c: float, node: fx.Node):
+    """A value times a constant: a factor on an integer tensor, folded into a pending linear op."""
+    if isinstance(v, _Int):
+        return _Int(v.name, v.factor * c, v.perm)
+    if v.kind == "reduce_sum":
+        return _Linear(v.kind, v.src, node, scale=v.scale * c, attrs=v.attrs)
+    return _Linear(v.kind, v.src, node, v.weight * c, None if v.bias is None else v.bias * c, v.scale, v.attrs)
+
+
+def _bias(m: nn.Module) -> torch.Tensor | None:
+    return None if m.bias is None else m.bias.detach().double()
+
+
+def _pair(v) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]

@@ -1,0 +1,101 @@
+"""Fixed-point requantization: the one definition of how an int32 accumulator is rescaled.
+
+This is TFLite's reference arithmetic (``QuantizeMultiplier`` and ``MultiplyByQuantizedMultiplier``
+in tensorflow/lite/kernels/internal/{quantization_util.cc,common.h}, default double rounding), which
+TOSA RESCALE (double_round) and CMSIS-NN's ``arm_nn_requantize`` share. Every backend that carries
+the same float32 scales therefore reproduces the IR bit for bit.
+
+For a real multiplier M = s_in * s_w / s_out (computed in double from float32 scales):
+
+    q, shift = frexp(M)                      # M = q * 2**shift, q in [0.5, 1)
+    multiplier = round_half_away(q * 2**31)  # int32 (q == 1 after rounding -> 2**30, shift + 1)
+
+and an accumulator x becomes
+
+    y = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2**max(shift, 0), multiplier),
+                            max(-shift, 0))
+
+where SaturatingRoundingDoublingHighMul(a, b) = (a*b + (2**30 if a*b >= 0 else 1 - 2**30)) / 2**31
+truncated toward zero (INT32_MIN * INT32_MIN saturates to INT32_MAX), and RoundingDivideByPOT
+rounds half away from zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
+    """(multiplier, shift) for a non-negative real multiplier, exactly as TFLite derives them."""
+    if real_multiplier < 0:
+        raise ValueError(f"requantization multiplier must be >= 0, got {real_multiplier}")
+    if real_multiplier == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real_multiplier)
+    q_fixed = int(math.floor(q * (1 << 31) + 0.5))  # q > 0: round half away from zero
+    if q_fixed == (1 << 31):
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        raise ValueError(f"requantization multiplier {real_multiplier} is too large for int32 fixed point")
+    return q_fixed, shift
+
+
+def quantize_multipliers(real_multipliers) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [quantize_multiplier(float(m)) for m in np.atleast_1d(real_multipliers)]
+    return (np.array([p[0] for p in pairs], dtype=np.int32), np.array([p[1] for p in pairs], dtype=np.int32))
+
+
+def effective_multiplier(s_in, s_w, s_out) -> np.ndarray:
+    """double(s_in) * double(s_w) / double(s_out) from float32 scales, per channel (TFLite's order)."""
+    f32 = lambda v: np.asarray(v, dtype=np.float32).astype(np.float64)  # noqa: E731
+    return np.atleast_1d(f32(s_in) * f32(s_w) / f32(s_out))
+
+
+def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    ab = a * b  # |a|, |b| <= 2**31: fits int64
+    nudged = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    q = np.where(nudged >= 0, nudged >> 31, -((-nudged) >> 31))  # C division: truncate toward zero
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, q)
+
+
+def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.int64)
+    exponent = np.asarray(exponent, dtype=np.int64)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
+    """Requantize int32 accumulators ``x``; ``multiplier``/``shift`` broadcast (per channel: last axis)."""
+    x = np.asarray(x, dtype=np.int64)
+    if x.size and (x.min() < INT32_MIN or x.max() > INT32_MAX):
+        raise OverflowError("accumulator outside int32")
+    shift = np.asarray(shift, dtype=np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    shifted = x << left
+    if shifted.size and (shifted.min() < INT32_MIN or shifted.max() > INT32_MAX):
+        raise OverflowError("left-shifted accumulator outside int32")
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+ADD_LEFT_SHIFT = {"int8": 20, "int16": 15}  # TFLite's ADD headroom per activation type
+
+
+def add_multipliers(s_a: float, s_b: float, s_out: float, left_shift: int):
+    """(multipliers, shifts) for inputs a, b and the output of an int8 ADD, as TFLite's add.cc derives them."""
+    s_a, s_b, s_out = (float(np.float32(v)) for v in (s_a, s_b, s_out))
+    twice_max = 2.0 * max(s_a, s_b)
+    reals = [s_a / twice_max, s_b / twice_max, twice_max / ((1 << left_shift) * s_out)]
+    return quantize_multipliers(reals)

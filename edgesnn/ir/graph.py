@@ -1,0 +1,201 @@
+"""The integer deployment IR: tensors and ops as plain dataclasses (the style of the ``nir`` package).
+
+Layout is NHWC everywhere; shapes are per sample (no batch axis). A tensor's real value is
+``scale * (q - zero_point)``; scales are float32, the precision every backend carries. Linear ops
+accumulate in int32 and requantize with :mod:`edgesnn.ir.fixedpoint`; ``clamp`` is the fused
+activation range (an SFA neuron is requantize + clamp to [0, D]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from edgesnn.errors import EdgesnnError
+
+IR_VERSION = 1
+LAYOUT = "NHWC"
+DTYPES = {"int8": np.int8, "int16": np.int16, "int32": np.int32}
+
+
+def dtype_range(dtype: str) -> tuple[int, int]:
+    info = np.iinfo(DTYPES[dtype])
+    return int(info.min), int(info.max)
+
+
+@dataclass
+class TensorSpec:
+    shape: list[int]
+    dtype: str
+    scale: float
+    zero_point: int = 0
+    spike_D: int | None = None  # integer spikes in [0, D] ([-D, D] when signed): expandable to spike trains
+    signed: bool = False
+
+
+@dataclass
+class Op:
+    """Base of all ops. Array fields are stored as tensors, the rest as JSON."""
+
+    name: str
+    inputs: list[str]
+    output: str
+
+    kind = "op"
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
+
+    def attrs(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not isinstance(getattr(self, f.name), np.ndarray)}
+
+
+@dataclass
+class Requantized(Op):
+    """An op whose int32 result is requantized per output channel and clamped."""
+
+    multiplier: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int32))
+    shift: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int32))
+    clamp: list[int] = field(default_factory=lambda: [-128, 127])
+
+
+@dataclass
+class Conv2D(Requantized):
+    """Weights OHWI (I = input channels per group); padding [top, bottom, left, right] adds real zeros."""
+
+    weight: np.ndarray = None
+    bias: np.ndarray = None
+    weight_scale: np.ndarray = None
+    weight_bits: int = 8
+    stride: list[int] = field(default_factory=lambda: [1, 1])
+    padding: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    groups: int = 1
+    kind = "conv2d"
+
+
+@dataclass
+class Dense(Requantized):
+    """Weights [out, in]."""
+
+    weight: np.ndarray = None
+    bias: np.ndarray = None
+    weight_scale: np.ndarray = None
+    weight_bits: int = 8
+    kind = "dense"
+
+
+@dataclass
+class ReduceSum(Requantized):
+    """Sum over H and W (keeping them as 1); ``scale`` plays the weight scale in the multiplier."""
+
+    scale: float = 1.0
+    kind = "reduce_sum"
+
+
+@dataclass
+class Mul(Requantized):
+    """Elementwise product with broadcasting (spike masking), TFLite MUL arithmetic."""
+
+    kind = "mul"
+
+
+@dataclass
+class Requantize(Requantized):
+    """Rescale an integer tensor to another scale (and clamp: a neuron on a membrane stream)."""
+
+    kind = "requantize"
+
+
+@dataclass
+class Add(Op):
+    """Elementwise sum of two tensors with different scales: TFLite's int8 ADD arithmetic.
+
+    Both inputs are left-shifted by ``left_shift`` (20), rescaled to twice the larger input scale,
+    summed, and the sum rescaled to the output.
+    """
+
+    left_shift: int = 20
+    multiplier: np.ndarray = None  # [input0, input1, output]
+    shift: np.ndarray = None
+    clamp: list[int] = field(default_factory=lambda: [-128, 127])
+    kind = "add"
+
+
+@dataclass
+class SumPool2D(Op):
+    """Exact integer sum over each window (no padding): an average pool whose 1/k^2 is folded downstream."""
+
+    kernel: list[int] = field(default_factory=lambda: [2, 2])
+    stride: list[int] = field(default_factory=lambda: [2, 2])
+    kind = "sum_pool2d"
+
+
+@dataclass
+class MaxPool2D(Op):
+    kernel: list[int] = field(default_factory=lambda: [2, 2])
+    stride: list[int] = field(default_factory=lambda: [2, 2])
+    kind = "max_pool2d"
+
+
+@dataclass
+class Reshape(Op):
+    """Row-major reshape of the NHWC tensor (flatten before a dense layer)."""
+
+    kind = "reshape"
+
+
+OP_TYPES: dict[str, type[Op]] = {
+    cls.kind: cls for cls in (Conv2D, Dense, ReduceSum, Mul, Requantize, Add, SumPool2D, MaxPool2D, Reshape)
+}
+
+
+@dataclass
+class Graph:
+    """An integer-only graph. ``run`` takes float input (NHWC) and returns the integer output."""
+
+    tensors: dict[str, TensorSpec]
+    ops: list[Op]
+    input: str
+    outputs: list[str]
+    meta: dict = field(default_factory=dict)
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """float -> input integers: clamp(round_half_away(x / scale) + zero_point), in float32 as TFLite."""
+        spec = self.tensors[self.input]
+        x = np.asarray(x, dtype=np.float32)
+        self.check_input_shape(x)
+        v = x / np.float32(spec.scale)
+        q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)) + spec.zero_point
+        lo, hi = dtype_range(spec.dtype)
+        return np.clip(q, lo, hi).astype(DTYPES[spec.dtype])
+
+    def check_input_shape(self, x: np.ndarray) -> None:
+        want = tuple(self.tensors[self.input].shape)
+        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+            raise EdgesnnError(f"input batch has shape {tuple(x.shape)}; this model takes (batch, {', '.join(map(str, want))}) in {LAYOUT}")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Integer output batch of the first output for a float input batch."""
+        return self.run_integer(self.quantize_input(x))[self.outputs[0]]
+
+    def run_integer(self, xq: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
+        from edgesnn.ir.interpreter import execute
+
+        self.check_input_shape(np.asarray(xq))
+        return execute(self, np.asarray(xq), keep_all=keep_all)
+
+    def dequantize(self, name: str, q: np.ndarray) -> np.ndarray:
+        spec = self.tensors[name]
+        return (q.astype(np.float64) - spec.zero_point) * spec.scale
+
+    def save(self, path) -> None:
+        from edgesnn.ir.serialize import save
+
+        save(self, path)
+
+    def weight_ops(self) -> list[Op]:
+        return [op for op in self.ops if getattr(op, "weight", None) is not None]
+
+    def parameter_count(self) -> int:
+        return sum(op.weight.size + (op.bias.size if op.bias is not None else 0) for op in self.weight_ops())

@@ -1,0 +1,117 @@
+"""The golden interpreter: numpy, integer-only, one function per op (TFLite Micro reference style).
+
+It is the single definition of what a deployed model computes; every backend is checked against
+it bit for bit. Accumulations are exact integers (int64 here, and required to fit int32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgesnn.ir import graph as g
+from edgesnn.ir.fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
+
+# float64 matrix products are exact for integer sums below 2**53; int8 x int8 products over any
+# realistic fan-in stay far below that, and we check.
+_EXACT_LIMIT = 2**53
+
+
+def _int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    bound = np.abs(a).max(initial=0) * np.abs(b).max(initial=0) * a.shape[-1]
+    if bound >= _EXACT_LIMIT:
+        return np.matmul(a.astype(np.int64), b.astype(np.int64))
+    return out.astype(np.int64)
+
+
+def _check_int32(acc: np.ndarray, op: g.Op) -> np.ndarray:
+    if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
+        raise OverflowError(f"op {op.name}: int32 accumulator overflow")
+    return acc
+
+
+def _finish(acc: np.ndarray, op: g.Requantized, out: g.TensorSpec) -> np.ndarray:
+    """Requantize per output channel (last axis), add the output zero point, clamp, cast."""
+    y = multiply_by_quantized_multiplier(_check_int32(acc, op), op.multiplier, op.shift) + out.zero_point
+    return np.clip(y, op.clamp[0], op.clamp[1]).astype(g.DTYPES[out.dtype])
+
+
+def conv2d(op: g.Conv2D, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    xo = x.astype(np.int64) - spec_in.zero_point  # padding contributes real zero: pad the offset input
+    t, b, l, r = op.padding
+    xo = np.pad(xo, ((0, 0), (t, b), (l, r), (0, 0)))
+    o, kh, kw, cg = op.weight.shape
+    sh, sw = op.stride
+    win = np.lib.stride_tricks.sliding_window_view(xo, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+    n, ho, wo = win.shape[:3]
+    groups = op.groups
+    win = win.reshape(n, ho, wo, groups, cg, kh, kw).transpose(0, 1, 2, 3, 5, 6, 4)  # -> kh, kw, cg (HWI)
+    win = win.reshape(n * ho * wo, groups, kh * kw * cg)
+    w = op.weight.astype(np.int64).reshape(groups, o // groups, kh * kw * cg)
+    acc = np.stack([_int_matmul(win[:, gi], w[gi].T) for gi in range(groups)], axis=1)
+    acc = acc.reshape(n, ho, wo, o) + op.bias.astype(np.int64)
+    return _finish(acc, op, spec_out)
+
+
+def dense(op: g.Dense, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    xo = x.astype(np.int64) - spec_in.zero_point
+    acc = _int_matmul(xo, op.weight.astype(np.int64).T) + op.bias.astype(np.int64)
+    return _finish(acc, op, spec_out)
+
+
+def reduce_sum(op: g.ReduceSum, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    acc = (x.astype(np.int64) - spec_in.zero_point).sum(axis=(1, 2), keepdims=True)
+    return _finish(acc, op, spec_out)
+
+
+def mul(op: g.Mul, a: np.ndarray, b: np.ndarray, spec_a, spec_b, spec_out) -> np.ndarray:
+    acc = (a.astype(np.int64) - spec_a.zero_point) * (b.astype(np.int64) - spec_b.zero_point)
+    return _finish(acc, op, spec_out)
+
+
+def requantize(op: g.Requantize, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    return _finish(x.astype(np.int64) - spec_in.zero_point, op, spec_out)
+
+
+def add(op: g.Add, a: np.ndarray, b: np.ndarray, spec_a, spec_b, spec_out) -> np.ndarray:
+    m, s = op.multiplier, op.shift
+    sa = multiply_by_quantized_multiplier((a.astype(np.int64) - spec_a.zero_point) << op.left_shift, m[0], s[0])
+    sb = multiply_by_quantized_multiplier((b.astype(np.int64) - spec_b.zero_point) << op.left_shift, m[1], s[1])
+    y = multiply_by_quantized_multiplier(sa + sb, m[2], s[2]) + spec_out.zero_point
+    return np.clip(y, op.clamp[0], op.clamp[1]).astype(g.DTYPES[spec_out.dtype])
+
+
+def sum_pool2d(op: g.SumPool2D, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    (kh, kw), (sh, sw) = op.kernel, op.stride
+    win = np.lib.stride_tricks.sliding_window_view(x.astype(np.int64) - spec_in.zero_point, (kh, kw), axis=(1, 2))
+    acc = win[:, ::sh, ::sw].sum(axis=(-2, -1)) + spec_out.zero_point
+    lo, hi = g.dtype_range(spec_out.dtype)
+    if acc.size and (acc.min() < lo or acc.max() > hi):
+        raise OverflowError(f"op {op.name}: window sum outside {spec_out.dtype}")
+    return acc.astype(g.DTYPES[spec_out.dtype])
+
+
+def max_pool2d(op: g.MaxPool2D, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    (kh, kw), (sh, sw) = op.kernel, op.stride
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
+    return win[:, ::sh, ::sw].max(axis=(-2, -1)).astype(g.DTYPES[spec_out.dtype])
+
+
+def reshape(op: g.Reshape, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    return x.reshape((x.shape[0], *spec_out.shape))
+
+
+KERNELS = {
+    "conv2d": conv2d, "dense": dense, "reduce_sum": reduce_sum, "mul": mul, "requantize": requantize,
+    "add": add, "sum_pool2d": sum_pool2d, "max_pool2d": max_pool2d, "reshape": reshape,
+}
+
+
+def execute(graph: g.Graph, xq: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Run the graph on an integer input batch; returns the outputs (every tensor with ``keep_all``)."""
+    values = {graph.input: xq.astype(g.DTYPES[graph.tensors[graph.input].dtype])}
+    for op in graph.ops:
+        args = [values[name] for name in op.inputs]
+        specs = [graph.tensors[name] for name in op.inputs]
+        values[op.output] = KERNELS[op.kind](op, *args, *specs, graph.tensors[op.output])
+    return values if keep_all else {name: values[name] for name in graph.outputs}

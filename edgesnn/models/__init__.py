@@ -1,0 +1,47 @@
+"""The model zoo: every architecture is built from edgesnn's neurons and exports through SFA."""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from edgesnn.errors import EdgesnnError
+from edgesnn.models.cnn import SpikingCNN
+from edgesnn.models.mlp import SpikingMLP
+from edgesnn.models.resnet import SpikingResNet
+from edgesnn.models.spikeformer import SpikeFormer, e_spikeformer_5m_config
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": SpikingMLP, "cnn": SpikingCNN, "resnet": SpikingResNet, "spikeformer": SpikeFormer}
+
+__all__ = ["MODELS", "build", "default_kwargs", "e_spikeformer_5m_config"]
+
+
+def default_kwargs(name: str, in_shape, num_classes: int, D: int) -> dict:
+    """Constructor arguments for a data set's input shape: the one place models and data meet."""
+    _check_name(name)
+    if name == "spikeformer":
+        if len(in_shape) != 3 or in_shape[1] != in_shape[2]:
+            raise EdgesnnError(f"spikeformer needs square (C, H, W) images, got input shape {tuple(in_shape)}")
+        return {"in_channels": int(in_shape[0]), "image_size": int(in_shape[1]), "num_classes": num_classes, "D": D}
+    if name in ("cnn", "resnet") and len(in_shape) != 3:
+        raise EdgesnnError(f"{name} needs (C, H, W) images, got input shape {tuple(in_shape)}")
+    return {"in_shape": [int(d) for d in in_shape], "num_classes": num_classes, "D": D}
+
+
+def build(name: str, kwargs: dict) -> nn.Module:
+    _check_name(name)
+    cls = MODELS[name]
+    accepted = set(inspect.signature(cls).parameters)
+    unknown = set(kwargs) - accepted
+    if unknown:
+        raise EdgesnnError(f"model {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(accepted)}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise EdgesnnError(f"cannot build model {name!r} with {kwargs}: {e}") from None
+
+
+def _check_name(name: str) -> None:
+    if name not in MODELS:
+        raise EdgesnnError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")

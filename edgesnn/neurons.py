@@ -1,0 +1,195 @@
+"""Spiking neurons for training, each with its deploy-time spike-train expansion.
+
+Single-step neurons take any tensor; multi-step neurons take a leading time axis (T, B, ...).
+All integer neurons round half up (floor(u + 0.5)), as SFA's reference code does, so the
+exporter's requantization and the torch model agree on what an integer activation is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgesnn import spikes
+from edgesnn.errors import EdgesnnError
+
+
+def round_half_up(x: torch.Tensor) -> torch.Tensor:
+    return torch.floor(x + 0.5)
+
+
+class _SFAQuant(torch.autograd.Function):
+    """clamp(round_half_up(u), 0, D) with a straight-through gradient inside (0, D)."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, D: int) -> torch.Tensor:
+        ctx.save_for_backward(u)
+        ctx.D = D
+        return torch.clamp(round_half_up(u), 0, D)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (u,) = ctx.saved_tensors
+        return grad * ((u > 0) & (u < ctx.D)).to(grad.dtype), None
+
+
+class _Heaviside(torch.autograd.Function):
+    """[u >= 0] with the arctan surrogate gradient alpha / (2 (1 + (pi/2 alpha u)^2))."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, alpha: float) -> torch.Tensor:
+        ctx.save_for_backward(u)
+        ctx.alpha = alpha
+        return (u >= 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (u,) = ctx.saved_tensors
+        a = ctx.alpha
+        return grad * a / (2 * (1 + (torch.pi / 2 * a * u) ** 2)), None
+
+
+def _check_D(D: int) -> int:
+    if isinstance(D, bool) or int(D) != D or D <= 0:
+        raise EdgesnnError(f"D (the largest integer activation) must be a positive integer, got {D}")
+    return int(D)
+
+
+class SpikeExpansion:
+    """Deploy-time form shared by all neurons: integer activations become spike trains."""
+
+    D: int = 1
+
+    def expand(self, s, encoding: str = "rate") -> np.ndarray:
+        """Spike train (steps, *s.shape) of the integer activations ``s`` this neuron emits."""
+        s = s.detach().cpu().numpy() if isinstance(s, torch.Tensor) else np.asarray(s)
+        return spikes.expand(np.rint(s).astype(np.int64), self.D, encoding)
+
+
+class MultiSpike(nn.Module, SpikeExpansion):
+    """SFA integer neuron for one-timestep training: s = clamp(round(u), 0, D), optionally / D.
+
+    With ``normalize`` the output is s / D in [0, 1]; the exporter folds 1/D into the next layer.
+    """
+
+    def __init__(self, D: int = 4, normalize: bool = True):
+        super().__init__()
+        self.D = _check_D(D)
+        self.normalize = normalize
+
+    def integer(self, u: torch.Tensor) -> torch.Tensor:
+        return _SFAQuant.apply(u, self.D)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        s = self.integer(u)
+        return s / self.D if self.normalize else s
+
+    def extra_repr(self) -> str:
+        return f"D={self.D}, normalize={self.normalize}"
+
+
+class IntegerIF(nn.Module, SpikeExpansion):
+    """Multi-step integer IF (SFA Q_IFNode): v += x; s = round(clamp(v, 0, D)); v -= s."""
+
+    def __init__(self, D: int = 4, normalize: bool = False):
+        super().__init__()
+        self.D = _check_D(D)
+        self.normalize = normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = torch.zeros_like(x[0])
+        out = []
+        for x_t in x:
+            v = v + x_t
+            s = _SFAQuant.apply(v, self.D)
+            v = v - s
+            out.append(s / self.D if self.normalize else s)
+        return torch.stack(out)
+
+
+class ILIF(nn.Module, SpikeExpansion):
+    """Integer LIF (SpikeYOLO): u_t = (u_{t-1} - s_{t-1}) * decay + x_t; s_t = round(clamp(u_t, 0, D))."""
+
+    def __init__(self, D: int = 4, decay: float = 0.25, normalize: bool = False):
+        super().__init__()
+        self.D = _check_D(D)
+        self.decay = decay
+        self.normalize = normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.zeros_like(x[0])
+        s = torch.zeros_like(x[0])
+        out = []
+        for x_t in x:
+            u = (u - s) * self.decay + x_t
+            s = _SFAQuant.apply(u, self.D)
+            out.append(s / self.D if self.normalize else s)
+        return torch.stack(out)
+
+
+class LIF(nn.Module, SpikeExpansion):
+    """Binary LIF: u = decay * u + x; s = [u >= threshold] (arctan surrogate); hard or soft reset."""
+
+    D = 1
+
+    def __init__(self, decay: float = 0.5, threshold: float = 1.0, reset: str = "hard", alpha: float = 2.0):
+        super().__init__()
+        if reset not in ("hard", "soft"):
+            raise EdgesnnError(f"LIF reset must be 'hard' or 'soft', got {reset!r}")
+        self.decay, self.threshold, self.reset, self.alpha = decay, threshold, reset, alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.zeros_like(x[0])
+        out = []
+        for x_t in x:
+            u = self.decay * u + x_t
+            s = _Heaviside.apply(u - self.threshold, self.alpha)
+            u = u * (1 - s) if self.reset == "hard" else u - s * self.threshold
+            out.append(s)
+        return torch.stack(out)
+
+
+class _TernaryFire(torch.autograd.Function):
+    """sign(u) where |u| >= threshold, else 0; rectangular surrogate of height 1/t around +-t."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, threshold: float) -> torch.Tensor:
+        ctx.save_for_backward(u)
+        ctx.threshold = threshold
+        return torch.sign(u) * (u.abs() >= threshold).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (u,) = ctx.saved_tensors
+        t = ctx.threshold
+        return grad * ((u.abs() - t).abs() < t / 2).to(grad.dtype) / t, None
+
+
+class TernarySpike(nn.Module, SpikeExpansion):
+    """Ternary spike (Guo et al.): u = decay * u + x; o in {-1, 0, 1}; hard reset; output o * a_c.
+
+    ``a`` is the learnable per-channel amplitude (channel axis 1 of each step's (B, C, ...)); the
+    exporter folds it into the next layer's weights, so the deployed spikes stay in {-1, 0, 1}.
+    """
+
+    D = 1
+
+    def __init__(self, channels: int, decay: float = 0.25, threshold: float = 0.5, learn_amplitude: bool = True):
+        super().__init__()
+        self.decay, self.threshold = decay, threshold
+        self.amplitude = nn.Parameter(torch.ones(channels), requires_grad=learn_amplitude)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.zeros_like(x[0])
+        shape = (1, -1) + (1,) * (x.dim() - 3)
+        out = []
+        for x_t in x:
+            u = self.decay * u + x_t
+            o = _TernaryFire.apply(u, self.threshold)
+            u = u * (1 - o.abs())
+            out.append(o * self.amplitude.view(shape))
+        return torch.stack(out)
+
+
+NEURONS = {"multispike": MultiSpike, "if": IntegerIF, "ilif": ILIF, "lif": LIF, "ternary": TernarySpike}

@@ -1,0 +1,136 @@
+"""The steps the CLI runs, as library calls: train, export, verify, inspect.
+
+Each returns plain data (dicts) so the CLI only prints, and scripts and tests read numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgesnn import checkpoint, models
+from edgesnn import data as datasets
+from edgesnn.errors import EdgesnnError
+from edgesnn.export import export
+from edgesnn.ir import graph as g
+from edgesnn.ir import load as load_ir
+from edgesnn.ir.packing import packed_nbytes
+from edgesnn.train import predict, train
+
+TARGETS = ("ir",)
+IR_FILE = "model.ir"
+CALIBRATION_SAMPLES = 1024
+
+
+def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int = 4, lr: float = 3e-3,
+                seed: int = 0, on_epoch=None) -> dict:
+    if epochs < 1:
+        raise EdgesnnError(f"--epochs must be at least 1, got {epochs}")
+    ds = datasets.load(data_spec)
+    torch.manual_seed(seed)
+    kwargs = models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D)
+    model = models.build(model_name, kwargs)
+    metrics = train(model, ds, epochs, lr=lr, seed=seed, on_epoch=on_epoch)
+    config = {
+        "model": model_name, "kwargs": kwargs, "D": D, "neuron": "multispike", "normalize": True,
+        "input_shape": list(ds.in_shape), "num_classes": ds.num_classes, "data": data_spec, "timesteps": 1,
+    }
+    checkpoint.save(model, config, out, metrics)
+    return metrics
+
+
+def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str = "int8") -> Path:
+    if target not in TARGETS:
+        raise EdgesnnError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
+    if stream_dtype not in ("int8", "int16"):
+        raise EdgesnnError(f"--stream-dtype must be int8 or int16, got {stream_dtype!r}")
+    if not 1 <= weight_bits <= 8:
+        raise EdgesnnError(f"--weight-bits must be between 1 and 8, got {weight_bits}")
+    model, config = checkpoint.load(ckpt)
+    ds = datasets.load(config["data"])
+    calibration = ds.x_train[:CALIBRATION_SAMPLES]
+    meta = {"source": {"checkpoint": str(Path(ckpt).resolve()), "model": config["model"], "data": config["data"]},
+            "weight_bits": weight_bits}
+    graph = export(model, calibration, weight_bits=weight_bits, meta=meta, stream_dtype=stream_dtype)
+    path = Path(out) / IR_FILE
+    graph.save(path)
+    return path
+
+
+def verify(artifact: Path, data_spec: str, ckpt: Path | None = None) -> dict:
+    """Golden interpreter over the whole test split vs the torch model the IR came from."""
+    artifact = Path(artifact)
+    if artifact.suffix != ".ir":
+        raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir)")
+    graph = load_ir(artifact)
+    source = ckpt or graph.meta.get("source", {}).get("checkpoint")
+    if source is None:
+        raise EdgesnnError(f"{artifact}: the IR does not name its checkpoint; pass --checkpoint DIR")
+    model, _ = checkpoint.load(source)
+    ds = datasets.load(data_spec)
+    x, y = ds.x_test, ds.y_test.numpy()
+    ir_out = graph.run(datasets.to_nhwc(x))
+    if ir_out.ndim != 2:
+        raise EdgesnnError(f"{artifact}: output shape {ir_out.shape[1:]} is not a class score vector")
+    ir_pred = ir_out.argmax(1)
+    torch_pred = predict(model, x).numpy()
+    mismatches = int((ir_pred != torch_pred).sum())
+    return {
+        "artifact": str(artifact), "runtime": "edgesnn golden interpreter (numpy, integer-only)",
+        "data": data_spec, "samples": int(len(y)), "mismatches": mismatches,
+        "agreement": 1.0 - mismatches / len(y), "accuracy": float((ir_pred == y).mean()),
+        "torch_accuracy": float((torch_pred == y).mean()), "checkpoint": str(source),
+    }
+
+
+def inspect(path: Path) -> dict:
+    """Layers, dtypes, shapes, parameter count and bytes of a checkpoint folder or an IR file."""
+    path = Path(path)
+    if path.is_dir() or path.suffix not in (".ir",):
+        return _inspect_checkpoint(path)
+    graph = load_ir(path)
+    rows = []
+    for op in graph.ops:
+        out = graph.tensors[op.output]
+        w = getattr(op, "weight", None)
+        params = 0 if w is None else int(w.size + op.bias.size)
+        nbytes = 0 if w is None else packed_nbytes(w.size, op.weight_bits) + 4 * op.bias.size + 8 * op.multiplier.size
+        rows.append({
+            "name": op.name, "op": op.kind, "inputs": [_describe(graph.tensors[i]) for i in op.inputs],
+            "output": _describe(out), "weight": None if w is None else f"int{op.weight_bits} {list(w.shape)}",
+            "params": params, "bytes": nbytes,
+        })
+    return {"kind": "ir", "path": str(path), "input": _describe(graph.tensors[graph.input]),
+            "outputs": [_describe(graph.tensors[o]) for o in graph.outputs], "layers": rows,
+            "params": sum(r["params"] for r in rows), "bytes": sum(r["bytes"] for r in rows),
+            "file_bytes": path.stat().st_size, "meta": graph.meta}
+
+
+def _inspect_checkpoint(path: Path) -> dict:
+    model, config = checkpoint.load(path)
+    rows = []
+    for name, module in model.named_modules():
+        own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+        if not own and not isinstance(module, tuple(_neuron_types())):
+            continue
+        params = sum(p.numel() for _, p in module.named_parameters(recurse=False))
+        rows.append({
+            "name": name, "op": type(module).__name__,
+            "shapes": {k: list(v.shape) for k, v in own}, "dtype": str(own[0][1].dtype).replace("torch.", "") if own else "-",
+            "params": params, "bytes": sum(v.numel() * v.element_size() for _, v in own),
+        })
+    return {"kind": "checkpoint", "path": str(path), "model": config["model"], "config": config, "layers": rows,
+            "params": sum(r["params"] for r in rows), "bytes": sum(r["bytes"] for r in rows)}
+
+
+def _neuron_types():
+    from edgesnn.neurons import NEURONS
+
+    return NEURONS.values()
+
+
+def _describe(spec: g.TensorSpec) -> str:
+    extra = f" spikes[0,{spec.spike_D}]" if spec.spike_D else ""
+    return f"{spec.dtype}{list(spec.shape)}{extra}"
+

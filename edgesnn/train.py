@@ -1,0 +1,54 @@
+"""One-timestep SFA training: integer activations, T = 1, AdamW with a cosine schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from edgesnn.data import Dataset
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    return float((predict(model, x, batch_size) == y).float().mean())
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(b).argmax(1) for b in torch.split(x, batch_size)])
+
+
+def train(model: torch.nn.Module, data: Dataset, epochs: int, lr: float = 3e-3, weight_decay: float = 1e-4,
+          batch_size: int = 64, seed: int = 0, on_epoch: Callable[[int, float], None] | None = None) -> dict:
+    """Train in place; ``on_epoch(epoch, mean_loss)`` reports progress. Returns the metrics."""
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = -(-len(data.x_train) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    gen = torch.Generator().manual_seed(seed)
+    loss_value = float("nan")
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(data.x_train), generator=gen)
+        total, count = 0.0, 0
+        for idx in torch.split(order, batch_size):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+        loss_value = total / max(count, 1)
+        if on_epoch:
+            on_epoch(epoch, loss_value)
+    return {
+        "train_loss": loss_value,
+        "train_accuracy": evaluate(model, data.x_train, data.y_train),
+        "test_accuracy": evaluate(model, data.x_test, data.y_test),
+        "test_samples": len(data.x_test),
+        "epochs": epochs,
+    }

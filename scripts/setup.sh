@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up edgesnn on a fresh Debian machine (Python 3.11, CPU only). Idempotent: run it again and
+# it only checks. Creates .venv at the repository root.
+#
+# Order matters: torch 2.13.0 (CPU wheel) goes in first, so every later requirement on torch is
+# already satisfied and pip never pulls the multi-GB CUDA build. Every install is pinned through
+# constraints.txt so that a fresh install next month gives the same, known-good set.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON=${PYTHON:-python3.11}
+VENV=.venv
+CONSTRAINTS=constraints.txt
+# Toolchains and emulators for the MCU (Cortex-M on QEMU) and aarch64 Linux targets.
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu qemu-user)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: warning: not root, cannot install Debian packages: ${missing[*]}" >&2
+    echo "setup: the MCU/QEMU targets need them (sudo apt-get install ${missing[*]})" >&2
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# The machine's pip config lists local index folders that may not exist; drop that noise.
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+
+quiet "${PIP[@]}" install -c "$CONSTRAINTS" torch==2.13.0
+quiet "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[all]"
+# lava-nc 0.10.0 declares Python < 3.11 and numpy < 2 but runs here (the Lava backend carries
+# the one compatibility step it needs on 3.11); its real dependencies come from the [lava] extra.
+quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --ignore-requires-python lava-nc==0.10.0
+
+"$VENV/bin/python" -c "import torch, edgesnn; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+echo "setup: ok ($VENV, torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'))"
