@@ -44,10 +44,17 @@ def _progress() -> Progress:
 
 
 def _train(model: str, data: str, epochs: int, out_dir: Path, D: int, lr: float, seed: int) -> dict:
-    with _progress() as bar:
-        task = bar.add_task(f"train {model}", total=epochs, info="")
-        return pipeline.train_model(model, data, epochs, out_dir, D=D, lr=lr, seed=seed,
-                                    on_epoch=lambda e, loss: bar.update(task, completed=e + 1, info=f"loss {loss:.3f}"))
+    bar = _progress()
+    task = bar.add_task(f"train {model}", total=epochs, info="")
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        bar.start()  # only once training runs: a bad option fails before any bar is drawn
+        bar.update(task, completed=epoch + 1, info=f"loss {loss:.3f}")
+
+    try:
+        return pipeline.train_model(model, data, epochs, out_dir, D=D, lr=lr, seed=seed, on_epoch=on_epoch)
+    finally:
+        bar.stop()
 
 
 @app.command()
@@ -63,8 +70,7 @@ def train(
 ):
     """Train a spiking model with one-timestep SFA and write a safetensors + JSON checkpoint."""
     metrics = _train(model, data, epochs, out, D, lr, seed)
-    out_dir = out
-    print(f"wrote {out_dir}  test_accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} samples")
+    print(f"wrote {out}  test_accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} samples")
 
 
 @app.command()

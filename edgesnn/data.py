@@ -83,7 +83,13 @@ def to_nhwc(x) -> np.ndarray:
 def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
     from sklearn.model_selection import train_test_split
 
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
+    if len(y) < 4:
+        raise EdgesnnError(f"data set {name!r} has {len(y)} samples; at least 4 are needed for a train/test split")
+    try:
+        parts = train_test_split(x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
+    except ValueError:  # too few samples per class to stratify
+        parts = train_test_split(x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED)
+    x_tr, x_te, y_tr, y_te = parts
     return Dataset(name, _tensor(x_tr), _tensor(y_tr), _tensor(x_te), _tensor(y_te))
 
 

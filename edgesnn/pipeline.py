@@ -29,7 +29,7 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
         raise EdgesnnError(f"--epochs must be at least 1, got {epochs}")
     ds = datasets.load(data_spec)
     torch.manual_seed(seed)
-    kwargs = models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D)
+    kwargs = models.resolved_kwargs(model_name, models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D))
     model = models.build(model_name, kwargs)
     metrics = train(model, ds, epochs, lr=lr, seed=seed, on_epoch=on_epoch)
     config = {

@@ -14,7 +14,7 @@ from edgesnn.models.spikeformer import SpikeFormer, e_spikeformer_5m_config
 
 MODELS: dict[str, type[nn.Module]] = {"mlp": SpikingMLP, "cnn": SpikingCNN, "resnet": SpikingResNet, "spikeformer": SpikeFormer}
 
-__all__ = ["MODELS", "build", "default_kwargs", "e_spikeformer_5m_config"]
+__all__ = ["MODELS", "build", "default_kwargs", "resolved_kwargs", "e_spikeformer_5m_config"]
 
 
 def default_kwargs(name: str, in_shape, num_classes: int, D: int) -> dict:
@@ -27,6 +27,15 @@ def default_kwargs(name: str, in_shape, num_classes: int, D: int) -> dict:
     if name in ("cnn", "resnet") and len(in_shape) != 3:
         raise EdgesnnError(f"{name} needs (C, H, W) images, got input shape {tuple(in_shape)}")
     return {"in_shape": [int(d) for d in in_shape], "num_classes": num_classes, "D": D}
+
+
+def resolved_kwargs(name: str, kwargs: dict) -> dict:
+    """Every constructor argument, defaults included, so a checkpoint survives a change of defaults."""
+    _check_name(name)
+    params = inspect.signature(MODELS[name]).parameters
+    full = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    full.update(kwargs)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}
 
 
 def build(name: str, kwargs: dict) -> nn.Module:

@@ -11,8 +11,8 @@ from edgesnn.neurons import MultiSpike
 class SpikingCNN(nn.Module):
     """``channels[i]`` is stage i's width; ``pool[i]`` says whether stage i ends with 2x2 average pooling."""
 
-    def __init__(self, in_shape=(1, 8, 8), num_classes: int = 10, channels=(16, 32), pool=(True, True),
-                 hidden: int = 64, D: int = 4):
+    def __init__(self, in_shape=(1, 8, 8), num_classes: int = 10, channels=(32, 64), pool=(True, True),
+                 hidden: int = 128, D: int = 4):
         super().__init__()
         c, h, w = in_shape
         layers = []

@@ -1,0 +1,3 @@
+from edgesnn.cli import main
+
+main()

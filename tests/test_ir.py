@@ -1,0 +1,113 @@
+"""IR storage: packed sub-byte weights, save/load round trip, version and schema checks."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from edgesnn import ir
+from edgesnn.data import to_nhwc
+from edgesnn.errors import EdgesnnError
+from edgesnn.ir import packing
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 300), st.randoms())
+def test_packing_round_trip_at_every_bit_width(bits, n, rnd):
+    lo, hi = packing.weight_range(bits)
+    values = [rnd.choice((-1, 1)) if bits == 1 else rnd.randint(lo, hi) for _ in range(n)]
+    w = np.array(values, dtype=np.int8).reshape(n, 1)
+    packed = packing.pack(w, bits)
+    assert packed.size == (n * bits + 7) // 8
+    np.testing.assert_array_equal(packing.unpack(packed, bits, w.shape), w)
+
+
+def test_packing_rejects_out_of_range_weights():
+    with pytest.raises(ValueError, match=r"\[-7, 7\]"):
+        packing.pack(np.array([8]), 4)
+    with pytest.raises(ValueError, match="-1 or \\+1"):
+        packing.pack(np.array([0]), 1)
+
+
+def test_save_load_round_trip_is_identical(small_cnn_graph, digits, tmp_path):
+    _, graph = small_cnn_graph
+    path = tmp_path / "model.ir"
+    graph.save(path)
+    loaded = ir.load(path)
+    assert loaded.tensors == graph.tensors and loaded.outputs == graph.outputs and loaded.meta == graph.meta
+    for a, b in zip(graph.ops, loaded.ops, strict=True):
+        assert a.attrs() == b.attrs()
+        for k, v in a.arrays().items():
+            np.testing.assert_array_equal(v, b.arrays()[k])
+    x = to_nhwc(digits.x_test)
+    np.testing.assert_array_equal(graph.run(x), loaded.run(x))
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temp file
+
+
+def test_sub_byte_weights_are_stored_packed(digits, small_cnn_graph, tmp_path):
+    from edgesnn import export
+
+    m, g8 = small_cnn_graph
+    g4 = export.export(m, digits.x_train[:512], weight_bits=4)
+    g8.save(tmp_path / "w8.ir")
+    g4.save(tmp_path / "w4.ir")
+    w8 = sum(op.weight.size for op in g8.weight_ops())
+    size8, size4 = (tmp_path / "w8.ir").stat().st_size, (tmp_path / "w4.ir").stat().st_size
+    assert size8 - size4 >= w8 // 2 - 16  # half a byte saved per weight
+    assert all(np.abs(op.weight).max() <= 7 for op in ir.load(tmp_path / "w4.ir").weight_ops())
+
+
+def _rewrite_metadata(src, dst, **changes):
+    with safe_open(str(src), framework="numpy") as f:
+        meta = dict(f.metadata())
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    meta.update(changes)
+    save_file(arrays, str(dst), metadata=meta)
+
+
+def test_load_checks_version(small_cnn_graph, tmp_path):
+    small_cnn_graph[1].save(tmp_path / "a.ir")
+    _rewrite_metadata(tmp_path / "a.ir", tmp_path / "b.ir", edgesnn_ir_version="99")
+    with pytest.raises(EdgesnnError, match="IR version 99, but this edgesnn reads version 1"):
+        ir.load(tmp_path / "b.ir")
+
+
+def test_load_checks_schema(small_cnn_graph, tmp_path):
+    small_cnn_graph[1].save(tmp_path / "a.ir")
+    with safe_open(str(tmp_path / "a.ir"), framework="numpy") as f:
+        header = json.loads(f.metadata()["edgesnn_ir"])
+    header["ops"][0]["kind"] = "softmax"
+    _rewrite_metadata(tmp_path / "a.ir", tmp_path / "b.ir", edgesnn_ir=json.dumps(header))
+    with pytest.raises(EdgesnnError, match="unknown op kind 'softmax'"):
+        ir.load(tmp_path / "b.ir")
+    header["ops"][0]["kind"] = "conv2d"
+    header["ops"][0]["inputs"] = ["nowhere"]
+    _rewrite_metadata(tmp_path / "a.ir", tmp_path / "c.ir", edgesnn_ir=json.dumps(header))
+    with pytest.raises(EdgesnnError, match="unknown tensor 'nowhere'"):
+        ir.load(tmp_path / "c.ir")
+
+
+def test_load_rejects_corrupt_and_foreign_files(tmp_path):
+    (tmp_path / "junk.ir").write_bytes(b"\x00" * 100)
+    with pytest.raises(EdgesnnError, match="not an edgesnn IR file"):
+        ir.load(tmp_path / "junk.ir")
+    save_file({"w": np.zeros(3, np.float32)}, str(tmp_path / "plain.ir"))
+    with pytest.raises(EdgesnnError, match="without edgesnn IR metadata"):
+        ir.load(tmp_path / "plain.ir")
+
+
+def test_run_checks_the_input_shape(small_cnn_graph):
+    with pytest.raises(EdgesnnError, match=r"this model takes \(batch, 8, 8, 1\)"):
+        small_cnn_graph[1].run(np.zeros((2, 1, 8, 8), np.float32))
+
+
+def test_ir_is_integer_only(small_cnn_graph):
+    graph = small_cnn_graph[1]
+    for op in graph.ops:
+        for name, arr in op.arrays().items():
+            assert arr.dtype.kind == "i" or name == "weight_scale", (op.name, name, arr.dtype)
+    assert all(t.dtype in ("int8", "int16", "int32") for t in graph.tensors.values())
