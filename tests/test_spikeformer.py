@@ -10,21 +10,11 @@ import torch
 from torch import fx, nn
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.export import trace  # the exporter's view: neurons are single opaque nodes
 from edgesnn.models.spikeformer import SDSA, SpikeFormer, e_spikeformer_5m_config
 from edgesnn.neurons import MultiSpike
 
 ALLOWED_MODULES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, MultiSpike, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)
-
-
-class LeafSpikeTracer(fx.Tracer):
-    """The exporter's view: MultiSpike is one opaque node."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, MultiSpike) or super().is_leaf_module(m, qualname)
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
-    return fx.GraphModule(model, LeafSpikeTracer().trace(model))
 
 
 def n_params(model: nn.Module) -> int:
