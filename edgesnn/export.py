@@ -185,13 +185,14 @@ class _Exporter:
             raise EdgesnnError(f"{where}: multi-step neurons deploy through their integer SFA form; "
                                f"the IR exporter takes MultiSpike. Supported: {SUPPORTED}")
         if isinstance(m, nn.AvgPool2d):
-            return self.avg_pool(self.as_int(src), _pair(m.kernel_size), _pair(m.stride or m.kernel_size), m.padding, where)
+            return self.avg_pool(self.as_int(src), _pair(m.kernel_size), _pair(m.stride or m.kernel_size), m.padding,
+                                 node.target, where)
         if isinstance(m, nn.AdaptiveAvgPool2d):
             if _pair(m.output_size) != [1, 1]:
                 raise EdgesnnError(f"{where}: only output size 1 (global average pooling) is supported")
             x = self.as_int(src)
             h, w = self.tensors[x.name].shape[:2]
-            return self.avg_pool(x, [h, w], [h, w], 0, where)
+            return self.avg_pool(x, [h, w], [h, w], 0, node.target, where)
         if isinstance(m, nn.MaxPool2d):
             x = self.as_int(src)
             if _pair(m.padding) != [0, 0] or _pair(m.dilation) != [1, 1] or m.ceil_mode:
@@ -351,10 +352,10 @@ class _Exporter:
         self.ops.append(g.Mul(node.name, [a.name, b.name], out, multiplier=mult, shift=shift, clamp=list(g.dtype_range(dtype))))
         return _Int(out, factor=a.factor * b.factor)
 
-    def avg_pool(self, x: _Int, kernel, stride, padding, where: str) -> _Int:
+    def avg_pool(self, x: _Int, kernel, stride, padding, name: str, where: str) -> _Int:
         if _pair(padding) != [0, 0]:
             raise EdgesnnError(f"{where}: only unpadded average pooling is supported")
-        out = self.pool_op(g.SumPool2D, x, kernel, stride, where.split("'")[1], widen=kernel[0] * kernel[1])
+        out = self.pool_op(g.SumPool2D, x, kernel, stride, name, widen=kernel[0] * kernel[1])
         out.factor = x.factor / (kernel[0] * kernel[1])
         return out
 
