@@ -86,6 +86,8 @@ class _Recorder(fx.Interpreter):
 def export(model: nn.Module, calibration: torch.Tensor, weight_bits: int | dict[str, int] = 8,
            meta: dict | None = None, stream_dtype: str = "int8") -> g.Graph:
     """Export ``model`` (eval mode is set) to an integer graph, calibrating scales on ``calibration`` (NCHW)."""
+    if stream_dtype not in ADD_LEFT_SHIFT:
+        raise EdgesnnError(f"stream dtype must be one of {', '.join(ADD_LEFT_SHIFT)}, got {stream_dtype!r}")
     model = model.eval()
     gm = trace(model)
     rec = _Recorder(gm)

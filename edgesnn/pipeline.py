@@ -43,10 +43,6 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
 def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str = "int8") -> Path:
     if target not in TARGETS:
         raise EdgesnnError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
-    if stream_dtype not in ("int8", "int16"):
-        raise EdgesnnError(f"--stream-dtype must be int8 or int16, got {stream_dtype!r}")
-    if not 1 <= weight_bits <= 8:
-        raise EdgesnnError(f"--weight-bits must be between 1 and 8, got {weight_bits}")
     model, config = checkpoint.load(ckpt)
     ds = datasets.load(config["data"])
     calibration = ds.x_train[:CALIBRATION_SAMPLES]

@@ -130,3 +130,11 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object), y=np.array([0]))
     r = edgesnn("train", "--model", "mlp", "--data", tmp_path / "obj.npz", "--epochs", 1, "--out", tmp_path / "m")
     assert_user_error(r, "pickled objects")
+
+
+def test_bad_export_options(trained, tmp_path):
+    r = edgesnn("export", trained / "cnn", "--weight-bits", 9, "--out", tmp_path / "out")
+    assert_user_error(r, "weight bits must be between 1 and 8, got 9")
+    r = edgesnn("export", trained / "cnn", "--stream-dtype", "int4", "--out", tmp_path / "out")
+    assert_user_error(r, "stream dtype must be one of int8, int16, got 'int4'")
+    assert not (tmp_path / "out").exists()

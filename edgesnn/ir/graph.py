@@ -196,6 +196,3 @@ class Graph:
 
     def weight_ops(self) -> list[Op]:
         return [op for op in self.ops if getattr(op, "weight", None) is not None]
-
-    def parameter_count(self) -> int:
-        return sum(op.weight.size + (op.bias.size if op.bias is not None else 0) for op in self.weight_ops())
