@@ -1,7 +1,8 @@
 """Checkpoints: DIR/model.safetensors + DIR/config.json (+ metrics.json). Never pickle.
 
-config.json says how to rebuild the module (model name and constructor arguments) and what the
-deploy side needs to know (D, neuron kind, input shape, data set).
+config.json says how to rebuild the module (model name and constructor arguments, plus for a
+compressed checkpoint the ``quantization`` spec of edgesnn.quantize.spec) and what the deploy
+side needs to know (D, neuron kind, input shape, data set).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
     if config.get("format_version") != FORMAT_VERSION:
         raise EdgesnnError(f"{path / CONFIG}: checkpoint format {config.get('format_version')}, expected {FORMAT_VERSION}")
     model = models.build(config["model"], config["kwargs"])
+    if config.get("quantization"):
+        from edgesnn.quantize import spec  # Brevitas is imported only for compressed checkpoints
+
+        spec.apply(model, config["quantization"])
     try:
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as e:

@@ -43,18 +43,24 @@ def _progress() -> Progress:
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=False)
 
 
-def _train(model: str, data: str, epochs: int, out_dir: Path, D: int, lr: float, seed: int) -> dict:
+def _with_epoch_bar(label: str, epochs: int, run):
+    """``run(on_epoch)`` with a progress bar that appears once the first epoch ends."""
     bar = _progress()
-    task = bar.add_task(f"train {model}", total=epochs, info="")
+    task = bar.add_task(label, total=epochs, info="")
 
     def on_epoch(epoch: int, loss: float) -> None:
         bar.start()  # only once training runs: a bad option fails before any bar is drawn
         bar.update(task, completed=epoch + 1, info=f"loss {loss:.3f}")
 
     try:
-        return pipeline.train_model(model, data, epochs, out_dir, D=D, lr=lr, seed=seed, on_epoch=on_epoch)
+        return run(on_epoch)
     finally:
         bar.stop()
+
+
+def _train(model: str, data: str, epochs: int, out_dir: Path, D: int, lr: float, seed: int) -> dict:
+    return _with_epoch_bar(f"train {model}", epochs, lambda on_epoch: pipeline.train_model(
+        model, data, epochs, out_dir, D=D, lr=lr, seed=seed, on_epoch=on_epoch))
 
 
 @app.command()
@@ -75,11 +81,41 @@ def train(
 
 @app.command()
 @user_errors
+def quantize(
+    checkpoint: Path = typer.Argument(..., help="trained float checkpoint folder"),
+    method: str = typer.Option(..., help="qsnn, qpsnn, bestformer or ternary"),
+    out: Path = typer.Option(..., help="checkpoint folder to write"),
+    weight_bits: int = typer.Option(None, help="weight bits of the hidden layers, 1..8 (default: qsnn 1, qpsnn 4, "
+                                               "bestformer 1, ternary 8)"),
+    membrane_bits: int = typer.Option(None, help="qsnn: membrane potential bits, 2..16 (default 8)"),
+    prune: float = typer.Option(0.0, help="qpsnn: fraction of channels to remove by SVS score, in [0, 1)"),
+    epochs: int = typer.Option(20, help="fine-tuning epochs"),
+    first_last_bits: int = typer.Option(8, help="bits of the first and last layers (uniform per channel)"),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate of the fine-tuning (cosine schedule)"),
+    data: str = typer.Option(None, help="data for fine-tuning and calibration (default: the checkpoint's)"),
+):
+    """Compress a checkpoint with quantization-aware fine-tuning (Q-SNN, QP-SNN, BESTformer, ternary spikes)."""
+    from edgesnn.quantize import Options, check_options, quantize_checkpoint
+
+    opts = Options(weight_bits=weight_bits, membrane_bits=membrane_bits, prune=prune, epochs=epochs,
+                   first_last_bits=first_last_bits, lr=lr)
+    check_options(method, opts)
+    m = _with_epoch_bar(f"quantize {method}", epochs, lambda on_epoch: quantize_checkpoint(
+        checkpoint, method, out, opts, data, on_epoch=on_epoch))
+    for note in m["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {out}  test_accuracy {m['test_accuracy']:.4f} (float {m['float_accuracy']:.4f}) "
+          f"on {m['test_samples']} samples")
+
+
+@app.command()
+@user_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="checkpoint folder (from train)"),
     target: str = typer.Option("ir", help="artifact to write: " + ", ".join(pipeline.TARGETS)),
     out: Path = typer.Option(..., help="output folder"),
-    weight_bits: int = typer.Option(8, help="weight bits per channel (1..8)"),
+    weight_bits: int = typer.Option(8, help="weight bits per channel (1..8) of float layers; layers trained by "
+                                            "`edgesnn quantize` keep their own"),
     stream_dtype: str = typer.Option("int8", help="dtype of membrane/residual streams and outputs: int8 or int16"),
 ):
     """Export a checkpoint to a deployable artifact."""
@@ -122,7 +158,7 @@ def inspect(
                           str(row["params"]), str(row["bytes"]))
         console.print(table)
         print(f"input {r['input']}  outputs {', '.join(r['outputs'])}  params {r['params']}  "
-              f"bytes {r['bytes']} (file {r['file_bytes']})")
+              f"weight bytes {r['weight_bytes']}  bytes {r['bytes']} (file {r['file_bytes']})")
     else:
         for col in ("layer", "type", "shapes", "dtype", "params", "bytes"):
             table.add_column(col, justify="right" if col in ("params", "bytes") else "left")
@@ -130,7 +166,14 @@ def inspect(
             shapes = " ".join(f"{k}{v}" for k, v in row["shapes"].items()) or "-"
             table.add_row(row["name"], row["op"], shapes, row["dtype"], str(row["params"]), str(row["bytes"]))
         console.print(table)
-        print(f"model {r['model']}  params {r['params']}  bytes {r['bytes']}")
+        weights = Table(title="weight layers")
+        for col in ("layer", "type", "in", "out", "weights", "format"):
+            weights.add_column(col, justify="right" if col in ("in", "out", "weights") else "left")
+        for row in r["weight_layers"]:
+            weights.add_row(row["layer"], row["type"], str(row["in"]), str(row["out"]), str(row["weights"]), row["format"])
+        console.print(weights)
+        method = (r["config"].get("quantization") or {}).get("method", "none")
+        print(f"model {r['model']}  compression {method}  params {r['params']}  bytes {r['bytes']}")
 
 
 @app.command()

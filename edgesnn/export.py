@@ -23,7 +23,7 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, quantize_multipliers
 from edgesnn.ir.packing import weight_range
-from edgesnn.neurons import NEURONS, MultiSpike
+from edgesnn.neurons import NEURONS, MultiSpike, TernaryStep
 
 SUPPORTED = (
     "Conv2d, Linear, BatchNorm1d/2d (after Conv2d/Linear), MultiSpike, AvgPool2d, AdaptiveAvgPool2d(1), "
@@ -35,11 +35,26 @@ _PASS_THROUGH = (nn.Identity, nn.Dropout)
 
 @dataclass
 class _Int:
-    """An IR tensor; real value = factor * scale * (q - zero_point). ``perm`` maps IR flat order to torch's."""
+    """An IR tensor; real value = factor * scale * (q - zero_point). ``perm`` maps IR flat order to torch's.
+
+    ``amplitude`` (ternary spikes) is a per-channel factor in torch order (per feature once
+    flattened) that only a following Conv2d / Linear can absorb, into its input columns.
+    """
 
     name: str
     factor: float = 1.0
     perm: np.ndarray | None = None
+    amplitude: np.ndarray | None = None
+
+
+@dataclass
+class _QuantWeight:
+    """Weights a quantizer already put on an integer grid: W = scale[o] * q (scale per output channel)."""
+
+    q: torch.Tensor
+    scale: torch.Tensor
+    bits: int
+    code: str
 
 
 @dataclass
@@ -53,11 +68,14 @@ class _Linear:
     bias: torch.Tensor | None = None
     scale: float = 1.0  # reduce_sum: the multiplier its sum carries
     attrs: dict = field(default_factory=dict)
+    qweight: _QuantWeight | None = None  # set for layers trained with a weight quantizer
 
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, tuple(NEURONS.values())) or super().is_leaf_module(m, qualname)
+        # Neurons, and Brevitas quant layers (their weight proxies are not traceable), stay whole.
+        return (isinstance(m, tuple(NEURONS.values())) or hasattr(m, "weight_quant")
+                or super().is_leaf_module(m, qualname))
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -146,7 +164,7 @@ class _Exporter:
             elif node.op == "output":
                 results = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
                 for r in results:
-                    outputs.append(self.as_int(env[r], name="output").name)
+                    outputs.append(_plain(self.as_int(env[r], name="output"), "the model output").name)
             elif node.op == "call_module":
                 env[node] = self.module(node, self.modules[node.target], env)
             elif node.op in ("call_function", "call_method"):
@@ -173,16 +191,20 @@ class _Exporter:
             return self.conv(node, m, self.as_int(src), where)
         if isinstance(m, nn.Linear):
             x = self.as_int(src)
-            w = m.weight.detach().double()
+            w, qw = _absorb_amplitude(m.weight.detach().double(), _quantized_weight(m), x, where)
             if x.perm is not None:
                 w = w[:, torch.as_tensor(x.perm)]
-            return _Linear("dense", x, node, w, _bias(m), attrs={"layer": node.target})
+                if qw is not None:
+                    qw.q = qw.q[:, torch.as_tensor(x.perm)]
+            return _Linear("dense", x, node, w, _bias(m), attrs={"layer": node.target}, qweight=qw)
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if not isinstance(src, _Linear) or src.kind == "reduce_sum":
                 raise EdgesnnError(f"{where} must directly follow a Conv2d or Linear to be folded")
             return _fold_bn(src, m, node)
         if isinstance(m, MultiSpike):
             return self.spike(src, m, node)
+        if isinstance(m, TernaryStep):
+            return self.ternary(src, m, node)
         if isinstance(m, tuple(NEURONS.values())):
             raise EdgesnnError(f"{where}: multi-step neurons deploy through their integer SFA form; "
                                f"the IR exporter takes MultiSpike. Supported: {SUPPORTED}")
@@ -212,11 +234,11 @@ class _Exporter:
         fn, args = node.target, node.args
         where = f"operation '{node.name}' ({getattr(fn, '__name__', fn)})"
         if fn in (operator.add, torch.add, "add") and len(args) == 2 and all(isinstance(a, fx.Node) for a in args):
-            return self.add(self.as_int(env[args[0]]), self.as_int(env[args[1]]), node)
+            return self.add(*(_plain(self.as_int(env[x]), where) for x in args), node)
         if fn in (operator.mul, torch.mul, "mul") and len(args) == 2:
             a, b = args
             if isinstance(a, fx.Node) and isinstance(b, fx.Node):
-                return self.mul(self.as_int(env[a]), self.as_int(env[b]), node)
+                return self.mul(_plain(self.as_int(env[a]), where), _plain(self.as_int(env[b]), where), node)
             value, const = (env[a], b) if isinstance(a, fx.Node) else (env[b], a)
             if isinstance(const, (int, float)):
                 return _scaled(value, float(const), node)
@@ -248,20 +270,45 @@ class _Exporter:
             ph, pw = _pair(m.padding)
             pads = [ph, ph, pw, pw]
         attrs = {"layer": node.target, "stride": _pair(m.stride), "padding": pads, "groups": m.groups}
-        return _Linear("conv2d", x, node, m.weight.detach().double(), _bias(m), attrs=attrs)
+        if x.amplitude is not None and m.groups != 1:
+            raise EdgesnnError(f"{where}: ternary spike amplitudes fold only into ungrouped convolutions")
+        w, qw = _absorb_amplitude(m.weight.detach().double(), _quantized_weight(m), x, where)
+        return _Linear("conv2d", x, node, w, _bias(m), attrs=attrs, qweight=qw)
 
     def spike(self, src, m: MultiSpike, node) -> _Int:
         clamp = [0, m.D]
+        if m.membrane is not None:  # Q-SNN: the membrane is an integer tensor of its own grid first
+            qmax = m.membrane.qmax
+            src = self.requantize(src, float(m.membrane.scale), [-qmax, qmax], "int8" if qmax <= 127 else "int16",
+                                  f"{node.target}.membrane")
         if isinstance(src, _Linear):
             out = self.materialize(src, scale=1.0, clamp=clamp, spike_D=m.D, name=node.target)
         else:
-            x = self.as_int(src)
+            x = _plain(self.as_int(src), f"layer '{node.target}'")
             out = self.new_tensor(node.target, self.tensors[x.name].shape, "int8", 1.0, spike_D=m.D)
             mult, shift = quantize_multipliers(effective_multiplier(self.tensors[x.name].scale, x.factor, 1.0))
             self.ops.append(g.Requantize(node.target, [x.name], out, multiplier=mult, shift=shift, clamp=clamp))
             out = _Int(out)
         out.factor = 1.0 / m.D if m.normalize else 1.0
         return out
+
+    def ternary(self, src, m: TernaryStep, node) -> _Int:
+        """o = clamp(round(u / (2 threshold)), -1, 1): signed 1-level spikes; a_c rides along."""
+        out = self.requantize(_scaled(src, 1.0 / (2 * m.threshold), node), 1.0, [-1, 1], "int8", node.target,
+                              spike_D=1)
+        self.tensors[out.name].signed = True
+        out.amplitude = m.amplitude.detach().double().numpy()
+        return out
+
+    def requantize(self, src, scale: float, clamp: list[int], dtype: str, name: str, spike_D: int | None = None) -> _Int:
+        """A value as an integer tensor of ``scale``: a pending linear op materializes there directly."""
+        if isinstance(src, _Linear):
+            return self.materialize(src, scale=scale, clamp=clamp, name=name, spike_D=spike_D, dtype=dtype)
+        x = _plain(self.as_int(src), f"layer '{name}'")
+        out = self.new_tensor(name, self.tensors[x.name].shape, dtype, scale, spike_D=spike_D)
+        mult, shift = quantize_multipliers(effective_multiplier(self.tensors[x.name].scale, x.factor, self.tensors[out].scale))
+        self.ops.append(g.Requantize(name, [x.name], out, multiplier=mult, shift=shift, clamp=clamp))
+        return _Int(out)
 
     def as_int(self, v, name: str | None = None) -> _Int:
         """Materialize a pending linear op at its calibrated symmetric int8 scale."""
@@ -283,18 +330,14 @@ class _Exporter:
             self.ops.append(g.ReduceSum(name, [v.src.name], out, multiplier=mult, shift=shift, clamp=clamp,
                                         scale=float(np.float32(v.scale))))
             return _Int(out)
-        bits = self.bits_for(v.attrs["layer"])
-        w = v.weight * v.src.factor
-        flat = w.reshape(w.shape[0], -1)
-        _, qmax = weight_range(bits)
-        absmax = flat.abs().amax(dim=1).numpy()
-        if bits == 1:
-            w_scale = (flat.abs().mean(dim=1).numpy()).astype(np.float32)
+        if v.qweight is not None:
+            wq, w_scale, bits, code = _trained_grid(v.qweight, v.src.factor)
+            w = wq
         else:
-            w_scale = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)
-        w_scale = np.where(w_scale > 0, w_scale, np.float32(1.0)).astype(np.float32)
-        wq = torch.round(w / torch.as_tensor(w_scale, dtype=torch.float64).view(-1, *([1] * (w.dim() - 1))))
-        wq = torch.sign(w).clamp(min=0) * 2 - 1 if bits == 1 else wq.clamp(-qmax, qmax)
+            bits = self.bits_for(v.attrs["layer"])
+            code = "odd" if bits == 1 else "signed"
+            w = v.weight * v.src.factor
+            wq, w_scale = _post_training_grid(w, bits, code)
         acc_scale = np.float32(spec_in.scale).astype(np.float64) * w_scale.astype(np.float64)
         bias = v.bias.numpy() if v.bias is not None else np.zeros(w.shape[0])
         bias_q = np.round(bias / acc_scale)
@@ -302,7 +345,7 @@ class _Exporter:
             raise EdgesnnError(f"layer '{v.attrs['layer']}': bias does not fit int32 at this input scale")
         mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, w_scale, s_out))
         common = dict(multiplier=mult, shift=shift, clamp=clamp, bias=bias_q.astype(np.int32),
-                      weight_scale=w_scale, weight_bits=bits)
+                      weight_scale=w_scale, weight_bits=bits, weight_code=code)
         if v.kind == "conv2d":
             hin, win_, _ = spec_in.shape
             (kh, kw), (sh, sw), (t, b, l, r) = w.shape[2:], v.attrs["stride"], v.attrs["padding"]
@@ -317,23 +360,45 @@ class _Exporter:
         return _Int(out)
 
     def add(self, a: _Int, b: _Int, node) -> _Int:
-        for x in (a, b):
-            if x.factor != 1.0 or x.perm is not None:
-                raise EdgesnnError(f"operation '{node.name}': adding rescaled or flattened values is not supported")
+        """a + b at the calibrated stream scale, with TFLite's ADD arithmetic.
+
+        Each input's ``factor`` (1/D of spikes, a constant multiplier such as the 0.5 of an
+        average) folds into the scale its ADD multiplier uses (real = factor * scale * (q - zp)),
+        so the sum is exact up to the output rounding. Inputs may be int8 or int16 in any mix
+        (int16 ones symmetric): the left shift is the one of the widest of inputs and output
+        (int16: 15, else 20), which keeps every shifted input inside int32. The output is the
+        stream dtype. A backend whose ADD takes its multipliers from tensor scales must give
+        each input the scale ``factor * scale`` and, where dtypes differ, requantize first.
+        """
         sa, sb = self.tensors[a.name], self.tensors[b.name]
         if sa.shape != sb.shape:
             raise EdgesnnError(f"operation '{node.name}': broadcasting add is not supported ({sa.shape} + {sb.shape})")
-        absmax = max(abs(self.rec.lo[node.name]), abs(self.rec.hi[node.name]))
         dtype = self.stream_dtype
+        scales = [self._add_input_scale(x, node) for x in (a, b)]
+        absmax = max(abs(self.rec.lo[node.name]), abs(self.rec.hi[node.name]))
         lo, hi = g.dtype_range(dtype)
-        if not sa.dtype == sb.dtype == dtype:
-            raise EdgesnnError(f"operation '{node.name}': add needs two {dtype} membrane values")
         out = self.new_tensor(node.name, sa.shape, dtype, float(np.float32(absmax / hi if absmax else 1.0)))
-        left_shift = ADD_LEFT_SHIFT[dtype]
-        mult, shift = add_multipliers(sa.scale, sb.scale, self.tensors[out].scale, left_shift)
+        left_shift = min(ADD_LEFT_SHIFT[t] for t in (sa.dtype, sb.dtype, dtype))
+        mult, shift = add_multipliers(scales[0], scales[1], self.tensors[out].scale, left_shift)
         self.ops.append(g.Add(node.name, [a.name, b.name], out, left_shift=left_shift, multiplier=mult, shift=shift,
                               clamp=[lo, hi]))
         return _Int(out)
+
+    def _add_input_scale(self, x: _Int, node) -> float:
+        """The scale an ADD input carries into its multiplier: factor * scale (checked to be addable)."""
+        spec, where = self.tensors[x.name], f"operation '{node.name}'"
+        if x.perm is not None:
+            raise EdgesnnError(f"{where}: adding flattened values is not supported")
+        if spec.dtype not in ADD_LEFT_SHIFT:
+            raise EdgesnnError(f"{where}: add takes {' or '.join(ADD_LEFT_SHIFT)} inputs, "
+                               f"got {spec.dtype} tensor '{x.name}'")
+        if spec.dtype == "int16" and spec.zero_point != 0:
+            raise EdgesnnError(f"{where}: an int16 add input must be symmetric (zero point 0), "
+                               f"'{x.name}' has {spec.zero_point}")
+        scale = float(np.float32(x.factor * spec.scale))
+        if not (np.isfinite(scale) and scale > 0):
+            raise EdgesnnError(f"{where}: input '{x.name}' carries the factor {x.factor}; add needs a positive scale")
+        return scale
 
     def mul(self, a: _Int, b: _Int, node) -> _Int:
         """Exact integer product (spike masking): the output scale is the product of the input scales."""
@@ -370,9 +435,12 @@ class _Exporter:
         lo, hi = self.int_range(x.name)
         dtype = "int8" if lo * widen >= -128 and hi * widen <= 127 else "int16"
         spike_D = None if cls is g.SumPool2D else spec.spike_D  # a window sum is a count, not a spike
+        if x.amplitude is not None and cls is g.MaxPool2D and (x.amplitude <= 0).any():
+            raise EdgesnnError(f"layer '{name}': max pooling of ternary spikes needs positive amplitudes")
         out = self.new_tensor(name, shape, dtype, spec.scale, spike_D=spike_D)
+        self.tensors[out].signed = spec.signed if spike_D is not None else False
         self.ops.append(cls(name, [x.name], out, kernel=list(kernel), stride=list(stride)))
-        return _Int(out, factor=x.factor)
+        return _Int(out, factor=x.factor, amplitude=x.amplitude)
 
     def flatten(self, x: _Int, name: str) -> _Int:
         spec = self.tensors[x.name]
@@ -382,7 +450,8 @@ class _Exporter:
         out = self.new_tensor(name, [h * w * c], spec.dtype, spec.scale, spec.zero_point, spec.spike_D)
         self.ops.append(g.Reshape(name, [x.name], out))
         perm = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()  # IR (h, w, c) -> torch (c, h, w)
-        return _Int(out, factor=x.factor, perm=perm)
+        amplitude = None if x.amplitude is None else np.repeat(x.amplitude, h * w)  # torch feature order
+        return _Int(out, factor=x.factor, perm=perm, amplitude=amplitude)
 
     # ---- helpers ----------------------------------------------------------------------------
     def new_tensor(self, name: str, shape, dtype: str, scale: float, zero_point: int = 0, spike_D=None) -> str:
@@ -415,16 +484,70 @@ def _fold_bn(v: _Linear, bn: nn.modules.batchnorm._BatchNorm, node) -> _Linear:
     k = gamma / std
     w = v.weight * k.view(-1, *([1] * (v.weight.dim() - 1)))
     b = ((v.bias if v.bias is not None else torch.zeros_like(std)) - bn.running_mean.double()) * k + beta
-    return _Linear(v.kind, v.src, node, w, b, v.scale, v.attrs)
+    qw = None if v.qweight is None else _QuantWeight(v.qweight.q, v.qweight.scale * k, v.qweight.bits, v.qweight.code)
+    return _Linear(v.kind, v.src, node, w, b, v.scale, v.attrs, qw)
 
 
 def _scaled(v, c: float, node: fx.Node):
     """A value times a constant: a factor on an integer tensor, folded into a pending linear op."""
     if isinstance(v, _Int):
-        return _Int(v.name, v.factor * c, v.perm)
+        return _Int(v.name, v.factor * c, v.perm, v.amplitude)
     if v.kind == "reduce_sum":
         return _Linear(v.kind, v.src, node, scale=v.scale * c, attrs=v.attrs)
-    return _Linear(v.kind, v.src, node, v.weight * c, None if v.bias is None else v.bias * c, v.scale, v.attrs)
+    qw = None if v.qweight is None else _QuantWeight(v.qweight.q, v.qweight.scale * c, v.qweight.bits, v.qweight.code)
+    return _Linear(v.kind, v.src, node, v.weight * c, None if v.bias is None else v.bias * c, v.scale, v.attrs, qw)
+
+
+def _quantized_weight(m: nn.Module) -> _QuantWeight | None:
+    from edgesnn.quantize.quantizers import weight_quant  # Brevitas only when a model uses it
+
+    tq = weight_quant(m) if hasattr(m, "weight_quant") else None
+    if tq is None:
+        return None
+    q, scale = tq.integers(m.weight)
+    return _QuantWeight(q, scale.double(), tq.bits, tq.code)
+
+
+def _absorb_amplitude(w: torch.Tensor, qw: _QuantWeight | None, x: _Int, where: str):
+    """Fold ternary amplitudes a_c into the input columns: W[:, c] *= a_c (float weights only)."""
+    if x.amplitude is None:
+        return w, qw
+    if qw is not None:
+        raise EdgesnnError(f"{where}: ternary spike amplitudes cannot fold into weights already trained on an integer grid")
+    a = torch.as_tensor(x.amplitude, dtype=torch.float64)
+    if w.shape[1] != a.numel():
+        raise EdgesnnError(f"{where}: {a.numel()} spike amplitudes for {w.shape[1]} input channels")
+    return w * a.view(1, -1, *([1] * (w.dim() - 2))), None
+
+
+def _trained_grid(qw: _QuantWeight, factor: float):
+    """The trained integers, with BN, 1/D and constant factors folded into the per-channel scale."""
+    scale = qw.scale * factor
+    sign = torch.where(scale < 0, -1, 1).to(torch.int64)
+    q = qw.q * sign.view(-1, *([1] * (qw.q.dim() - 1)))  # both codes are symmetric: -q is on the grid
+    w_scale = scale.abs().numpy().astype(np.float32)
+    return q.double(), np.where(w_scale > 0, w_scale, np.float32(1.0)).astype(np.float32), qw.bits, qw.code
+
+
+def _post_training_grid(w: torch.Tensor, bits: int, code: str):
+    """Per-channel symmetric levels for a float layer: max |w| at the top level (mean |w| for 1 bit)."""
+    flat = w.reshape(w.shape[0], -1)
+    _, qmax = weight_range(bits, code)
+    absmax = flat.abs().amax(dim=1).numpy()
+    if bits == 1:
+        w_scale = (flat.abs().mean(dim=1).numpy()).astype(np.float32)
+    else:
+        w_scale = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)
+    w_scale = np.where(w_scale > 0, w_scale, np.float32(1.0)).astype(np.float32)
+    wq = torch.round(w / torch.as_tensor(w_scale, dtype=torch.float64).view(-1, *([1] * (w.dim() - 1))))
+    wq = torch.sign(w).clamp(min=0) * 2 - 1 if bits == 1 else wq.clamp(-qmax, qmax)
+    return wq, w_scale
+
+
+def _plain(x: _Int, where: str) -> _Int:
+    if x.amplitude is not None:
+        raise EdgesnnError(f"{where}: ternary spike amplitudes must fold into a following Conv2d or Linear")
+    return x
 
 
 def _bias(m: nn.Module) -> torch.Tensor | None:

@@ -50,6 +50,10 @@ class _Heaviside(torch.autograd.Function):
         return grad * a / (2 * (1 + (torch.pi / 2 * a * u) ** 2)), None
 
 
+def _quantized(membrane: MembraneQuant | None, u: torch.Tensor) -> torch.Tensor:
+    return u if membrane is None else membrane(u)
+
+
 def _check_D(D: int) -> int:
     if isinstance(D, bool) or int(D) != D or D <= 0:
         raise EdgesnnError(f"D (the largest integer activation) must be a positive integer, got {D}")
@@ -67,18 +71,55 @@ class SpikeExpansion:
         return spikes.expand(np.rint(s).astype(np.int64), self.D, encoding)
 
 
+class MembraneQuant(nn.Module):
+    """Q-SNN membrane quantization: u -> s * clamp(round(u / s), -(2**(b-1)-1), 2**(b-1)-1).
+
+    Symmetric, per tensor, straight-through. The scale s follows the running max |u| / qmax
+    (exponential average while training, frozen in eval) and is saved with the weights, so the
+    exporter gives the membrane an integer tensor of exactly this grid.
+    """
+
+    def __init__(self, bits: int, momentum: float = 0.1):
+        super().__init__()
+        if isinstance(bits, bool) or not 2 <= int(bits) <= 16:
+            raise EdgesnnError(f"membrane bits must be between 2 and 16, got {bits}")
+        self.bits, self.momentum = int(bits), momentum
+        self.register_buffer("scale", torch.zeros(()))  # 0 until the first training batch
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                s = u.abs().max().clamp_min(1e-8) / self.qmax
+                self.scale.copy_(s if self.scale <= 0 else (1 - self.momentum) * self.scale + self.momentum * s)
+        if self.scale <= 0:
+            raise EdgesnnError("membrane quantizer has no scale yet: train (fine-tune) the model first")
+        q = torch.clamp(torch.round(u / self.scale), -self.qmax, self.qmax)
+        return u + (q * self.scale - u).detach()
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
 class MultiSpike(nn.Module, SpikeExpansion):
     """SFA integer neuron for one-timestep training: s = clamp(round(u), 0, D), optionally / D.
 
     With ``normalize`` the output is s / D in [0, 1]; the exporter folds 1/D into the next layer.
+    ``membrane`` (None, or a :class:`MembraneQuant` set by Q-SNN) quantizes u before firing.
     """
 
     def __init__(self, D: int = 4, normalize: bool = True):
         super().__init__()
         self.D = _check_D(D)
         self.normalize = normalize
+        self.membrane: MembraneQuant | None = None
 
     def integer(self, u: torch.Tensor) -> torch.Tensor:
+        if self.membrane is not None:
+            u = self.membrane(u)
         return _SFAQuant.apply(u, self.D)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -96,12 +137,13 @@ class IntegerIF(nn.Module, SpikeExpansion):
         super().__init__()
         self.D = _check_D(D)
         self.normalize = normalize
+        self.membrane: MembraneQuant | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = torch.zeros_like(x[0])
         out = []
         for x_t in x:
-            v = v + x_t
+            v = _quantized(self.membrane, v + x_t)
             s = _SFAQuant.apply(v, self.D)
             v = v - s
             out.append(s / self.D if self.normalize else s)
@@ -116,13 +158,14 @@ class ILIF(nn.Module, SpikeExpansion):
         self.D = _check_D(D)
         self.decay = decay
         self.normalize = normalize
+        self.membrane: MembraneQuant | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = torch.zeros_like(x[0])
         s = torch.zeros_like(x[0])
         out = []
         for x_t in x:
-            u = (u - s) * self.decay + x_t
+            u = _quantized(self.membrane, (u - s) * self.decay + x_t)
             s = _SFAQuant.apply(u, self.D)
             out.append(s / self.D if self.normalize else s)
         return torch.stack(out)
@@ -138,6 +181,7 @@ class LIF(nn.Module, SpikeExpansion):
         if reset not in ("hard", "soft"):
             raise EdgesnnError(f"LIF reset must be 'hard' or 'soft', got {reset!r}")
         self.decay, self.threshold, self.reset, self.alpha = decay, threshold, reset, alpha
+        self.membrane: MembraneQuant | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = torch.zeros_like(x[0])
@@ -146,6 +190,7 @@ class LIF(nn.Module, SpikeExpansion):
             u = self.decay * u + x_t
             s = _Heaviside.apply(u - self.threshold, self.alpha)
             u = u * (1 - s) if self.reset == "hard" else u - s * self.threshold
+            u = _quantized(self.membrane, u)  # Q-SNN: the stored state is quantized after the reset
             out.append(s)
         return torch.stack(out)
 
@@ -192,4 +237,30 @@ class TernarySpike(nn.Module, SpikeExpansion):
         return torch.stack(out)
 
 
-NEURONS = {"multispike": MultiSpike, "if": IntegerIF, "ilif": ILIF, "lif": LIF, "ternary": TernarySpike}
+class TernaryStep(nn.Module, SpikeExpansion):
+    """One-timestep ternary spike (T = 1, so u = x): o = sign(u) where |u| >= threshold, else 0;
+    output o * a_c with the learnable per-channel amplitude a (channel axis 1).
+
+    o = clamp(round(u / (2 threshold)), -1, 1) with rounding half away from zero, which is how
+    the IR's requantization computes it; the exporter folds a_c into the next layer's weights.
+    """
+
+    D = 1
+
+    def __init__(self, channels: int, threshold: float = 0.5):
+        super().__init__()
+        self.threshold = float(threshold)
+        self.amplitude = nn.Parameter(torch.ones(channels))
+
+    def integer(self, u: torch.Tensor) -> torch.Tensor:
+        return _TernaryFire.apply(u, self.threshold)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.integer(u) * self.amplitude.view(1, -1, *([1] * (u.dim() - 2)))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.amplitude.numel()}, threshold={self.threshold}"
+
+
+NEURONS = {"multispike": MultiSpike, "if": IntegerIF, "ilif": ILIF, "lif": LIF, "ternary": TernarySpike,
+           "ternary_step": TernaryStep}

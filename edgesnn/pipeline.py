@@ -47,7 +47,8 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     ds = datasets.load(config["data"])
     calibration = ds.x_train[:CALIBRATION_SAMPLES]
     meta = {"source": {"checkpoint": str(Path(ckpt).resolve()), "model": config["model"], "data": config["data"]},
-            "weight_bits": weight_bits}
+            "weight_bits": weight_bits,  # for float layers; quantized layers keep their trained bits
+            "quantization": (config.get("quantization") or {}).get("method")}
     graph = export(model, calibration, weight_bits=weight_bits, meta=meta, stream_dtype=stream_dtype)
     path = Path(out) / IR_FILE
     graph.save(path)
@@ -91,22 +92,27 @@ def inspect(path: Path) -> dict:
         out = graph.tensors[op.output]
         w = getattr(op, "weight", None)
         params = 0 if w is None else int(w.size + op.bias.size)
-        nbytes = 0 if w is None else packed_nbytes(w.size, op.weight_bits) + 4 * op.bias.size + 8 * op.multiplier.size
+        weight_bytes = 0 if w is None else packed_nbytes(w.size, op.weight_bits)
+        nbytes = 0 if w is None else weight_bytes + 4 * op.bias.size + 8 * op.multiplier.size
         rows.append({
             "name": op.name, "op": op.kind, "inputs": [_describe(graph.tensors[i]) for i in op.inputs],
-            "output": _describe(out), "weight": None if w is None else f"int{op.weight_bits} {list(w.shape)}",
-            "params": params, "bytes": nbytes,
+            "output": _describe(out),
+            "weight": None if w is None else f"{op.weight_bits}-bit {op.weight_code} {list(w.shape)}",
+            "channels": None if w is None else int(w.shape[0]),
+            "params": params, "weight_bytes": weight_bytes, "bytes": nbytes,
         })
     return {"kind": "ir", "path": str(path), "input": _describe(graph.tensors[graph.input]),
             "outputs": [_describe(graph.tensors[o]) for o in graph.outputs], "layers": rows,
-            "params": sum(r["params"] for r in rows), "bytes": sum(r["bytes"] for r in rows),
-            "file_bytes": path.stat().st_size, "meta": graph.meta}
+            "params": sum(r["params"] for r in rows), "weight_bytes": sum(r["weight_bytes"] for r in rows),
+            "bytes": sum(r["bytes"] for r in rows), "file_bytes": path.stat().st_size, "meta": graph.meta}
 
 
 def _inspect_checkpoint(path: Path) -> dict:
     model, config = checkpoint.load(path)
     rows = []
     for name, module in model.named_modules():
+        if any(part.endswith("_quant") for part in name.split(".")):
+            continue  # Brevitas quantizer internals: the weight layers table shows their formats
         own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
         if not own and not isinstance(module, tuple(_neuron_types())):
             continue
@@ -116,8 +122,26 @@ def _inspect_checkpoint(path: Path) -> dict:
             "shapes": {k: list(v.shape) for k, v in own}, "dtype": str(own[0][1].dtype).replace("torch.", "") if own else "-",
             "params": params, "bytes": sum(v.numel() * v.element_size() for _, v in own),
         })
+    weight_layers = _weight_layers(model)
     return {"kind": "checkpoint", "path": str(path), "model": config["model"], "config": config, "layers": rows,
-            "params": sum(r["params"] for r in rows), "bytes": sum(r["bytes"] for r in rows)}
+            "weight_layers": weight_layers, "params": sum(r["params"] for r in rows),
+            "bytes": sum(r["bytes"] for r in rows),
+            "float32_weight_bytes": 4 * sum(r["weights"] for r in weight_layers)}
+
+
+def _weight_layers(model: torch.nn.Module) -> list[dict]:
+    """Each Conv2d / Linear: channels, weight count and real format (quantizer and bits, or float32)."""
+    rows = []
+    for name, m in model.named_modules():
+        if not isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            continue
+        tq = getattr(getattr(m, "weight_quant", None), "tensor_quant", None)  # edgesnn's Brevitas quantizers
+        conv = isinstance(m, torch.nn.Conv2d)
+        rows.append({"layer": name, "type": "conv2d" if conv else "dense",
+                     "in": m.in_channels if conv else m.in_features, "out": m.out_channels if conv else m.out_features,
+                     "weights": m.weight.numel(),
+                     "format": f"{tq.name} {tq.bits}-bit" if hasattr(tq, "bits") else "float32"})
+    return rows
 
 
 def _neuron_types():

@@ -20,9 +20,21 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> t
     return torch.cat([model(b).argmax(1) for b in torch.split(x, batch_size)])
 
 
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> loss
+
+
+def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y)
+
+
 def train(model: torch.nn.Module, data: Dataset, epochs: int, lr: float = 3e-3, weight_decay: float = 1e-4,
-          batch_size: int = 64, seed: int = 0, on_epoch: Callable[[int, float], None] | None = None) -> dict:
-    """Train in place; ``on_epoch(epoch, mean_loss)`` reports progress. Returns the metrics."""
+          batch_size: int = 64, seed: int = 0, on_epoch: Callable[[int, float], None] | None = None,
+          loss_fn: Loss = cross_entropy, before_epoch: Callable[[int], None] | None = None) -> dict:
+    """Train in place; ``on_epoch(epoch, mean_loss)`` reports progress. Returns the metrics.
+
+    Compression methods plug in through ``loss_fn`` (regularizers, distillation) and
+    ``before_epoch`` (schedules such as Q-SNN's surrogate temperature).
+    """
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(data.x_train) // batch_size)
@@ -30,13 +42,16 @@ def train(model: torch.nn.Module, data: Dataset, epochs: int, lr: float = 3e-3, 
     gen = torch.Generator().manual_seed(seed)
     loss_value = float("nan")
     for epoch in range(epochs):
+        if before_epoch:
+            before_epoch(epoch)
         model.train()
         order = torch.randperm(len(data.x_train), generator=gen)
         total, count = 0.0, 0
         for idx in torch.split(order, batch_size):
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            x, y = data.x_train[idx], data.y_train[idx]
+            loss = loss_fn(model(x), x, y)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -15,22 +15,35 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.ir import packing
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.integers(1, 8), st.integers(0, 300), st.randoms())
-def test_packing_round_trip_at_every_bit_width(bits, n, rnd):
-    lo, hi = packing.weight_range(bits)
-    values = [rnd.choice((-1, 1)) if bits == 1 else rnd.randint(lo, hi) for _ in range(n)]
-    w = np.array(values, dtype=np.int8).reshape(n, 1)
-    packed = packing.pack(w, bits)
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([("signed", b) for b in range(2, 9)] + [("odd", b) for b in range(1, 8)]),
+       st.integers(0, 300), st.randoms())
+def test_packing_round_trip_at_every_bit_width(fmt, n, rnd):
+    code, bits = fmt
+    lo, hi = packing.weight_range(bits, code)
+    step = 2 if code == "odd" else 1
+    w = np.array([rnd.randrange(lo, hi + 1, step) for _ in range(n)], dtype=np.int8).reshape(n, 1)
+    packed = packing.pack(w, bits, code)
     assert packed.size == (n * bits + 7) // 8
-    np.testing.assert_array_equal(packing.unpack(packed, bits, w.shape), w)
+    np.testing.assert_array_equal(packing.unpack(packed, bits, w.shape, code), w)
+
+
+def test_odd_code_levels():
+    assert packing.weight_range(1, "odd") == (-1, 1)
+    assert packing.weight_range(4, "odd") == (-15, 15)
+    # 2 bits: the four levels -3, -1, 1, 3 are the codes 0, 1, 2, 3
+    np.testing.assert_array_equal(packing.pack(np.array([-3, -1, 1, 3]), 2, "odd"), [0b11100100])
 
 
 def test_packing_rejects_out_of_range_weights():
     with pytest.raises(ValueError, match=r"\[-7, 7\]"):
         packing.pack(np.array([8]), 4)
-    with pytest.raises(ValueError, match="-1 or \\+1"):
-        packing.pack(np.array([0]), 1)
+    with pytest.raises(ValueError, match="odd integers"):
+        packing.pack(np.array([0]), 1, "odd")
+    with pytest.raises(ValueError, match="2..8 bits"):
+        packing.pack(np.array([0]), 1, "signed")
+    with pytest.raises(ValueError, match="1..7 bits"):
+        packing.pack(np.array([1]), 8, "odd")
 
 
 def test_save_load_round_trip_is_identical(small_cnn_graph, digits, tmp_path):
@@ -72,7 +85,7 @@ def _rewrite_metadata(src, dst, **changes):
 def test_load_checks_version(small_cnn_graph, tmp_path):
     small_cnn_graph[1].save(tmp_path / "a.ir")
     _rewrite_metadata(tmp_path / "a.ir", tmp_path / "b.ir", edgesnn_ir_version="99")
-    with pytest.raises(EdgesnnError, match="IR version 99, but this edgesnn reads version 1"):
+    with pytest.raises(EdgesnnError, match=f"IR version 99, but this edgesnn reads version {ir.graph.IR_VERSION}"):
         ir.load(tmp_path / "b.ir")
 
 

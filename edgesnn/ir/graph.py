@@ -14,7 +14,7 @@ import numpy as np
 
 from edgesnn.errors import EdgesnnError
 
-IR_VERSION = 1
+IR_VERSION = 2
 LAYOUT = "NHWC"
 DTYPES = {"int8": np.int8, "int16": np.int16, "int32": np.int32}
 
@@ -68,6 +68,7 @@ class Conv2D(Requantized):
     bias: np.ndarray = None
     weight_scale: np.ndarray = None
     weight_bits: int = 8
+    weight_code: str = "signed"  # see ir/packing.py: "signed" or "odd" (1-bit sign, Q-SNN, ReScaW levels)
     stride: list[int] = field(default_factory=lambda: [1, 1])
     padding: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     groups: int = 1
@@ -82,6 +83,7 @@ class Dense(Requantized):
     bias: np.ndarray = None
     weight_scale: np.ndarray = None
     weight_bits: int = 8
+    weight_code: str = "signed"
     kind = "dense"
 
 

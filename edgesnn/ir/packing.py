@@ -1,50 +1,62 @@
-"""Sub-byte weight storage: b-bit two's-complement fields, little-endian bit order.
+"""Sub-byte weight storage: b-bit fields, little-endian bit order, in one of two codes.
 
-1-bit weights are binary {-1, +1} (bit 0 -> -1, bit 1 -> +1); b >= 2 bits hold integers in the
-symmetric range [-(2**(b-1) - 1), 2**(b-1) - 1].
+- ``signed``: two's-complement fields holding the symmetric range [-(2**(b-1) - 1), 2**(b-1) - 1]
+  (2**b - 1 levels, zero included; b = 2 gives ternary weights). Defined for b = 2..8.
+- ``odd``: the 2**b odd integers in [-(2**b - 1), 2**b - 1], stored as k = (q + 2**b - 1) / 2.
+  This is the grid of sign (b = 1: q = -1 or +1), Q-SNN's and ReScaW's 2**b uniform levels
+  (gamma * (2k / (2**b - 1) - 1) = q * gamma / (2**b - 1)). Defined for b = 1..7, so q fits int8.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+CODES = ("signed", "odd")
 
-def weight_range(bits: int) -> tuple[int, int]:
-    if not 1 <= bits <= 8:
-        raise ValueError(f"weight bits must be 1..8, got {bits}")
-    if bits == 1:
-        return -1, 1
-    q = 2 ** (bits - 1) - 1
+
+def weight_range(bits: int, code: str = "signed") -> tuple[int, int]:
+    check_format(bits, code)
+    q = 2 ** (bits - 1) - 1 if code == "signed" else 2**bits - 1
     return -q, q
 
 
-def check_weights(values: np.ndarray, bits: int) -> None:
-    lo, hi = weight_range(bits)
+def check_format(bits: int, code: str) -> None:
+    if code not in CODES:
+        raise ValueError(f"weight code must be one of {', '.join(CODES)}, got {code!r}")
+    if code == "signed" and not 2 <= bits <= 8:
+        raise ValueError(f"signed weights take 2..8 bits, got {bits}")
+    if code == "odd" and not 1 <= bits <= 7:
+        raise ValueError(f"odd-level weights take 1..7 bits, got {bits}")
+
+
+def check_weights(values: np.ndarray, bits: int, code: str = "signed") -> None:
+    lo, hi = weight_range(bits, code)
     if values.size == 0:
         return
-    if bits == 1 and not np.isin(values, (-1, 1)).all():
-        raise ValueError("1-bit weights must be -1 or +1")
     if values.min() < lo or values.max() > hi:
-        raise ValueError(f"{bits}-bit weights must lie in [{lo}, {hi}]")
+        raise ValueError(f"{bits}-bit {code} weights must lie in [{lo}, {hi}]")
+    if code == "odd" and not (values % 2 == 1).all():
+        raise ValueError(f"{bits}-bit odd-level weights must be odd integers")
 
 
 def packed_nbytes(count: int, bits: int) -> int:
     return (count * bits + 7) // 8
 
 
-def pack(values: np.ndarray, bits: int) -> np.ndarray:
+def pack(values: np.ndarray, bits: int, code: str = "signed") -> np.ndarray:
     """Flattened ``values`` packed into ceil(n * bits / 8) bytes."""
     v = np.asarray(values, dtype=np.int64).ravel()
-    check_weights(v, bits)
+    check_weights(v, bits, code)
     if bits == 8:
         return v.astype(np.int8).view(np.uint8)
-    field = (v > 0).astype(np.int64) if bits == 1 else v & ((1 << bits) - 1)
+    field = (v + 2**bits - 1) // 2 if code == "odd" else v & ((1 << bits) - 1)
     bit_matrix = (field[:, None] >> np.arange(bits)) & 1
     return np.packbits(bit_matrix.astype(np.uint8).ravel(), bitorder="little")
 
 
-def unpack(data: np.ndarray, bits: int, shape) -> np.ndarray:
+def unpack(data: np.ndarray, bits: int, shape, code: str = "signed") -> np.ndarray:
     """Inverse of :func:`pack`: int8 array of ``shape``."""
+    check_format(bits, code)
     count = int(np.prod(shape))
     data = np.asarray(data, dtype=np.uint8).ravel()
     if data.size != packed_nbytes(count, bits):
@@ -53,8 +65,8 @@ def unpack(data: np.ndarray, bits: int, shape) -> np.ndarray:
         return data.view(np.int8).reshape(shape).copy()
     bit_matrix = np.unpackbits(data, count=count * bits, bitorder="little").reshape(count, bits)
     field = (bit_matrix.astype(np.int64) << np.arange(bits)).sum(axis=1)
-    if bits == 1:
-        values = 2 * field - 1
+    if code == "odd":
+        values = 2 * field - (2**bits - 1)
     else:
         values = np.where(field >= 1 << (bits - 1), field - (1 << bits), field)
     return values.astype(np.int8).reshape(shape)

@@ -33,7 +33,7 @@ def save(graph: g.Graph, path) -> None:
             key = f"{op.name}.{name}"
             if name == "weight":
                 entry["weight_shape"] = list(arr.shape)
-                arr = packing.pack(arr, op.weight_bits)
+                arr = packing.pack(arr, op.weight_bits, op.weight_code)
             tensors[key] = np.ascontiguousarray(arr)
         ops.append(entry)
     header = {
@@ -103,7 +103,7 @@ def _graph_from_header(header: dict, arrays: dict) -> g.Graph:
                 arr = arrays[key]
                 if f.name == "weight":
                     _require(weight_shape is not None, f"op {entry['name']}: weight without shape")
-                    arr = packing.unpack(arr, entry["weight_bits"], weight_shape)
+                    arr = packing.unpack(arr, entry["weight_bits"], weight_shape, entry.get("weight_code", "signed"))
                 entry[f.name] = arr
         op = cls(**entry)
         for ref in (*op.inputs, op.output):

@@ -1,0 +1,71 @@
+"""Compression methods: Q-SNN, QP-SNN, BESTformer and ternary spikes, as quantization-aware
+fine-tuning of a trained checkpoint into a smaller checkpoint the exporter consumes.
+
+Each method module has ``prepare(model, config, data, options) -> Plan``: it changes the model
+(quantizers, pruning, neurons) and says how to fine-tune it. What it changed is recorded in the
+new checkpoint's ``quantization`` spec (see spec.py), so loading rebuilds the same structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from edgesnn import checkpoint
+from edgesnn import data as datasets
+from edgesnn.errors import EdgesnnError
+from edgesnn.quantize import bestformer, qpsnn, qsnn, ternary
+from edgesnn.quantize.common import Options, Plan
+from edgesnn.train import evaluate, train
+
+METHODS = {"qsnn": qsnn, "qpsnn": qpsnn, "bestformer": bestformer, "ternary": ternary}
+
+__all__ = ["METHODS", "Options", "Plan", "check_options", "quantize_checkpoint"]
+
+
+def check_options(method: str, opts: Options) -> None:
+    """Every user error in the options, before anything is loaded or written."""
+    if method not in METHODS:
+        raise EdgesnnError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if opts.weight_bits is not None and not 1 <= opts.weight_bits <= 8:
+        raise EdgesnnError(f"--weight-bits must be between 1 and 8, got {opts.weight_bits}")
+    if not 2 <= opts.first_last_bits <= 8:
+        raise EdgesnnError(f"--first-last-bits must be between 2 and 8, got {opts.first_last_bits}")
+    if not 0 <= opts.prune < 1:
+        raise EdgesnnError(f"--prune must be in [0, 1), got {opts.prune}")
+    if opts.prune and method != "qpsnn":
+        raise EdgesnnError(f"--prune applies to the qpsnn method, not {method}")
+    if opts.membrane_bits is not None:
+        if method != "qsnn":
+            raise EdgesnnError(f"--membrane-bits applies to the qsnn method, not {method}")
+        if not 2 <= opts.membrane_bits <= 16:
+            raise EdgesnnError(f"--membrane-bits must be between 2 and 16, got {opts.membrane_bits}")
+    if opts.epochs < 1:
+        raise EdgesnnError(f"--epochs must be at least 1, got {opts.epochs}")
+
+
+def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_spec: str | None = None,
+                        on_epoch: Callable[[int, float], None] | None = None) -> dict:
+    """Fine-tune ``ckpt`` with ``method`` and write the compressed checkpoint to ``out``."""
+    check_options(method, opts)
+    model, config = checkpoint.load(ckpt)
+    if config.get("quantization"):
+        raise EdgesnnError(f"{ckpt} is already compressed ({config['quantization'].get('method')}); "
+                           f"start from the float checkpoint")
+    data_spec = data_spec or config.get("data")
+    if not data_spec:
+        raise EdgesnnError(f"{ckpt} records no data set for calibration and fine-tuning; pass --data")
+    ds = datasets.load(data_spec)
+    float_accuracy = evaluate(model, ds.x_test, ds.y_test)
+    model.train()
+    plan = METHODS[method].prepare(model, config, ds, opts)
+    metrics = train(plan.model, ds, opts.epochs, lr=opts.lr, on_epoch=on_epoch, loss_fn=plan.loss_fn,
+                    before_epoch=plan.before_epoch)
+    spec = {"method": method, **plan.spec}
+    new_config = {k: v for k, v in config.items() if k != "format_version"}
+    new_config.update(kwargs=plan.kwargs, data=data_spec, quantization=spec,
+                      source={"checkpoint": str(Path(ckpt).resolve())})
+    metrics.update(method=method, float_accuracy=float_accuracy, notes=plan.notes,
+                   options={k: v for k, v in vars(opts).items()})
+    checkpoint.save(plan.model.eval(), new_config, out, metrics)
+    return metrics
