@@ -112,7 +112,7 @@ def quantize(
 @user_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="checkpoint folder (from train)"),
-    target: str = typer.Option("ir", help="artifact to write: " + ", ".join(pipeline.TARGETS)),
+    target: str = typer.Option("ir", help="artifact to write: ir (the integer graph) or onnx (Brevitas QCDQ)"),
     out: Path = typer.Option(..., help="output folder"),
     weight_bits: int = typer.Option(8, help="weight bits per channel (1..8) of float layers; layers trained by "
                                             "`edgesnn quantize` keep their own"),
@@ -126,7 +126,7 @@ def export(
 @app.command()
 @user_errors
 def verify(
-    artifact: Path = typer.Argument(..., help="artifact to check (model.ir)"),
+    artifact: Path = typer.Argument(..., help="artifact to check (model.ir or model.onnx)"),
     data: str = typer.Option("digits", help="'digits' or a .npz file"),
     checkpoint: Path = typer.Option(None, help="torch checkpoint to compare with (default: the one the IR names)"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),

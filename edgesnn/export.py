@@ -512,6 +512,8 @@ def _absorb_amplitude(w: torch.Tensor, qw: _QuantWeight | None, x: _Int, where: 
     """Fold ternary amplitudes a_c into the input columns: W[:, c] *= a_c (float weights only)."""
     if x.amplitude is None:
         return w, qw
+    if qw is not None and np.all(x.amplitude == 1):
+        return w, qw  # already folded into the trained weights (quantize --method ternary does)
     if qw is not None:
         raise EdgesnnError(f"{where}: ternary spike amplitudes cannot fold into weights already trained on an integer grid")
     a = torch.as_tensor(x.amplitude, dtype=torch.float64)

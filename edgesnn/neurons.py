@@ -95,7 +95,7 @@ class MembraneQuant(nn.Module):
             with torch.no_grad():
                 s = u.abs().max().clamp_min(1e-8) / self.qmax
                 self.scale.copy_(s if self.scale <= 0 else (1 - self.momentum) * self.scale + self.momentum * s)
-        if self.scale <= 0:
+        if not torch.compiler.is_exporting() and self.scale <= 0:
             raise EdgesnnError("membrane quantizer has no scale yet: train (fine-tune) the model first")
         q = torch.clamp(torch.round(u / self.scale), -self.qmax, self.qmax)
         return u + (q * self.scale - u).detach()

@@ -18,8 +18,8 @@ from edgesnn.ir import load as load_ir
 from edgesnn.ir.packing import packed_nbytes
 from edgesnn.train import predict, train
 
-TARGETS = ("ir",)
-IR_FILE = "model.ir"
+TARGETS = ("ir", "onnx")
+IR_FILE, ONNX_FILE = "model.ir", "model.onnx"
 CALIBRATION_SAMPLES = 1024
 
 
@@ -46,6 +46,12 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     model, config = checkpoint.load(ckpt)
     ds = datasets.load(config["data"])
     calibration = ds.x_train[:CALIBRATION_SAMPLES]
+    if target == "onnx":  # the torch-side interchange export (Brevitas QCDQ), checked against torch
+        from edgesnn.backends.onnx import export_onnx
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return export_onnx(model, calibration[:2], Path(out) / ONNX_FILE, metadata={
+            "edgesnn.checkpoint": str(Path(ckpt).resolve()), "edgesnn.data": config["data"]})
     meta = {"source": {"checkpoint": str(Path(ckpt).resolve()), "model": config["model"], "data": config["data"]},
             "weight_bits": weight_bits,  # for float layers; quantized layers keep their trained bits
             "quantization": (config.get("quantization") or {}).get("method")}
@@ -58,8 +64,10 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
 def verify(artifact: Path, data_spec: str, ckpt: Path | None = None) -> dict:
     """Golden interpreter over the whole test split vs the torch model the IR came from."""
     artifact = Path(artifact)
+    if artifact.suffix == ".onnx":
+        return _verify_onnx(artifact, data_spec, ckpt)
     if artifact.suffix != ".ir":
-        raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir)")
+        raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir) or an ONNX file (.onnx)")
     graph = load_ir(artifact)
     source = ckpt or graph.meta.get("source", {}).get("checkpoint")
     if source is None:
@@ -79,6 +87,26 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None) -> dict:
         "agreement": 1.0 - mismatches / len(y), "accuracy": float((ir_pred == y).mean()),
         "torch_accuracy": float((torch_pred == y).mean()), "checkpoint": str(source),
     }
+
+
+def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None) -> dict:
+    """onnxruntime over the whole test split vs the torch model the ONNX file was exported from."""
+    from edgesnn.backends.onnx import compare_onnx, read_metadata
+
+    if not artifact.is_file():
+        raise EdgesnnError(f"{artifact}: no such file")
+    source = ckpt or read_metadata(artifact).get("edgesnn.checkpoint")
+    if source is None:
+        raise EdgesnnError(f"{artifact}: the ONNX file does not name its checkpoint; pass --checkpoint DIR")
+    model, _ = checkpoint.load(source)
+    ds = datasets.load(data_spec)
+    r = compare_onnx(model, artifact, ds.x_test)
+    from edgesnn.backends.onnx import run_onnx
+
+    pred = run_onnx(artifact, ds.x_test.numpy()).argmax(1)
+    y = ds.y_test.numpy()
+    return {"artifact": str(artifact), "data": data_spec, "checkpoint": str(source), **r,
+            "accuracy": float((pred == y).mean()), "torch_accuracy": float((predict(model, ds.x_test).numpy() == y).mean())}
 
 
 def inspect(path: Path) -> dict:

@@ -63,7 +63,7 @@ def quant_layer(m: nn.Module, quantizer: str, bits: int) -> nn.Module:
         q = QuantLinear(m.in_features, m.out_features, bias=m.bias is not None, weight_quant=wq)
     else:
         raise EdgesnnError(f"only Conv2d and Linear weights are quantized, not {type(m).__name__}")
-    q.load_state_dict(m.state_dict(), strict=False)
+    q.weight, q.bias = m.weight, m.bias  # the same Parameters: an optimizer holding them keeps training them
     return q.train(m.training)
 
 

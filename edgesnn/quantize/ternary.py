@@ -1,13 +1,16 @@
 """Ternary spikes (Guo et al., AAAI 2024): {-1, 0, 1} spikes with a learnable per-channel amplitude.
 
-Every SFA neuron becomes a one-timestep :class:`~edgesnn.neurons.TernaryStep`. Its amplitude
-folds into the next layer's weights at export, which is why the weights stay float during
-fine-tuning and are quantized by the exporter afterwards (8-bit per channel), and why each
-neuron's spikes must reach only Conv2d / Linear layers (through average pooling or flatten).
+Every SFA neuron becomes a one-timestep :class:`~edgesnn.neurons.TernaryStep`, and the network
+is fine-tuned with float weights so the amplitudes a_c learn. For the last quarter of the epochs
+each amplitude is folded into the next layer's weights (W[:, c] *= a_c, a_c = 1 from then on)
+and every layer trains on its 8-bit per-channel grid, so the deployed weights are the ones the
+fine-tuning saw. (The exporter folds amplitudes the same way for float layers.) Folding needs
+each neuron's spikes to reach only Conv2d / Linear layers, through average pooling or flatten.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
@@ -16,31 +19,60 @@ from edgesnn.export import trace
 from edgesnn.neurons import MultiSpike, TernaryStep
 from edgesnn.quantize.common import Options, Plan
 from edgesnn.quantize.pruning import _consumers
-from edgesnn.quantize.spec import set_module
+from edgesnn.quantize.spec import WEIGHT_LAYERS, get_module, quant_layer, set_module
 
+WEIGHT_BITS = 8
 
 
 def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
-    if opts.weight_bits not in (None, 8):
-        raise EdgesnnError("ternary spikes keep 8-bit weights: the amplitudes fold into them at export "
-                           "(drop --weight-bits)")
-    if opts.membrane_bits is not None:
-        raise EdgesnnError("--membrane-bits applies to the qsnn method")
-    gm = trace(model)
-    ShapeProp(gm).propagate(data.x_train[:2])
-    modules = dict(gm.named_modules())
-    neurons = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], MultiSpike):
-            consumers = _consumers(node, modules, 1)
-            reached = [type(modules[u.target]).__name__ for u in node.users if u.op == "call_module"]
-            if not consumers or any(isinstance(modules[u.target], nn.MaxPool2d) for u in node.users if u.op == "call_module"):
-                raise EdgesnnError(f"ternary spikes: neuron '{node.target}' feeds {reached or 'a tensor operation'}; "
-                                   f"its amplitude can fold only into Conv2d / Linear layers")
-            channels = int(node.meta["tensor_meta"].shape[1])
-            neurons[node.target] = {"kind": "ternary_step", "channels": channels, "threshold": 0.5}
-    if not neurons:
-        raise EdgesnnError("ternary spikes: the model has no MultiSpike neurons to replace")
+    if opts.weight_bits not in (None, WEIGHT_BITS):
+        raise EdgesnnError("ternary spikes keep 8-bit weights: the amplitudes fold into them (drop --weight-bits)")
+    neurons, consumers = _ternary_neurons(model, data.x_train[:2])
     for name, n in neurons.items():
         set_module(model, name, TernaryStep(n["channels"], n["threshold"]))
-    return Plan(model, {"neurons": neurons}, config["kwargs"])
+    weights = {name: {"quantizer": "uniform", "bits": WEIGHT_BITS}
+               for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+    fold_at = opts.epochs - max(1, opts.epochs // 4)
+
+    def before_epoch(epoch: int) -> None:
+        if epoch == fold_at:
+            _fold_amplitudes(model, consumers)
+            for name, w in weights.items():
+                set_module(model, name, quant_layer(get_module(model, name), w["quantizer"], w["bits"]))
+
+    return Plan(model, {"neurons": neurons, "weights": weights}, config["kwargs"], before_epoch=before_epoch)
+
+
+def _ternary_neurons(model: nn.Module, example: torch.Tensor):
+    gm = trace(model)
+    ShapeProp(gm).propagate(example)
+    modules = dict(gm.named_modules())
+    neurons, consumers = {}, {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], MultiSpike):
+            continue
+        found = _consumers(node, modules, 1)
+        users = [u for u in node.users if u.op == "call_module"]
+        if not found or any(isinstance(modules[u.target], nn.MaxPool2d) for u in users):
+            reached = [type(modules[u.target]).__name__ for u in users] or "a tensor operation"
+            raise EdgesnnError(f"ternary spikes: neuron '{node.target}' feeds {reached}; "
+                               f"its amplitude can fold only into Conv2d / Linear layers")
+        neurons[node.target] = {"kind": "ternary_step", "channels": int(node.meta["tensor_meta"].shape[1]),
+                                "threshold": 0.5}
+        consumers[node.target] = found
+    if not neurons:
+        raise EdgesnnError("ternary spikes: the model has no MultiSpike neurons to replace")
+    return neurons, consumers
+
+
+@torch.no_grad()
+def _fold_amplitudes(model: nn.Module, consumers: dict[str, list[tuple[str, int]]]) -> None:
+    """W[:, c] *= a_c in every layer the neuron feeds (a block of columns per channel after a
+    flatten); then a_c = 1 and frozen."""
+    for name, layers in consumers.items():
+        a = get_module(model, name).amplitude
+        for layer, block in layers:
+            w = get_module(model, layer).weight
+            w.mul_(a.repeat_interleave(block).view(1, -1, *([1] * (w.dim() - 2))))
+        a.fill_(1.0)
+        a.requires_grad_(False)

@@ -1,0 +1,202 @@
+"""Compression methods: quantizer levels, physical pruning, the quantize command and its exports."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgesnn import checkpoint, ir, pipeline
+from edgesnn.errors import EdgesnnError
+from edgesnn.quantize import Options, quantize_checkpoint
+from edgesnn.quantize.pruning import channel_groups, prune
+from edgesnn.quantize.quantizers import QUANTIZERS
+from edgesnn.quantize.spec import quant_layer
+
+
+def edgesnn(*args):
+    return subprocess.run([sys.executable, "-m", "edgesnn", *map(str, args)], capture_output=True, text=True)
+
+
+def assert_user_error(r, fragment):
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.stderr
+
+
+# ---- quantizers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", range(1, 8))
+def test_rescaw_gives_exactly_2_to_the_b_levels(bits):
+    torch.manual_seed(bits)
+    w = torch.randn(4, 4000) * torch.tensor([[0.1], [1.0], [3.0], [0.01]])
+    q = QUANTIZERS["rescaw"](bits)
+    value, scale, _, _ = q.eval()(w)
+    ints, s = q.integers(w)
+    for c in range(4):
+        gamma = w[c].abs().mean()
+        levels = torch.unique(value[c])
+        assert len(levels) == 2**bits
+        expected = gamma * (torch.arange(2**bits) / ((2**bits - 1) / 2) - 1)  # gamma (k / n - 1)
+        torch.testing.assert_close(levels, expected, rtol=1e-5, atol=1e-7)
+        assert set(torch.unique(ints[c]).tolist()) == set(range(-(2**bits - 1), 2**bits, 2))
+    torch.testing.assert_close(value, s.view(-1, 1) * ints, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_qsnn_levels_have_power_of_two_scales(bits):
+    torch.manual_seed(0)
+    w = torch.randn(8, 500) * 0.3 + 0.1
+    ints, scale = QUANTIZERS["qsnn"](bits).integers(w)
+    assert torch.all(torch.log2(scale) == torch.round(torch.log2(scale)))
+    assert set(torch.unique(ints).tolist()) <= set(range(-(2**bits - 1), 2**bits, 2))
+    if bits == 1:  # sign of the standardized weights, scale 2^round(log2(mean |w^|))
+        w_hat = (w - w.mean(1, keepdim=True)) / w.std(1, keepdim=True)
+        assert torch.equal(ints, torch.where(w_hat >= 0, 1, -1))
+        assert torch.equal(scale, torch.exp2(torch.round(torch.log2(w_hat.abs().mean(1)))))
+
+
+def test_sign_and_uniform_quantizers():
+    w = torch.tensor([[0.5, -0.2, 0.1, 0.3], [-1.0, 2.0, -3.0, 4.0]])
+    ints, scale = QUANTIZERS["sign"](1).integers(w)
+    assert torch.equal(ints, torch.tensor([[1, -1, -1, 1], [-1, 1, -1, 1]])) and torch.equal(scale, torch.ones(2))
+    ints, scale = QUANTIZERS["uniform"](8).integers(w)
+    assert ints.abs().amax(1).tolist() == [127, 127]
+    torch.testing.assert_close(scale, torch.tensor([0.5, 4.0]) / 127)
+
+
+def test_quantized_layer_is_a_brevitas_layer_computing_with_its_grid():
+    from brevitas.nn import QuantConv2d
+
+    conv = nn.Conv2d(3, 5, 3, padding=1)
+    q = quant_layer(conv, "rescaw", 3).eval()
+    assert isinstance(q, QuantConv2d)
+    ints, scale = q.weight_quant.tensor_quant.integers(q.weight)
+    x = torch.randn(2, 3, 6, 6)
+    ref = nn.functional.conv2d(x, scale.view(-1, 1, 1, 1) * ints, conv.bias, padding=1)
+    torch.testing.assert_close(q(x), ref)
+
+
+# ---- methods on a trained CNN ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def float_ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("float") / "cnn"
+    pipeline.train_model("cnn", "digits", 15, d)
+    return d
+
+
+def test_pruning_removes_channels_physically(float_ckpt, digits):
+    model, _ = checkpoint.load(float_ckpt)
+    groups = {g.neuron: g.channels for g in channel_groups(model, digits.x_train[:8])}
+    assert groups == {"features.2": 32, "features.6": 64, "head.2": 128}
+    widths = prune(model, 0.5, digits.x_train[:256])
+    assert model.features[0].weight.shape == (16, 1, 3, 3) and model.features[1].num_features == 16
+    assert model.features[4].weight.shape == (32, 16, 3, 3)
+    assert model.head[0].weight.shape == (64, 32 * 2 * 2) and model.classifier.weight.shape == (10, 64)
+    assert widths["head.0"] == {"in": 128, "out": 64}
+    assert model(digits.x_test[:4]).shape == (4, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, opts, formats", [
+    ("qpsnn", Options(weight_bits=4, prune=0.5, epochs=4), {"rescaw 4-bit", "uniform 8-bit"}),
+    ("qsnn", Options(weight_bits=2, membrane_bits=8, epochs=4), {"qsnn 2-bit", "uniform 8-bit"}),
+    ("bestformer", Options(epochs=4), {"sign 1-bit", "uniform 8-bit"}),
+    ("ternary", Options(epochs=6, lr=3e-3), {"uniform 8-bit"}),
+])
+def test_method_exports_with_its_real_bit_widths(float_ckpt, tmp_path, method, opts, formats):
+    out = tmp_path / method
+    metrics = quantize_checkpoint(float_ckpt, method, out, opts)
+    assert metrics["test_accuracy"] >= 0.85
+    info = pipeline.inspect(out)
+    assert {r["format"] for r in info["weight_layers"]} == formats
+    assert info["weight_layers"][0]["format"] == info["weight_layers"][-1]["format"] == "uniform 8-bit"
+    ir_path = pipeline.export_model(out, "ir", out / "ir")
+    graph = ir.load(ir_path)
+    model, _ = checkpoint.load(out)
+    for op in graph.weight_ops():  # the IR holds exactly the trained integers
+        layer = model.get_submodule(op.name if op.name != "output" else "classifier")
+        tq = getattr(getattr(layer, "weight_quant", None), "tensor_quant", None)
+        if tq is not None:
+            assert op.weight_bits == tq.bits and op.weight_code == tq.code
+    r = pipeline.verify(ir_path, "digits")
+    assert r["samples"] == 450 and r["agreement"] >= 0.99, r
+    if method == "qpsnn":
+        assert [op.weight.shape[0] for op in graph.weight_ops()] == [16, 32, 64, 10]
+    if method == "ternary":
+        spikes = [t for t in graph.tensors.values() if t.spike_D == 1 and t.signed]
+        assert len(spikes) == 3
+    onnx_path = pipeline.export_model(out, "onnx", out / "onnx")  # Brevitas QCDQ, run in onnxruntime
+    r = pipeline.verify(onnx_path, "digits")
+    assert r["samples"] == 450 and r["agreement"] >= 0.99 and r["runtime"].startswith("onnxruntime"), r
+
+
+def test_membrane_is_an_integer_tensor_in_the_ir(float_ckpt, tmp_path):
+    out = tmp_path / "q"
+    quantize_checkpoint(float_ckpt, "qsnn", out, Options(weight_bits=2, membrane_bits=6, epochs=1))
+    graph = ir.load(pipeline.export_model(out, "ir", out / "ir"))
+    membranes = [op for op in graph.ops if op.output.endswith(".membrane")]
+    assert len(membranes) == 3 and all(op.clamp == [-31, 31] for op in membranes)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, fragment", [
+    (["--method", "qsnn", "--weight-bits", "0"], "--weight-bits must be between 1 and 8"),
+    (["--method", "qsnn", "--weight-bits", "9"], "--weight-bits must be between 1 and 8"),
+    (["--method", "qpsnn", "--prune", "1.0"], "--prune must be in [0, 1)"),
+    (["--method", "qpsnn", "--prune", "-0.1"], "--prune must be in [0, 1)"),
+    (["--method", "qsnn", "--prune", "0.5"], "--prune applies to the qpsnn method"),
+    (["--method", "qpsnn", "--membrane-bits", "8"], "--membrane-bits applies to the qsnn method"),
+    (["--method", "bestformer", "--weight-bits", "2"], "BESTformer weights are 1-bit"),
+    (["--method", "ternary", "--weight-bits", "4"], "ternary spikes keep 8-bit weights"),
+    (["--method", "nope"], "unknown method 'nope'"),
+])
+def test_bad_options_are_one_line_errors_and_write_nothing(float_ckpt, tmp_path, args, fragment):
+    r = edgesnn("quantize", float_ckpt, *args, "--epochs", 1, "--out", tmp_path / "out")
+    assert_user_error(r, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_without_calibration_data_is_refused(float_ckpt, tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "nodata"
+    shutil.copytree(float_ckpt, ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    del config["data"]
+    (ckpt / "config.json").write_text(json.dumps(config))
+    r = edgesnn("quantize", ckpt, "--method", "qsnn", "--epochs", 1, "--out", tmp_path / "out")
+    assert_user_error(r, "records no data set")
+    assert not (tmp_path / "out").exists()
+
+
+def test_compressed_checkpoint_is_not_compressed_again(float_ckpt, tmp_path):
+    quantize_checkpoint(float_ckpt, "qpsnn", tmp_path / "a", Options(epochs=1))
+    with pytest.raises(EdgesnnError, match="already compressed"):
+        quantize_checkpoint(tmp_path / "a", "qsnn", tmp_path / "b", Options(epochs=1))
+    assert not (tmp_path / "b").exists()
+
+
+def test_ternary_refuses_neurons_whose_amplitude_cannot_fold(tmp_path, digits):
+    from edgesnn.models import build, default_kwargs
+    from edgesnn.quantize import ternary
+
+    model = build("spikeformer", default_kwargs("spikeformer", (1, 8, 8), 10, 4))  # attention masks multiply spikes
+    config = {"model": "spikeformer", "kwargs": {}}
+    with pytest.raises(EdgesnnError, match="amplitude can fold only into Conv2d / Linear"):
+        ternary.prepare(model, config, digits, Options())
+
+
+def test_quantize_cli_writes_a_checkpoint_that_inspect_describes(float_ckpt, tmp_path):
+    out = tmp_path / "q"
+    r = edgesnn("quantize", float_ckpt, "--method", "qpsnn", "--weight-bits", 3, "--prune", 0.25, "--epochs", 1,
+                "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout
+    r = edgesnn("inspect", out)
+    assert r.returncode == 0 and "rescaw 3-bit" in r.stdout and "compression qpsnn" in r.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization"]["widths"]["features.0"] == {"in": 1, "out": 24}
+    assert np.isclose(json.loads((out / "metrics.json").read_text())["options"]["prune"], 0.25)
