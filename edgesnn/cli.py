@@ -116,7 +116,8 @@ def export(
     out: Path = typer.Option(..., help="output folder"),
     weight_bits: int = typer.Option(8, help="weight bits per channel (1..8) of float layers; layers trained by "
                                             "`edgesnn quantize` keep their own"),
-    stream_dtype: str = typer.Option("int8", help="dtype of membrane/residual streams and outputs: int8 or int16"),
+    stream_dtype: str = typer.Option(None, help="dtype of membrane/residual streams and outputs: int8 or int16 "
+                                                "(default: int8, or what the checkpoint's compression asks for)"),
 ):
     """Export a checkpoint to a deployable artifact."""
     path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype)

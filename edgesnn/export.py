@@ -22,7 +22,7 @@ from edgesnn import __version__
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, quantize_multipliers
-from edgesnn.ir.packing import weight_range
+from edgesnn.ir.packing import weight_range, widening_shift
 from edgesnn.neurons import NEURONS, MultiSpike, TernaryStep
 
 SUPPORTED = (
@@ -149,6 +149,7 @@ class _Exporter:
         self.ops: list[g.Op] = []
         self.meta = {"created_by": f"edgesnn {__version__}", **meta}
         self.stream_dtype = stream_dtype
+        self.widened: dict[str, str] = {}
 
     # ---- graph walk -------------------------------------------------------------------------
     def run(self) -> g.Graph:
@@ -191,6 +192,7 @@ class _Exporter:
             return self.conv(node, m, self.as_int(src), where)
         if isinstance(m, nn.Linear):
             x = self.as_int(src)
+            x = self.headroom(x)
             w, qw = _absorb_amplitude(m.weight.detach().double(), _quantized_weight(m), x, where)
             if x.perm is not None:
                 w = w[:, torch.as_tensor(x.perm)]
@@ -272,6 +274,7 @@ class _Exporter:
         attrs = {"layer": node.target, "stride": _pair(m.stride), "padding": pads, "groups": m.groups}
         if x.amplitude is not None and m.groups != 1:
             raise EdgesnnError(f"{where}: ternary spike amplitudes fold only into ungrouped convolutions")
+        x = self.headroom(x)
         w, qw = _absorb_amplitude(m.weight.detach().double(), _quantized_weight(m), x, where)
         return _Linear("conv2d", x, node, w, _bias(m), attrs=attrs, qweight=qw)
 
@@ -310,6 +313,26 @@ class _Exporter:
         self.ops.append(g.Requantize(name, [x.name], out, multiplier=mult, shift=shift, clamp=clamp))
         return _Int(out)
 
+    def headroom(self, x: _Int) -> _Int:
+        """Spikes (0..D) scaled up by 2^k to fill int8 before a conv/dense reads them: exact, and
+        the accumulator gains k bits. TFLite's requantization rounds first at the accumulator's
+        resolution (the high-mul), so with small spike counts that rounding alone would flip
+        ~1 % of the next layer's spikes; with the headroom it is 2^k times smaller."""
+        spec = self.tensors[x.name]
+        if spec.spike_D is None or spec.dtype != "int8" or spec.zero_point != 0:
+            return x
+        k = int(np.floor(np.log2(127 / spec.spike_D)))
+        if k <= 0:
+            return x
+        if x.name not in self.widened:
+            out = self.new_tensor(f"{x.name}.x{2**k}", spec.shape, "int8", spec.scale / 2**k)
+            self.tensors[out].signed = spec.signed
+            lo, hi = self.int_range(x.name)
+            mult, shift = quantize_multipliers(effective_multiplier(spec.scale, 1.0, self.tensors[out].scale))
+            self.ops.append(g.Requantize(out, [x.name], out, multiplier=mult, shift=shift, clamp=[lo << k, hi << k]))
+            self.widened[x.name] = out
+        return _Int(self.widened[x.name], x.factor, x.perm, x.amplitude)
+
     def as_int(self, v, name: str | None = None) -> _Int:
         """Materialize a pending linear op at its calibrated symmetric int8 scale."""
         if isinstance(v, _Int):
@@ -338,6 +361,8 @@ class _Exporter:
             code = "odd" if bits == 1 else "signed"
             w = v.weight * v.src.factor
             wq, w_scale = _post_training_grid(w, bits, code)
+        # the IR computes with the weights widened to int8 (q * 2^k): their scale is w_scale / 2^k
+        w_scale = (w_scale / np.float32(2 ** widening_shift(bits, code))).astype(np.float32)
         acc_scale = np.float32(spec_in.scale).astype(np.float64) * w_scale.astype(np.float64)
         bias = v.bias.numpy() if v.bias is not None else np.zeros(w.shape[0])
         bias_q = np.round(bias / acc_scale)
@@ -367,8 +392,9 @@ class _Exporter:
         so the sum is exact up to the output rounding. Inputs may be int8 or int16 in any mix
         (int16 ones symmetric): the left shift is the one of the widest of inputs and output
         (int16: 15, else 20), which keeps every shifted input inside int32. The output is the
-        stream dtype. A backend whose ADD takes its multipliers from tensor scales must give
-        each input the scale ``factor * scale`` and, where dtypes differ, requantize first.
+        stream dtype. A TFLite lowering is bit-exact when it gives each input the scale
+        ``factor * scale`` and, with mixed dtypes, casts the int8 tensors to int16 (lossless at
+        the same scale) for TFLite's int16 ADD, whose left shift is that same 15.
         """
         sa, sb = self.tensors[a.name], self.tensors[b.name]
         if sa.shape != sb.shape:

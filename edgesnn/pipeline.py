@@ -40,7 +40,8 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
     return metrics
 
 
-def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str = "int8") -> Path:
+def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None) -> Path:
+    """``stream_dtype`` None: the dtype the checkpoint's compression asks for (BESTformer: int16), else int8."""
     if target not in TARGETS:
         raise EdgesnnError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
     model, config = checkpoint.load(ckpt)
@@ -55,6 +56,7 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     meta = {"source": {"checkpoint": str(Path(ckpt).resolve()), "model": config["model"], "data": config["data"]},
             "weight_bits": weight_bits,  # for float layers; quantized layers keep their trained bits
             "quantization": (config.get("quantization") or {}).get("method")}
+    stream_dtype = stream_dtype or (config.get("quantization") or {}).get("stream_dtype", "int8")
     graph = export(model, calibration, weight_bits=weight_bits, meta=meta, stream_dtype=stream_dtype)
     path = Path(out) / IR_FILE
     graph.save(path)

@@ -200,3 +200,24 @@ def test_quantize_cli_writes_a_checkpoint_that_inspect_describes(float_ckpt, tmp
     config = json.loads((out / "config.json").read_text())
     assert config["quantization"]["widths"]["features.0"] == {"in": 1, "out": 24}
     assert np.isclose(json.loads((out / "metrics.json").read_text())["options"]["prune"], 0.25)
+
+
+@pytest.mark.slow
+def test_bestformer_on_the_spike_driven_transformer(tmp_path):
+    """Reversible blocks, binary attention, 1-bit weights: the IR keeps >= 99 % agreement (int16 streams)."""
+    torch.set_num_threads(1)  # small convs: one thread is several times faster on a shared machine
+    try:
+        pipeline.train_model("spikeformer", "digits", 30, tmp_path / "sf")
+        m = quantize_checkpoint(tmp_path / "sf", "bestformer", tmp_path / "bf", Options(epochs=40, lr=3e-3))
+    finally:
+        torch.set_num_threads(2)
+    assert "reversible" in m["notes"][0]
+    config = json.loads((tmp_path / "bf" / "config.json").read_text())
+    assert config["kwargs"]["reversible"] and config["kwargs"]["binary_attention"]
+    graph = ir.load(pipeline.export_model(tmp_path / "bf", "ir", tmp_path / "ir"))
+    bits = {op.name: (op.weight_bits, op.weight_code) for op in graph.weight_ops()}
+    assert sorted(bits.values()).count((8, "signed")) == 3  # stem and the two classifier heads
+    assert all(b == (1, "odd") for b in bits.values() if b != (8, "signed"))
+    assert {t.dtype for n, t in graph.tensors.items() if n.startswith("add")} == {"int16"}
+    r = pipeline.verify(tmp_path / "ir" / "model.ir", "digits")
+    assert r["agreement"] >= 0.99 and r["torch_accuracy"] >= 0.8, r

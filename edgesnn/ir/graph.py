@@ -69,6 +69,7 @@ class Conv2D(Requantized):
     weight_scale: np.ndarray = None
     weight_bits: int = 8
     weight_code: str = "signed"  # see ir/packing.py: "signed" or "odd" (1-bit sign, Q-SNN, ReScaW levels)
+    # Arithmetic uses the weights widened to int8 (packing.widen); weight_scale is the widened scale.
     stride: list[int] = field(default_factory=lambda: [1, 1])
     padding: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     groups: int = 1

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
+from edgesnn.ir.packing import widen
 
 # float64 matrix products are exact for integer sums below 2**53; int8 x int8 products over any
 # realistic fan-in stay far below that, and we check.
@@ -47,7 +48,7 @@ def conv2d(op: g.Conv2D, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.Tenso
     groups = op.groups
     win = win.reshape(n, ho, wo, groups, cg, kh, kw).transpose(0, 1, 2, 3, 5, 6, 4)  # -> kh, kw, cg (HWI)
     win = win.reshape(n * ho * wo, groups, kh * kw * cg)
-    w = op.weight.astype(np.int64).reshape(groups, o // groups, kh * kw * cg)
+    w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int64).reshape(groups, o // groups, kh * kw * cg)
     acc = np.stack([_int_matmul(win[:, gi], w[gi].T) for gi in range(groups)], axis=1)
     acc = acc.reshape(n, ho, wo, o) + op.bias.astype(np.int64)
     return _finish(acc, op, spec_out)
@@ -55,7 +56,7 @@ def conv2d(op: g.Conv2D, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.Tenso
 
 def dense(op: g.Dense, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
     xo = x.astype(np.int64) - spec_in.zero_point
-    acc = _int_matmul(xo, op.weight.astype(np.int64).T) + op.bias.astype(np.int64)
+    acc = _int_matmul(xo, widen(op.weight, op.weight_bits, op.weight_code).astype(np.int64).T) + op.bias.astype(np.int64)
     return _finish(acc, op, spec_out)
 
 

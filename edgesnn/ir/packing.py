@@ -20,6 +20,22 @@ def weight_range(bits: int, code: str = "signed") -> tuple[int, int]:
     return -q, q
 
 
+def widening_shift(bits: int, code: str) -> int:
+    """Left shift that widens a b-bit weight to int8 without overflow: 8 - b (signed), 7 - b (odd).
+
+    The IR computes with the widened weights q * 2**shift, and ``weight_scale`` is their scale.
+    Widening changes no real value, but the accumulator gets ``shift`` more bits, so TFLite's
+    requantization (whose first rounding happens at the accumulator's resolution) stays close to
+    the exact product even for 1-bit weights; and a .tflite file carries these int8 weights as is.
+    """
+    check_format(bits, code)
+    return 8 - bits if code == "signed" else 7 - bits
+
+
+def widen(values: np.ndarray, bits: int, code: str) -> np.ndarray:
+    return np.asarray(values).astype(np.int32) << widening_shift(bits, code)
+
+
 def check_format(bits: int, code: str) -> None:
     if code not in CODES:
         raise ValueError(f"weight code must be one of {', '.join(CODES)}, got {code!r}")

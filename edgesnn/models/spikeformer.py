@@ -9,6 +9,10 @@ The forward code uses only the vocabulary the fx-based SFA exporter understands:
 BatchNorm2d, Linear, MultiSpike (a leaf module), AdaptiveAvgPool2d(1), tensor + tensor,
 tensor * tensor, tensor * python float, ``Tensor.sum(dim=(2, 3), keepdim=True)`` and
 ``torch.flatten(x, 1)``. No reshapes, no softmax, no control flow on tensor values.
+
+Two BESTformer options (both off by default): ``binary_attention`` (1-bit attention map, see
+:class:`SDSA`) and ``reversible`` (BESTformer's reversible block and two averaged heads, see
+:class:`SpikeFormer`). Both stay inside the vocabulary above.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "SDSA",
     "Downsample",
     "SpikeFormer",
+    "second_head_names",
     "e_spikeformer_5m_config",
 ]
 
@@ -100,11 +105,32 @@ class SDSA(nn.Module):
     parameter) brings it into the neuron's [0, D] range before rounding; the exporter folds it
     into that neuron's requantization. Heads would not change anything here (the column sum is
     already per channel), so there is no ``heads`` argument.
+
+    ``binary_attention`` (BESTformer's binary attention map): the map neuron ``attn_sn`` is a
+    ``MultiSpike(1)``, so the mask is 1 bit per channel, 1 iff ``attn_scale * col >= 0.5``,
+    instead of D + 1 integer levels; ``q * mask`` then only gates q's spikes. How this maps to
+    BESTformer, whose map is ``attn = LIF(Q K^T)`` (threshold 1, soft reset) followed by
+    ``(attn V) * 0.125 * lambda``:
+
+    - This SDSA is the linear (Spike-driven Transformer V1) form: the "map" is the per-channel
+      mask computed from the column sums of ``K * V``; there is no N x N token-token matrix, so
+      the binarized quantity is the channel map, not ``Q K^T``.
+    - One timestep: the neuron fires iff its input reaches 0.5 (round-to-nearest spike,
+      threshold 0.5 on ``attn_scale * count``, i.e. count >= 4 tokens at the default 0.125);
+      with no second step the soft reset has nothing to act on.
+    - BESTformer's learnable per-head, per-timestep lambda is not used: ``attn_scale`` is a fixed
+      python float because the SFA exporter folds only constant scales into the neuron's
+      requantization (a learnable scale would be a parameter in the traced graph). Its constant
+      0.125 is ``attn_scale``'s default.
+    - The binary (sign) weights of BESTformer are a quantizer's business, not this option's.
+
+    Parameter names do not change with ``binary_attention`` (the neuron has no parameters).
     """
 
-    def __init__(self, channels: int, D: int = 4, attn_scale: float = 0.125):
+    def __init__(self, channels: int, D: int = 4, attn_scale: float = 0.125, binary_attention: bool = False):
         super().__init__()
         self.attn_scale = float(attn_scale)
+        self.binary_attention = bool(binary_attention)
         self.sn = MultiSpike(D, normalize=True)
         self.q = ConvBN(channels, channels, 1)
         self.k = ConvBN(channels, channels, 1)
@@ -112,7 +138,7 @@ class SDSA(nn.Module):
         self.q_sn = MultiSpike(D, normalize=True)
         self.k_sn = MultiSpike(D, normalize=True)
         self.v_sn = MultiSpike(D, normalize=True)
-        self.attn_sn = MultiSpike(D, normalize=True)
+        self.attn_sn = MultiSpike(1 if binary_attention else D, normalize=True)
         self.proj = ConvBN(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,9 +170,10 @@ def _cnn_block(channels: int, mlp_ratio: int, D: int) -> nn.Sequential:
     )
 
 
-def _transformer_block(channels: int, mlp_ratio: int, D: int, attn_scale: float) -> nn.Sequential:
+def _transformer_block(channels: int, mlp_ratio: int, D: int, attn_scale: float,
+                       binary_attention: bool = False) -> nn.Sequential:
     return nn.Sequential(
-        Residual(SDSA(channels, D, attn_scale)),
+        Residual(SDSA(channels, D, attn_scale, binary_attention)),
         Residual(ChannelMLP(channels, mlp_ratio, D)),
     )
 
@@ -165,6 +192,27 @@ class SpikeFormer(nn.Module):
     :func:`e_spikeformer_5m_config` for an ImageNet-sized one. ``image_size`` is only checked
     against the total stride (each stage must see a whole number of tokens); the traced graph
     does not depend on it.
+
+    ``binary_attention``: every SDSA uses BESTformer's 1-bit attention map (see :class:`SDSA`).
+
+    ``reversible`` (BESTformer's reversible block): inside every stage, with the stage input as
+    x_{-1} = x_0 and F_1, F_2, ... the stage's residual branches in order (token mixer, MLP,
+    token mixer, MLP, ...), ``x_{i+1} = F_i(x_i) + (x_{i-1} + x_i) / 2``; the stage output is the
+    last x. The first step is computed as ``F_1(x_0) + x_0`` (the same float value, since
+    (x_0 + x_0) / 2 == x_0 exactly, and one add less in the IR). A Downsample acts on the last
+    stream and the next stage restarts with x_{-1} = x_0 = its output. At the end, two heads,
+    each MultiSpike -> global average pool -> Linear: ``head_sn``/``fc`` on the last stream x_L
+    (the non-reversible model's head) and the second head ``head2_sn``/``fc2`` on the stream
+    before it, x_{L-1} (x_L itself when the last stage has no blocks); the logits are their mean,
+    computed as ``A * 0.5 + B * 0.5``: the same float value as (A + B) * 0.5, but the exporter
+    folds each 0.5 into its Linear, so the IR's output tensor carries the averaged logits' own
+    scale (a trailing ``* 0.5`` would stay a factor on the graph output, which no op applies).
+
+    Parameter names are those of the non-reversible model for every shared layer (the blocks
+    keep their ``Residual(...).branch`` modules; only the forward differs), so a float
+    spikeformer checkpoint loads into a reversible one with ``strict=False`` and only the second
+    head's parameters missing (:func:`second_head_names`: ``fc2.weight``, ``fc2.bias``). With
+    the same seed, the shared layers are also initialized identically (``fc2`` is created last).
     """
 
     def __init__(
@@ -183,6 +231,8 @@ class SpikeFormer(nn.Module):
         stem_kernel: int = 3,
         stem_stride: int = 1,
         attn_scale: float = 0.125,
+        binary_attention: bool = False,
+        reversible: bool = False,
     ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -205,6 +255,7 @@ class SpikeFormer(nn.Module):
             )
         self.channels, self.depths, self.cnn_stages, self.D = channels, depths, cnn_stages, D
         self.image_size = image_size
+        self.binary_attention, self.reversible = bool(binary_attention), bool(reversible)
         self.token_grids = tuple(image_size // (stem_stride * 2**i) for i in range(len(channels)))
 
         self.stem = ConvBN(in_channels, channels[0], stem_kernel, stride=stem_stride)
@@ -215,17 +266,50 @@ class SpikeFormer(nn.Module):
                 if i < cnn_stages:
                     layers.append(_cnn_block(c, mlp_ratio, D))
                 else:
-                    layers.append(_transformer_block(c, mlp_ratio, D, attn_scale))
+                    layers.append(_transformer_block(c, mlp_ratio, D, attn_scale, binary_attention))
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         self.head_sn = MultiSpike(D, normalize=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels[-1], num_classes)
+        if self.reversible:
+            self.head2_sn = MultiSpike(D, normalize=True)
+            self.fc2 = nn.Linear(channels[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reversible:
+            return self._forward_reversible(x)
         x = self.stages(self.stem(x))
         x = self.pool(self.head_sn(x))
         return self.fc(torch.flatten(x, 1))
+
+    def _forward_reversible(self, x: torch.Tensor) -> torch.Tensor:
+        prev = x = self.stem(x)
+        for stage in self.stages:
+            prev, x = _reversible_stage(stage, x)
+        a = self.fc2(torch.flatten(self.pool(self.head2_sn(prev)), 1))
+        b = self.fc(torch.flatten(self.pool(self.head_sn(x)), 1))
+        return a * 0.5 + b * 0.5
+
+
+def _reversible_stage(stage: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_{L-1}, x_L) of one stage: x_{i+1} = F_i(x_i) + (x_{i-1} + x_i) / 2, x_{-1} = x_0 = input."""
+    prev = x
+    for layer in stage:
+        if isinstance(layer, Downsample):
+            prev = x = layer(x)
+            continue
+        for residual in layer:
+            mid = x if prev is x else (prev + x) * 0.5  # first step: (x_0 + x_0) / 2 is x_0 itself
+            prev, x = x, residual.branch(x) + mid
+    return prev, x
+
+
+def second_head_names(model: SpikeFormer) -> list[str]:
+    """State-dict keys a reversible SpikeFormer has beyond the non-reversible one (its second head)."""
+    if not getattr(model, "reversible", False):
+        return []
+    return [k for k in model.state_dict() if k.startswith(("head2_sn.", "fc2."))]
 
 
 def e_spikeformer_5m_config() -> dict:

@@ -8,6 +8,7 @@ the structural changes before the weights load: narrower layers (pruning), neuro
 - ``neurons``: {neuron: {"kind": "ternary_step", "channels": c}} for swapped neurons
 - ``membrane_bits``: bits of every MultiSpike's membrane, or null
 - ``weights``: {layer: {"quantizer": name, "bits": b}} (see quantize/quantizers.py)
+- ``stream_dtype``: the membrane stream dtype the export should use by default (BESTformer: int16)
 """
 
 from __future__ import annotations
