@@ -93,12 +93,13 @@ def quantize(
     first_last_bits: int = typer.Option(8, help="bits of the first and last layers (uniform per channel)"),
     lr: float = typer.Option(1e-3, help="AdamW learning rate of the fine-tuning (cosine schedule)"),
     data: str = typer.Option(None, help="data for fine-tuning and calibration (default: the checkpoint's)"),
+    seed: int = typer.Option(0, help="random seed"),
 ):
     """Compress a checkpoint with quantization-aware fine-tuning (Q-SNN, QP-SNN, BESTformer, ternary spikes)."""
     from edgesnn.quantize import Options, check_options, quantize_checkpoint
 
     opts = Options(weight_bits=weight_bits, membrane_bits=membrane_bits, prune=prune, epochs=epochs,
-                   first_last_bits=first_last_bits, lr=lr)
+                   first_last_bits=first_last_bits, lr=lr, seed=seed)
     check_options(method, opts)
     m = _with_epoch_bar(f"quantize {method}", epochs, lambda on_epoch: quantize_checkpoint(
         checkpoint, method, out, opts, data, on_epoch=on_epoch))

@@ -24,12 +24,14 @@ CALIBRATION_SAMPLES = 1024
 
 
 def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int = 4, lr: float = 3e-3,
-                seed: int = 0, on_epoch=None) -> dict:
+                seed: int = 0, on_epoch=None, model_kwargs: dict | None = None) -> dict:
+    """``model_kwargs`` override the data set's default constructor arguments (e.g. channels)."""
     if epochs < 1:
         raise EdgesnnError(f"--epochs must be at least 1, got {epochs}")
     ds = datasets.load(data_spec)
     torch.manual_seed(seed)
-    kwargs = models.resolved_kwargs(model_name, models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D))
+    kwargs = models.resolved_kwargs(model_name, {**models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D),
+                                                 **(model_kwargs or {})})
     model = models.build(model_name, kwargs)
     metrics = train(model, ds, epochs, lr=lr, seed=seed, on_epoch=on_epoch)
     config = {

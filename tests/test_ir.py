@@ -124,3 +124,22 @@ def test_ir_is_integer_only(small_cnn_graph):
         for name, arr in op.arrays().items():
             assert arr.dtype.kind == "i" or name == "weight_scale", (op.name, name, arr.dtype)
     assert all(t.dtype in ("int8", "int16", "int32") for t in graph.tensors.values())
+
+
+def test_weights_are_widened_to_int8_for_arithmetic():
+    for code, bits_range in (("signed", range(2, 9)), ("odd", range(1, 8))):
+        for bits in bits_range:
+            lo, hi = packing.weight_range(bits, code)
+            wide = packing.widen(np.array([lo, hi]), bits, code)
+            assert wide.tolist() == [lo << packing.widening_shift(bits, code), hi << packing.widening_shift(bits, code)]
+            assert -128 <= wide.min() and wide.max() <= 127 and wide.max() > 63  # fills int8
+    assert packing.widen(np.array([-1, 1]), 1, "odd").tolist() == [-64, 64]
+
+
+def test_spikes_get_headroom_before_a_dense_layer(small_cnn_graph, digits):
+    _, graph = small_cnn_graph
+    dense = [op for op in graph.ops if op.kind == "dense"][-1]
+    assert dense.inputs == ["head.2.x16"] and graph.tensors["head.2"].spike_D == 4
+    values = graph.run_integer(graph.quantize_input(to_nhwc(digits.x_test[:64])), keep_all=True)
+    np.testing.assert_array_equal(values["head.2.x16"], 16 * values["head.2"].astype(np.int32))
+    assert graph.tensors["head.2.x16"].scale == graph.tensors["head.2"].scale / 16

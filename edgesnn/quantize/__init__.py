@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from edgesnn import checkpoint
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
@@ -58,9 +60,10 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
     ds = datasets.load(data_spec)
     float_accuracy = evaluate(model, ds.x_test, ds.y_test)
     model.train()
+    torch.manual_seed(opts.seed)  # new layers (BESTformer's second head) start the same every run
     plan = METHODS[method].prepare(model, config, ds, opts)
-    metrics = train(plan.model, ds, opts.epochs, lr=opts.lr, on_epoch=on_epoch, loss_fn=plan.loss_fn,
-                    before_epoch=plan.before_epoch)
+    metrics = train(plan.model, ds, opts.epochs, lr=opts.lr, seed=opts.seed, on_epoch=on_epoch,
+                    loss_fn=plan.loss_fn, before_epoch=plan.before_epoch)
     spec = {"method": method, **plan.spec}
     new_config = {k: v for k, v in config.items() if k != "format_version"}
     new_config.update(kwargs=plan.kwargs, data=data_spec, quantization=spec,

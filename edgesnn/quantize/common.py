@@ -23,6 +23,7 @@ class Options:
     epochs: int = 20
     first_last_bits: int = 8
     lr: float = 1e-3
+    seed: int = 0
 
 
 @dataclass
