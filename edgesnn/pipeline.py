@@ -95,7 +95,7 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None) -> dict:
 
 def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None) -> dict:
     """onnxruntime over the whole test split vs the torch model the ONNX file was exported from."""
-    from edgesnn.backends.onnx import compare_onnx, read_metadata
+    from edgesnn.backends.onnx import compare_onnx, read_metadata, run_onnx
 
     if not artifact.is_file():
         raise EdgesnnError(f"{artifact}: no such file")
@@ -105,8 +105,6 @@ def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None) -> dict:
     model, _ = checkpoint.load(source)
     ds = datasets.load(data_spec)
     r = compare_onnx(model, artifact, ds.x_test)
-    from edgesnn.backends.onnx import run_onnx
-
     pred = run_onnx(artifact, ds.x_test.numpy()).argmax(1)
     y = ds.y_test.numpy()
     return {"artifact": str(artifact), "data": data_spec, "checkpoint": str(source), **r,
