@@ -91,7 +91,8 @@ def quantize(
     prune: float = typer.Option(0.0, help="qpsnn: fraction of channels to remove by SVS score, in [0, 1)"),
     epochs: int = typer.Option(20, help="fine-tuning epochs"),
     first_last_bits: int = typer.Option(8, help="bits of the first and last layers (uniform per channel)"),
-    lr: float = typer.Option(1e-3, help="AdamW learning rate of the fine-tuning (cosine schedule)"),
+    lr: float = typer.Option(None, help="AdamW learning rate of the fine-tuning, cosine schedule (default: "
+                                         "qsnn and qpsnn 1e-3, bestformer and ternary 3e-3)"),
     data: str = typer.Option(None, help="data for fine-tuning and calibration (default: the checkpoint's)"),
     seed: int = typer.Option(0, help="random seed"),
 ):

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = [
     ("qpsnn", "cnn", {}, dict(weight_bits=4, prune=0.5), "4-bit, 50 % channels pruned", 1.5, 12),
     ("qsnn", "cnn", {}, dict(weight_bits=2, membrane_bits=8), "2-bit weights, 8-bit membrane", 2.0, 14),
-    ("bestformer", "spikeformer", {"channels": [20, 40]}, dict(lr=3e-3), "1-bit, spike-driven transformer (20, 40)",
+    ("bestformer", "spikeformer", {"channels": [20, 40]}, dict(), "1-bit, spike-driven transformer (20, 40)",
      4.0, 25),
-    ("ternary", "cnn", {}, dict(lr=3e-3), "ternary spikes, 8-bit weights", None, None),
+    ("ternary", "cnn", {}, dict(), "ternary spikes, 8-bit weights", None, None),
 ]
 
 

@@ -104,7 +104,7 @@ def test_pruning_removes_channels_physically(float_ckpt, digits):
     ("qpsnn", Options(weight_bits=4, prune=0.5, epochs=4), {"rescaw 4-bit", "uniform 8-bit"}),
     ("qsnn", Options(weight_bits=2, membrane_bits=8, epochs=4), {"qsnn 2-bit", "uniform 8-bit"}),
     ("bestformer", Options(epochs=4), {"sign 1-bit", "uniform 8-bit"}),
-    ("ternary", Options(epochs=6, lr=3e-3), {"uniform 8-bit"}),
+    ("ternary", Options(epochs=6), {"uniform 8-bit"}),
 ])
 def test_method_exports_with_its_real_bit_widths(float_ckpt, tmp_path, method, opts, formats):
     out = tmp_path / method
@@ -152,6 +152,7 @@ def test_membrane_is_an_integer_tensor_in_the_ir(float_ckpt, tmp_path):
     (["--method", "bestformer", "--weight-bits", "2"], "BESTformer weights are 1-bit"),
     (["--method", "ternary", "--weight-bits", "4"], "ternary spikes keep 8-bit weights"),
     (["--method", "nope"], "unknown method 'nope'"),
+    (["--method", "qsnn", "--lr", "0"], "--lr must be positive"),
 ])
 def test_bad_options_are_one_line_errors_and_write_nothing(float_ckpt, tmp_path, args, fragment):
     r = edgesnn("quantize", float_ckpt, *args, "--epochs", 1, "--out", tmp_path / "out")
@@ -214,7 +215,7 @@ def test_bestformer_on_the_spike_driven_transformer(tmp_path):
     torch.set_num_threads(1)  # small convs: one thread is several times faster on a shared machine
     try:
         pipeline.train_model("spikeformer", "digits", 30, tmp_path / "sf", model_kwargs={"channels": [20, 40]})
-        m = quantize_checkpoint(tmp_path / "sf", "bestformer", tmp_path / "bf", Options(epochs=40, lr=3e-3))
+        m = quantize_checkpoint(tmp_path / "sf", "bestformer", tmp_path / "bf", Options(epochs=40))
     finally:
         torch.set_num_threads(2)
     assert "reversible" in m["notes"][0]

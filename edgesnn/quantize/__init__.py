@@ -42,6 +42,8 @@ def check_options(method: str, opts: Options) -> None:
             raise EdgesnnError(f"--membrane-bits applies to the qsnn method, not {method}")
         if not 2 <= opts.membrane_bits <= 16:
             raise EdgesnnError(f"--membrane-bits must be between 2 and 16, got {opts.membrane_bits}")
+    if opts.lr is not None and not opts.lr > 0:
+        raise EdgesnnError(f"--lr must be positive, got {opts.lr}")
     if opts.epochs < 1:
         raise EdgesnnError(f"--epochs must be at least 1, got {opts.epochs}")
 
@@ -62,13 +64,14 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
     model.train()
     torch.manual_seed(opts.seed)  # new layers (BESTformer's second head) start the same every run
     plan = METHODS[method].prepare(model, config, ds, opts)
-    metrics = train(plan.model, ds, opts.epochs, lr=opts.lr, seed=opts.seed, on_epoch=on_epoch,
+    lr = opts.lr or METHODS[method].DEFAULT_LR
+    metrics = train(plan.model, ds, opts.epochs, lr=lr, seed=opts.seed, on_epoch=on_epoch,
                     loss_fn=plan.loss_fn, before_epoch=plan.before_epoch)
     spec = {"method": method, **plan.spec}
     new_config = {k: v for k, v in config.items() if k != "format_version"}
     new_config.update(kwargs=plan.kwargs, data=data_spec, quantization=spec,
                       source={"checkpoint": str(Path(ckpt).resolve())})
     metrics.update(method=method, float_accuracy=float_accuracy, notes=plan.notes,
-                   options={k: v for k, v in vars(opts).items()})
+                   options={**vars(opts), "lr": lr})
     checkpoint.save(plan.model.eval(), new_config, out, metrics)
     return metrics

@@ -18,6 +18,7 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.quantize.common import Options, Plan, kd_loss, quantize_weights
 
 DISTILL_ALPHA = 0.5
+DEFAULT_LR = 3e-3  # 1-bit latent weights need the larger steps: at 1e-3 fine-tuning collapsed in our runs
 
 
 def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:

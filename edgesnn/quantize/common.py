@@ -22,7 +22,7 @@ class Options:
     prune: float = 0.0
     epochs: int = 20
     first_last_bits: int = 8
-    lr: float = 1e-3
+    lr: float | None = None  # None: the method's DEFAULT_LR
     seed: int = 0
 
 

@@ -9,6 +9,7 @@ from edgesnn.quantize.pruning import prune
 
 DEFAULT_WEIGHT_BITS = 4
 CALIBRATION_SAMPLES = 512
+DEFAULT_LR = 1e-3
 
 
 def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:

@@ -13,6 +13,7 @@ from edgesnn.train import Loss
 
 DEFAULT_WEIGHT_BITS, DEFAULT_MEMBRANE_BITS = 1, 8  # the released setting
 WSDR_LAMBDA = 5e-3
+DEFAULT_LR = 1e-3
 
 
 def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:

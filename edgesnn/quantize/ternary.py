@@ -22,6 +22,7 @@ from edgesnn.quantize.pruning import _consumers
 from edgesnn.quantize.spec import WEIGHT_LAYERS, get_module, quant_layer, set_module
 
 WEIGHT_BITS = 8
+DEFAULT_LR = 3e-3  # the amplitudes and the new {-1, 0, 1} code: 1e-3 left the model short after 20 epochs
 
 
 def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
