@@ -41,7 +41,7 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup
         if node.op != "call_module" or not isinstance(modules[node.target], MultiSpike):
             continue
         producers = _producers(node, modules)
-        consumers = _consumers(node, modules, 1)
+        consumers = spike_consumers(node, modules, 1)
         if producers and consumers:
             groups.append(ChannelGroup(node.target, producers, consumers, node.meta["tensor_meta"].shape[1]))
     return groups
@@ -61,7 +61,9 @@ def _producers(node: fx.Node, modules) -> list[str] | None:
     return None
 
 
-def _consumers(node: fx.Node, modules, block: int) -> list[tuple[str, int]] | None:
+def spike_consumers(node: fx.Node, modules, block: int) -> list[tuple[str, int]] | None:
+    """The Conv2d / Linear layers a neuron's spikes reach (through pooling, dropout or flatten),
+    each with the inputs per channel; None if they reach anything else (an add, a product, ...)."""
     found = []
     for user in node.users:
         if user.op == "call_module":
@@ -70,13 +72,13 @@ def _consumers(node: fx.Node, modules, block: int) -> list[tuple[str, int]] | No
                 found.append((user.target, block))
                 continue
             if isinstance(m, _PASS):
-                more = _consumers(user, modules, block)
+                more = spike_consumers(user, modules, block)
             elif isinstance(m, nn.Flatten) and m.start_dim == 1:
-                more = _consumers(user, modules, block * _spatial(node))
+                more = spike_consumers(user, modules, block * _spatial(node))
             else:
                 return None
         elif user.op == "call_function" and user.target is torch.flatten and user.args[1:2] == (1,):
-            more = _consumers(user, modules, block * _spatial(node))
+            more = spike_consumers(user, modules, block * _spatial(node))
         else:
             return None
         if more is None:

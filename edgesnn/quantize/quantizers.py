@@ -13,6 +13,8 @@ otherwise (Q-SNN's 1-bit tanh surrogate).
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from brevitas.inject import ExtendedInjector
 from brevitas.proxy import WeightQuantProxyFromInjector
@@ -30,7 +32,7 @@ def _round_to_odd(x: torch.Tensor) -> torch.Tensor:
     return 2 * torch.floor(x / 2) + 1
 
 
-class WeightQuant(nn.Module):
+class WeightQuant(nn.Module, metaclass=abc.ABCMeta):
     """Base: ``grid(w)`` gives (continuous proxy, integer levels q, per-channel scale)."""
 
     name = "base"
@@ -46,8 +48,9 @@ class WeightQuant(nn.Module):
         """Bits of the signed integer holding q (what Brevitas reports and QCDQ clips to)."""
         return self.bits + 1 if self.code == "odd" else self.bits
 
+    @abc.abstractmethod
     def grid(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(continuous proxy carrying the gradient, integer levels q, float scale per output channel)."""
 
     def forward(self, w: torch.Tensor):
         proxy, q, scale = self.grid(w)

@@ -18,7 +18,7 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.export import trace
 from edgesnn.neurons import MultiSpike, TernaryStep
 from edgesnn.quantize.common import Options, Plan
-from edgesnn.quantize.pruning import _consumers
+from edgesnn.quantize.pruning import spike_consumers
 from edgesnn.quantize.spec import WEIGHT_LAYERS, get_module, quant_layer, set_module
 
 WEIGHT_BITS = 8
@@ -52,7 +52,7 @@ def _ternary_neurons(model: nn.Module, example: torch.Tensor):
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(modules[node.target], MultiSpike):
             continue
-        found = _consumers(node, modules, 1)
+        found = spike_consumers(node, modules, 1)
         users = [u for u in node.users if u.op == "call_module"]
         if not found or any(isinstance(modules[u.target], nn.MaxPool2d) for u in users):
             reached = [type(modules[u.target]).__name__ for u in users] or "a tensor operation"
