@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from edgesnn import models
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import atomic_path
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
@@ -90,10 +91,5 @@ def read_json(path: Path):
 
 def write_json(path: str | Path, obj) -> None:
     """Atomic JSON write (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")

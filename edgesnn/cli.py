@@ -114,7 +114,8 @@ def quantize(
 @user_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="checkpoint folder (from train)"),
-    target: str = typer.Option("ir", help="artifact to write: ir (the integer graph) or onnx (Brevitas QCDQ)"),
+    target: str = typer.Option("ir", help="artifact to write: ir (the integer graph), tflite (integer-only "
+                                          ".tflite, with its model.ir) or onnx (Brevitas QCDQ)"),
     out: Path = typer.Option(..., help="output folder"),
     weight_bits: int = typer.Option(8, help="weight bits per channel (1..8) of float layers; layers trained by "
                                             "`edgesnn quantize` keep their own"),
@@ -129,17 +130,38 @@ def export(
 @app.command()
 @user_errors
 def verify(
-    artifact: Path = typer.Argument(..., help="artifact to check (model.ir or model.onnx)"),
+    artifact: Path = typer.Argument(..., help="artifact to check (model.ir, model.tflite or model.onnx)"),
     data: str = typer.Option("digits", help="'digits' or a .npz file"),
     checkpoint: Path = typer.Option(None, help="torch checkpoint to compare with (default: the one the IR names)"),
+    ir: Path = typer.Option(None, help="model.tflite: the IR it was written from (default: model.ir beside it)"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
 ):
-    """Run an artifact over the whole test split and compare it with the torch model it came from."""
-    r = pipeline.verify(artifact, data, checkpoint)
+    """Run an artifact over the whole test split and compare it with what it came from.
+
+    model.ir and model.onnx are compared with the torch model (argmax agreement); model.tflite with
+    the IR's golden interpreter, every output integer, in each runtime (exit 1 if any differs under
+    LiteRT's reference kernels or TFLite Micro)."""
+    r = pipeline.verify(artifact, data, checkpoint, ir=ir)
     if json_out:
         write_json(json_out, r)
+    if "runtimes" in r:
+        return _print_tflite_verify(r)
     print(f"{r['samples']} samples  mismatches {r['mismatches']}  agreement {r['agreement']:.4f}  "
           f"accuracy {r['accuracy']:.4f}  torch_accuracy {r['torch_accuracy']:.4f}")
+
+
+def _print_tflite_verify(r: dict) -> None:
+    table = Table(title=f"differences from the IR over {r['samples']} samples")
+    for col in ("runtime", "samples", "integers", "argmax", "arena bytes"):
+        table.add_column(col, justify="left" if col == "runtime" else "right")
+    for name, row in r["runtimes"].items():
+        table.add_row(name, str(row["mismatches"]), str(row["mismatched_elements"]),
+                      str(row["argmax_mismatches"]), str(row.get("arena_bytes", "-")))
+    console.print(table)
+    print("runtimes: " + "; ".join(row["runtime"] for row in r["runtimes"].values()))
+    if not r["bit_exact"]:
+        raise EdgesnnError(f"{r['artifact']}: not bit-exact with the IR in {', '.join(r['not_bit_exact_in'])}")
+    print(f"{r['artifact']}: bit-exact with the IR  accuracy {r['ir_accuracy']:.4f}")
 
 
 @app.command()

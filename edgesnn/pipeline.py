@@ -18,8 +18,8 @@ from edgesnn.ir import load as load_ir
 from edgesnn.ir.packing import packed_nbytes
 from edgesnn.train import predict, train
 
-TARGETS = ("ir", "onnx")
-IR_FILE, ONNX_FILE = "model.ir", "model.onnx"
+TARGETS = ("ir", "onnx", "tflite")
+IR_FILE, ONNX_FILE, TFLITE_FILE = "model.ir", "model.onnx", "model.tflite"
 CALIBRATION_SAMPLES = 1024
 
 
@@ -60,18 +60,27 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
             "quantization": (config.get("quantization") or {}).get("method")}
     stream_dtype = stream_dtype or (config.get("quantization") or {}).get("stream_dtype", "int8")
     graph = export(model, calibration, weight_bits=weight_bits, meta=meta, stream_dtype=stream_dtype)
+    if target == "tflite":  # the IR is written next to the .tflite: verify compares the two
+        from edgesnn.backends.tflite import export_tflite
+
+        path = export_tflite(graph, Path(out) / TFLITE_FILE)  # an op TFLite cannot express fails before any file
+        graph.save(Path(out) / IR_FILE)
+        return path
     path = Path(out) / IR_FILE
     graph.save(path)
     return path
 
 
-def verify(artifact: Path, data_spec: str, ckpt: Path | None = None) -> dict:
-    """Golden interpreter over the whole test split vs the torch model the IR came from."""
+def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | None = None) -> dict:
+    """Golden interpreter over the whole test split vs the torch model the IR came from; a .tflite
+    file is compared with the golden interpreter of its IR (``ir``, default: model.ir beside it)."""
     artifact = Path(artifact)
     if artifact.suffix == ".onnx":
         return _verify_onnx(artifact, data_spec, ckpt)
+    if artifact.suffix == ".tflite":
+        return _verify_tflite(artifact, data_spec, ir)
     if artifact.suffix != ".ir":
-        raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir) or an ONNX file (.onnx)")
+        raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir), a .tflite file or an ONNX file (.onnx)")
     graph = load_ir(artifact)
     source = ckpt or graph.meta.get("source", {}).get("checkpoint")
     if source is None:
@@ -109,6 +118,22 @@ def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None) -> dict:
     y = ds.y_test.numpy()
     return {"artifact": str(artifact), "data": data_spec, "checkpoint": str(source), **r,
             "accuracy": float((pred == y).mean()), "torch_accuracy": float((predict(model, ds.x_test).numpy() == y).mean())}
+
+
+def _verify_tflite(artifact: Path, data_spec: str, ir: Path | None) -> dict:
+    from edgesnn.backends.tflite import compare
+
+    if not artifact.is_file():
+        raise EdgesnnError(f"{artifact}: no such file")
+    ir = Path(ir) if ir is not None else artifact.with_name(IR_FILE)
+    if not ir.is_file():
+        raise EdgesnnError(f"{artifact}: no IR to compare with at {ir}; pass --ir PATH")
+    graph = load_ir(ir)
+    ds = datasets.load(data_spec)
+    r = compare(artifact, graph, datasets.to_nhwc(ds.x_test))
+    y = ds.y_test.numpy()
+    return {"artifact": str(artifact), "ir": str(ir), "data": data_spec, **r,
+            "ir_accuracy": float((graph.run(datasets.to_nhwc(ds.x_test)).argmax(1) == y).mean())}
 
 
 def inspect(path: Path) -> dict:

@@ -8,8 +8,6 @@ metadata key, next to ``edgesnn_ir_version``. Loading checks the version and the
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import atomic_path
 from edgesnn.ir import graph as g
 from edgesnn.ir import packing
 
@@ -45,16 +44,8 @@ def save(graph: g.Graph, path) -> None:
         "meta": graph.meta,
     }
     metadata = {"format": FORMAT, "edgesnn_ir_version": str(g.IR_VERSION), "edgesnn_ir": json.dumps(_jsonable(header))}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load(path) -> g.Graph:

@@ -1,0 +1,326 @@
+"""Lower the IR to TFLite builtin ops, one function per IR op, each checked to be bit-exact.
+
+TFLite kernels do not read multipliers from the file: they derive them from the float32 scales of
+the tensors (``QuantizeMultiplier`` of double(s_in) * double(s_w) / double(s_out)), and the IR
+derived its own the same way (edgesnn.ir.fixedpoint). Every tensor here carries its IR scale, and
+every lowering *re-derives the multiplier TFLite will compute and compares it with the IR's*:
+a mismatch is refused with the op's name instead of written into a file that would disagree.
+
+How each IR op becomes TFLite ops (batch 1, NHWC, the IR's own tensor names):
+
+- conv2d -> CONV_2D, or DEPTHWISE_CONV_2D for one channel per group; padding is SAME when it is
+  exactly TFLite's SAME, else an explicit PAD (int8 PAD pads with the zero point: the IR's real
+  zero). An int16 *output* has no int8-input CONV_2D kernel, so it becomes an exact im2col:
+  GATHER of the windows, FULLY_CONNECTED (int8 x int8 -> int16, the same double rounding),
+  RESHAPE back.
+- dense -> FULLY_CONNECTED (per-channel weights, int8 or int16 output).
+- requantize -> QUANTIZE (int8/int16 -> int8/int16; TFLite's Requantize is the IR's arithmetic).
+- add -> ADD (int8: left shift 20; int16: the general-scale kernel, pot_scale_int16 = false,
+  left shift 15), mul -> MUL, max_pool2d -> MAX_POOL_2D, reshape -> RESHAPE.
+- reduce_sum and sum_pool2d -> DEPTHWISE_CONV_2D with an all-ones kernel: the accumulation is
+  the IR's exact int32 window sum and the per-channel multiplier the IR's (identity for a pool).
+- A clamp narrower than what the op can produce (an SFA neuron's [0, D], ternary [-1, 1]) is the
+  fused RELU when it starts at the real zero, and otherwise MAXIMUM / MINIMUM with a constant.
+  No float op and no float tensor appear anywhere.
+
+LiteRT's 16x8 convolutions (int16 activations) round with a 16-bit multiplier, not the IR's
+arithmetic: an IR convolution on an int16 input is refused, as is any op TFLite cannot express.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgesnn.backends.tflite import flatbuffer as fb
+from edgesnn.errors import EdgesnnError
+from edgesnn.ir import graph as g
+from edgesnn.ir.fixedpoint import add_multipliers, effective_multiplier, multiply_by_quantized_multiplier, quantize_multipliers
+from edgesnn.ir.packing import widen
+
+FUSED = {"NONE": 0, "RELU": 1}
+
+
+def lower(graph: g.Graph) -> fb.Model:
+    return _Lowering(graph).run()
+
+
+class _Lowering:
+    def __init__(self, graph: g.Graph):
+        self.g = graph
+        self.model = fb.Model(description=f"edgesnn IR v{g.IR_VERSION} -> TFLite (integer only)")
+        self.index: dict[str, int] = {}
+        self.bounds: dict[str, tuple[int, int]] = {}  # what each IR tensor's integers can be
+        self.queued: list[fb.Operator] = []  # clamps waiting for the op they follow
+
+    def run(self) -> fb.Model:
+        inp = self.g.input
+        self.model.inputs = [self.activation(inp)]
+        self.bounds[inp] = g.dtype_range(self.g.tensors[inp].dtype)
+        for op in self.g.ops:
+            lowering = getattr(self, f"op_{op.kind}", None)
+            if lowering is None:
+                raise _unsupported(op, "has no TFLite lowering")
+            lowering(op)
+        self.model.outputs = [self.graph_output(name) for name in self.g.outputs]
+        return self.model
+
+    # -- tensors ------------------------------------------------------------------------------
+
+    def spec(self, name: str) -> g.TensorSpec:
+        return self.g.tensors[name]
+
+    def activation(self, name: str) -> int:
+        """Every activation is 4-D NHWC inside the model; a vector ([n]) is [1, 1, 1, n]."""
+        if name not in self.index:
+            s = self.spec(name)
+            internal = name if len(s.shape) == 3 or name not in self.g.outputs else f"{name}.nhwc"
+            self.index[name] = self.model.add_tensor(fb.Tensor(internal, self.shape4(name), s.dtype, [float(s.scale)],
+                                                               [s.zero_point]))
+        return self.index[name]
+
+    def shape4(self, name: str) -> list[int]:
+        shape = self.spec(name).shape
+        return [1, *shape] if len(shape) == 3 else [1, 1, 1, *shape]
+
+    def graph_output(self, name: str) -> int:
+        """A vector output leaves the model as [1, n] (class scores), through one RESHAPE."""
+        s = self.spec(name)
+        if len(s.shape) == 3:
+            return self.index[name]
+        out = self.model.add_tensor(fb.Tensor(name, [1, *s.shape], s.dtype, [float(s.scale)], [s.zero_point]))
+        self.emit("RESHAPE", [self.index[name], self.shape_const(f"{name}.output", [1, *s.shape])], [out],
+                  "ReshapeOptions", NewShape=[1, *s.shape])
+        return out
+
+    def temp(self, name: str, shape, like: g.TensorSpec, dtype: str | None = None) -> int:
+        """An intermediate tensor with the quantization of ``like`` (bit-exact copies and clamps)."""
+        return self.model.add_tensor(fb.Tensor(name, list(shape), dtype or like.dtype, [float(like.scale)], [like.zero_point]))
+
+    def const(self, name: str, data: np.ndarray, scale=None, zero_point=None, dim: int = 0) -> int:
+        dtype = str(data.dtype)
+        scale = None if scale is None else [float(v) for v in np.atleast_1d(scale)]
+        if scale is not None and zero_point is None:
+            zero_point = [0] * len(scale)
+        return self.model.add_tensor(fb.Tensor(name, list(data.shape), dtype, scale,
+                                               None if zero_point is None else list(zero_point), dim, data))
+
+    def emit(self, opcode: str, inputs, outputs, options: str | None = None, last: bool = True, **fields) -> None:
+        self.model.add_operator(fb.Operator(opcode, list(inputs), list(outputs), options, fields))
+        if last:
+            for queued in self.queued:
+                self.model.add_operator(queued)
+            self.queued = []
+
+    # -- clamps -------------------------------------------------------------------------------
+
+    def finish(self, op: g.Op, produced: tuple[int, int], fusable: bool) -> tuple[int, str]:
+        """(tensor the op itself writes, fused activation); the clamp ops that follow it are queued
+        and written by :meth:`emit` right after the op's last operator (``last=True``).
+
+        ``produced`` bounds what the op writes before clamping; clamps it cannot exceed are dropped.
+        """
+        out = self.spec(op.output)
+        lo, hi = getattr(op, "clamp", g.dtype_range(out.dtype))
+        self.bounds[op.output] = (max(lo, produced[0]), min(hi, produced[1]))
+        need_lo, need_hi = lo > produced[0], hi < produced[1]
+        fused = "NONE"
+        if need_lo and fusable and lo == out.zero_point:
+            fused, need_lo = "RELU", False
+        target = self.activation(op.output)
+        steps = [("MAXIMUM", lo)] * need_lo + [("MINIMUM", hi)] * need_hi
+        if not steps:
+            return target, fused
+        first = self.temp(f"{op.output}.unclamped", self.shape4(op.output), out)
+        src = first
+        for i, (opcode, bound) in enumerate(steps):
+            dst = target if i == len(steps) - 1 else self.temp(f"{op.output}.{opcode.lower()}", self.shape4(op.output), out)
+            c = self.const(f"{op.output}.{opcode.lower()}.bound", np.array([bound], fb.NUMPY_TYPES[out.dtype]),
+                           out.scale, [out.zero_point])
+            self.queued.append(fb.Operator(opcode, [src, c], [dst]))
+            src = dst
+        return first, fused
+
+    # -- ops ----------------------------------------------------------------------------------
+
+    def op_conv2d(self, op: g.Conv2D) -> None:
+        x, spec_in, out = op.inputs[0], self.spec(op.inputs[0]), self.spec(op.output)
+        _require(spec_in.dtype == "int8", op, f"takes an {spec_in.dtype} input; LiteRT's int16 convolution kernels "
+                 "round with a 16-bit multiplier, not the IR's arithmetic")
+        self.check_multiplier(op, effective_multiplier(spec_in.scale, op.weight_scale, out.scale))
+        w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int8)  # OHWI
+        o, kh, kw, cg = w.shape
+        depthwise = op.groups > 1 and cg == 1 and op.groups == spec_in.shape[-1]
+        _require(op.groups == 1 or depthwise, op, f"is a grouped convolution with {cg} channels per group; TFLite "
+                 "has only ordinary and depthwise convolutions")
+        _require(out.dtype == "int8", op, _INT16_OUTPUT)
+        padding, src = self.padding(op, (kh, kw))
+        acc = self.bias(op, spec_in)
+        res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
+        sh, sw = op.stride
+        if depthwise:
+            weight = self.const(f"{op.name}.weight", w.transpose(3, 1, 2, 0), op.weight_scale, dim=3)  # 1HWO
+            self.emit("DEPTHWISE_CONV_2D", [src, weight, acc], [res], "DepthwiseConv2DOptions", Padding=padding,
+                      StrideW=sw, StrideH=sh, DepthMultiplier=o // op.groups, FusedActivationFunction=FUSED[fused],
+                      DilationWFactor=1, DilationHFactor=1)
+        else:
+            weight = self.const(f"{op.name}.weight", w, op.weight_scale, dim=0)
+            self.emit("CONV_2D", [src, weight, acc], [res], "Conv2DOptions", Padding=padding, StrideW=sw,
+                      StrideH=sh, FusedActivationFunction=FUSED[fused], DilationWFactor=1, DilationHFactor=1)
+
+    def op_dense(self, op: g.Dense) -> None:
+        """A 1x1 CONV_2D on the [1, 1, 1, n] vector: LiteRT's FULLY_CONNECTED rounds once, not like the IR."""
+        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        _require(spec_in.dtype == "int8", op, f"takes an {spec_in.dtype} input; LiteRT's int16 kernels round with a "
+                 "16-bit multiplier, not the IR's arithmetic")
+        _require(out.dtype == "int8", op, _INT16_OUTPUT)
+        self.check_multiplier(op, effective_multiplier(spec_in.scale, op.weight_scale, out.scale))
+        w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int8)
+        res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
+        weight = self.const(f"{op.name}.weight", w.reshape(*w.shape, 1, 1).transpose(0, 2, 3, 1), op.weight_scale, dim=0)
+        self.emit("CONV_2D", [self.activation(op.inputs[0]), weight, self.bias(op, spec_in)], [res], "Conv2DOptions",
+                  Padding=tflite_padding("VALID"), StrideW=1, StrideH=1, FusedActivationFunction=FUSED[fused],
+                  DilationWFactor=1, DilationHFactor=1)
+
+    def op_requantize(self, op: g.Requantize) -> None:
+        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        self.check_multiplier(op, effective_multiplier(spec_in.scale, 1.0, out.scale))
+        lo, hi = self.bounds[op.inputs[0]]
+        ends = multiply_by_quantized_multiplier(np.array([lo, hi]) - spec_in.zero_point, op.multiplier[0], op.shift[0])
+        produced = tuple(int(v) for v in np.clip(ends + out.zero_point, *g.dtype_range(out.dtype)))
+        res, _ = self.finish(op, produced, fusable=False)
+        self.emit("QUANTIZE", [self.activation(op.inputs[0])], [res])
+
+    def op_add(self, op: g.Add) -> None:
+        (a, b), out = [self.spec(n) for n in op.inputs], self.spec(op.output)
+        _require(a.dtype == b.dtype == out.dtype, op, f"mixes {a.dtype}, {b.dtype} and {out.dtype}; TFLite's ADD takes one type")
+        want = 20 if out.dtype == "int8" else 15
+        _require(op.left_shift == want, op, f"uses left shift {op.left_shift}; TFLite's {out.dtype} ADD uses {want}")
+        _require(out.dtype == "int8" or a.zero_point == b.zero_point == out.zero_point == 0, op,
+                 "is an int16 add with a zero point; TFLite's int16 tensors are symmetric")
+        self.check_multiplier(op, None, add_multipliers(a.scale, b.scale, out.scale, op.left_shift))
+        res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
+        self.emit("ADD", [self.activation(n) for n in op.inputs], [res], "AddOptions",
+                  FusedActivationFunction=FUSED[fused], PotScaleInt16=False)
+
+    def op_mul(self, op: g.Mul) -> None:
+        (a, b), out = [self.spec(n) for n in op.inputs], self.spec(op.output)
+        _require(a.dtype == b.dtype == out.dtype == "int8", op, "is not an int8 product; only TFLite's int8 MUL rounds like the IR")
+        self.check_multiplier(op, effective_multiplier(a.scale, b.scale, out.scale))
+        res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
+        self.emit("MUL", [self.activation(n) for n in op.inputs], [res], "MulOptions", FusedActivationFunction=FUSED[fused])
+
+    def op_reduce_sum(self, op: g.ReduceSum) -> None:
+        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        self.check_multiplier(op, effective_multiplier(spec_in.scale, op.scale, out.scale))
+        h, w, c = spec_in.shape
+        self.window_sum(op, (h, w), (1, 1), np.full(c, op.scale, np.float32), g.dtype_range(out.dtype))
+
+    def op_sum_pool2d(self, op: g.SumPool2D) -> None:
+        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        c = spec_in.shape[-1]
+        unit = _identity_weight_scale(spec_in.scale, out.scale)
+        _require(unit is not None, op, "has input and output scales no float32 weight scale maps to an exact sum")
+        lo, hi = self.bounds[op.inputs[0]]
+        n = op.kernel[0] * op.kernel[1]
+        produced = ((lo - spec_in.zero_point) * n + out.zero_point, (hi - spec_in.zero_point) * n + out.zero_point)
+        self.window_sum(op, op.kernel, op.stride, np.full(c, unit, np.float32), produced)
+
+    def window_sum(self, op: g.Op, kernel, stride, weight_scale: np.ndarray, produced) -> None:
+        """Exact int32 window sums as a depthwise convolution with an all-ones kernel."""
+        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        _require(spec_in.dtype == out.dtype == "int8", op, f"sums {spec_in.dtype} into {out.dtype}; only int8 window "
+                 "sums run in TFLite's int8 depthwise kernel, which rounds like the IR")
+        c = spec_in.shape[-1]
+        ones = self.const(f"{op.name}.ones", np.ones((1, *kernel, c), np.int8), weight_scale, dim=3)
+        zeros = self.const(f"{op.name}.bias", np.zeros(c, np.int32), np.float32(spec_in.scale) * weight_scale)
+        lo, hi = g.dtype_range(out.dtype)
+        res, fused = self.finish(op, (max(lo, int(produced[0])), min(hi, int(produced[1]))), fusable=True)
+        self.emit("DEPTHWISE_CONV_2D", [self.activation(op.inputs[0]), ones, zeros], [res], "DepthwiseConv2DOptions",
+                  Padding=tflite_padding("VALID"), StrideW=stride[1], StrideH=stride[0], DepthMultiplier=1,
+                  FusedActivationFunction=FUSED[fused], DilationWFactor=1, DilationHFactor=1)
+
+    def op_max_pool2d(self, op: g.MaxPool2D) -> None:
+        self.bounds[op.output] = self.bounds[op.inputs[0]]
+        (kh, kw), (sh, sw) = op.kernel, op.stride
+        self.emit("MAX_POOL_2D", [self.activation(op.inputs[0])], [self.activation(op.output)], "Pool2DOptions",
+                  Padding=tflite_padding("VALID"), StrideW=sw, StrideH=sh, FilterWidth=kw, FilterHeight=kh,
+                  FusedActivationFunction=0)
+
+    def op_reshape(self, op: g.Reshape) -> None:
+        self.bounds[op.output] = self.bounds[op.inputs[0]]
+        shape = self.shape4(op.output)
+        self.emit("RESHAPE", [self.activation(op.inputs[0]), self.shape_const(op.name, shape)],
+                  [self.activation(op.output)], "ReshapeOptions", NewShape=shape)
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def check_multiplier(self, op: g.Op, real, pairs=None) -> None:
+        mult, shift = pairs if pairs is not None else quantize_multipliers(real)
+        ok = (np.array_equal(np.broadcast_to(mult, np.shape(op.multiplier)), op.multiplier)
+              and np.array_equal(np.broadcast_to(shift, np.shape(op.shift)), op.shift))
+        if op.kind in ("requantize", "mul") and np.size(op.multiplier) != 1:
+            ok = ok and len(set(np.asarray(op.multiplier).tolist())) == 1 and len(set(np.asarray(op.shift).tolist())) == 1
+        _require(ok, op, "has a requantization multiplier TFLite would not derive from the tensors' float32 scales")
+
+    def bias(self, op, spec_in: g.TensorSpec) -> int:
+        scale = np.float32(spec_in.scale) * np.asarray(op.weight_scale, np.float32)
+        return self.const(f"{op.name}.bias", np.asarray(op.bias, np.int32), scale)
+
+    def shape_const(self, name: str, shape) -> int:
+        return self.const(f"{name}.shape", np.array(shape, np.int32))
+
+    def padding(self, op: g.Conv2D, kernel) -> tuple[int, int]:
+        """(TFLite padding enum, input tensor): SAME when it is exactly TFLite's SAME, else PAD + VALID."""
+        spec_in = self.spec(op.inputs[0])
+        src = self.activation(op.inputs[0])
+        if not any(op.padding):
+            return tflite_padding("VALID"), src
+        if list(op.padding) == same_padding(spec_in.shape[:2], kernel, op.stride):
+            return tflite_padding("SAME"), src
+        return tflite_padding("VALID"), self.pad_tensor(op, src, spec_in, op.padding)
+
+    def pad_tensor(self, op, src: int, spec_in: g.TensorSpec, padding) -> int:
+        t, b, l, r = padding
+        h, w, c = spec_in.shape
+        dst = self.temp(f"{op.name}.padded", [1, h + t + b, w + l + r, c], spec_in)
+        pads = self.const(f"{op.name}.paddings", np.array([[0, 0], [t, b], [l, r], [0, 0]], np.int32))
+        self.emit("PAD", [src, pads], [dst], "PadOptions")
+        return dst
+
+
+def same_padding(size, kernel, stride) -> list[int]:
+    """TFLite's SAME padding [top, bottom, left, right]: output ceil(n / s), the odd pixel at the end."""
+    pads = []
+    for n, k, s in zip(size, kernel, stride):
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return pads
+
+
+def tflite_padding(name: str) -> int:
+    import tflite
+
+    return getattr(tflite.Padding, name)
+
+
+def _identity_weight_scale(s_in: float, s_out: float) -> np.float32 | None:
+    """A float32 weight scale w with QuantizeMultiplier(s_in * w / s_out) == the exact identity (2**30, 1)."""
+    w = np.float32(np.float64(np.float32(s_out)) / np.float64(np.float32(s_in)))
+    for candidate in (w, np.nextafter(w, np.float32(0)), np.nextafter(w, np.float32(np.inf))):
+        mult, shift = quantize_multipliers(effective_multiplier(s_in, candidate, s_out))
+        if mult[0] == 1 << 30 and shift[0] == 1:
+            return candidate
+    return None
+
+
+_INT16_OUTPUT = ("has an int16 output; TFLite has no int8-input convolution with an int16 output that rounds like "
+                 "the IR (export the IR with --stream-dtype int8)")
+
+
+def _require(ok: bool, op: g.Op, message: str) -> None:
+    if not ok:
+        raise _unsupported(op, message)
+
+
+def _unsupported(op: g.Op, message: str) -> EdgesnnError:
+    return EdgesnnError(f"tflite: IR op '{op.name}' ({op.kind}) {message}")
