@@ -207,7 +207,7 @@ def demo(
     out: Path = typer.Option(None, help="folder to keep the artifacts in (default: a temporary folder)"),
     epochs: int = typer.Option(30, help="training epochs"),
 ):
-    """Train the spiking CNN on digits, export it to the IR and verify it bit for bit: the whole pipeline."""
+    """Train the spiking CNN on digits, export it to the IR and to .tflite, and verify both: the whole pipeline."""
     tmp = None
     if out is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgesnn-demo-")
@@ -219,6 +219,8 @@ def demo(
         r = pipeline.verify(ir_path, "digits")
         write_json(out / "verify.json", r)
         info = pipeline.inspect(ir_path)
+        tfl = pipeline.verify(pipeline.export_model(out / "cnn", "tflite", out / "tflite"), "digits")
+        write_json(out / "verify-tflite.json", tfl)
         table = Table(title="edgesnn demo: spiking CNN on digits (T = 1, D = 4, 8-bit weights)")
         table.add_column("step")
         table.add_column("result")
@@ -226,6 +228,9 @@ def demo(
         table.add_row("export", f"{ir_path}: {len(info['layers'])} integer ops, {info['params']} params, {info['bytes']} bytes")
         table.add_row("verify", f"{r['samples']} test samples: IR accuracy {r['accuracy']:.4f}, "
                                 f"{r['mismatches']} argmax mismatches vs torch")
+        table.add_row("tflite", f"{tfl['file_bytes']} bytes: " + ", ".join(
+            f"{name} {row['mismatches']} samples differ from the IR" for name, row in tfl["runtimes"].items())
+            + (f"; TFLite Micro arena {tfl['arena_bytes']} bytes" if tfl["arena_bytes"] else ""))
         table.add_row("time", f"{time.perf_counter() - t0:.1f} s")
         console.print(table)
     finally:

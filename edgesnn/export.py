@@ -21,7 +21,8 @@ from torch import fx, nn
 from edgesnn import __version__
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
-from edgesnn.ir.fixedpoint import ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, quantize_multipliers
+from edgesnn.ir.fixedpoint import (ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, linear_requantizer,
+                                   multiply_by_quantized_multiplier, quantize_multipliers)
 from edgesnn.ir.packing import weight_range, widening_shift
 from edgesnn.neurons import NEURONS, MultiSpike, TernaryStep
 
@@ -150,6 +151,7 @@ class _Exporter:
         self.meta = {"created_by": f"edgesnn {__version__}", **meta}
         self.stream_dtype = stream_dtype
         self.widened: dict[str, str] = {}
+        self.lattice: dict[str, int] = {}  # widened spike tensors: every value is a multiple of this
 
     # ---- graph walk -------------------------------------------------------------------------
     def run(self) -> g.Graph:
@@ -288,10 +290,7 @@ class _Exporter:
             out = self.materialize(src, scale=1.0, clamp=clamp, spike_D=m.D, name=node.target)
         else:
             x = _plain(self.as_int(src), f"layer '{node.target}'")
-            out = self.new_tensor(node.target, self.tensors[x.name].shape, "int8", 1.0, spike_D=m.D)
-            mult, shift = quantize_multipliers(effective_multiplier(self.tensors[x.name].scale, x.factor, 1.0))
-            self.ops.append(g.Requantize(node.target, [x.name], out, multiplier=mult, shift=shift, clamp=clamp))
-            out = _Int(out)
+            out = self.rescale(x, self.new_tensor(node.target, self.tensors[x.name].shape, "int8", 1.0, spike_D=m.D), clamp)
         out.factor = 1.0 / m.D if m.normalize else 1.0
         return out
 
@@ -308,10 +307,29 @@ class _Exporter:
         if isinstance(src, _Linear):
             return self.materialize(src, scale=scale, clamp=clamp, name=name, spike_D=spike_D, dtype=dtype)
         x = _plain(self.as_int(src), f"layer '{name}'")
-        out = self.new_tensor(name, self.tensors[x.name].shape, dtype, scale, spike_D=spike_D)
-        mult, shift = quantize_multipliers(effective_multiplier(self.tensors[x.name].scale, x.factor, self.tensors[out].scale))
-        self.ops.append(g.Requantize(name, [x.name], out, multiplier=mult, shift=shift, clamp=clamp))
+        return self.rescale(x, self.new_tensor(name, self.tensors[x.name].shape, dtype, scale, spike_D=spike_D), clamp)
+
+    def rescale(self, x: _Int, out: str, clamp: list[int]) -> _Int:
+        """A Requantize of ``x`` into tensor ``out``; a factor on ``x`` folds into the input scale it records."""
+        scale_in = float(np.float32(x.factor * self.tensors[x.name].scale))
+        mult, shift = quantize_multipliers(effective_multiplier(scale_in, 1.0, self.tensors[out].scale))
+        self.ops.append(g.Requantize(out, [x.name], out, multiplier=mult, shift=shift, clamp=clamp,
+                                     input_scale=None if x.factor == 1 else scale_in))
         return _Int(out)
+
+    def int16_input(self, x: _Int) -> _Int:
+        """``x`` as an int16 tensor of the same scale (exact): convolutions with an int16 output read
+        int16, as TFLite's 16x8 kernels do (int8 -> int16 convolutions do not exist there)."""
+        spec = self.tensors[x.name]
+        if spec.dtype == "int16":
+            return x
+        name = f"{x.name}.int16"
+        if name not in self.tensors:
+            self.new_tensor(name, spec.shape, "int16", spec.scale)
+            self.tensors[name].signed = spec.signed
+            mult, shift = quantize_multipliers(effective_multiplier(spec.scale, 1.0, spec.scale))
+            self.ops.append(g.Requantize(name, [x.name], name, multiplier=mult, shift=shift, clamp=list(g.dtype_range("int16"))))
+        return _Int(name, x.factor, x.perm, x.amplitude)
 
     def headroom(self, x: _Int) -> _Int:
         """Spikes (0..D) scaled up by 2^k to fill int8 before a conv/dense reads them: exact, and
@@ -331,27 +349,46 @@ class _Exporter:
             mult, shift = quantize_multipliers(effective_multiplier(spec.scale, 1.0, self.tensors[out].scale))
             self.ops.append(g.Requantize(out, [x.name], out, multiplier=mult, shift=shift, clamp=[lo << k, hi << k]))
             self.widened[x.name] = out
+            self.lattice[out] = 2**k
         return _Int(self.widened[x.name], x.factor, x.perm, x.amplitude)
 
     def as_int(self, v, name: str | None = None) -> _Int:
-        """Materialize a pending linear op at its calibrated symmetric int8 scale."""
+        """Materialize a pending linear op at its calibrated symmetric stream scale (:meth:`stream_scale`)."""
         if isinstance(v, _Int):
             return v
-        absmax = max(abs(self.rec.lo[v.node.name]), abs(self.rec.hi[v.node.name]))
         lo, hi = g.dtype_range(self.stream_dtype)
-        scale = absmax / hi if absmax > 0 else 1.0
-        return self.materialize(v, scale=scale, clamp=[lo, hi], name=name or v.node.name, dtype=self.stream_dtype)
+        return self.materialize(v, scale=self.stream_scale(v.node), clamp=[lo, hi], name=name or v.node.name,
+                                dtype=self.stream_dtype)
+
+    def stream_scale(self, node: fx.Node) -> float:
+        """The calibrated scale of a stream tensor (absmax / dtype max), raised by < 2x when neurons read it
+        until their requantization rounds once (see :func:`_neuron_input_scale`)."""
+        absmax = max(abs(self.rec.lo[node.name]), abs(self.rec.hi[node.name]))
+        scale = np.float32(absmax / g.dtype_range(self.stream_dtype)[1] if absmax > 0 else 1.0)
+        D = [self.modules[u.target].D for u in node.users
+             if u.op == "call_module" and isinstance(self.modules[u.target], MultiSpike) and self.modules[u.target].membrane is None]
+        return float(_neuron_input_scale(scale, max(D)) if D else scale)
 
     def materialize(self, v: _Linear, scale: float, clamp: list[int], name: str, spike_D: int | None = None,
                     dtype: str = "int8") -> _Int:
+        if dtype == "int16" and v.kind in ("conv2d", "dense"):
+            v.src = self.int16_input(v.src)
+        elif v.kind in ("conv2d", "dense") and self.tensors[v.src.name].dtype == "int16":
+            # TFLite's 16x8 kernels write int16: compute there, then narrow (exact: the clamp fits int8)
+            wide = self.materialize(v, scale, clamp, f"{name}.int16", dtype="int16")
+            return self.rescale(wide, self.new_tensor(name, self.tensors[wide.name].shape, dtype, scale, spike_D=spike_D),
+                                clamp)
         spec_in = self.tensors[v.src.name]
         s_out = float(np.float32(scale))
         if v.kind == "reduce_sum":
             h, w, c = spec_in.shape
             out = self.new_tensor(name, [1, 1, c], dtype, s_out, spike_D=spike_D)
-            mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, v.scale, s_out))
+            sum_scale = np.float32(v.scale)
+            if _is_neuron(clamp, s_out):  # the count's real value is exact: fire at exactly torch's counts
+                sum_scale = _neuron_sum_scale(sum_scale, float(spec_in.scale) * v.scale, np.float32(spec_in.scale), clamp[1])
+            mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, sum_scale, s_out))
             self.ops.append(g.ReduceSum(name, [v.src.name], out, multiplier=mult, shift=shift, clamp=clamp,
-                                        scale=float(np.float32(v.scale))))
+                                        scale=float(sum_scale)))
             return _Int(out)
         if v.qweight is not None:
             wq, w_scale, bits, code = _trained_grid(v.qweight, v.src.factor)
@@ -366,9 +403,14 @@ class _Exporter:
         acc_scale = np.float32(spec_in.scale).astype(np.float64) * w_scale.astype(np.float64)
         bias = v.bias.numpy() if v.bias is not None else np.zeros(w.shape[0])
         bias_q = np.round(bias / acc_scale)
+        mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, w_scale, s_out))
+        if v.qweight is not None and _is_neuron(clamp, s_out):
+            # torch's pre-activation is exactly coef * acc + bias on the lattice of accumulators
+            coef = spec_in.scale * np.abs((v.qweight.scale * v.src.factor).numpy()) / 2 ** widening_shift(bits, code)
+            lattice = self.lattice.get(v.src.name, 1) << widening_shift(bits, code)
+            bias_q = _neuron_bias(bias_q, bias, coef, lattice, mult, shift, clamp[1], linear_requantizer(spec_in.dtype))
         if np.abs(bias_q).max(initial=0) >= 2**31:
             raise EdgesnnError(f"layer '{v.attrs['layer']}': bias does not fit int32 at this input scale")
-        mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, w_scale, s_out))
         common = dict(multiplier=mult, shift=shift, clamp=clamp, bias=bias_q.astype(np.int32),
                       weight_scale=w_scale, weight_bits=bits, weight_code=code)
         if v.kind == "conv2d":
@@ -392,22 +434,23 @@ class _Exporter:
         so the sum is exact up to the output rounding. Inputs may be int8 or int16 in any mix
         (int16 ones symmetric): the left shift is the one of the widest of inputs and output
         (int16: 15, else 20), which keeps every shifted input inside int32. The output is the
-        stream dtype. A TFLite lowering is bit-exact when it gives each input the scale
-        ``factor * scale`` and, with mixed dtypes, casts the int8 tensors to int16 (lossless at
-        the same scale) for TFLite's int16 ADD, whose left shift is that same 15.
+        stream dtype. The op records the input scales when a factor makes them differ from the
+        tensors' (a TFLite lowering relabels the inputs with them); with mixed dtypes a TFLite
+        lowering casts the int8 tensors to int16 (lossless at the same scale) for TFLite's int16
+        ADD, whose left shift is that same 15.
         """
         sa, sb = self.tensors[a.name], self.tensors[b.name]
         if sa.shape != sb.shape:
             raise EdgesnnError(f"operation '{node.name}': broadcasting add is not supported ({sa.shape} + {sb.shape})")
         dtype = self.stream_dtype
         scales = [self._add_input_scale(x, node) for x in (a, b)]
-        absmax = max(abs(self.rec.lo[node.name]), abs(self.rec.hi[node.name]))
         lo, hi = g.dtype_range(dtype)
-        out = self.new_tensor(node.name, sa.shape, dtype, float(np.float32(absmax / hi if absmax else 1.0)))
+        out = self.new_tensor(node.name, sa.shape, dtype, self.stream_scale(node))
         left_shift = min(ADD_LEFT_SHIFT[t] for t in (sa.dtype, sb.dtype, dtype))
         mult, shift = add_multipliers(scales[0], scales[1], self.tensors[out].scale, left_shift)
+        own = [float(np.float32(self.tensors[x.name].scale)) for x in (a, b)]
         self.ops.append(g.Add(node.name, [a.name, b.name], out, left_shift=left_shift, multiplier=mult, shift=shift,
-                              clamp=[lo, hi]))
+                              clamp=[lo, hi], input_scales=None if scales == own else scales))
         return _Int(out)
 
     def _add_input_scale(self, x: _Int, node) -> float:
@@ -570,6 +613,80 @@ def _post_training_grid(w: torch.Tensor, bits: int, code: str):
     wq = torch.round(w / torch.as_tensor(w_scale, dtype=torch.float64).view(-1, *([1] * (w.dim() - 1))))
     wq = torch.sign(w).clamp(min=0) * 2 - 1 if bits == 1 else wq.clamp(-qmax, qmax)
     return wq, w_scale
+
+
+def _is_neuron(clamp: list[int], s_out: float) -> bool:
+    """An SFA neuron's requantization: integer spikes (scale 1) clamped to [0, D]."""
+    return s_out == 1.0 and clamp[0] == 0
+
+
+def _first_reaching(level: int, mult: int, shift: int, requantize=multiply_by_quantized_multiplier) -> int:
+    """The smallest accumulator the (monotone) requantization ``mult, shift`` maps to >= ``level``.
+
+    Double rounding moves it by at most one accumulator step from the real-valued guess (the 16x8
+    kernels' 16-bit multiplier by a few)."""
+    guess = int(np.ceil((level - 0.5) / (float(mult) * 2.0 ** (int(shift) - 31))))
+    acc = np.arange(guess - 8, guess + 9)
+    reached = requantize(acc, mult, shift) >= level
+    if not reached.any() or reached[0]:
+        raise EdgesnnError(f"requantization ({mult}, {shift}) does not reach {level} near its real threshold")
+    return int(acc[np.argmax(reached)])
+
+
+def _neuron_bias(bias_q: np.ndarray, bias: np.ndarray, coef: np.ndarray, lattice: int, mult, shift, D: int,
+                 requantize=multiply_by_quantized_multiplier) -> np.ndarray:
+    """Per channel, the int32 bias nearest ``bias_q`` whose neuron fires at exactly torch's accumulators.
+
+    Torch's spike count is round_half_up(coef * acc + bias) with acc a multiple of ``lattice``
+    (spikes widened by 2^k times weights widened by 2^w). TFLite's requantization rounds twice, so
+    its threshold for count j sits up to one accumulator step below torch's; with 1-bit weights a
+    channel's few pre-activations then land on a wrong side systematically (e.g. u = 2.49975
+    fires 3 in the IR, 2 in torch, for every token). The accumulator grid is ``lattice`` times
+    finer than the values acc takes, so a bias a few steps off the rounded one puts every
+    threshold between the same two lattice points as torch's; when none does, the rounded one stays.
+    """
+    out = bias_q.copy()
+    for c in np.nonzero((coef > 0) & (np.asarray(mult) > 0))[0]:
+        lo, hi = -np.inf, np.inf
+        for level in range(1, D + 1):
+            torch_first = lattice * np.ceil((level - 0.5 - bias[c]) / (coef[c] * lattice))
+            ir_first = _first_reaching(level, int(mult[c]), int(shift[c]), requantize)
+            lo, hi = max(lo, ir_first - torch_first), min(hi, ir_first - torch_first + lattice - 1)
+        if lo <= hi:
+            out[c] = np.clip(out[c], lo, hi)
+    return out
+
+
+def _neuron_sum_scale(scale: np.float32, coef: float, s_in: np.float32, D: int) -> np.float32:
+    """The float32 sum scale nearest ``scale`` whose neuron fires at exactly torch's counts (coef * n >= j + 0.5).
+
+    A power-of-two multiplier (binary attention: 1/16 * 0.125) makes torch's threshold an exact
+    tie, and double rounding fires one count early (63 / 128 -> 1); a scale a few float32 steps
+    away moves the multiplier into the binade below, where it rounds once."""
+    torch_first = [int(np.ceil((level - 0.5) / coef)) for level in range(1, D + 1)]
+    for step in range(64):
+        for candidate in (np.float32(scale - step * np.spacing(scale)), np.float32(scale + step * np.spacing(scale))):
+            mult, shift = quantize_multipliers(effective_multiplier(s_in, candidate, 1.0))
+            if [_first_reaching(level, int(mult[0]), int(shift[0])) for level in range(1, D + 1)] == torch_first:
+                return candidate
+    return scale
+
+
+def _neuron_input_scale(scale: np.float32, D: int) -> np.float32:
+    """The first float32 scale from ``scale`` up (< 2x) at which a neuron reading the tensor rounds once.
+
+    The neuron requantizes q at the real multiplier ``scale``; TFLite rounds q * scale first at the
+    multiplier's binary resolution, which for a fine int16 stream is about one q step, so the q
+    just below each threshold j + 0.5 often fires (0.49979 -> 1). Whether it does depends only on
+    where the thresholds fall between grid points and where the multiplier sits in its binade,
+    so a slightly coarser scale makes every threshold exact: IR and torch then agree whenever the
+    stream value itself is on the same side."""
+    for candidate in (scale * (1 + np.arange(4096) / 4096)).astype(np.float32):
+        mult, shift = quantize_multipliers(effective_multiplier(candidate, 1.0, 1.0))
+        exact = [int(np.ceil((level - 0.5) / np.float64(candidate))) for level in range(1, D + 1)]
+        if [_first_reaching(level, int(mult[0]), int(shift[0])) for level in range(1, D + 1)] == exact:
+            return candidate
+    return scale
 
 
 def _plain(x: _Int, where: str) -> _Int:

@@ -2,7 +2,7 @@
 """Compress trained digits models with every method, export to the IR, verify; write the table
 into README.md (between the compression-results markers) and the numbers to a JSON file.
 
-Usage: .venv/bin/python scripts/compression_results.py [--epochs 30] [--finetune 20] [--json R.json]
+Usage: OMP_NUM_THREADS=1 .venv/bin/python scripts/compression_results.py [--epochs 30] [--finetune 40] [--json R.json]
 
 Weight bytes are the IR's packed weight tensors at their real bit widths (every Conv2d and
 Linear, first and last layers included), against 4 bytes per weight of the float checkpoint.

@@ -67,6 +67,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     res = json.loads((tmp_path / "verify.json").read_text())
     assert res["torch_accuracy"] >= 0.95 and res["mismatches"] <= 0.005 * res["samples"]
     assert "mismatches" in r.stdout
+    tfl = json.loads((tmp_path / "verify-tflite.json").read_text())
+    assert tfl["bit_exact"] and tfl["runtimes"]["litert-reference"]["mismatches"] == 0
 
 
 def test_missing_checkpoint(tmp_path):

@@ -12,6 +12,7 @@ from edgesnn.ir.fixedpoint import (
     INT32_MIN,
     add_multipliers,
     multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_16x8,
     quantize_multiplier,
 )
 
@@ -79,3 +80,25 @@ def test_add_multipliers_follow_tflite():
     assert (mults[0], shifts[0]) == quantize_multiplier(0.5)
     assert (mults[1], shifts[1]) == quantize_multiplier(0.25)
     assert (mults[2], shifts[2]) == quantize_multiplier(2.0**-19)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(2**40), 2**40), st.floats(1e-6, 100.0))
+def test_16x8_requantization_rounds_once_half_up_with_a_16_bit_multiplier(x, real):
+    """TFLite's int64 MultiplyByQuantizedMultiplier: y = floor(x * r / 2**(15 - shift) + 1/2), r the
+    multiplier rounded to 16 bits, written here with exact fractions."""
+    from fractions import Fraction
+
+    m, shift = quantize_multiplier(real)
+    reduced = (m + 2**15) // 2**16 if m < 0x7FFF0000 else 0x7FFF
+    want = math.floor(Fraction(x * reduced, 2 ** (15 - shift)) + Fraction(1, 2))
+    assert int(multiply_by_quantized_multiplier_16x8(np.array([x]), m, shift)[0]) == want
+
+
+def test_16x8_and_double_rounding_differ():
+    """The two arithmetics are not interchangeable: an int16-input conv must use its own."""
+    x = np.arange(-100000, 100000, 7)
+    m, shift = quantize_multiplier(0.0123456)
+    assert (multiply_by_quantized_multiplier_16x8(x, m, shift) != multiply_by_quantized_multiplier(x, m, shift)).any()
+    m, shift = quantize_multiplier(1.0)
+    assert np.array_equal(multiply_by_quantized_multiplier_16x8(x, m, shift), x)  # the identity stays exact

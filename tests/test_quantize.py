@@ -186,7 +186,7 @@ def test_ternary_refuses_neurons_whose_amplitude_cannot_fold(tmp_path, digits):
 
     model = build("spikeformer", default_kwargs("spikeformer", (1, 8, 8), 10, 4))  # attention masks multiply spikes
     config = {"model": "spikeformer", "kwargs": {}}
-    with pytest.raises(EdgesnnError, match="amplitude can fold only into Conv2d / Linear"):
+    with pytest.raises(EdgesnnError, match="amplitude can fold only into Linear and ungrouped Conv2d"):
         ternary.prepare(model, config, digits, Options())
 
 
@@ -207,10 +207,10 @@ def test_quantize_cli_writes_a_checkpoint_that_inspect_describes(float_ckpt, tmp
 def test_bestformer_on_the_spike_driven_transformer(tmp_path):
     """Reversible blocks, binary attention, 1-bit weights, int16 streams.
 
-    The README's configuration (20, 40 channels). Agreement varies with the run, 96.4-99.8 % in
-    ours (README, Compression): the int16 membrane stream's rounding in the ADDs flips a few
-    attention-mask channels. The bound is below that floor, so only a regression (a wrong fold,
-    scale or stream: far lower) fails.
+    The README's configuration (20, 40 channels), held to the project's 99 % agreement. Before the
+    exporter placed its neuron thresholds exactly (biases, sum and stream scales chosen so that
+    TFLite's double rounding fires at torch's values), agreement ranged 96.4-99.8 %: a binary
+    attention count of 63 / 128 fired, and 1-bit channels just below a threshold fired for every token.
     """
     torch.set_num_threads(1)  # small convs: one thread is several times faster on a shared machine
     try:
@@ -227,4 +227,4 @@ def test_bestformer_on_the_spike_driven_transformer(tmp_path):
     assert all(b == (1, "odd") for b in bits.values() if b != (8, "signed"))
     assert {t.dtype for n, t in graph.tensors.items() if n.startswith("add")} == {"int16"}
     r = pipeline.verify(tmp_path / "ir" / "model.ir", "digits")
-    assert r["agreement"] >= 0.96 and r["torch_accuracy"] >= 0.9, r
+    assert r["agreement"] >= 0.99 and r["torch_accuracy"] >= 0.9, r

@@ -6,13 +6,16 @@ import json
 import numpy as np
 import pytest
 import tflite
+import torch
 from typer.testing import CliRunner
 
 from edgesnn import data, pipeline
 from edgesnn.backends.tflite import LITERT_DEFAULT, LITERT_REFERENCE, MICRO, compare, export_tflite, lower
 from edgesnn.cli import app
+from edgesnn.errors import EdgesnnError
 from edgesnn.export import export
 from edgesnn.ir import load
+from edgesnn.neurons import MultiSpike
 from edgesnn.quantize import Options, quantize_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -109,20 +112,80 @@ def _model_and_calibration(ckpt):
     return model, data.load(config["data"]).x_train[:512]
 
 
-def test_int16_streams_are_refused_naming_the_op_and_nothing_is_written(trained, tmp_path):
-    out = tmp_path / "out"
-    r = edgesnn("export", trained["spikeformer"], "--target", "tflite", "--stream-dtype", "int16", "--out", out)
-    assert r.exit_code == 1
-    assert r.output.count("\n") == 1 and "Traceback" not in r.output
-    assert "error: tflite: IR op 'stem_1' (conv2d) has an int16 output" in r.output
-    assert not out.exists() or not any(out.iterdir())
+@pytest.mark.parametrize("family", ["resnet", "spikeformer"])
+def test_int16_streams_run_in_the_16x8_kernels(trained, tmp_path, family):
+    """int16 residual streams: convolutions writing them read int16 (TFLite's 16x8 kernels)."""
+    path = pipeline.export_model(trained[family], "tflite", tmp_path, stream_dtype="int16")
+    assert_bit_exact(pipeline.verify(path, "digits"))
+    graph = load(tmp_path / "model.ir")
+    int16_convs = [op for op in graph.ops if op.kind in ("conv2d", "dense") and graph.tensors[op.inputs[0]].dtype == "int16"]
+    assert int16_convs and all(graph.tensors[op.output].dtype == "int16" for op in int16_convs)
+    model, sub, ops = operators(path)
+    assert sub.Tensors(sub.Outputs(0)).Type() == tflite.TensorType.INT16  # the IR's int16 class scores
 
 
-def test_an_op_tflite_cannot_express_is_refused_before_writing(trained, tmp_path):
+def test_bestformer_is_bit_exact(trained, tmp_path):
+    """1-bit weights, binary attention, reversible blocks (factor-carrying adds) and int16 streams."""
+    quantize_checkpoint(trained["spikeformer"], "bestformer", tmp_path / "q", Options(epochs=1))
+    path = pipeline.export_model(tmp_path / "q", "tflite", tmp_path / "out")
+    assert_bit_exact(pipeline.verify(path, "digits"))
+    graph = load(tmp_path / "out" / "model.ir")
+    assert any(op.kind == "add" and op.input_scales for op in graph.ops)
+    assert min(op.weight_bits for op in graph.weight_ops()) == 1
+
+
+class _Grouped(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.sn1 = MultiSpike(4)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.sn2 = MultiSpike(4)
+        self.fc = torch.nn.Linear(8 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.sn2(self.conv2(self.sn1(self.conv1(x)))), 1))
+
+
+class _GlobalPool(torch.nn.Module):
+    """Spikes summed over the whole 8x8 image: up to 256, an int16 window sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.sn = MultiSpike(4)
+        self.pool = torch.nn.AvgPool2d(8)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.sn(self.conv(x))), 1))
+
+
+def test_int16_window_sums_and_int16_inputs_of_int8_layers(tmp_path):
+    torch.manual_seed(0)
+    model = _GlobalPool().eval()
+    with torch.no_grad():
+        model.conv.weight.mul_(3)  # enough spikes that the pooled sums leave int8
+    ds = data.digits()
+    graph = export(model, ds.x_train[:256])
+    kinds = {op.kind: graph.tensors[op.output].dtype for op in graph.ops}
+    assert kinds["sum_pool2d"] == "int16" and kinds["dense"] == "int16"  # then narrowed to int8 exactly
+    path = export_tflite(graph, tmp_path / "model.tflite")
+    assert_bit_exact(compare(path, graph, data.to_nhwc(ds.x_test)))
+
+
+def test_an_op_tflite_cannot_express_is_refused_naming_it(tmp_path):
+    graph = export(_Grouped().eval(), data.digits().x_train[:64])
+    with pytest.raises(EdgesnnError, match="tflite: IR op 'sn2' \\(conv2d\\) is a grouped convolution with 4 channels per group"):
+        export_tflite(graph, tmp_path / "model.tflite")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_multiplier_tflite_would_not_derive_is_refused_before_writing(trained, tmp_path):
     graph = export(*_model_and_calibration(trained["cnn"]))
     conv = next(op for op in graph.ops if op.kind == "conv2d")
     conv.multiplier = conv.multiplier + 1  # no float32 scales give this multiplier
-    with pytest.raises(Exception, match=f"IR op '{conv.name}' \\(conv2d\\) has a requantization multiplier"):
+    with pytest.raises(EdgesnnError, match=f"IR op '{conv.name}' \\(conv2d\\) has a requantization multiplier"):
         export_tflite(graph, tmp_path / "model.tflite")
     assert not any(tmp_path.iterdir())
 

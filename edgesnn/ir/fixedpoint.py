@@ -18,6 +18,13 @@ and an accumulator x becomes
 where SaturatingRoundingDoublingHighMul(a, b) = (a*b + (2**30 if a*b >= 0 else 1 - 2**30)) / 2**31
 truncated toward zero (INT32_MIN * INT32_MIN saturates to INT32_MAX), and RoundingDivideByPOT
 rounds half away from zero.
+
+Convolutions and dense layers whose *input* is int16 use TFLite's 16x8 kernels instead (the only
+int16 convolutions LiteRT and TFLite Micro have), which accumulate in int64 and requantize once
+with the multiplier reduced to 16 bits (``MultiplyByQuantizedMultiplier(int64_t, ...)``):
+
+    reduced = (multiplier + 2**15) >> 16   (0x7FFF if multiplier >= 0x7FFF0000)
+    y = (x * reduced + 2**(14 - shift)) >> (15 - shift)      # floor: rounds half up
 """
 
 from __future__ import annotations
@@ -88,6 +95,25 @@ def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
     if shifted.size and (shifted.min() < INT32_MIN or shifted.max() > INT32_MAX):
         raise OverflowError("left-shifted accumulator outside int32")
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+def multiply_by_quantized_multiplier_16x8(x, multiplier, shift) -> np.ndarray:
+    """Requantize int64 accumulators of an int16-input conv/dense, as TFLite's 16x8 kernels do."""
+    x = np.asarray(x, dtype=np.int64)
+    if x.size and (x.min() < -(2**47) or x.max() >= 2**47):
+        raise OverflowError("16x8 accumulator outside +-2**47")
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    if np.any(shift >= 15):
+        raise OverflowError("16x8 requantization shift must be below 15")
+    reduced = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
+    total = 15 - shift
+    return (x * reduced + (np.int64(1) << (total - 1))) >> total
+
+
+def linear_requantizer(input_dtype: str):
+    """The requantization of a conv2d / dense by its input dtype: int16 inputs take the 16x8 kernels'."""
+    return multiply_by_quantized_multiplier_16x8 if input_dtype == "int16" else multiply_by_quantized_multiplier
 
 
 ADD_LEFT_SHIFT = {"int8": 20, "int16": 15}  # TFLite's ADD headroom per activation type

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgesnn.errors import EdgesnnError
 
-IR_VERSION = 2
+IR_VERSION = 3
 LAYOUT = "NHWC"
 DTYPES = {"int8": np.int8, "int16": np.int16, "int32": np.int32}
 
@@ -62,7 +62,10 @@ class Requantized(Op):
 
 @dataclass
 class Conv2D(Requantized):
-    """Weights OHWI (I = input channels per group); padding [top, bottom, left, right] adds real zeros."""
+    """Weights OHWI (I = input channels per group); padding [top, bottom, left, right] adds real zeros.
+
+    An int16 input requantizes with TFLite's 16x8 arithmetic (see ir/fixedpoint.py), as Dense does.
+    """
 
     weight: np.ndarray = None
     bias: np.ndarray = None
@@ -105,8 +108,13 @@ class Mul(Requantized):
 
 @dataclass
 class Requantize(Requantized):
-    """Rescale an integer tensor to another scale (and clamp: a neuron on a membrane stream)."""
+    """Rescale an integer tensor to another scale (and clamp: a neuron on a membrane stream).
 
+    ``input_scale``: the scale the multiplier was derived from when it is not the input tensor's
+    (the exporter folds a constant factor into it: real = factor * scale * q); None: the tensor's.
+    """
+
+    input_scale: float | None = None
     kind = "requantize"
 
 
@@ -114,11 +122,13 @@ class Requantize(Requantized):
 class Add(Op):
     """Elementwise sum of two tensors with different scales: TFLite's int8 ADD arithmetic.
 
-    Both inputs are left-shifted by ``left_shift`` (20), rescaled to twice the larger input scale,
-    summed, and the sum rescaled to the output.
+    Both inputs are left-shifted by ``left_shift`` (int8: 20, int16: 15), rescaled to twice the
+    larger input scale, summed, and the sum rescaled to the output. ``input_scales``: the scales
+    the multipliers were derived from, when a constant factor makes them differ from the tensors'.
     """
 
     left_shift: int = 20
+    input_scales: list[float] | None = None
     multiplier: np.ndarray = None  # [input0, input1, output]
     shift: np.ndarray = None
     clamp: list[int] = field(default_factory=lambda: [-128, 127])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgesnn.ir import graph as g
-from edgesnn.ir.fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
+from edgesnn.ir.fixedpoint import INT32_MAX, INT32_MIN, linear_requantizer, multiply_by_quantized_multiplier
 from edgesnn.ir.packing import widen
 
 # float64 matrix products are exact for integer sums below 2**53; int8 x int8 products over any
@@ -31,9 +31,13 @@ def _check_int32(acc: np.ndarray, op: g.Op) -> np.ndarray:
     return acc
 
 
-def _finish(acc: np.ndarray, op: g.Requantized, out: g.TensorSpec) -> np.ndarray:
-    """Requantize per output channel (last axis), add the output zero point, clamp, cast."""
-    y = multiply_by_quantized_multiplier(_check_int32(acc, op), op.multiplier, op.shift) + out.zero_point
+def _finish(acc: np.ndarray, op: g.Requantized, out: g.TensorSpec, input_dtype: str = "int8") -> np.ndarray:
+    """Requantize per output channel (last axis), add the output zero point, clamp, cast.
+
+    ``input_dtype`` int16 (conv2d / dense only): TFLite's 16x8 arithmetic, int64 accumulator."""
+    if input_dtype != "int16":
+        acc = _check_int32(acc, op)
+    y = linear_requantizer(input_dtype)(acc, op.multiplier, op.shift) + out.zero_point
     return np.clip(y, op.clamp[0], op.clamp[1]).astype(g.DTYPES[out.dtype])
 
 
@@ -51,13 +55,13 @@ def conv2d(op: g.Conv2D, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.Tenso
     w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int64).reshape(groups, o // groups, kh * kw * cg)
     acc = np.stack([_int_matmul(win[:, gi], w[gi].T) for gi in range(groups)], axis=1)
     acc = acc.reshape(n, ho, wo, o) + op.bias.astype(np.int64)
-    return _finish(acc, op, spec_out)
+    return _finish(acc, op, spec_out, spec_in.dtype)
 
 
 def dense(op: g.Dense, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
     xo = x.astype(np.int64) - spec_in.zero_point
     acc = _int_matmul(xo, widen(op.weight, op.weight_bits, op.weight_code).astype(np.int64).T) + op.bias.astype(np.int64)
-    return _finish(acc, op, spec_out)
+    return _finish(acc, op, spec_out, spec_in.dtype)
 
 
 def reduce_sum(op: g.ReduceSum, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:

@@ -57,7 +57,7 @@ def _ternary_neurons(model: nn.Module, example: torch.Tensor):
         if not found or any(isinstance(modules[u.target], nn.MaxPool2d) for u in users):
             reached = [type(modules[u.target]).__name__ for u in users] or "a tensor operation"
             raise EdgesnnError(f"ternary spikes: neuron '{node.target}' feeds {reached}; "
-                               f"its amplitude can fold only into Conv2d / Linear layers")
+                               f"its amplitude can fold only into Linear and ungrouped Conv2d layers")
         neurons[node.target] = {"kind": "ternary_step", "channels": int(node.meta["tensor_meta"].shape[1]),
                                 "threshold": 0.5}
         consumers[node.target] = found

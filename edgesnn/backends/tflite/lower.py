@@ -6,25 +6,27 @@ derived its own the same way (edgesnn.ir.fixedpoint). Every tensor here carries 
 every lowering *re-derives the multiplier TFLite will compute and compares it with the IR's*:
 a mismatch is refused with the op's name instead of written into a file that would disagree.
 
-How each IR op becomes TFLite ops (batch 1, NHWC, the IR's own tensor names):
+How each IR op becomes TFLite ops (batch 1, NHWC, every activation 4-D, the IR's tensor names):
 
 - conv2d -> CONV_2D, or DEPTHWISE_CONV_2D for one channel per group; padding is SAME when it is
   exactly TFLite's SAME, else an explicit PAD (int8 PAD pads with the zero point: the IR's real
-  zero). An int16 *output* has no int8-input CONV_2D kernel, so it becomes an exact im2col:
-  GATHER of the windows, FULLY_CONNECTED (int8 x int8 -> int16, the same double rounding),
-  RESHAPE back.
-- dense -> FULLY_CONNECTED (per-channel weights, int8 or int16 output).
+  zero). int8 -> int8 uses the int8 kernels, int16 -> int16 the 16x8 kernels (int64 bias), whose
+  arithmetic the IR adopts for int16 inputs.
+- dense -> a 1x1 CONV_2D on the [1, 1, 1, n] vector: LiteRT's reference FULLY_CONNECTED rounds
+  once (TFLite Micro's and every CONV_2D round twice, like the IR), measured on ai-edge-litert 2.3.
 - requantize -> QUANTIZE (int8/int16 -> int8/int16; TFLite's Requantize is the IR's arithmetic).
 - add -> ADD (int8: left shift 20; int16: the general-scale kernel, pot_scale_int16 = false,
-  left shift 15), mul -> MUL, max_pool2d -> MAX_POOL_2D, reshape -> RESHAPE.
+  left shift 15; int8 inputs of an int16 add are cast by an exact QUANTIZE), mul -> MUL,
+  max_pool2d -> MAX_POOL_2D, reshape -> RESHAPE.
 - reduce_sum and sum_pool2d -> DEPTHWISE_CONV_2D with an all-ones kernel: the accumulation is
   the IR's exact int32 window sum and the per-channel multiplier the IR's (identity for a pool).
 - A clamp narrower than what the op can produce (an SFA neuron's [0, D], ternary [-1, 1]) is the
   fused RELU when it starts at the real zero, and otherwise MAXIMUM / MINIMUM with a constant.
-  No float op and no float tensor appear anywhere.
+- A factor the exporter folded into an add's or requantize's input scale (``input_scale(s)``)
+  becomes a RESHAPE to the same shape: it copies the integers under the scale the IR used.
 
-LiteRT's 16x8 convolutions (int16 activations) round with a 16-bit multiplier, not the IR's
-arithmetic: an IR convolution on an int16 input is refused, as is any op TFLite cannot express.
+No float op and no float tensor appear anywhere. Operator versions are written as 1: LiteRT and
+TFLite Micro pick kernels by tensor types, and every builtin registers version 1.
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ def lower(graph: g.Graph) -> fb.Model:
 class _Lowering:
     def __init__(self, graph: g.Graph):
         self.g = graph
+        self.tensors = dict(graph.tensors)  # the IR's tensors and the casts the lowering adds
         self.model = fb.Model(description=f"edgesnn IR v{g.IR_VERSION} -> TFLite (integer only)")
         self.index: dict[str, int] = {}
         self.bounds: dict[str, tuple[int, int]] = {}  # what each IR tensor's integers can be
         self.queued: list[fb.Operator] = []  # clamps waiting for the op they follow
+        self.relabeled: dict[tuple[str, float], int] = {}
 
     def run(self) -> fb.Model:
         inp = self.g.input
@@ -67,7 +71,7 @@ class _Lowering:
     # -- tensors ------------------------------------------------------------------------------
 
     def spec(self, name: str) -> g.TensorSpec:
-        return self.g.tensors[name]
+        return self.tensors[name]
 
     def activation(self, name: str) -> int:
         """Every activation is 4-D NHWC inside the model; a vector ([n]) is [1, 1, 1, n]."""
@@ -143,16 +147,14 @@ class _Lowering:
     # -- ops ----------------------------------------------------------------------------------
 
     def op_conv2d(self, op: g.Conv2D) -> None:
-        x, spec_in, out = op.inputs[0], self.spec(op.inputs[0]), self.spec(op.output)
-        _require(spec_in.dtype == "int8", op, f"takes an {spec_in.dtype} input; LiteRT's int16 convolution kernels "
-                 "round with a 16-bit multiplier, not the IR's arithmetic")
+        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        self.check_linear_types(op)
         self.check_multiplier(op, effective_multiplier(spec_in.scale, op.weight_scale, out.scale))
         w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int8)  # OHWI
         o, kh, kw, cg = w.shape
         depthwise = op.groups > 1 and cg == 1 and op.groups == spec_in.shape[-1]
         _require(op.groups == 1 or depthwise, op, f"is a grouped convolution with {cg} channels per group; TFLite "
                  "has only ordinary and depthwise convolutions")
-        _require(out.dtype == "int8", op, _INT16_OUTPUT)
         padding, src = self.padding(op, (kh, kw))
         acc = self.bias(op, spec_in)
         res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
@@ -170,9 +172,7 @@ class _Lowering:
     def op_dense(self, op: g.Dense) -> None:
         """A 1x1 CONV_2D on the [1, 1, 1, n] vector: LiteRT's FULLY_CONNECTED rounds once, not like the IR."""
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
-        _require(spec_in.dtype == "int8", op, f"takes an {spec_in.dtype} input; LiteRT's int16 kernels round with a "
-                 "16-bit multiplier, not the IR's arithmetic")
-        _require(out.dtype == "int8", op, _INT16_OUTPUT)
+        self.check_linear_types(op)
         self.check_multiplier(op, effective_multiplier(spec_in.scale, op.weight_scale, out.scale))
         w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int8)
         res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
@@ -183,23 +183,28 @@ class _Lowering:
 
     def op_requantize(self, op: g.Requantize) -> None:
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
-        self.check_multiplier(op, effective_multiplier(spec_in.scale, 1.0, out.scale))
+        scale = spec_in.scale if op.input_scale is None else op.input_scale
+        self.check_multiplier(op, effective_multiplier(scale, 1.0, out.scale))
         lo, hi = self.bounds[op.inputs[0]]
         ends = multiply_by_quantized_multiplier(np.array([lo, hi]) - spec_in.zero_point, op.multiplier[0], op.shift[0])
         produced = tuple(int(v) for v in np.clip(ends + out.zero_point, *g.dtype_range(out.dtype)))
+        src = self.relabel(op.inputs[0], scale)
         res, _ = self.finish(op, produced, fusable=False)
-        self.emit("QUANTIZE", [self.activation(op.inputs[0])], [res])
+        self.emit("QUANTIZE", [src], [res])
 
     def op_add(self, op: g.Add) -> None:
         (a, b), out = [self.spec(n) for n in op.inputs], self.spec(op.output)
-        _require(a.dtype == b.dtype == out.dtype, op, f"mixes {a.dtype}, {b.dtype} and {out.dtype}; TFLite's ADD takes one type")
-        want = 20 if out.dtype == "int8" else 15
-        _require(op.left_shift == want, op, f"uses left shift {op.left_shift}; TFLite's {out.dtype} ADD uses {want}")
-        _require(out.dtype == "int8" or a.zero_point == b.zero_point == out.zero_point == 0, op,
-                 "is an int16 add with a zero point; TFLite's int16 tensors are symmetric")
-        self.check_multiplier(op, None, add_multipliers(a.scale, b.scale, out.scale, op.left_shift))
+        dtype = "int16" if "int16" in (a.dtype, b.dtype, out.dtype) else "int8"
+        _require(out.dtype == dtype, op, f"adds {a.dtype} and {b.dtype} into {out.dtype}; TFLite's ADD keeps one type")
+        want = 20 if dtype == "int8" else 15
+        _require(op.left_shift == want, op, f"uses left shift {op.left_shift}; TFLite's {dtype} ADD uses {want}")
+        _require(dtype == "int8" or out.zero_point == 0, op, "is an int16 add with a zero point; TFLite's int16 "
+                 "tensors are symmetric")
+        scales = op.input_scales or [a.scale, b.scale]
+        self.check_multiplier(op, None, add_multipliers(*scales, out.scale, op.left_shift))
+        inputs = [self.relabel(self.cast(name, dtype), scale) for name, scale in zip(op.inputs, scales)]
         res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
-        self.emit("ADD", [self.activation(n) for n in op.inputs], [res], "AddOptions",
+        self.emit("ADD", inputs, [res], "AddOptions",
                   FusedActivationFunction=FUSED[fused], PotScaleInt16=False)
 
     def op_mul(self, op: g.Mul) -> None:
@@ -213,9 +218,12 @@ class _Lowering:
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
         self.check_multiplier(op, effective_multiplier(spec_in.scale, op.scale, out.scale))
         h, w, c = spec_in.shape
-        self.window_sum(op, (h, w), (1, 1), np.full(c, op.scale, np.float32), g.dtype_range(out.dtype))
+        _require(spec_in.dtype == "int8", op, "sums an int16 tensor; only TFLite's int8 depthwise kernel rounds like the IR")
+        self.window_sum(op, op.inputs[0], (h, w), (1, 1), np.full(c, op.scale, np.float32), g.dtype_range(out.dtype))
 
     def op_sum_pool2d(self, op: g.SumPool2D) -> None:
+        """A window sum that outgrows int8 runs in the 16x8 kernel on an int16 cast: with the
+        identity multiplier its single rounding is exact too."""
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
         c = spec_in.shape[-1]
         unit = _identity_weight_scale(spec_in.scale, out.scale)
@@ -223,19 +231,21 @@ class _Lowering:
         lo, hi = self.bounds[op.inputs[0]]
         n = op.kernel[0] * op.kernel[1]
         produced = ((lo - spec_in.zero_point) * n + out.zero_point, (hi - spec_in.zero_point) * n + out.zero_point)
-        self.window_sum(op, op.kernel, op.stride, np.full(c, unit, np.float32), produced)
+        src = self.cast(op.inputs[0], out.dtype) if out.dtype == "int16" else op.inputs[0]
+        self.window_sum(op, src, op.kernel, op.stride, np.full(c, unit, np.float32), produced)
 
-    def window_sum(self, op: g.Op, kernel, stride, weight_scale: np.ndarray, produced) -> None:
-        """Exact int32 window sums as a depthwise convolution with an all-ones kernel."""
-        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
-        _require(spec_in.dtype == out.dtype == "int8", op, f"sums {spec_in.dtype} into {out.dtype}; only int8 window "
-                 "sums run in TFLite's int8 depthwise kernel, which rounds like the IR")
+    def window_sum(self, op: g.Op, src: str, kernel, stride, weight_scale: np.ndarray, produced) -> None:
+        """Exact window sums as a depthwise convolution with an all-ones kernel."""
+        spec_in, out = self.spec(src), self.spec(op.output)
+        _require(spec_in.dtype == out.dtype, op, f"sums {spec_in.dtype} into {out.dtype} with a multiplier that is not "
+                 "1; TFLite's depthwise kernels keep the activation type")
         c = spec_in.shape[-1]
         ones = self.const(f"{op.name}.ones", np.ones((1, *kernel, c), np.int8), weight_scale, dim=3)
-        zeros = self.const(f"{op.name}.bias", np.zeros(c, np.int32), np.float32(spec_in.scale) * weight_scale)
+        zeros = self.const(f"{op.name}.bias", np.zeros(c, np.int64 if out.dtype == "int16" else np.int32),
+                           np.float32(spec_in.scale) * weight_scale)
         lo, hi = g.dtype_range(out.dtype)
         res, fused = self.finish(op, (max(lo, int(produced[0])), min(hi, int(produced[1]))), fusable=True)
-        self.emit("DEPTHWISE_CONV_2D", [self.activation(op.inputs[0]), ones, zeros], [res], "DepthwiseConv2DOptions",
+        self.emit("DEPTHWISE_CONV_2D", [self.activation(src), ones, zeros], [res], "DepthwiseConv2DOptions",
                   Padding=tflite_padding("VALID"), StrideW=stride[1], StrideH=stride[0], DepthMultiplier=1,
                   FusedActivationFunction=FUSED[fused], DilationWFactor=1, DilationHFactor=1)
 
@@ -262,9 +272,47 @@ class _Lowering:
             ok = ok and len(set(np.asarray(op.multiplier).tolist())) == 1 and len(set(np.asarray(op.shift).tolist())) == 1
         _require(ok, op, "has a requantization multiplier TFLite would not derive from the tensors' float32 scales")
 
+    def check_linear_types(self, op) -> None:
+        """int8 -> int8 (TFLite's int8 kernels) or int16 -> int16 (its 16x8 kernels): the IR's two conv arithmetics."""
+        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        _require(spec_in.dtype == out.dtype, op, f"maps {spec_in.dtype} to {out.dtype}; TFLite's convolutions keep the "
+                 "activation type (int8 -> int8, or int16 -> int16 with 8-bit weights)")
+        _require(spec_in.dtype == "int8" or spec_in.zero_point == out.zero_point == 0, op,
+                 "is an int16 convolution with a zero point; TFLite's int16 activations are symmetric")
+
     def bias(self, op, spec_in: g.TensorSpec) -> int:
+        """int32 for int8 activations, int64 for the 16x8 kernels."""
         scale = np.float32(spec_in.scale) * np.asarray(op.weight_scale, np.float32)
-        return self.const(f"{op.name}.bias", np.asarray(op.bias, np.int32), scale)
+        dtype = np.int64 if spec_in.dtype == "int16" else np.int32
+        return self.const(f"{op.name}.bias", np.asarray(op.bias, dtype), scale)
+
+    def cast(self, name: str, dtype: str) -> str:
+        """``name`` as ``dtype`` at the same scale (zero point 0 for int16): an exact QUANTIZE (multiplier 1)."""
+        spec = self.spec(name)
+        if spec.dtype == dtype:
+            return name
+        cast = f"{name}.{dtype}"
+        if cast not in self.tensors:
+            self.tensors[cast] = g.TensorSpec(list(spec.shape), dtype, spec.scale, 0)
+            self.bounds[cast] = tuple(b - spec.zero_point for b in self.bounds[name])
+            self.emit("QUANTIZE", [self.activation(name)], [self.activation(cast)], last=False)
+        return cast
+
+    def relabel(self, name: str, scale: float) -> int:
+        """The tensor ``name`` read at ``scale``: itself, or a RESHAPE to the same shape that only relabels
+        the quantization (TFLite's RESHAPE copies the integers): where the IR folded a factor into a scale."""
+        spec = self.spec(name)
+        if np.float32(scale) == np.float32(spec.scale):
+            return self.activation(name)
+        key = (name, float(np.float32(scale)))
+        if key not in self.relabeled:
+            shape = self.shape4(name)
+            out = self.model.add_tensor(fb.Tensor(f"{name}.at_{np.float32(scale):.6g}", shape, spec.dtype,
+                                                  [float(np.float32(scale))], [spec.zero_point]))
+            self.emit("RESHAPE", [self.activation(name), self.shape_const(f"{name}.relabel", shape)], [out],
+                      "ReshapeOptions", last=False, NewShape=shape)
+            self.relabeled[key] = out
+        return self.relabeled[key]
 
     def shape_const(self, name: str, shape) -> int:
         return self.const(f"{name}.shape", np.array(shape, np.int32))
@@ -311,10 +359,6 @@ def _identity_weight_scale(s_in: float, s_out: float) -> np.float32 | None:
         if mult[0] == 1 << 30 and shift[0] == 1:
             return candidate
     return None
-
-
-_INT16_OUTPUT = ("has an int16 output; TFLite has no int8-input convolution with an int16 output that rounds like "
-                 "the IR (export the IR with --stream-dtype int8)")
 
 
 def _require(ok: bool, op: g.Op, message: str) -> None:
