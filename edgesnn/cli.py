@@ -121,9 +121,13 @@ def export(
                                             "`edgesnn quantize` keep their own"),
     stream_dtype: str = typer.Option(None, help="dtype of membrane/residual streams and outputs: int8 or int16 "
                                                 "(default: int8, or what the checkpoint's compression asks for)"),
+    board: str = typer.Option(None, help="mcu: board name (see boards/) or a board .yaml file"),
+    event_driven: str = typer.Option("auto", help="mcu: event-driven conv/dense layers: auto (by measured firing "
+                                                  "rate), none, all, or comma-separated layer names"),
 ):
     """Export a checkpoint to a deployable artifact."""
-    path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype)
+    path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype,
+                                 board=board, event_driven=event_driven)
     print(f"wrote {path}")
 
 
@@ -134,6 +138,8 @@ def verify(
     data: str = typer.Option("digits", help="'digits' or a .npz file"),
     checkpoint: Path = typer.Option(None, help="torch checkpoint to compare with (default: the one the IR names)"),
     ir: Path = typer.Option(None, help="model.tflite: the IR it was written from (default: model.ir beside it)"),
+    qemu: bool = typer.Option(False, help="MCU project: also run the board's build on QEMU (Cortex-M, or aarch64)"),
+    samples: int = typer.Option(None, help="MCU project: only the first N test samples (default: all)"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
 ):
     """Run an artifact over the whole test split and compare it with what it came from.
@@ -141,11 +147,13 @@ def verify(
     model.ir and model.onnx are compared with the torch model (argmax agreement); model.tflite with
     the IR's golden interpreter, every output integer, in each runtime (exit 1 if any differs under
     LiteRT's reference kernels or TFLite Micro)."""
-    r = pipeline.verify(artifact, data, checkpoint, ir=ir)
+    r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples)
     if json_out:
         write_json(json_out, r)
     if "runtimes" in r:
         return _print_tflite_verify(r)
+    if "runs" in r:
+        return _print_mcu_verify(r)
     print(f"{r['samples']} samples  mismatches {r['mismatches']}  agreement {r['agreement']:.4f}  "
           f"accuracy {r['accuracy']:.4f}  torch_accuracy {r['torch_accuracy']:.4f}")
 
@@ -162,6 +170,21 @@ def _print_tflite_verify(r: dict) -> None:
     if not r["bit_exact"]:
         raise EdgesnnError(f"{r['artifact']}: not bit-exact with the IR in {', '.join(r['not_bit_exact_in'])}")
     print(f"{r['artifact']}: bit-exact with the IR  accuracy {r['ir_accuracy']:.4f}")
+
+
+def _print_mcu_verify(r: dict) -> None:
+    table = Table(title=f"{r['project']} ({r['board']}) vs the IR over {r['samples']} samples")
+    for col in ("build", "samples differing", "cost per inference", ".text", ".data", ".bss"):
+        table.add_column(col, justify="left" if col == "build" else "right")
+    for name, row in r["runs"].items():
+        stats, size = row["stats"], row.get("sizes", {})
+        cost = f"{stats['mean']} instructions" if stats.get("unit") == "insn" else f"{stats['mean'] / 1000:.1f} us"
+        label = f"{name} ({row['machine']})" if "machine" in row else name
+        table.add_row(label, str(row["mismatches"]), cost, *(str(size.get(k, "-")) for k in ("text", "data", "bss")))
+    console.print(table)
+    print(f"static arena {r['arena_bytes']} bytes, constants {r['const_bytes']} bytes")
+    if r["mismatches"]:
+        raise EdgesnnError(f"{r['project']}: not bit-exact with the IR ({r['mismatches']} samples differ)")
 
 
 @app.command()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from edgesnn import checkpoint, models
+from edgesnn import boards, checkpoint, models
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
 from edgesnn.export import export
@@ -18,7 +18,7 @@ from edgesnn.ir import load as load_ir
 from edgesnn.ir.packing import packed_nbytes
 from edgesnn.train import predict, train
 
-TARGETS = ("ir", "onnx", "tflite")
+TARGETS = ("ir", "onnx", "tflite", "mcu")
 IR_FILE, ONNX_FILE, TFLITE_FILE = "model.ir", "model.onnx", "model.tflite"
 CALIBRATION_SAMPLES = 1024
 
@@ -42,10 +42,15 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
     return metrics
 
 
-def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None) -> Path:
-    """``stream_dtype`` None: the dtype the checkpoint's compression asks for (BESTformer: int16), else int8."""
+def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None,
+                 board: str | None = None, event_driven: str = "auto") -> Path:
+    """``stream_dtype`` None: the dtype the checkpoint's compression asks for (BESTformer: int16), else int8.
+    ``board`` and ``event_driven``: the mcu target (a board name or YAML file; see backends/mcu)."""
     if target not in TARGETS:
         raise EdgesnnError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
+    if target == "mcu" and board is None:
+        raise EdgesnnError(f"--target mcu needs --board (one of {', '.join(boards.available())}, or a .yaml file)")
+    board_spec = boards.load(board) if target == "mcu" else None  # a bad board fails before any work
     model, config = checkpoint.load(ckpt)
     ds = datasets.load(config["data"])
     calibration = ds.x_train[:CALIBRATION_SAMPLES]
@@ -66,21 +71,35 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
         path = export_tflite(graph, Path(out) / TFLITE_FILE)  # an op TFLite cannot express fails before any file
         graph.save(Path(out) / IR_FILE)
         return path
+    if target == "mcu":
+        from edgesnn.backends.mcu import export_mcu
+
+        export_mcu(graph, board_spec, Path(out), event_driven, datasets.to_nhwc(calibration[:256]))
+        return Path(out)
     path = Path(out) / IR_FILE
     graph.save(path)
     return path
 
 
-def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | None = None) -> dict:
+def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | None = None, qemu: bool = False,
+           samples: int | None = None) -> dict:
     """Golden interpreter over the whole test split vs the torch model the IR came from; a .tflite
-    file is compared with the golden interpreter of its IR (``ir``, default: model.ir beside it)."""
+    file is compared with the golden interpreter of its IR (``ir``, default: model.ir beside it);
+    an MCU project folder is built and run (host; with ``qemu`` also the board's emulated core)."""
     artifact = Path(artifact)
+    if artifact.is_dir() and (artifact / "project.json").is_file():
+        from edgesnn.backends.mcu import verify_mcu
+
+        if samples is not None and samples < 1:
+            raise EdgesnnError(f"--samples must be at least 1, got {samples}")
+        return verify_mcu(artifact, datasets.to_nhwc(datasets.load(data_spec).x_test), qemu=qemu, samples=samples)
     if artifact.suffix == ".onnx":
         return _verify_onnx(artifact, data_spec, ckpt)
     if artifact.suffix == ".tflite":
         return _verify_tflite(artifact, data_spec, ir)
     if artifact.suffix != ".ir":
-        raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir), a .tflite file or an ONNX file (.onnx)")
+        raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir), a .tflite file, an ONNX file (.onnx) "
+                          "or an MCU project folder")
     graph = load_ir(artifact)
     source = ckpt or graph.meta.get("source", {}).get("checkpoint")
     if source is None:

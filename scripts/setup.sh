@@ -11,8 +11,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3.11}
 VENV=.venv
 CONSTRAINTS=constraints.txt
-# Toolchains and emulators for the MCU (Cortex-M on QEMU) and aarch64 Linux targets.
-APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu qemu-user)
+# Toolchains and emulators for the MCU (Cortex-M on QEMU) and aarch64 Linux targets
+# (libc6-dev-arm64-cross: the C library for static aarch64 binaries run by qemu-aarch64).
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

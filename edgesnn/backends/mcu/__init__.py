@@ -1,0 +1,92 @@
+"""MCU backend: the IR as a self-contained C project (TVM-generated kernels, static arena, const
+weights), built and checked bit for bit on the host, on QEMU's Cortex-M machines and under
+qemu-aarch64.
+
+:mod:`.kernels` (one TE definition per IR op) and :mod:`.tvm_pipeline` make the C; :mod:`.arena`
+plans RAM; :mod:`.project` writes the files; :mod:`.build` compiles and runs them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgesnn.boards import Board
+from edgesnn.errors import EdgesnnError
+from edgesnn.ir import graph as g
+from edgesnn.ir import load as load_ir
+
+EVENT_DRIVEN_RATE = 0.5  # "auto": event-driven where at most this fraction of a layer's inputs is nonzero
+
+
+def event_candidates(graph: g.Graph) -> list[str]:
+    """conv2d / dense layers reading spikes (int8, zero point 0): mostly zeros, so events pay."""
+    out = []
+    for op in graph.ops:
+        spec = graph.tensors[op.inputs[0]]
+        if op.kind in ("conv2d", "dense") and spec.dtype == "int8" and spec.zero_point == 0:
+            out.append(op.name)
+    return out
+
+
+def firing_rates(graph: g.Graph, x: np.ndarray) -> dict[str, float]:
+    """Fraction of nonzero inputs of each event-driven candidate, measured on ``x`` (NHWC floats)."""
+    values = graph.run_integer(graph.quantize_input(x), keep_all=True)
+    ops = {op.name: op for op in graph.ops}
+    return {name: float((values[ops[name].inputs[0]] != 0).mean()) for name in event_candidates(graph)}
+
+
+def choose_event_driven(graph: g.Graph, choice: str, x: np.ndarray) -> tuple[set[str], dict[str, float]]:
+    """``choice``: auto (by measured firing rate), none, all, or comma-separated layer names."""
+    candidates = event_candidates(graph)
+    rates = firing_rates(graph, x) if candidates else {}
+    if choice == "auto":
+        return {n for n, r in rates.items() if r <= EVENT_DRIVEN_RATE}, rates
+    if choice == "none":
+        return set(), rates
+    if choice == "all":
+        return set(candidates), rates
+    names = {n.strip() for n in choice.split(",") if n.strip()}
+    unknown = names - set(candidates)
+    if unknown:
+        raise EdgesnnError(f"--event-driven: {', '.join(sorted(unknown))} is not a conv2d/dense layer reading spikes; "
+                           f"candidates: {', '.join(candidates) or 'none'}")
+    return names, rates
+
+
+def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calibration: np.ndarray) -> dict:
+    from edgesnn.backends.mcu.project import write_project
+
+    chosen, rates = choose_event_driven(graph, event_driven, calibration)
+    target = {"kind": "c", "mcpu": board.cpu} if board.kind == "mcu" else {"kind": "c"}
+    info = write_project(graph, board, out, chosen, target, rates)
+    return info
+
+
+def verify_mcu(project: Path, x: np.ndarray, qemu: bool = False, samples: int | None = None) -> dict:
+    """Host build over all of ``x``; with ``qemu`` also the board's build in emulation."""
+    from edgesnn.backends.mcu.build import run, sizes
+
+    project = Path(project)
+    info = json.loads((project / "project.json").read_text())
+    graph = load_ir(project / "model.ir")
+    xq = graph.quantize_input(x if samples is None else x[:samples])
+    golden = graph.run_integer(xq)[graph.outputs[0]].reshape(len(xq), -1)
+    out_spec = graph.tensors[graph.outputs[0]]
+    size = int(np.prod(out_spec.shape))
+    runs = {}
+    targets = ["host"] + (["arm" if info["kind"] == "mcu" else "aarch64"] if qemu else [])
+    for target in targets:
+        got, stats = run(project, target, xq, out_spec.dtype, size, machine=info["qemu_machine"])
+        row = {"mismatches": int((got != golden).any(1).sum()), "mismatched_elements": int((got != golden).sum()),
+               "samples": len(xq), "stats": stats}
+        if target == "arm":
+            row["instructions_per_inference"] = stats["mean"]
+            row["machine"] = info["qemu_machine"]
+            row["sizes"] = sizes(project / "build" / "arm" / "model.elf")
+        runs[target] = row
+    return {"project": str(project), "board": info["board"], "samples": len(xq),
+            "mismatches": max(r["mismatches"] for r in runs.values()), "runs": runs,
+            "arena_bytes": info["arena_bytes"], "const_bytes": info["const_bytes"]}

@@ -1,0 +1,96 @@
+"""Build the generated project with make and run it: on the host, on QEMU's Cortex-M machines
+(semihosting for the data, -icount for instruction counts) and under qemu-aarch64."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from edgesnn.errors import EdgesnnError
+
+# QEMU machine -> CMSDK APB timer 0 (base address, clock): hw/arm/mps2.c and mps2-tz.c. Under
+# -icount shift=0 a virtual ns is one instruction, so the timer counts instructions.
+MACHINES = {"mps2-an386": (0x40000000, 25_000_000), "mps2-an500": (0x40000000, 25_000_000),
+            "mps2-an505": (0x50000000, 20_000_000)}
+TARGETS = {"host": ("host", "build/host/model"), "arm": ("arm", "build/arm/model.elf"),
+           "aarch64": ("aarch64", "build/aarch64/model")}
+QEMU_FLAGS = ["-nographic", "-monitor", "none", "-serial", "none", "-icount", "shift=0",
+              "-semihosting-config", "enable=on,target=native"]
+TOOLS = {"host": "cc", "arm": "arm-none-eabi-gcc", "aarch64": "aarch64-linux-gnu-gcc"}
+RUNNERS = {"arm": "qemu-system-arm", "aarch64": "qemu-aarch64"}
+
+
+def board_mk(cpu: str, machine: str | None) -> str:
+    """The board's part of the Makefile."""
+    base, hz = MACHINES.get(machine, (0x40000000, 25_000_000))
+    return (f"CPU := {cpu}\nMACHINE := {machine or 'none'}\n"
+            f"TIMER := -DTIMER0_BASE=0x{base:08x}u -DTIMER_HZ={hz}u\n")
+
+
+def build(project: Path, target: str) -> Path:
+    make_target, binary = TARGETS[target]
+    _need(TOOLS[target], target)
+    r = subprocess.run(["make", "-s", "-C", str(project), make_target], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise EdgesnnError(f"{project}: the {target} build failed: {_tail(r.stderr or r.stdout)}")
+    return Path(project) / binary
+
+
+def run(project: Path, target: str, inputs: np.ndarray, out_dtype: str, out_size: int, machine: str | None = None,
+        timeout: float = 600) -> tuple[np.ndarray, dict]:
+    """Outputs (samples x out_size) and the harness's statistics (cost per inference)."""
+    binary = build(project, target)
+    work = Path(project) / "build" / f"run-{target}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    np.ascontiguousarray(inputs, dtype=np.int8).tofile(work / "inputs.bin")
+    if target == "host":
+        cmd = [str(binary.resolve())]
+    elif target == "arm":
+        if machine not in MACHINES:
+            raise EdgesnnError(f"no QEMU machine emulates this board's core (qemu_machine: {machine}); "
+                               f"available: {', '.join(MACHINES)}")
+        _need(RUNNERS[target], target)
+        cmd = [RUNNERS[target], "-M", machine, *QEMU_FLAGS, "-kernel", str(binary.resolve())]
+    else:
+        _need(RUNNERS[target], target)
+        cmd = [RUNNERS[target], str(binary.resolve())]
+    try:
+        r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EdgesnnError(f"{' '.join(cmd[:3])}: no result after {timeout:.0f} s") from None
+    if r.returncode != 0:
+        raise EdgesnnError(f"{target} run failed with status {r.returncode}: {_tail(r.stdout + r.stderr)}")
+    dtype = np.int16 if out_dtype == "int16" else np.int8
+    outputs = np.fromfile(work / "outputs.bin", dtype=dtype)
+    if outputs.size != len(inputs) * out_size:
+        raise EdgesnnError(f"{target} run wrote {outputs.size} outputs for {len(inputs)} samples")
+    return outputs.reshape(len(inputs), out_size), _stats((work / "stats.txt").read_text())
+
+
+def sizes(elf: Path) -> dict:
+    """.text/.data/.bss of a Cortex-M build, from arm-none-eabi-size (Berkeley format)."""
+    _need("arm-none-eabi-size", "arm")
+    r = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=True)
+    text, data, bss = (int(v) for v in r.stdout.splitlines()[1].split()[:3])
+    return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
+
+
+def _stats(line: str) -> dict:
+    fields = dict(re.findall(r"(\w+)=(\S+)", line))
+    return {k: (v if k == "unit" else int(v)) for k, v in fields.items()}
+
+
+def _need(tool: str, target: str) -> None:
+    if shutil.which(tool) is None:
+        raise EdgesnnError(f"the {target} build needs {tool}, which is not installed (scripts/setup.sh installs it)")
+
+
+def _tail(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return (errors or lines or ["no output"])[0][:300]

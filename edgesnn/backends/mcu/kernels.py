@@ -1,0 +1,515 @@
+"""One C kernel per IR op, written in TVM's tensor expression language (TFLite Micro reference style).
+
+Each function below defines one op kind with its integer arithmetic spelled out exactly as the golden
+interpreter (``edgesnn/ir/interpreter.py``) does it, so the generated C is bit-exact with the IR.
+:func:`kernel` turns an op of a graph into a :class:`Kernel`: a TIR PrimFunc that
+``tvm_pipeline.build_c`` lowers to a plain C function, and the ordered list of its C parameters
+(activations by IR tensor name, constants with the array the C file must define, scratch buffers).
+
+Conventions of the generated functions:
+
+- Activations are flat per-sample NHWC arrays (batch 1 on the device); parameter order is
+  inputs, constants (weight, bias, multiplier, shift), scratch, output. The function returns 0.
+- Zero points, clamps, shapes, strides and padding are compile-time constants of the kernel.
+- Weights stay in their packed b-bit form (``edgesnn/ir/packing.py``) and are decoded in the
+  inner loop: flash holds b/8 of the int8 bytes, and decoding is a few shifts per weight.
+- Requantization is TFLite's: double rounding (``MultiplyByQuantizedMultiplier``), or the 16x8
+  rule for conv2d/dense with an int16 input. TVM's built-in ``q_multiply_shift`` is not used: it
+  rounds differently from TFLite (see the tvmproto study), so the rules are written out here, once each.
+- Intermediates stay scalar (the accumulator is computed at the output element that consumes
+  it), so no kernel needs a TVM workspace; the event-driven forms take an explicit scratch buffer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import s_tir, te, tirx
+from tvm.script import tirx as T
+
+from edgesnn.ir import graph as g
+from edgesnn.ir.packing import pack, widening_shift
+
+C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
+I32, I64 = "int32", "int64"
+
+
+@dataclass
+class Arg:
+    """One C parameter, in call order."""
+
+    name: str  # C parameter name
+    role: str  # "input" / "output" (an IR tensor, named in ``tensor``), "const" or "scratch"
+    tensor: str | None
+    c_type: str  # element type: "int8_t", "uint8_t", "int16_t", "int32_t", "int64_t"
+    data: np.ndarray | None = None  # "const": the array the C file defines (flat, C order)
+
+
+@dataclass
+class Kernel:
+    symbol: str  # the C function name
+    func: tirx.PrimFunc
+    args: list[Arg]
+    scratch_bytes: int = 0  # size of the "scratch" argument, if any (the event-driven accumulator)
+
+    def c_declaration(self) -> str:
+        """The C prototype, as the generated source declares it (minus the TVM_DLL macro)."""
+        params = ", ".join(f"{a.c_type}* {a.name}" for a in self.args)
+        return f"int32_t {self.symbol}({params})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Arithmetic shared by all kernels: one expression per rounding rule, weight decoding.
+
+
+def requantize_double_rounding(x, multiplier, shift):
+    """TFLite's MultiplyByQuantizedMultiplier on int32 ``x`` (fixedpoint.multiply_by_quantized_multiplier).
+
+    SaturatingRoundingDoublingHighMul(x * 2**max(shift, 0), multiplier) then RoundingDivideByPOT by
+    max(-shift, 0). The intermediate values are Let-bound so the C has no duplicated subtrees.
+    """
+    zero, one = tirx.const(0, I32), tirx.const(1, I32)
+    xs, high, right, mask = (tirx.Var(n, I32) for n in ("rq_xs", "rq_high", "rq_right", "rq_mask"))
+    product = tirx.Var("rq_product", I64)
+    # RoundingDivideByPOT: round half away from zero
+    threshold = tirx.shift_right(mask, one) + tirx.Select(high < zero, one, zero)
+    divided = tirx.shift_right(high, right) + tirx.Select(tirx.bitwise_and(high, mask) > threshold, one, zero)
+    # SaturatingRoundingDoublingHighMul. The only overflow, x == multiplier == INT32_MIN, is tested
+    # on the product (2**62): a test on the Let-bound operands was folded away by TVM's simplifier.
+    nudge = tirx.Select(product >= tirx.const(0, I64), tirx.const(1 << 30, I64), tirx.const(1 - (1 << 30), I64))
+    high_mul = tirx.Select(product == tirx.const(1 << 62, I64), tirx.const(2**31 - 1, I32),
+                           tirx.truncdiv(product + nudge, tirx.const(1 << 31, I64)).astype(I32))
+    mask_value = (tirx.shift_left(tirx.const(1, I64), right.astype(I64)) - tirx.const(1, I64)).astype(I32)
+    body = tirx.Let(mask, mask_value, tirx.Let(high, high_mul, divided))
+    body = tirx.Let(product, xs.astype(I64) * multiplier.astype(I64), body)
+    body = tirx.Let(xs, x.astype(I32) * tirx.shift_left(one, te.max(shift, zero)), body)  # int32, as TFLite
+    return tirx.Let(right, te.max(-shift, zero), body)
+
+
+def requantize_16x8(x, multiplier, shift):
+    """TFLite's 16x8 MultiplyByQuantizedMultiplier on an int64 accumulator (fixedpoint..._16x8).
+
+    The multiplier is reduced to 16 bits and applied once, rounding half up: int16-input
+    convolutions accumulate beyond int32, and this is the only rule TFLite has for them.
+    """
+    m = multiplier.astype(I64)
+    reduced = tirx.Select(m < tirx.const(0x7FFF0000, I64),
+                          tirx.shift_right(m + tirx.const(1 << 15, I64), tirx.const(16, I64)), tirx.const(0x7FFF, I64))
+    total = tirx.const(15, I64) - shift.astype(I64)
+    rounding = tirx.shift_left(tirx.const(1, I64), total - tirx.const(1, I64))
+    return tirx.shift_right(x.astype(I64) * reduced + rounding, total)
+
+
+def linear_rule(input_dtype: str):
+    """(accumulator dtype, requantization) of a conv2d / dense by input dtype, as fixedpoint.linear_requantizer."""
+    return (I64, requantize_16x8) if input_dtype == "int16" else (I32, requantize_double_rounding)
+
+
+def finish(acc, rule, multiplier, shift, zero_point: int, clamp, out_dtype: str):
+    """Requantize ``acc`` by ``rule``, add the output zero point, clamp, cast (interpreter._finish).
+
+    The 16x8 rule works on int64 (its result can exceed int32 before the clamp), the other on int32.
+    """
+    dtype = I64 if rule is requantize_16x8 else I32
+    v = rule(acc, multiplier, shift) + tirx.const(zero_point, dtype)
+    v = te.max(te.min(v, tirx.const(clamp[1], dtype)), tirx.const(clamp[0], dtype))
+    return v.astype(out_dtype)
+
+
+def _channel(buf, c):
+    """Per-channel constant, or the single per-tensor one."""
+    return buf[c] if int(buf.shape[0]) > 1 else buf[0]
+
+
+def packed_weights(op) -> np.ndarray:
+    """The weight const array: plain int8 at 8 bits, else packed fields plus one padding byte when
+    fields straddle bytes (3, 5, 6, 7 bits), so the 16-bit read in :func:`weight_value` stays inside."""
+    data = pack(op.weight, op.weight_bits, op.weight_code)
+    if op.weight_bits == 8:
+        return data.view(np.int8)
+    if 8 % op.weight_bits:
+        data = np.append(data, np.uint8(0))
+    return data
+
+
+def weight_value(w, index, bits: int, code: str):
+    """The widened int32 weight at flat OHWI ``index`` of the packed array ``w``.
+
+    Field f (little-endian bits ``index * bits ...``) -> value by the code ("signed": sign-extend
+    b bits; "odd": 2 f - (2**b - 1)) -> shifted left by packing.widening_shift, the int8 grid the
+    IR computes on.
+    """
+    if bits == 8:
+        return w[index].astype(I32)
+    bit = index * bits
+    byte = tirx.shift_right(bit, 3)
+    raw = w[byte].astype(I32)
+    if 8 % bits:  # the field may continue into the next byte
+        raw = tirx.bitwise_or(raw, tirx.shift_left(w[byte + 1].astype(I32), 8))
+    field = tirx.bitwise_and(tirx.shift_right(raw, tirx.bitwise_and(bit, 7)), (1 << bits) - 1)
+    if code == "signed":
+        half = 1 << (bits - 1)
+        value = tirx.bitwise_xor(field, half) - half
+    else:
+        value = field * 2 - ((1 << bits) - 1)
+    return value * (1 << widening_shift(bits, code))  # not <<: shifting a negative value is UB in C
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class _Signature:
+    """Collects the parameters of a kernel in C order (inputs, consts, scratch, output)."""
+
+    def __init__(self, graph: g.Graph):
+        self.graph = graph
+        self.args: list[Arg] = []
+        self.scratch_bytes = 0
+
+    def input(self, name: str, tensor: str) -> te.Tensor:
+        """An activation, shaped as its tensor (the C parameter is the flat NHWC array)."""
+        spec = self.graph.tensors[tensor]
+        self.args.append(Arg(name, "input", tensor, C_TYPES[spec.dtype]))
+        return te.placeholder(tuple(spec.shape), spec.dtype, name)
+
+    def const(self, name: str, data: np.ndarray) -> te.Tensor:
+        data = np.ascontiguousarray(data).ravel()
+        self.args.append(Arg(name, "const", None, C_TYPES[data.dtype.name], data))
+        return te.placeholder((data.size,), data.dtype.name, name)
+
+    def requant_consts(self, op) -> tuple[te.Tensor, te.Tensor]:
+        return self.const("multiplier", op.multiplier.astype(np.int32)), self.const("shift", op.shift.astype(np.int32))
+
+    def linear_consts(self, op) -> tuple:
+        """weight (packed), bias, multiplier, shift of a conv2d / dense."""
+        return (self.const("weight", packed_weights(op)), self.const("bias", op.bias.astype(np.int32)),
+                *self.requant_consts(op))
+
+    def scratch(self, name: str, count: int, dtype: str) -> None:
+        """A caller-provided buffer of ``count`` elements (instead of a TVM workspace allocation)."""
+        self.args.append(Arg(name, "scratch", None, C_TYPES[dtype]))
+        self.scratch_bytes += count * np.dtype(dtype).itemsize
+
+    def output(self, tensor: str) -> None:
+        self.args.append(Arg("out", "output", tensor, C_TYPES[self.graph.tensors[tensor].dtype]))
+
+
+def _offset(x, zero_point: int):
+    """Input minus its zero point (the real value's integer), in int32 so it cannot wrap."""
+    return x.astype(I32) - tirx.const(zero_point, I32)
+
+
+def _scalar_accumulator(func: tirx.PrimFunc, spatial_axes: int) -> tirx.PrimFunc:
+    """Schedule "acc" -> "out" so the accumulator is one scalar per output element.
+
+    The epilogue block moves inside the accumulator's spatial loops and the reduction init is
+    split off, which keeps the intermediate a 1-element stack array instead of a whole tensor
+    (which TVM would place in a workspace allocation).
+    """
+    sch = s_tir.Schedule(func)
+    loops = sch.get_loops(sch.get_sblock("acc"))
+    sch.reverse_compute_at(sch.get_sblock("out"), loops[spatial_axes - 1])
+    if len(loops) > spatial_axes:  # a reduction: its init goes before the reduction loops
+        sch.decompose_reduction(sch.get_sblock("acc"), loops[spatial_axes])
+    return sch.mod["main"]
+
+
+def _accumulate_and_finish(params: list, shape, summand, reduce_axes, epilogue, dtype: str) -> tirx.PrimFunc:
+    """out[i] = epilogue(sum over ``reduce_axes`` of summand(i, r), i), with a scalar accumulator of ``dtype``."""
+    acc = te.compute(shape, lambda *i: te.sum(summand(*i[:len(shape)], *reduce_axes).astype(dtype), axis=reduce_axes), "acc")
+    out = te.compute(shape, lambda *i: epilogue(acc(*i), *i), "out")
+    return _scalar_accumulator(te.create_prim_func([*params, out]), len(shape))
+
+
+def _broadcast(x: te.Tensor, idx):
+    """``x`` read at output index ``idx`` under numpy broadcasting (size-1 axes read index 0)."""
+    shape = [int(d) for d in x.shape]
+    own = idx[len(idx) - len(shape):]
+    return x[tuple(0 if extent == 1 else i for extent, i in zip(shape, own))]
+
+
+def _window_axes(kernel) -> list:
+    return [te.reduce_axis((0, kernel[0]), "kh"), te.reduce_axis((0, kernel[1]), "kw")]
+
+
+def _padded_offset(x: te.Tensor, iy, ix, ic, padding, zero_point: int):
+    """(x - zero point) at (iy, ix, ic), 0 in the padding: padding adds real zeros."""
+    t, b, l, r = padding
+    h, w = int(x.shape[0]), int(x.shape[1])
+    inside = [c for c, pad in ((iy >= 0, t), (iy < h, b), (ix >= 0, l), (ix < w, r)) if pad]
+    value = _offset(x[iy, ix, ic], zero_point)
+    return tirx.if_then_else(tirx.all(*inside), value, tirx.const(0, I32)) if inside else value
+
+
+# ----------------------------------------------------------------------------------------------
+# One function per op kind: (signature collector, graph, op) -> PrimFunc.
+
+
+def conv2d(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
+    """Grouped (incl. depthwise) strided convolution, weights OHWI decoded in the inner loop.
+
+    acc[y, x, o] = bias[o] + sum_{kh, kw, c} (x[y*sh + kh - top, x*sw + kw - left, group(o)*cg + c] - zp)
+    * w[o, kh, kw, c], in int32 (int64 for int16 inputs), then the requantization of the input dtype.
+    """
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x = sig.input("x", op.inputs[0])
+    w, bias, mult, shift = sig.linear_consts(op)
+    acc_dtype, rule = linear_rule(spec_in.dtype)
+    _, kh, kw, cg = op.weight.shape
+    per_group = spec_out.shape[2] // op.groups
+    (sh, sw), top, left = op.stride, op.padding[0], op.padding[2]
+
+    def summand(oy, ox, oc, rh, rw, rc):
+        xv = _padded_offset(x, oy * sh + rh - top, ox * sw + rw - left, (oc // per_group) * cg + rc,
+                            op.padding, spec_in.zero_point)
+        return xv * weight_value(w, ((oc * kh + rh) * kw + rw) * cg + rc, op.weight_bits, op.weight_code)
+
+    def epilogue(acc, oy, ox, oc):
+        return finish(acc + bias[oc].astype(acc_dtype), rule, _channel(mult, oc), _channel(shift, oc),
+                      spec_out.zero_point, op.clamp, spec_out.dtype)
+
+    axes = [*_window_axes((kh, kw)), te.reduce_axis((0, cg), "kc")]
+    return _accumulate_and_finish([x, w, bias, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, acc_dtype)
+
+
+def dense(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
+    """acc[m] = bias[m] + sum_k (x[k] - zp) * w[m, k]; requantized as conv2d."""
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x = sig.input("x", op.inputs[0])
+    w, bias, mult, shift = sig.linear_consts(op)
+    acc_dtype, rule = linear_rule(spec_in.dtype)
+    k_in = op.weight.shape[1]
+
+    def summand(m, k):
+        return _offset(x[k], spec_in.zero_point) * weight_value(w, m * k_in + k, op.weight_bits, op.weight_code)
+
+    def epilogue(acc, m):
+        return finish(acc + bias[m].astype(acc_dtype), rule, _channel(mult, m), _channel(shift, m),
+                      spec_out.zero_point, op.clamp, spec_out.dtype)
+
+    axes = [te.reduce_axis((0, k_in), "k")]
+    return _accumulate_and_finish([x, w, bias, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, acc_dtype)
+
+
+def reduce_sum(sig: _Signature, graph: g.Graph, op: g.ReduceSum) -> tirx.PrimFunc:
+    """Per-channel sum over H and W of (x - zp) in int32, requantized per channel (double rounding)."""
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x = sig.input("x", op.inputs[0])
+    mult, shift = sig.requant_consts(op)
+    h, w, _ = spec_in.shape
+
+    def summand(_y, _x, c, rh, rw):
+        return _offset(x[rh, rw, c], spec_in.zero_point)
+
+    def epilogue(acc, _y, _x, c):
+        return finish(acc, requantize_double_rounding, _channel(mult, c), _channel(shift, c),
+                      spec_out.zero_point, op.clamp, spec_out.dtype)
+
+    axes = [te.reduce_axis((0, h), "h"), te.reduce_axis((0, w), "w")]
+    return _accumulate_and_finish([x, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, I32)
+
+
+def mul(sig: _Signature, graph: g.Graph, op: g.Mul) -> tirx.PrimFunc:
+    """TFLite MUL: (a - za) * (b - zb) in int32 with numpy broadcasting, requantized (double rounding)."""
+    spec_a, spec_b, spec_out = (graph.tensors[n] for n in (*op.inputs, op.output))
+    a, b = sig.input("a", op.inputs[0]), sig.input("b", op.inputs[1])
+    mult, shift = sig.requant_consts(op)
+
+    def element(*i):
+        product = _offset(_broadcast(a, i), spec_a.zero_point) * _offset(_broadcast(b, i), spec_b.zero_point)
+        return finish(product, requantize_double_rounding, _channel(mult, i[-1]), _channel(shift, i[-1]),
+                      spec_out.zero_point, op.clamp, spec_out.dtype)
+
+    return te.create_prim_func([a, b, mult, shift, te.compute(tuple(spec_out.shape), element, "out")])
+
+
+def requantize(sig: _Signature, graph: g.Graph, op: g.Requantize) -> tirx.PrimFunc:
+    """x - zp rescaled (double rounding, int16 inputs included) to the output scale, clamped."""
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x = sig.input("x", op.inputs[0])
+    mult, shift = sig.requant_consts(op)
+
+    def element(*i):
+        return finish(_offset(x[i], spec_in.zero_point), requantize_double_rounding, _channel(mult, i[-1]),
+                      _channel(shift, i[-1]), spec_out.zero_point, op.clamp, spec_out.dtype)
+
+    return te.create_prim_func([x, mult, shift, te.compute(tuple(spec_out.shape), element, "out")])
+
+
+def add(sig: _Signature, graph: g.Graph, op: g.Add) -> tirx.PrimFunc:
+    """TFLite ADD: each input (x - zp) << left_shift rescaled to twice the larger input scale, the sum
+    rescaled to the output (multipliers [a, b, out]), all double rounding; clamped."""
+    spec_a, spec_b, spec_out = (graph.tensors[n] for n in (*op.inputs, op.output))
+    a, b = sig.input("a", op.inputs[0]), sig.input("b", op.inputs[1])
+    mult, shift = sig.requant_consts(op)
+
+    def scaled(x, spec, j, i):
+        shifted = _offset(x[i], spec.zero_point) * (1 << op.left_shift)  # not <<: UB for negatives in C
+        return requantize_double_rounding(shifted, mult[j], shift[j])
+
+    # The sum is its own (scalar) stage: one requantization nested in another makes TVM's buffer
+    # region analysis (CompactBufferAllocation) take seconds.
+    shape = tuple(spec_out.shape)
+    total = te.compute(shape, lambda *i: scaled(a, spec_a, 0, i) + scaled(b, spec_b, 1, i), "acc")
+    out = te.compute(shape, lambda *i: finish(total(*i), requantize_double_rounding, mult[2], shift[2],
+                                              spec_out.zero_point, op.clamp, spec_out.dtype), "out")
+    return _scalar_accumulator(te.create_prim_func([a, b, mult, shift, out]), len(shape))
+
+
+def sum_pool2d(sig: _Signature, graph: g.Graph, op: g.SumPool2D) -> tirx.PrimFunc:
+    """Exact window sum of (x - zp) in int32 plus the output zero point (the exporter sized the output type)."""
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x = sig.input("x", op.inputs[0])
+    sh, sw = op.stride
+
+    def summand(oy, ox, c, rh, rw):
+        return _offset(x[oy * sh + rh, ox * sw + rw, c], spec_in.zero_point)
+
+    def epilogue(acc, *_):
+        return (acc + tirx.const(spec_out.zero_point, I32)).astype(spec_out.dtype)
+
+    return _accumulate_and_finish([x], tuple(spec_out.shape), summand, _window_axes(op.kernel), epilogue, I32)
+
+
+def max_pool2d(sig: _Signature, graph: g.Graph, op: g.MaxPool2D) -> tirx.PrimFunc:
+    """Window maximum of the raw integers (same scale and zero point in and out)."""
+    spec_out = graph.tensors[op.output]
+    x = sig.input("x", op.inputs[0])
+    sh, sw = op.stride
+    axes = _window_axes(op.kernel)
+    out = te.compute(tuple(spec_out.shape),
+                     lambda oy, ox, c: te.max(x[oy * sh + axes[0], ox * sw + axes[1], c], axis=axes), "out")
+    return te.create_prim_func([x, out])
+
+
+# ----------------------------------------------------------------------------------------------
+# Event-driven forms: iterate over the input, skip zeros, scatter into a scratch accumulator.
+
+
+def _tap(i, r: int, pad: int, stride: int, extent: int):
+    """(condition, output index) of the output that input row ``i`` reaches through kernel row ``r``:
+    o * stride + r - pad == i, i.e. o = (i + pad - r) / stride when that is an in-range integer."""
+    t = i + (pad - r)
+    if stride == 1:
+        return tirx.all(t >= 0, t < extent), t
+    return tirx.all(t >= 0, tirx.floormod(t, stride) == 0, t < extent * stride), tirx.floordiv(t, stride)
+
+
+def conv2d_events(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
+    """conv2d driven by its nonzero inputs (spikes): each input x != zp adds (x - zp) * w to the
+    outputs it reaches; zeros, the common case of a spike map, touch no weight. Padding never
+    contributes (it is real zero). Integer sums do not depend on order: bit-exact with :func:`conv2d`.
+    """
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x_t = sig.input("x", op.inputs[0])
+    w_t, b_t, m_t, s_t = sig.linear_consts(op)
+    acc_dtype, rule = linear_rule(spec_in.dtype)
+    height, width, channels = spec_in.shape
+    oh, ow, oc_count = spec_out.shape
+    _, kh, kw, cg = op.weight.shape
+    per_group = oc_count // op.groups
+    (sh, sw), (top, _, left, _) = op.stride, op.padding
+    zp, bits, code, out_dtype = spec_in.zero_point, op.weight_bits, op.weight_code, spec_out.dtype
+    sig.scratch("acc", oh * ow * oc_count, acc_dtype)
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_t.shape, x_t.dtype), weight: T.Buffer(w_t.shape, w_t.dtype), bias: T.Buffer(b_t.shape, "int32"),
+             multiplier: T.Buffer(m_t.shape, "int32"), shift: T.Buffer(s_t.shape, "int32"),
+             acc: T.Buffer((oh, ow, oc_count), acc_dtype), out: T.Buffer((oh, ow, oc_count), out_dtype)):
+        for oy, ox, oc in T.grid(oh, ow, oc_count):
+            acc[oy, ox, oc] = T.Cast(acc_dtype, bias[oc])
+        for iy, ix, ic in T.grid(height, width, channels):
+            if T.Cast("int32", x[iy, ix, ic]) != zp:
+                for rh, rw, og in T.grid(kh, kw, per_group):
+                    row = T.meta_var(_tap(iy, rh, top, sh, oh))
+                    col = T.meta_var(_tap(ix, rw, left, sw, ow))
+                    oc = T.meta_var((ic // cg) * per_group + og)
+                    if row[0] and col[0]:
+                        acc[row[1], col[1], oc] = acc[row[1], col[1], oc] + T.Cast(
+                            acc_dtype, _offset(x[iy, ix, ic], zp)
+                            * weight_value(weight, ((oc * kh + rh) * kw + rw) * cg + ic % cg, bits, code))
+        for oy, ox, oc in T.grid(oh, ow, oc_count):
+            out[oy, ox, oc] = finish(acc[oy, ox, oc], rule, _channel(multiplier, oc), _channel(shift, oc),
+                                     spec_out.zero_point, op.clamp, out_dtype)
+
+    return func
+
+
+def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
+    """dense driven by its nonzero inputs: each x[k] != zp adds (x[k] - zp) * w[:, k]; bit-exact with :func:`dense`."""
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x_t = sig.input("x", op.inputs[0])
+    w_t, b_t, m_t, s_t = sig.linear_consts(op)
+    acc_dtype, rule = linear_rule(spec_in.dtype)
+    m_out, k_in = op.weight.shape
+    zp, bits, code, out_dtype = spec_in.zero_point, op.weight_bits, op.weight_code, spec_out.dtype
+    sig.scratch("acc", m_out, acc_dtype)
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_t.shape, x_t.dtype), weight: T.Buffer(w_t.shape, w_t.dtype), bias: T.Buffer(b_t.shape, "int32"),
+             multiplier: T.Buffer(m_t.shape, "int32"), shift: T.Buffer(s_t.shape, "int32"),
+             acc: T.Buffer((m_out,), acc_dtype), out: T.Buffer((m_out,), out_dtype)):
+        for m in range(m_out):
+            acc[m] = T.Cast(acc_dtype, bias[m])
+        for k in range(k_in):
+            if T.Cast("int32", x[k]) != zp:
+                for m in range(m_out):
+                    acc[m] = acc[m] + T.Cast(acc_dtype, _offset(x[k], zp) * weight_value(weight, m * k_in + k, bits, code))
+        for m in range(m_out):
+            out[m] = finish(acc[m], rule, _channel(multiplier, m), _channel(shift, m), spec_out.zero_point,
+                            op.clamp, out_dtype)
+
+    return func
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+DENSE_FORMS = {
+    "conv2d": conv2d, "dense": dense, "reduce_sum": reduce_sum, "mul": mul, "requantize": requantize,
+    "add": add, "sum_pool2d": sum_pool2d, "max_pool2d": max_pool2d,
+}
+EVENT_FORMS = {"conv2d": conv2d_events, "dense": dense_events}
+
+
+def spike_input(graph: g.Graph, op: g.Op) -> bool:
+    """Whether the op's (first) input is a spike tensor: spike counts, or int8 with zero point 0
+    (spikes widened by the exporter's headroom). Such inputs are mostly zero."""
+    spec = graph.tensors[op.inputs[0]]
+    return spec.spike_D is not None or (spec.dtype == "int8" and spec.zero_point == 0)
+
+
+def symbol(graph: g.Graph, op: g.Op) -> str:
+    """A C identifier for the op's kernel: ``edgesnn_`` + its name with other characters as '_',
+    suffixed with the op's index when two names sanitize alike."""
+    def clean(o):
+        return "edgesnn_" + re.sub(r"[^A-Za-z0-9_]", "_", o.name)
+
+    name = clean(op)
+    index = next(i for i, o in enumerate(graph.ops) if o is op)
+    if any(clean(o) == name for o in graph.ops[:index]):
+        name = f"{name}_{index}"
+    return name
+
+
+def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False) -> Kernel | None:
+    """The C kernel of ``op``; None for reshape (an alias of its input: no code, no copy).
+
+    ``event_driven``: conv2d and dense with a spike input (:func:`spike_input`) take the form that
+    skips zero inputs and accumulates in a scratch buffer (``Kernel.scratch_bytes``); other ops
+    ignore it.
+    """
+    if op.kind == "reshape":
+        return None
+    sig = _Signature(graph)
+    events = event_driven and op.kind in EVENT_FORMS and spike_input(graph, op)
+    func = (EVENT_FORMS if events else DENSE_FORMS)[op.kind](sig, graph, op)
+    sig.output(op.output)
+    params = [p.name for p in func.params]
+    if params != [a.name for a in sig.args]:
+        raise AssertionError(f"kernel {op.name}: parameters {params} do not match {[a.name for a in sig.args]}")
+    return Kernel(symbol(graph, op), func, sig.args, sig.scratch_bytes)
