@@ -2,22 +2,18 @@
 for the host, for Cortex-M cores on QEMU and for aarch64 Linux under qemu-aarch64."""
 
 import json
-import shutil
-
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from edgesnn import boards, data, pipeline
-from edgesnn.backends.mcu import choose_event_driven, event_candidates
+from edgesnn.backends.mcu import EVENT_DRIVEN_RATE, choose_event_driven, event_candidates
 from edgesnn.backends.mcu.arena import Buffer, plan
 from edgesnn.cli import app
 from edgesnn.ir import load
 from edgesnn.quantize import Options, quantize_checkpoint
 
 pytestmark = pytest.mark.slow
-needs_arm = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
-                               reason="scripts/setup.sh installs the Arm toolchain and QEMU")
 
 
 def edgesnn(*args):
@@ -61,7 +57,6 @@ def test_host_build_is_bit_exact(trained, tmp_path, family):
     assert res["samples"] == 450 and res["runs"]["host"]["mismatches"] == 0 and res["mismatches"] == 0
 
 
-@needs_arm
 @pytest.mark.parametrize("board,machine", [("nucleo-f446re", "mps2-an386"), ("stm32h743zi", "mps2-an500"),
                                            ("nrf5340", "mps2-an505")])
 def test_cortex_m_on_qemu_is_bit_exact_and_counts_instructions(trained, tmp_path, board, machine):
@@ -73,7 +68,6 @@ def test_cortex_m_on_qemu_is_bit_exact_and_counts_instructions(trained, tmp_path
     assert arm["sizes"]["text"] > 0 and arm["sizes"]["bss"] >= r["arena_bytes"]
 
 
-@needs_arm
 def test_aarch64_linux_under_qemu_user(trained, tmp_path):
     out = pipeline.export_model(trained["resnet"], "mcu", tmp_path / "mcu", board="rpi4")
     r = pipeline.verify(out, "digits", qemu=True, samples=200)
@@ -106,7 +100,7 @@ def test_event_driven_kernels_equal_dense_ones(trained, tmp_path):
         assert pipeline.verify(out, "digits")["mismatches"] == 0
     chosen, rates = choose_event_driven(graph, "auto", data.to_nhwc(data.digits().x_train[:64]))
     assert set(rates) == set(candidates) and all(0 <= r <= 1 for r in rates.values())
-    assert chosen == {n for n, r in rates.items() if r <= 0.5}
+    assert chosen == {n for n, r in rates.items() if r <= EVENT_DRIVEN_RATE}
 
 
 def test_model_too_big_for_the_board_is_refused_before_writing(trained, tmp_path):
