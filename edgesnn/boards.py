@@ -27,7 +27,16 @@ class Board:
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in BOARDS_DIR.glob("*.yaml"))
+    """Boards a target can be built for (boards/loihi2.yaml, a neuromorphic chip's limits, is not one)."""
+    return sorted(p.stem for p in BOARDS_DIR.glob("*.yaml") if _kind(p) in KINDS)
+
+
+def _kind(path: Path) -> str | None:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return raw.get("kind") if isinstance(raw, dict) else None
 
 
 def load(spec: str | Path) -> Board:

@@ -115,7 +115,8 @@ def quantize(
 def export(
     checkpoint: Path = typer.Argument(..., help="checkpoint folder (from train)"),
     target: str = typer.Option("ir", help="artifact to write: ir (the integer graph), tflite (integer-only "
-                                          ".tflite, with its model.ir) or onnx (Brevitas QCDQ)"),
+                                          ".tflite, with its model.ir), mcu (C project), lava (Lava process "
+                                          "graph, netx file, Loihi 2 report) or onnx (Brevitas QCDQ)"),
     out: Path = typer.Option(..., help="output folder"),
     weight_bits: int = typer.Option(8, help="weight bits per channel (1..8) of float layers; layers trained by "
                                             "`edgesnn quantize` keep their own"),
@@ -124,10 +125,11 @@ def export(
     board: str = typer.Option(None, help="mcu: board name (see boards/) or a board .yaml file"),
     event_driven: str = typer.Option("auto", help="mcu: event-driven conv/dense layers: auto (by measured firing "
                                                   "rate), none, all, or comma-separated layer names"),
+    lava_mode: str = typer.Option("graded", help="lava: SFA neurons as graded spikes or rate-burst spike trains"),
 ):
     """Export a checkpoint to a deployable artifact."""
     path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype,
-                                 board=board, event_driven=event_driven)
+                                 board=board, event_driven=event_driven, lava_mode=lava_mode)
     print(f"wrote {path}")
 
 
@@ -139,7 +141,8 @@ def verify(
     checkpoint: Path = typer.Option(None, help="torch checkpoint to compare with (default: the one the IR names)"),
     ir: Path = typer.Option(None, help="model.tflite: the IR it was written from (default: model.ir beside it)"),
     qemu: bool = typer.Option(False, help="MCU project: also run the board's build on QEMU (Cortex-M, or aarch64)"),
-    samples: int = typer.Option(None, help="MCU project: only the first N test samples (default: all)"),
+    samples: int = typer.Option(None, help="MCU project or Lava folder: only the first N test samples (default: all)"),
+    lava_mode: str = typer.Option(None, help="Lava folder: graded or rate-burst (default: the exported mode)"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
 ):
     """Run an artifact over the whole test split and compare it with what it came from.
@@ -147,13 +150,19 @@ def verify(
     model.ir and model.onnx are compared with the torch model (argmax agreement); model.tflite with
     the IR's golden interpreter, every output integer, in each runtime (exit 1 if any differs under
     LiteRT's reference kernels or TFLite Micro)."""
-    r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples)
+    r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples, lava_mode=lava_mode)
     if json_out:
         write_json(json_out, r)
     if "runtimes" in r:
         return _print_tflite_verify(r)
     if "runs" in r:
         return _print_mcu_verify(r)
+    if r.get("runtime", "").startswith("lava"):
+        print(f"{r['samples']} samples  mode {r['mode']}  mismatches {r['mismatches']}  "
+              f"{r['timesteps_per_sample']} timesteps/sample  {r['seconds_per_sample'] * 1000:.1f} ms/sample ({r['runtime']})")
+        if r["mismatches"]:
+            raise EdgesnnError(f"{r['artifact']}: not bit-exact with the IR ({r['mismatches']} samples differ)")
+        return
     print(f"{r['samples']} samples  mismatches {r['mismatches']}  agreement {r['agreement']:.4f}  "
           f"accuracy {r['accuracy']:.4f}  torch_accuracy {r['torch_accuracy']:.4f}")
 

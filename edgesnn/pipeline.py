@@ -18,7 +18,7 @@ from edgesnn.ir import load as load_ir
 from edgesnn.ir.packing import packed_nbytes
 from edgesnn.train import predict, train
 
-TARGETS = ("ir", "onnx", "tflite", "mcu")
+TARGETS = ("ir", "onnx", "tflite", "mcu", "lava")
 IR_FILE, ONNX_FILE, TFLITE_FILE = "model.ir", "model.onnx", "model.tflite"
 CALIBRATION_SAMPLES = 1024
 
@@ -43,9 +43,10 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
 
 
 def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None,
-                 board: str | None = None, event_driven: str = "auto") -> Path:
+                 board: str | None = None, event_driven: str = "auto", lava_mode: str = "graded") -> Path:
     """``stream_dtype`` None: the dtype the checkpoint's compression asks for (BESTformer: int16), else int8.
-    ``board`` and ``event_driven``: the mcu target (a board name or YAML file; see backends/mcu)."""
+    ``board`` and ``event_driven``: the mcu target (a board name or YAML file; see backends/mcu);
+    ``lava_mode``: the lava target's neuron mode, graded or rate-burst."""
     if target not in TARGETS:
         raise EdgesnnError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
     if target == "mcu" and board is None:
@@ -71,6 +72,11 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
         path = export_tflite(graph, Path(out) / TFLITE_FILE)  # an op TFLite cannot express fails before any file
         graph.save(Path(out) / IR_FILE)
         return path
+    if target == "lava":
+        from edgesnn.backends.lava import export_lava
+
+        export_lava(graph, Path(out), lava_mode, datasets.to_nhwc(calibration[:256]))
+        return Path(out)
     if target == "mcu":
         from edgesnn.backends.mcu import export_mcu
 
@@ -82,24 +88,28 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
 
 
 def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | None = None, qemu: bool = False,
-           samples: int | None = None) -> dict:
+           samples: int | None = None, lava_mode: str | None = None) -> dict:
     """Golden interpreter over the whole test split vs the torch model the IR came from; a .tflite
     file is compared with the golden interpreter of its IR (``ir``, default: model.ir beside it);
     an MCU project folder is built and run (host; with ``qemu`` also the board's emulated core)."""
     artifact = Path(artifact)
+    if samples is not None and samples < 1:
+        raise EdgesnnError(f"--samples must be at least 1, got {samples}")
+    if artifact.is_dir() and (artifact / "lava.json").is_file():
+        from edgesnn.backends.lava import verify_lava
+
+        return verify_lava(artifact, datasets.to_nhwc(datasets.load(data_spec).x_test), samples, lava_mode)
     if artifact.is_dir() and (artifact / "project.json").is_file():
         from edgesnn.backends.mcu import verify_mcu
 
-        if samples is not None and samples < 1:
-            raise EdgesnnError(f"--samples must be at least 1, got {samples}")
         return verify_mcu(artifact, datasets.to_nhwc(datasets.load(data_spec).x_test), qemu=qemu, samples=samples)
     if artifact.suffix == ".onnx":
         return _verify_onnx(artifact, data_spec, ckpt)
     if artifact.suffix == ".tflite":
         return _verify_tflite(artifact, data_spec, ir)
     if artifact.suffix != ".ir":
-        raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir), a .tflite file, an ONNX file (.onnx) "
-                          "or an MCU project folder")
+        raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir), a .tflite file, an ONNX file (.onnx), "
+                          "an MCU project folder or a Lava folder")
     graph = load_ir(artifact)
     source = ckpt or graph.meta.get("source", {}).get("checkpoint")
     if source is None:

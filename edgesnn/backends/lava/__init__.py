@@ -1,0 +1,79 @@
+"""Lava backend: the IR as a graph of edgesnn's own Lava Processes with fixed-point ProcessModels
+(Loihi 2 conventions), checked bit for bit in Lava's CPU simulation; plus a netx HDF5 file for the
+layers lava-dl's netx can load, and a Loihi 2 resource and energy report.
+
+:mod:`.compat` (the one lava-nc 0.10 / Python 3.11 step), :mod:`.arith` (each op in Loihi's
+conventions), :mod:`.processes` (Processes and models), :mod:`.network` (IR -> process graph, run),
+:mod:`.netx`, :mod:`.resources`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgesnn.backends.lava.network import MODES, describe, run_in_subprocess
+from edgesnn.errors import EdgesnnError
+from edgesnn.ir import graph as g
+from edgesnn.ir import load as load_ir
+
+NETWORK_FILE, NETX_FILE, REPORT_FILE = "lava.json", "model.net", "loihi2.json"
+TIMEOUT_S = 900
+
+
+def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -> dict:
+    """Write OUT/model.ir, lava.json (the process graph), model.net (netx, when it can express the
+    graph) and loihi2.json (resources and energy); checks everything before the folder appears."""
+    from edgesnn.backends.lava.netx import netx_supported, write_netx
+    from edgesnn.backends.lava.resources import loihi2_report
+
+    network = describe(graph, mode)  # refuses an op Lava cannot map, or a 24-bit overflow
+    report = loihi2_report(graph, calibration, mode=mode)
+    netx_ok, reason = netx_supported(graph)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        graph.save(tmp / "model.ir")
+        network["netx"] = NETX_FILE if netx_ok else None
+        network["netx_note"] = "" if netx_ok else reason
+        if netx_ok:
+            write_netx(graph, tmp / NETX_FILE)
+        (tmp / NETWORK_FILE).write_text(json.dumps(network, indent=2) + "\n")
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=_plain) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return network
+
+
+def verify_lava(folder: Path, x: np.ndarray, samples: int, mode: str | None = None) -> dict:
+    """Run ``samples`` inputs through Lava's Loihi2SimCfg and compare with the golden interpreter."""
+    folder = Path(folder)
+    network = json.loads((folder / NETWORK_FILE).read_text())
+    mode = mode or network["mode"]
+    if mode not in MODES:
+        raise EdgesnnError(f"unknown Lava mode {mode!r}; available: {', '.join(MODES)}")
+    graph = load_ir(folder / "model.ir")
+    xq = graph.quantize_input(x[:samples])
+    golden = graph.run_integer(xq)[graph.outputs[0]].reshape(len(xq), -1)
+    t0 = time.perf_counter()
+    got = run_in_subprocess(folder / "model.ir", xq, mode, TIMEOUT_S)
+    seconds = time.perf_counter() - t0
+    differs = (got != golden).any(1)
+    return {"artifact": str(folder), "runtime": "lava-nc Loihi2SimCfg (fixed_pt, CPU)", "mode": mode,
+            "samples": int(len(xq)), "mismatches": int(differs.sum()),
+            "mismatched_elements": int((got != golden).sum()),
+            "timesteps_per_sample": describe(graph, mode)["timesteps_per_sample"],
+            "seconds": seconds, "seconds_per_sample": seconds / len(xq)}
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else str(v)

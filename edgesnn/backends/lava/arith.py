@@ -1,0 +1,165 @@
+"""What each Lava process computes on one sample, in Loihi 2's conventions, from the IR op alone.
+
+- Synapses (conv2d, dense) hold integer weights as a b-bit **mantissa with a shared exponent**
+  (the IR's widening shift): the synaptic sum is sum(mantissa * x) << exponent.
+- The neuron state is **24-bit**: every accumulator must fit; :func:`check_state` refuses a
+  graph whose worst case does not, before any process exists.
+- The neuron then requantizes (the IR's fixed-point rule, edgesnn.ir.fixedpoint) and clamps; an
+  SFA neuron's output is a **graded spike**, its integer payload in [0, D].
+Vectors on Lava ports are flat; each function reshapes to the IR's NHWC shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from edgesnn.errors import EdgesnnError
+from edgesnn.ir import graph as g
+from edgesnn.ir.fixedpoint import linear_requantizer, multiply_by_quantized_multiplier
+from edgesnn.ir.packing import widening_shift
+
+STATE_BITS = 24
+STATE_MAX = 2 ** (STATE_BITS - 1) - 1
+
+
+def op_function(graph: g.Graph, op: g.Op) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """f(inputs as flat int arrays) -> the op's flat output."""
+    builder = _BUILDERS.get(op.kind)
+    if builder is None:
+        raise EdgesnnError(f"lava: IR op '{op.name}' ({op.kind}) has no Lava process")
+    return builder(graph, op)
+
+
+def _finish(y: np.ndarray, op, out: g.TensorSpec) -> np.ndarray:
+    return np.clip(y + out.zero_point, op.clamp[0], op.clamp[1]).reshape(-1)
+
+
+def _synapses(op) -> tuple[np.ndarray, int]:
+    """(weight mantissas as int64, shared exponent)."""
+    return op.weight.astype(np.int64), widening_shift(op.weight_bits, op.weight_code)
+
+
+def _dense(graph, op):
+    spec_in, out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    mant, exp = _synapses(op)
+    requantize = linear_requantizer(spec_in.dtype)
+
+    def f(xs):
+        acc = ((mant @ (xs[0].astype(np.int64) - spec_in.zero_point)) << exp) + op.bias
+        return _finish(requantize(acc, op.multiplier, op.shift), op, out)
+    return f
+
+
+def _conv2d(graph, op):
+    spec_in, out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    mant, exp = _synapses(op)  # OHWI
+    o, kh, kw, cg = mant.shape
+    (sh, sw), (t, b, l, r), groups = op.stride, op.padding, op.groups
+    requantize = linear_requantizer(spec_in.dtype)
+    ho, wo = out.shape[:2]
+    w = mant.reshape(groups, o // groups, kh * kw * cg)
+
+    def f(xs):
+        x = xs[0].astype(np.int64).reshape(spec_in.shape) - spec_in.zero_point
+        x = np.pad(x, ((t, b), (l, r), (0, 0)))  # padding is real zero
+        cols = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(0, 1))[::sh, ::sw][:ho, :wo]
+        cols = cols.reshape(ho * wo, groups, cg, kh, kw).transpose(0, 1, 3, 4, 2).reshape(ho * wo, groups, -1)
+        acc = np.einsum("pgk,gok->pgo", cols, w).reshape(ho * wo, o)
+        acc = (acc << exp) + op.bias
+        return _finish(requantize(acc, op.multiplier, op.shift), op, out)
+    return f
+
+
+def _requantize(graph, op):
+    spec_in, out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    c = out.shape[-1]
+
+    def f(xs):
+        x = xs[0].astype(np.int64).reshape(-1, c) - spec_in.zero_point
+        return _finish(multiply_by_quantized_multiplier(x, op.multiplier, op.shift), op, out)
+    return f
+
+
+def _add(graph, op):
+    (a, b), out = [graph.tensors[n] for n in op.inputs], graph.tensors[op.output]
+    m, s = op.multiplier, op.shift
+
+    def f(xs):
+        sa = multiply_by_quantized_multiplier((xs[0].astype(np.int64) - a.zero_point) << op.left_shift, m[0], s[0])
+        sb = multiply_by_quantized_multiplier((xs[1].astype(np.int64) - b.zero_point) << op.left_shift, m[1], s[1])
+        return _finish(multiply_by_quantized_multiplier(sa + sb, m[2], s[2]), op, out)
+    return f
+
+
+def _mul(graph, op):
+    (a, b), out = [graph.tensors[n] for n in op.inputs], graph.tensors[op.output]
+
+    def f(xs):
+        xa = xs[0].astype(np.int64).reshape(a.shape) - a.zero_point
+        xb = xs[1].astype(np.int64).reshape(b.shape) - b.zero_point
+        prod = xa * xb  # spike masking, with the IR's broadcasting
+        return _finish(multiply_by_quantized_multiplier(prod.reshape(-1, out.shape[-1]), op.multiplier, op.shift), op, out)
+    return f
+
+
+def _reduce_sum(graph, op):
+    spec_in, out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+
+    def f(xs):
+        x = xs[0].astype(np.int64).reshape(spec_in.shape) - spec_in.zero_point
+        return _finish(multiply_by_quantized_multiplier(x.sum(axis=(0, 1)), op.multiplier, op.shift), op, out)
+    return f
+
+
+def _pool(reduce):
+    def build(graph, op):
+        spec_in, out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+        (kh, kw), (sh, sw) = op.kernel, op.stride
+        offset = spec_in.zero_point if reduce is np.sum else 0
+
+        def f(xs):
+            x = xs[0].astype(np.int64).reshape(spec_in.shape) - offset
+            win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(0, 1))[::sh, ::sw]
+            y = reduce(win, axis=(-2, -1)) + (out.zero_point if reduce is np.sum else 0)
+            return y.reshape(-1)
+        return f
+    return build
+
+
+_BUILDERS = {"dense": _dense, "conv2d": _conv2d, "requantize": _requantize, "add": _add, "mul": _mul,
+             "reduce_sum": _reduce_sum, "sum_pool2d": _pool(np.sum), "max_pool2d": _pool(np.max)}
+
+
+def check_state(graph: g.Graph) -> None:
+    """Refuse a conv/dense whose worst-case accumulator leaves the 24-bit neuron state."""
+    bounds = _bounds(graph)
+    for op in graph.ops:
+        if op.kind not in ("conv2d", "dense"):
+            continue
+        spec_in = graph.tensors[op.inputs[0]]
+        lo, hi = bounds[op.inputs[0]]
+        reach = max(abs(lo - spec_in.zero_point), abs(hi - spec_in.zero_point))
+        mant, exp = _synapses(op)
+        worst = (np.abs(mant).reshape(len(mant), -1).sum(1) * reach << exp) + np.abs(op.bias.astype(np.int64))
+        if worst.max(initial=0) > STATE_MAX:
+            raise EdgesnnError(f"lava: IR op '{op.name}' ({op.kind}) can accumulate {int(worst.max())}, beyond Loihi 2's "
+                               f"{STATE_BITS}-bit neuron state (|state| <= {STATE_MAX})")
+
+
+def _bounds(graph: g.Graph) -> dict[str, tuple[int, int]]:
+    """Integer range of every tensor: its producer's clamp (a requantize maps its input's range,
+    monotonically), else its dtype's."""
+    out = {name: g.dtype_range(spec.dtype) for name, spec in graph.tensors.items()}
+    for op in graph.ops:
+        if op.kind == "requantize":
+            spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+            ends = multiply_by_quantized_multiplier(np.array(out[op.inputs[0]])[:, None] - spec_in.zero_point,
+                                                    op.multiplier, op.shift) + spec_out.zero_point  # per channel
+            out[op.output] = (max(op.clamp[0], int(ends.min())), min(op.clamp[1], int(ends.max())))
+        elif hasattr(op, "clamp") and op.kind != "add":
+            out[op.output] = tuple(op.clamp)
+        elif op.kind in ("reshape", "max_pool2d"):
+            out[op.output] = out[op.inputs[0]]
+    return out

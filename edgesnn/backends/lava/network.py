@@ -1,0 +1,125 @@
+"""The IR as a Lava process graph: one process per op (a reshape is only a different view of the
+same flat vector, so it has none), a Source of input samples and a Sink on the output.
+
+:func:`describe` is the graph as JSON (what ``export --target lava`` writes); :func:`simulate`
+builds the processes and runs them in Lava's CPU simulator (``Loihi2SimCfg``, tag ``fixed_pt``).
+Run it through :func:`run_in_subprocess`: Lava forks one OS process per model and a failing
+model blocks its neighbours, so a timeout must be able to end the whole simulation.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgesnn.backends.lava.arith import check_state, op_function
+from edgesnn.errors import EdgesnnError
+from edgesnn.ir import graph as g
+from edgesnn.ir import load as load_ir
+
+MODES = ("graded", "rate-burst")
+
+
+def describe(graph: g.Graph, mode: str) -> dict:
+    """Processes (id: the tensor they write, op name, kind, input ids, depth, input delays, spike
+    coding), the window and step counts."""
+    if mode not in MODES:
+        raise EdgesnnError(f"unknown Lava mode {mode!r}; available: {', '.join(MODES)}")
+    check_state(graph)
+    for op in graph.ops:
+        if op.kind != "reshape":
+            op_function(graph, op)  # an op with no Lava process fails here, before any file
+    producer = {graph.input: graph.input}  # the Source process goes by the input tensor's name
+    depth, burst = {graph.input: 0}, {graph.input: False}
+    nodes = []
+    for op in graph.ops:
+        if op.kind == "reshape":
+            src = op.inputs[0]
+            producer[op.output], depth[op.output], burst[op.output] = producer[src], depth[src], burst[src]
+            continue
+        d = max(depth[n] for n in op.inputs) + 1
+        spikes = graph.tensors[op.output].spike_D is not None
+        nodes.append({"id": op.output, "name": op.name, "kind": op.kind, "inputs": [producer[n] for n in op.inputs],
+                      "depth": d, "delays": [d - 1 - depth[n] for n in op.inputs],
+                      "burst_in": [burst[n] for n in op.inputs], "burst_out": spikes,
+                      "signed": bool(graph.tensors[op.output].signed)})
+        producer[op.output], depth[op.output], burst[op.output] = op.output, d, spikes  # op names may repeat
+    out = graph.outputs[0]
+    window = max([spec.spike_D for spec in graph.tensors.values() if spec.spike_D] or [1]) if mode == "rate-burst" else 1
+    return {"mode": mode, "window": window, "processes": nodes, "output": producer[out], "output_depth": depth[out],
+            "output_burst": burst[out], "timesteps_per_sample": window}
+
+
+def simulate(graph: g.Graph, xq: np.ndarray, mode: str, workdir: Path) -> np.ndarray:
+    """Integer outputs (samples x output size) of the Lava simulation for integer inputs ``xq``."""
+    from edgesnn.backends.lava.compat import ensure_lava_importable
+
+    ensure_lava_importable()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from edgesnn.backends.lava import processes as P
+
+    net = describe(graph, mode)
+    window, rate_burst = net["window"], mode == "rate-burst"
+    n = len(xq)
+    steps = (n + (net["output_depth"] if rate_burst else 0)) * window
+    ops = {op.output: op for op in graph.ops}
+    size = {name: int(np.prod(spec.shape)) for name, spec in graph.tensors.items()}
+    source = P.Source(data=xq.reshape(n, -1).astype(np.int32), window=window)
+    procs, models = {graph.input: source}, {source: P.SourceModel}
+    for node in net["processes"]:
+        op = ops[node["id"]]
+        common = dict(size_out=size[op.output], fn=op_function(graph, op), name=op.name, burst_out=node["burst_out"],
+                      burst_in=tuple(node["burst_in"]), delays=tuple(node["delays"]), window=window,
+                      signed=node["signed"])
+        if len(op.inputs) == 1:
+            proc = P.Op1(size_in=size[op.inputs[0]], **common)
+        else:
+            proc = P.Op2(size_in=(size[op.inputs[0]], size[op.inputs[1]]), **common)
+        for port, src in zip((proc.in0, getattr(proc, "in1", None)), node["inputs"]):
+            procs[src].out.connect(port)
+        procs[op.output] = proc
+        models[proc] = P.MODELS[(mode, len(op.inputs))]
+    path = str(Path(workdir) / "sink.npy")
+    sink = P.Sink(size=size[graph.outputs[0]], steps=steps, path=path)
+    procs[net["output"]].out.connect(sink.in0)
+    models[sink] = P.SinkModel
+    # Models keyed by instance: Lava then never scans folders for models (it would import them).
+    sink.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt",
+                                                                       exception_proc_model_map=models))
+    sink.stop()
+    rows = np.load(path)
+    if not rate_burst:
+        return rows[:n]
+    windows = rows.reshape(-1, window, rows.shape[1])[net["output_depth"]:net["output_depth"] + n]
+    return windows.sum(1) if net["output_burst"] else windows[:, -1]
+
+
+def run_in_subprocess(ir_path: Path, xq: np.ndarray, mode: str, timeout: float) -> np.ndarray:
+    with tempfile.TemporaryDirectory(prefix="edgesnn-lava-") as tmp:
+        np.save(Path(tmp) / "inputs.npy", xq)
+        cmd = [sys.executable, "-m", "edgesnn.backends.lava.network", str(ir_path), tmp, mode]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise EdgesnnError(f"lava: the simulation did not finish within {timeout:.0f} s") from None
+        if r.returncode != 0:
+            lines = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()] or ["no output"]
+            raise EdgesnnError(f"lava: the simulation failed: {lines[-1][:300]}")
+        return np.load(Path(tmp) / "outputs.npy")
+
+
+def main(argv: list[str]) -> None:
+    ir_path, workdir, mode = argv
+    graph = load_ir(ir_path)
+    outputs = simulate(graph, np.load(Path(workdir) / "inputs.npy"), mode, Path(workdir))
+    np.save(Path(workdir) / "outputs.npy", outputs)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
