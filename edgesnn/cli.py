@@ -131,6 +131,11 @@ def export(
     path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype,
                                  board=board, event_driven=event_driven, lava_mode=lava_mode)
     print(f"wrote {path}")
+    if target == "lava":
+        r = json.loads((Path(path) / "loihi2.json").read_text())
+        print(f"Loihi 2 ({r['mode']}): {r['neurons']} neurons, {r['synapses']} synapses, {r['cores']} cores, "
+              f"{r['synops_per_inference']:.0f} synaptic ops and {r['energy_uj_per_inference']:.2f} uJ per inference "
+              f"(energy figures: see loihi2.json)")
 
 
 @app.command()
