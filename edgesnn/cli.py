@@ -275,6 +275,34 @@ def demo(
             tmp.cleanup()
 
 
+@app.command()
+@user_errors
+def profile(
+    artifact: Path = typer.Argument(..., help="model.ir, model.tflite, an MCU project folder or a Lava folder"),
+    board: str = typer.Option(..., help="board name (see boards/) or a board .yaml file"),
+    data: str = typer.Option("digits", help="data whose test split measures firing rates"),
+    json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
+):
+    """Memory, operations, firing rates and energy of an artifact, and whether it fits the board."""
+    from edgesnn.profile import profile as run_profile
+
+    r = run_profile(artifact, board, data)
+    if json_out:
+        write_json(json_out, r)
+    table = Table(title=f"{r['artifact']} ({r['target']}) per layer, {r['samples']} samples")
+    for col in ("layer", "op", "MACs", "SOPs", "firing rate"):
+        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    for row in r["layers"]:
+        table.add_row(row["name"], row["kind"], str(row["macs"]), "-" if row["sops"] is None else f"{row['sops']:.0f}",
+                      "-" if row["firing_rate"] is None else f"{row['firing_rate']:.3f}")
+    console.print(table)
+    need, have = r["needed_bytes"], r["available_bytes"]
+    room = ", ".join(f"{k} {need[k]} of {have[k] if have[k] is not None else 'unlimited'} bytes" for k in need)
+    print(f"weights {r['weight_bytes']} B, peak activations {r['peak_activation_bytes']} B, MACs {r['macs']}, "
+          f"SOPs {r['sops']:.0f}, energy (45 nm) {r['energy_45nm_pj'] / 1e6:.3f} uJ vs ANN {r['energy_ann_45nm_pj'] / 1e6:.3f} uJ")
+    print(f"{r['board']}: {'fits' if r['fits'] else 'does not fit'} ({room})")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,80 @@
+"""Profile an artifact for a board: memory (of the IR and of the target), operations and firing
+rates measured on data, energy in the SNN papers' 45 nm convention, and the fit on the board.
+
+The artifact is what ``export`` wrote: a model.ir, a model.tflite (with its model.ir), an MCU
+project folder or a Lava folder; every number starts from the IR (:mod:`.memory`, :mod:`.ops`,
+:mod:`.energy`) and the target adds its own (file, arena, build sizes, Loihi cores).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgesnn import boards
+from edgesnn import data as datasets
+from edgesnn.errors import EdgesnnError
+from edgesnn.ir import load as load_ir
+from edgesnn.profile import memory, ops
+from edgesnn.profile.energy import energy_45nm
+
+
+def profile(artifact: Path, board_spec: str, data_spec: str) -> dict:
+    target, graph, target_memory = _artifact(Path(artifact))
+    board = boards.load(board_spec)
+    ds = datasets.load(data_spec)
+    xq = graph.quantize_input(datasets.to_nhwc(ds.x_test))
+    layers = ops.layer_ops(graph, xq)
+    result = {
+        "artifact": str(artifact), "target": target, "board": board.name, "data": data_spec, "samples": int(len(xq)),
+        "params": memory.params(graph), "weight_bytes": memory.weight_bytes(graph),
+        "peak_activation_bytes": memory.peak_activation_bytes(graph),
+        "neuron_state_bytes": memory.neuron_state_bytes(graph), "target_memory": target_memory,
+        "macs": sum(r["macs"] for r in layers), "sops": sum(r["sops"] or 0.0 for r in layers),
+        **energy_45nm(layers), "layers": layers,
+    }
+    result.update(_fit(board, result))
+    return result
+
+
+def _artifact(path: Path):
+    """(target, IR graph, target-specific memory) of an exported artifact."""
+    if path.suffix == ".ir":
+        return "ir", load_ir(path), {}
+    if path.suffix == ".tflite":
+        from edgesnn.backends.tflite import MICRO, micro_available, run
+
+        ir = path.with_name("model.ir")
+        if not ir.is_file():
+            raise EdgesnnError(f"{path}: no model.ir beside it to profile")
+        graph = load_ir(ir)
+        extra = {"file_bytes": path.stat().st_size}
+        if micro_available():
+            xq = graph.quantize_input(datasets.to_nhwc(datasets.digits().x_test[:1]))
+            extra["tflm_arena_bytes"] = run(path, xq, MICRO).arena_bytes
+        return "tflite", graph, extra
+    if path.is_dir() and (path / "project.json").is_file():
+        from edgesnn.backends.mcu.build import build, sizes
+
+        info = json.loads((path / "project.json").read_text())
+        extra = {"arena_bytes": info["arena_bytes"], "const_bytes": info["const_bytes"]}
+        if info["kind"] == "mcu":
+            extra.update(sizes(build(path, "arm")))
+        return "mcu", load_ir(path / "model.ir"), extra
+    if path.is_dir() and (path / "lava.json").is_file():
+        report = json.loads((path / "loihi2.json").read_text())
+        extra = {k: report[k] for k in ("cores", "chips", "neurons", "synaptic_memory_bits", "energy_uj_per_inference")}
+        return "lava", load_ir(path / "model.ir"), extra
+    raise EdgesnnError(f"{path}: profile takes model.ir, model.tflite, an MCU project folder or a Lava folder")
+
+
+def _fit(board: boards.Board, r: dict) -> dict:
+    """Needed vs available bytes (flash holds constants, RAM activations) and the margin left."""
+    t = r["target_memory"]
+    flash = t.get("flash", t.get("file_bytes", r["weight_bytes"]))
+    ram = t.get("ram", t.get("tflm_arena_bytes", t.get("arena_bytes", r["peak_activation_bytes"])))
+    need = {"flash": flash, "ram": ram}
+    have = {"flash": getattr(board, "flash_bytes", None), "ram": getattr(board, "ram_bytes", None)}
+    margin = {k: (have[k] - need[k]) if have[k] is not None else None for k in need}
+    fits = all(m is None or m >= 0 for m in margin.values())
+    return {"fits": fits, "needed_bytes": need, "available_bytes": have, "margin_bytes": margin}

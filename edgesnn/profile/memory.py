@@ -1,0 +1,45 @@
+"""Memory of the IR itself, target-independent: parameters, weight bytes at their real bit widths,
+the peak of live activation bytes (batch 1, tensors alive from their producer to their last
+reader; a reshape is a view), and neuron state."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgesnn.ir import graph as g
+from edgesnn.ir.packing import packed_nbytes
+
+STATE_BYTES = 4  # an SFA neuron's membrane (its int32 accumulator) while it fires
+
+
+def tensor_bytes(spec: g.TensorSpec) -> int:
+    return int(np.prod(spec.shape)) * np.dtype(g.DTYPES[spec.dtype]).itemsize
+
+
+def weight_bytes(graph: g.Graph) -> int:
+    return sum(packed_nbytes(op.weight.size, op.weight_bits) for op in graph.weight_ops())
+
+
+def params(graph: g.Graph) -> int:
+    return sum(int(op.weight.size + op.bias.size) for op in graph.weight_ops())
+
+
+def peak_activation_bytes(graph: g.Graph) -> int:
+    alias = {}
+    first, last = {graph.input: 0}, {graph.input: 0}
+    for i, op in enumerate(graph.ops, start=1):
+        if op.kind == "reshape":
+            alias[op.output] = alias.get(op.inputs[0], op.inputs[0])
+            continue
+        for name in op.inputs:
+            last[alias.get(name, name)] = i
+        first[op.output] = last[op.output] = i
+    end = len(graph.ops) + 1
+    for name in graph.outputs:
+        last[alias.get(name, name)] = end
+    return max(sum(tensor_bytes(graph.tensors[n]) for n in first if first[n] <= i <= last[n]) for i in range(end + 1))
+
+
+def neuron_state_bytes(graph: g.Graph) -> int:
+    neurons = sum(int(np.prod(s.shape)) for s in graph.tensors.values() if s.spike_D is not None)
+    return neurons * STATE_BYTES
