@@ -1,9 +1,19 @@
-"""Boards: one YAML file per board in boards/ (memory, clock, the QEMU machine that emulates its
-core, and where the figures come from). ``--board`` takes a board name or a path to a YAML file."""
+"""Boards: one YAML file per board in boards/ (ISA and core, clock, memory, power, energy per
+operation, the targets that run on it, the QEMU machine that emulates its core, and where every
+figure comes from). ``--board`` takes a board name or a path to a YAML file.
+
+The schema (``FIELDS``): every board has ``name``, ``kind``, ``isa``, ``targets`` and ``sources``;
+an ``mcu`` also ``cpu``, ``clock_hz``, ``flash_bytes`` and ``ram_bytes``; a ``linux-aarch64``
+board ``cpu``, ``clock_hz`` and ``memory_bytes``. Everything else may be left out or ``null``
+(unknown: a figure without a source stays null and a ``notes`` entry says so). A figure a board
+file cannot know (the host's memory and cores) is read from the running machine by :func:`load`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import os
+import platform
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -11,24 +21,57 @@ import yaml
 from edgesnn.errors import EdgesnnError
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
-KINDS = ("mcu", "linux-aarch64")
+KINDS = ("mcu", "linux-aarch64", "neuromorphic", "host")
+BUILD_KINDS = ("mcu", "linux-aarch64")  # what the MCU backend (--target mcu) can build for
+TARGETS = ("ir", "onnx", "tflite", "mcu", "lava")
 
 
 @dataclass(frozen=True)
 class Board:
     name: str
-    kind: str  # "mcu" (bare metal, Cortex-M) or "linux-aarch64"
-    cpu: str  # gcc's -mcpu
-    clock_hz: int
-    flash_bytes: int | None  # None: no flash limit (a Linux board)
-    ram_bytes: int
+    kind: str  # one of KINDS
+    isa: str | None  # instruction set, e.g. "Armv7E-M (Thumb-2)" (host: read at load)
+    cpu: str | None = None  # gcc's -mcpu (mcu, linux-aarch64)
+    cores: int | None = None
+    clock_hz: int | None = None  # the CPU's top clock
+    flash_bytes: int | None = None  # MCU: on-chip (or board) flash for code and constants
+    ram_bytes: int | None = None  # MCU: the SRAM one static arena can use
+    memory_bytes: int | None = None  # Linux boards: DRAM (the smallest variant sold)
+    idle_power_w: float | None = None
+    active_power_w: float | None = None
+    energy_pj: dict[str, float] = field(default_factory=dict)  # per operation: cycle, synop, neuron_update
+    targets: list[str] = field(default_factory=list)  # edgesnn targets whose artifact runs on it
     qemu_machine: str | None = None  # qemu-system-arm -M for an MCU's core
+    qemu_user: str | None = None  # user-mode emulator for a Linux board's programs (qemu-aarch64)
     sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # uncertainty, derivations
+    figures: dict | None = None  # neuromorphic chips: per-chip limits (backends/lava/resources.py reads them)
+
+    @property
+    def ram_limit_bytes(self) -> int | None:
+        """What a program's RAM is checked against: the MCU's SRAM, else the board's memory."""
+        return self.ram_bytes if self.ram_bytes is not None else self.memory_bytes
 
 
-def available() -> list[str]:
-    """Boards a target can be built for (boards/loihi2.yaml, a neuromorphic chip's limits, is not one)."""
-    return sorted(p.stem for p in BOARDS_DIR.glob("*.yaml") if _kind(p) in KINDS)
+# field -> (type check, description for errors, kinds that require it; "all" = every kind)
+_STR, _INT, _NUM = "a string", "an integer", "a number"
+_STR_LIST, _NUM_MAP, _MAP = "a list of strings", "a mapping of operation name to number", "a mapping"
+FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "name": (_STR, KINDS), "kind": (_STR, KINDS), "isa": (_STR, ("mcu", "linux-aarch64", "neuromorphic")),
+    "cpu": (_STR, BUILD_KINDS), "cores": (_INT, ()), "clock_hz": (_INT, BUILD_KINDS),
+    "flash_bytes": (_INT, ("mcu",)), "ram_bytes": (_INT, ("mcu",)), "memory_bytes": (_INT, ("linux-aarch64",)),
+    "idle_power_w": (_NUM, ()), "active_power_w": (_NUM, ()), "energy_pj": (_NUM_MAP, ()),
+    "targets": (_STR_LIST, KINDS), "qemu_machine": (_STR, ()), "qemu_user": (_STR, ()),
+    "sources": (_STR_LIST, KINDS), "notes": (_STR_LIST, ()), "figures": (_MAP, ()),
+}
+
+
+def available(kinds: tuple[str, ...] | None = None) -> list[str]:
+    """Shipped board names (all kinds, or only ``kinds``; a file whose kind cannot be read is skipped then)."""
+    names = sorted(p.stem for p in BOARDS_DIR.glob("*.yaml"))
+    if kinds is None:
+        return names
+    return [n for n in names if _kind(BOARDS_DIR / f"{n}.yaml") in kinds]
 
 
 def _kind(path: Path) -> str | None:
@@ -39,24 +82,100 @@ def _kind(path: Path) -> str | None:
     return raw.get("kind") if isinstance(raw, dict) else None
 
 
-def load(spec: str | Path) -> Board:
+def resolve(spec: str | Path) -> Path:
+    """A board name (boards/NAME.yaml) or a .yaml/.yml path."""
     path = Path(spec)
-    if path.suffix not in (".yaml", ".yml"):
-        path = BOARDS_DIR / f"{spec}.yaml"
+    if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
-            raise EdgesnnError(f"unknown board {spec!r}; available: {', '.join(available())} (or a .yaml file)")
+            raise EdgesnnError(f"{path}: no such board file")
+        return path
+    path = BOARDS_DIR / f"{spec}.yaml"
+    if not path.is_file():
+        raise EdgesnnError(f"unknown board {spec!r}; available: {', '.join(available())} (or a .yaml file)")
+    return path
+
+
+def load(spec: str | Path) -> Board:
+    """The board named ``spec`` or read from a YAML file; a malformed file fails with one line naming the field."""
+    path = resolve(spec)
+    raw = _read(path)
+    kind = raw.get("kind")
+    if "kind" in raw and (not isinstance(kind, str) or kind not in KINDS):
+        raise EdgesnnError(f"{path}: field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise EdgesnnError(f"{path}: unknown field {unknown[0]!r}; a board file has {', '.join(FIELDS)}")
+    for name, (expected, required_for) in FIELDS.items():
+        if raw.get(name) is None:
+            if kind in required_for or name in ("name", "kind"):
+                why = "" if name in ("name", "kind") else f" (required for kind {kind})"
+                raise EdgesnnError(f"{path}: missing field {name!r}{why}")
+            continue
+        _check_type(path, name, raw[name], expected)
+    bad = [t for t in raw["targets"] if t not in TARGETS]
+    if bad:
+        raise EdgesnnError(f"{path}: field 'targets' has unknown target {bad[0]!r}; targets: {', '.join(TARGETS)}")
+    values = {k: v for k, v in raw.items() if v is not None}
+    values.setdefault("isa", None)
+    board = Board(**values)
+    return _with_host_figures(board) if board.kind == "host" else board
+
+
+def load_all(specs: list[str] | None = None) -> list[Board]:
+    """Every shipped board (or the named ones / YAML files), in order."""
+    return [load(s) for s in (specs or available())]
+
+
+def as_dict(board: Board) -> dict:
+    return asdict(board)
+
+
+def _read(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise EdgesnnError(f"{path}: unreadable board file ({str(e).splitlines()[0]})") from None
-    names = {f.name for f in fields(Board)}
-    if not isinstance(raw, dict) or not {"name", "kind", "cpu", "clock_hz", "ram_bytes"} <= set(raw) or set(raw) - names:
-        raise EdgesnnError(f"{path}: a board file needs name, kind, cpu, clock_hz, ram_bytes (and may have "
-                           f"{', '.join(sorted(names - {'name', 'kind', 'cpu', 'clock_hz', 'ram_bytes'}))})")
-    board = Board(**raw)
-    if board.kind not in KINDS:
-        raise EdgesnnError(f"{path}: kind must be one of {', '.join(KINDS)}, got {board.kind!r}")
-    return board
+        text = path.read_text()
+    except OSError as e:
+        raise EdgesnnError(f"{path}: unreadable board file ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise EdgesnnError(f"{path}: invalid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise EdgesnnError(f"{path}: a board file is a YAML mapping of fields (name, kind, ...), "
+                           f"got {type(raw).__name__}")
+    return raw
+
+
+def _check_type(path: Path, name: str, value, expected: str) -> None:
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    ok = {
+        _STR: lambda v: isinstance(v, str),
+        _INT: lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        _NUM: lambda v: number(v) and v >= 0,
+        _STR_LIST: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        _NUM_MAP: lambda v: isinstance(v, dict) and all(isinstance(k, str) and number(x) for k, x in v.items()),
+        _MAP: lambda v: isinstance(v, dict),
+    }[expected](value)
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        article = "a non-negative " if expected in (_INT, _NUM) else ""
+        what = expected.split(" ", 1)[1] if article else expected
+        raise EdgesnnError(f"{path}: field {name!r} must be {article}{what}, got {type(value).__name__} {shown}")
+
+
+def _with_host_figures(board: Board) -> Board:
+    """The host's ISA, cores and memory, read from the running machine where the file leaves them null."""
+    memory = None
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        pass
+    return replace(board, isa=board.isa or platform.machine() or None, cores=board.cores or os.cpu_count(),
+                   memory_bytes=board.memory_bytes or memory)
 
 
 def check_fits(board: Board, flash: int, ram: int) -> None:
@@ -64,7 +183,8 @@ def check_fits(board: Board, flash: int, ram: int) -> None:
     short = []
     if board.flash_bytes is not None and flash > board.flash_bytes:
         short.append(f"flash needs {flash} bytes, has {board.flash_bytes}")
-    if ram > board.ram_bytes:
-        short.append(f"RAM needs {ram} bytes, has {board.ram_bytes}")
+    limit = board.ram_limit_bytes
+    if limit is not None and ram > limit:
+        short.append(f"RAM needs {ram} bytes, has {limit}")
     if short:
         raise EdgesnnError(f"the model does not fit {board.name}: {'; '.join(short)}")

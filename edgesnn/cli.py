@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgesnn import pipeline
+from edgesnn import boards, pipeline
 from edgesnn.checkpoint import write_json
 from edgesnn.errors import EdgesnnError
 
@@ -238,6 +238,45 @@ def inspect(
         print(f"model {r['model']}  compression {method}  params {r['params']}  bytes {r['bytes']}")
 
 
+@app.command("boards")
+@user_errors
+def boards_cmd(
+    board: list[str] = typer.Argument(None, help="board names or board .yaml files (default: every board in boards/)"),
+    json_out: Path = typer.Option(None, "--json", help="write every field of the listed boards as JSON"),
+):
+    """List boards: core, clock, memory, power, the targets that run on each and the QEMU that emulates it."""
+    listed = boards.load_all(board or None)
+    if json_out:
+        write_json(json_out, {"boards": [boards.as_dict(b) for b in listed]})
+    table = Table(title="boards (figures and sources: boards/*.yaml)")
+    table.add_column("name", no_wrap=True)
+    for col in ("kind", "CPU", "clock", "flash / RAM or memory", "idle / active power", "targets", "QEMU"):
+        table.add_column(col)
+    for b in listed:
+        cpu = " ".join(x for x in (f"{b.cores}x" if b.cores else "", b.cpu or b.isa or "-") if x)
+        memory = (f"{_size(b.flash_bytes)} / {_size(b.ram_bytes)}" if b.kind == "mcu" else _size(b.memory_bytes))
+        qemu = b.qemu_machine or (f"{b.qemu_user} (user mode)" if b.qemu_user else "none")
+        table.add_row(b.name, b.kind, cpu, f"{b.clock_hz / 1e6:g} MHz" if b.clock_hz else "-", memory,
+                      f"{_watts(b.idle_power_w)} / {_watts(b.active_power_w)}", ", ".join(b.targets), qemu)
+    console.print(table)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n} B"
+
+
+def _watts(w: float | None) -> str:
+    if w is None:
+        return "-"
+    unit, scale = next(((u, k) for u, k in (("W", 1), ("mW", 1e-3), ("uW", 1e-6)) if w >= k), ("uW", 1e-6))
+    return f"{w / scale:.3g} {unit}"
+
+
 @app.command()
 @user_errors
 def demo(
@@ -281,14 +320,20 @@ def profile(
     artifact: Path = typer.Argument(..., help="model.ir, model.tflite, an MCU project folder or a Lava folder"),
     board: str = typer.Option(..., help="board name (see boards/) or a board .yaml file"),
     data: str = typer.Option("digits", help="data whose test split measures firing rates"),
+    measure: bool = typer.Option(False, help="also run it here: median latency, peak memory, power if sensed"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
+    report: Path = typer.Option(None, help="write an HTML page with plots into this folder"),
 ):
     """Memory, operations, firing rates and energy of an artifact, and whether it fits the board."""
     from edgesnn.profile import profile as run_profile
 
-    r = run_profile(artifact, board, data)
+    r = run_profile(artifact, board, data, measure=measure)
     if json_out:
         write_json(json_out, r)
+    if report:
+        from edgesnn.profile.report import write_report
+
+        print(f"wrote {write_report(r, report)}")
     table = Table(title=f"{r['artifact']} ({r['target']}) per layer, {r['samples']} samples")
     for col in ("layer", "op", "MACs", "SOPs", "firing rate"):
         table.add_column(col, justify="left" if col in ("layer", "op") else "right")
@@ -301,6 +346,13 @@ def profile(
     print(f"weights {r['weight_bytes']} B, peak activations {r['peak_activation_bytes']} B, MACs {r['macs']}, "
           f"SOPs {r['sops']:.0f}, energy (45 nm) {r['energy_45nm_pj'] / 1e6:.3f} uJ vs ANN {r['energy_ann_45nm_pj'] / 1e6:.3f} uJ")
     print(f"{r['board']}: {'fits' if r['fits'] else 'does not fit'} ({room})")
+    board_energy = "unknown" if r["energy_board_pj"] is None else f"{r['energy_board_pj'] / 1e6:.3f} uJ"
+    print(f"energy on {r['board']}: {board_energy} ({r['energy_board_note']})")
+    if measure:
+        power = (f", {r['power_w_mean']:.2f} W ({r['power_sensor']}), {r['energy_mj_per_inference_measured']:.4f} mJ"
+                 if "power_w_mean" in r else f"; {r['power_note']}")
+        print(f"measured here: {r['latency_ms_median']:.4f} ms per inference (median of {len(r['latency_ms_runs'])} "
+              f"passes), peak RSS {r['peak_rss_bytes'] / 2**20:.1f} MiB{power}")
 
 
 def main() -> None:

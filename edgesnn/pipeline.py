@@ -49,9 +49,7 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     ``lava_mode``: the lava target's neuron mode, graded or rate-burst."""
     if target not in TARGETS:
         raise EdgesnnError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
-    if target == "mcu" and board is None:
-        raise EdgesnnError(f"--target mcu needs --board (one of {', '.join(boards.available())}, or a .yaml file)")
-    board_spec = boards.load(board) if target == "mcu" else None  # a bad board fails before any work
+    board_spec = _mcu_board(board) if target == "mcu" else None  # a bad board fails before any work
     model, config = checkpoint.load(ckpt)
     ds = datasets.load(config["data"])
     calibration = ds.x_train[:CALIBRATION_SAMPLES]
@@ -85,6 +83,17 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     path = Path(out) / IR_FILE
     graph.save(path)
     return path
+
+
+def _mcu_board(board: str | None) -> boards.Board:
+    """The board --target mcu builds for: a bare-metal MCU or an aarch64 Linux board."""
+    choices = f"{', '.join(boards.available(boards.BUILD_KINDS))} (or a .yaml file)"
+    if board is None:
+        raise EdgesnnError(f"--target mcu needs --board (one of {choices})")
+    spec = boards.load(board)
+    if spec.kind not in boards.BUILD_KINDS:
+        raise EdgesnnError(f"board {spec.name} ({spec.kind}) cannot run --target mcu; boards for mcu: {choices}")
+    return spec
 
 
 def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | None = None, qemu: bool = False,

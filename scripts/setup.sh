@@ -13,7 +13,9 @@ VENV=.venv
 CONSTRAINTS=constraints.txt
 # Toolchains and emulators for the MCU (Cortex-M on QEMU) and aarch64 Linux targets
 # (libc6-dev-arm64-cross: the C library for static aarch64 binaries run by qemu-aarch64).
-APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+# chromium: /usr/bin/chromium, the headless browser the profile report's test renders the page in.
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+              chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -27,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "setup: warning: not root, cannot install Debian packages: ${missing[*]}" >&2
-    echo "setup: the MCU/QEMU targets need them (sudo apt-get install ${missing[*]})" >&2
+    echo "setup: the MCU/QEMU targets and the profile report test need them (sudo apt-get install ${missing[*]})" >&2
   fi
 fi
 

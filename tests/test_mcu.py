@@ -36,7 +36,7 @@ def test_arena_reuses_memory_of_dead_buffers():
 
 
 def test_boards_load_and_check_fit():
-    assert {"nucleo-f446re", "stm32h743zi", "nrf5340", "rpi4"} <= set(boards.available())
+    assert {"nucleo-f446re", "stm32h743", "nrf5340", "raspberry-pi-4"} <= set(boards.available())
     b = boards.load("nucleo-l011k4")
     assert (b.flash_bytes, b.ram_bytes) == (16384, 2048)
     with pytest.raises(Exception, match="flash needs 20000 bytes, has 16384; RAM needs 4096 bytes, has 2048"):
@@ -57,7 +57,7 @@ def test_host_build_is_bit_exact(trained, tmp_path, family):
     assert res["samples"] == 450 and res["runs"]["host"]["mismatches"] == 0 and res["mismatches"] == 0
 
 
-@pytest.mark.parametrize("board,machine", [("nucleo-f446re", "mps2-an386"), ("stm32h743zi", "mps2-an500"),
+@pytest.mark.parametrize("board,machine", [("nucleo-f446re", "mps2-an386"), ("stm32h743", "mps2-an500"),
                                            ("nrf5340", "mps2-an505")])
 def test_cortex_m_on_qemu_is_bit_exact_and_counts_instructions(trained, tmp_path, board, machine):
     out = pipeline.export_model(trained["cnn"], "mcu", tmp_path / "mcu", board=board)
@@ -69,7 +69,7 @@ def test_cortex_m_on_qemu_is_bit_exact_and_counts_instructions(trained, tmp_path
 
 
 def test_aarch64_linux_under_qemu_user(trained, tmp_path):
-    out = pipeline.export_model(trained["resnet"], "mcu", tmp_path / "mcu", board="rpi4")
+    out = pipeline.export_model(trained["resnet"], "mcu", tmp_path / "mcu", board="raspberry-pi-4")
     r = pipeline.verify(out, "digits", qemu=True, samples=200)
     assert r["runs"]["aarch64"]["mismatches"] == 0 and r["runs"]["host"]["mismatches"] == 0
 

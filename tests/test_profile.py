@@ -72,5 +72,84 @@ def test_profile_command_on_an_ir_and_a_tflite_file(tmp_path):
         assert res["fits"] and res["energy_45nm_pj"] < res["energy_ann_45nm_pj"]
         assert all({"name", "macs", "sops", "firing_rate"} <= set(row) for row in res["layers"])
     assert res["target"] == "tflite" and res["target_memory"]["tflm_arena_bytes"] > 0
-    r = CliRunner().invoke(app, ["profile", str(artifact), "--board", "nucleo-l011k4"])
+    r = CliRunner().invoke(app, ["profile", str(artifact), "--board", "nucleo-l011k4", "--report", str(tmp_path / "rep")])
     assert r.exit_code == 0 and "does not fit" in r.output
+    assert (tmp_path / "rep" / "index.html").is_file() and "nucleo-l011k4" in (tmp_path / "rep" / "index.html").read_text()
+
+
+def _fake_ina3221(root, volts_mv=5000, amps_ma=1200):
+    hw = root / "bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
+    hw.mkdir(parents=True)
+    for n, (label, mv, ma) in enumerate([("VDD_GPU_SOC", 1000, 100), ("VDD_IN", volts_mv, amps_ma)], start=1):
+        (hw / f"in{n}_label").write_text(label + "\n")
+        (hw / f"in{n}_input").write_text(f"{mv}\n")
+        (hw / f"curr{n}_input").write_text(f"{ma}\n")
+
+
+def test_jetson_ina3221_input_rail_is_read_from_sysfs(tmp_path, monkeypatch):
+    from edgesnn.profile.measure import power_sensor
+
+    _fake_ina3221(tmp_path)
+    monkeypatch.setenv("EDGESNN_SYSFS", str(tmp_path))
+    sensor = power_sensor()
+    assert sensor.name == "jetson-ina3221" and sensor.read_watts() == pytest.approx(5.0 * 1.2)  # VDD_IN, not the GPU rail
+
+
+def test_raspberry_pi_5_pmic_is_read_from_vcgencmd(tmp_path, monkeypatch):
+    from edgesnn.profile.measure import power_sensor
+
+    fake = tmp_path / "bin" / "vcgencmd"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n[ \"$1\" = pmic_read_adc ] || exit 1\n"
+                    "echo '   3V7_WL_SW_A current(0)=0.10000000A'\necho '     VDD_CORE_A current(7)=2.00000000A'\n"
+                    "echo '   3V7_WL_SW_V volt(8)=3.70000000V'\necho '     VDD_CORE_V volt(15)=0.80000000V'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("EDGESNN_SYSFS", str(tmp_path / "no-sys"))
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    sensor = power_sensor()
+    assert sensor.name == "raspberry-pi-5-pmic" and sensor.read_watts() == pytest.approx(0.1 * 3.7 + 2.0 * 0.8)
+
+
+def test_no_sensor_is_said_plainly(tmp_path, monkeypatch):
+    from edgesnn.profile.measure import power_sensor
+
+    monkeypatch.setenv("EDGESNN_SYSFS", str(tmp_path))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert power_sensor().name == "none"
+
+
+@pytest.mark.slow
+def test_measure_runs_the_artifact_and_reads_the_power_rail(tmp_path, monkeypatch):
+    _fake_ina3221(tmp_path / "sys")
+    monkeypatch.setenv("EDGESNN_SYSFS", str(tmp_path / "sys"))
+    pipeline.train_model("mlp", "digits", 2, tmp_path / "mlp")
+    out = pipeline.export_model(tmp_path / "mlp", "tflite", tmp_path / "tfl")
+    r = CliRunner().invoke(app, ["profile", str(out), "--board", "jetson-orin-nano", "--measure", "--json",
+                                 str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["latency_ms_median"] > 0 and 10e6 < res["peak_rss_bytes"] < 500e6
+    assert res["power_sensor"] == "jetson-ina3221" and res["power_w_mean"] == pytest.approx(6.0)
+    assert res["energy_mj_per_inference_measured"] == pytest.approx(6.0 * res["latency_ms_median"])
+
+
+@pytest.mark.slow
+def test_board_energy_models(tmp_path):
+    """MCU: QEMU instructions x energy per cycle; Loihi 2: per-op figures; CPU boards need a latency."""
+    from edgesnn.profile import profile
+
+    pipeline.train_model("mlp", "digits", 2, tmp_path / "mlp")
+    ir = pipeline.export_model(tmp_path / "mlp", "ir", tmp_path / "ir")
+    loihi = profile(ir, "loihi2", "digits")
+    assert loihi["energy_board_pj"] > 0 and "Loihi 2" in loihi["energy_board_note"]
+    pi = profile(ir, "raspberry-pi-4", "digits")
+    assert pi["energy_board_pj"] is None and "--measure" in pi["energy_board_note"]
+    mcu = pipeline.export_model(tmp_path / "mlp", "mcu", tmp_path / "mcu", board="nrf52840")
+    r = profile(mcu, "nrf52840", "digits")
+    assert r["instructions_per_inference"] > 1000
+    from edgesnn import boards
+
+    cycle = (boards.load("nrf52840").energy_pj or {}).get("cycle")
+    if cycle is not None:
+        assert r["energy_board_pj"] == pytest.approx(r["instructions_per_inference"] * cycle)
+    assert r["target_memory"]["text"] > 0 and r["fits"]

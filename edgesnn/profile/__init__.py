@@ -19,7 +19,8 @@ from edgesnn.profile import memory, ops
 from edgesnn.profile.energy import energy_45nm
 
 
-def profile(artifact: Path, board_spec: str, data_spec: str) -> dict:
+def profile(artifact: Path, board_spec: str, data_spec: str, measure: bool = False) -> dict:
+    """``measure``: also run the artifact here (see :mod:`.measure`): latency, peak memory, power."""
     target, graph, target_memory = _artifact(Path(artifact))
     board = boards.load(board_spec)
     ds = datasets.load(data_spec)
@@ -34,7 +35,46 @@ def profile(artifact: Path, board_spec: str, data_spec: str) -> dict:
         **energy_45nm(layers), "layers": layers,
     }
     result.update(_fit(board, result))
+    if measure:
+        from edgesnn.profile.measure import measure as run_measure
+
+        result.update(run_measure(target, Path(artifact), xq))
+    result.update(_board_energy(board, target, Path(artifact), graph, xq, result))
     return result
+
+
+def _board_energy(board: boards.Board, target: str, artifact: Path, graph, xq, r: dict) -> dict:
+    """The board's own energy model: instructions x energy per cycle (MCU, instructions counted on
+    QEMU, one per cycle assumed), latency x active power (CPU boards, with --measure: the latency
+    is this machine's), per-operation figures (Loihi 2). ``energy_board_note`` says which, or why none."""
+    e = {"energy_board_pj": None}
+    if board.kind == "mcu":
+        cycle = (board.energy_pj or {}).get("cycle")
+        if target != "mcu" or not board.qemu_machine:
+            e["energy_board_note"] = "needs an MCU project (export --target mcu) for a board QEMU emulates"
+            return e
+        from edgesnn.backends.mcu import verify_mcu
+
+        arm = verify_mcu(artifact, datasets.to_nhwc(datasets.digits().x_test), qemu=True, samples=20)["runs"]["arm"]
+        e["instructions_per_inference"] = arm["instructions_per_inference"]
+        if cycle is None:
+            e["energy_board_note"] = f"{board.name} has no energy per cycle in its board file"
+        else:
+            e["energy_board_pj"] = arm["instructions_per_inference"] * cycle
+            e["energy_board_note"] = "QEMU instructions per inference x energy per cycle (1 instruction per cycle)"
+    elif board.kind == "neuromorphic":
+        from edgesnn.backends.lava.resources import loihi2_report
+
+        report = loihi2_report(graph, datasets.to_nhwc(datasets.digits().x_test[:256]))
+        e["energy_board_pj"] = report["energy_pj_per_inference"]
+        e["energy_board_note"] = "Loihi 2 per-synaptic-op and per-neuron-update figures (see boards/loihi2.yaml)"
+    elif "latency_ms_median" in r and board.active_power_w is not None:
+        e["energy_board_pj"] = r["latency_ms_median"] * 1e-3 * board.active_power_w * 1e12
+        e["energy_board_note"] = "latency measured on this machine x the board's active power"
+    else:
+        e["energy_board_note"] = ("run with --measure for a latency" if board.active_power_w is not None
+                                  else f"{board.name} has no active power in its board file")
+    return e
 
 
 def _artifact(path: Path):
@@ -74,7 +114,7 @@ def _fit(board: boards.Board, r: dict) -> dict:
     flash = t.get("flash", t.get("file_bytes", r["weight_bytes"]))
     ram = t.get("ram", t.get("tflm_arena_bytes", t.get("arena_bytes", r["peak_activation_bytes"])))
     need = {"flash": flash, "ram": ram}
-    have = {"flash": getattr(board, "flash_bytes", None), "ram": getattr(board, "ram_bytes", None)}
+    have = {"flash": board.flash_bytes, "ram": board.ram_limit_bytes}
     margin = {k: (have[k] - need[k]) if have[k] is not None else None for k in need}
     fits = all(m is None or m >= 0 for m in margin.values())
     return {"fits": fits, "needed_bytes": need, "available_bytes": have, "margin_bytes": margin}

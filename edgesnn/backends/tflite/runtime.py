@@ -71,8 +71,9 @@ def _interpreter_module():
                            "or, on old board images, tflite-runtime") from None
 
 
-def _run_litert(path: Path, xq: np.ndarray, reference: bool) -> Result:
-    module, name = _interpreter_module()
+def interpreter_for(path: Path, reference: bool):
+    """A LiteRT interpreter with its tensors allocated: reference kernels, or the default ones."""
+    module, _ = _interpreter_module()
     resolver = module.OpResolverType.BUILTIN_REF if reference else module.OpResolverType.AUTO
     try:
         with _quiet_stderr():  # LiteRT announces its XNNPACK delegate on the C stderr
@@ -80,6 +81,12 @@ def _run_litert(path: Path, xq: np.ndarray, reference: bool) -> Result:
             interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise EdgesnnError(f"{path}: LiteRT cannot load it: {_first_line(e)}") from None
+    return interp
+
+
+def _run_litert(path: Path, xq: np.ndarray, reference: bool) -> Result:
+    _, name = _interpreter_module()
+    interp = interpreter_for(path, reference)
     inp = interp.get_input_details()[0]
     outs = interp.get_output_details()
     results = [[] for _ in outs]

@@ -1,0 +1,179 @@
+"""``profile --measure``: run the artifact here for real and time it, in a child process so that its
+peak resident memory is the artifact's runtime alone (getrusage of the children), and read a power
+sensor if the machine has one (a Jetson's INA3221 rails, a Raspberry Pi 5's PMIC).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgesnn.errors import EdgesnnError
+from edgesnn.measure_child import REPEATS  # timed passes; the median of their per-inference times is reported
+
+SAMPLES = 50
+
+
+def measure(target: str, artifact: Path, xq: np.ndarray) -> dict:
+    """Median latency per inference (ms), peak RSS of the runtime's process, power if sensed."""
+    sensor = power_sensor()
+    with sensor.sampling() as samples:
+        if target == "mcu":
+            latencies, rss = _measure_c(artifact, xq[:SAMPLES])
+        else:
+            latencies, rss = _measure_python(target, artifact, xq[:SAMPLES])
+    out = {"latency_ms_median": float(np.median(latencies)), "latency_ms_runs": [float(v) for v in latencies],
+           "peak_rss_bytes": int(rss), "power_sensor": sensor.name, "samples": int(min(len(xq), SAMPLES))}
+    if samples:
+        watts = float(np.mean(samples))
+        out.update({"power_w_mean": watts, "energy_mj_per_inference_measured": watts * out["latency_ms_median"]})
+    else:
+        out["power_note"] = "no power sensor found (Jetson INA3221 sysfs or Raspberry Pi 5 vcgencmd pmic_read_adc)"
+    return out
+
+
+def _measure_c(project: Path, xq: np.ndarray) -> tuple[list[float], int]:
+    """The host build's harness over the samples, REPEATS times (it times each inference itself)."""
+    from edgesnn.backends.mcu.build import build
+
+    binary = build(project, "host").resolve()
+    work = project / "build" / "measure"
+    work.mkdir(parents=True, exist_ok=True)
+    np.ascontiguousarray(xq.reshape(len(xq), -1), dtype=np.int8).tofile(work / "inputs.bin")
+    latencies, peak = [], 0
+    for _ in range(REPEATS):
+        _, rss = _run_child([str(binary)], work)
+        stats = dict(re.findall(r"(\w+)=(\S+)", (work / "stats.txt").read_text()))
+        latencies.append(int(stats["mean"]) / 1e6)
+        peak = max(peak, rss)
+    return latencies, peak
+
+
+def _measure_python(target: str, artifact: Path, xq: np.ndarray) -> tuple[list[float], int]:
+    """The runtime alone in a fresh interpreter (edgesnn.measure_child imports no torch)."""
+    with tempfile.TemporaryDirectory(prefix="edgesnn-measure-") as tmp:
+        np.save(Path(tmp) / "inputs.npy", xq)
+        stdout, rss = _run_child([sys.executable, "-m", "edgesnn.measure_child", target, str(Path(artifact).resolve()),
+                                  str(Path(tmp) / "inputs.npy")])
+    return json.loads(stdout.strip().splitlines()[-1])["latencies_ms"], rss
+
+
+def _run_child(cmd: list[str], cwd: Path | None = None) -> tuple[str, int]:
+    """stdout and peak resident bytes of this one child: its VmHWM, polled until it exits (the
+    rusage of a child would count the parent's pages it was forked with)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err)
+        peak = 0
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                m = re.search(r"VmHWM:\s+(\d+) kB", status.read_text())
+            except OSError:  # exited between poll and read
+                m = None
+            peak = max(peak, int(m.group(1)) * 1024 if m else 0)
+            time.sleep(0.001)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            lines = err.read().strip().splitlines() or ["no output"]
+            raise EdgesnnError(f"measuring with {Path(cmd[0]).name} failed: {lines[-1][:300]}")
+        return out.read(), peak
+
+
+# ---- power sensors -------------------------------------------------------------------------------
+
+class _Sensor:
+    name = "none"
+
+    def read_watts(self) -> float | None:
+        return None
+
+    def sampling(self, period: float = 0.01):
+        return _Sampler(self, period)
+
+
+class _Sampler:
+    """Samples the sensor in a thread while the block runs; yields the list of readings (W)."""
+
+    def __init__(self, sensor: _Sensor, period: float):
+        self.sensor, self.period, self.values, self._stop = sensor, period, [], threading.Event()
+
+    def __enter__(self) -> list[float]:
+        if self.sensor.name != "none":
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self.values
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            w = self.sensor.read_watts()
+            if w is not None:
+                self.values.append(w)
+            self._stop.wait(self.period)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.sensor.name != "none":
+            self._thread.join()
+            w = self.sensor.read_watts()  # at least one reading, even for a run shorter than the period
+            if w is not None and not self.values:
+                self.values.append(w)
+
+
+class Ina3221(_Sensor):
+    """Jetson: the INA3221 hwmon driver's rails (inN_label, inN_input mV, currN_input mA); the input rail."""
+
+    name = "jetson-ina3221"
+
+    def __init__(self, channel: Path):
+        self.volts, self.amps = channel.with_name(channel.name.replace("_label", "_input")), None
+        n = re.search(r"in(\d+)_label", channel.name).group(1)
+        self.amps = channel.with_name(f"curr{n}_input")
+
+    def read_watts(self) -> float | None:
+        try:
+            return int(self.volts.read_text()) * int(self.amps.read_text()) / 1e6
+        except (OSError, ValueError):
+            return None
+
+
+class Pi5Pmic(_Sensor):
+    """Raspberry Pi 5: ``vcgencmd pmic_read_adc`` lists each rail's current (A) and voltage (V)."""
+
+    name = "raspberry-pi-5-pmic"
+
+    def read_watts(self) -> float | None:
+        try:
+            text = subprocess.run(["vcgencmd", "pmic_read_adc"], capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        amps = dict(re.findall(r"(\S+)_A current\(\d+\)=([\d.]+)A", text))
+        volts = dict(re.findall(r"(\S+)_V volt\(\d+\)=([\d.]+)V", text))
+        rails = set(amps) & set(volts)
+        return sum(float(amps[r]) * float(volts[r]) for r in rails) if rails else None
+
+
+def power_sensor() -> _Sensor:
+    """The first sensor found; ``EDGESNN_SYSFS`` relocates /sys (tests use a fake tree)."""
+    sysfs = Path(os.environ.get("EDGESNN_SYSFS", "/sys"))
+    labels = sorted(sysfs.glob("bus/i2c/drivers/ina3221*/*/hwmon/hwmon*/in*_label"))
+    for label in labels:
+        if label.read_text().strip() in ("VDD_IN", "POM_5V_IN", "VIN_SYS_5V0"):
+            return Ina3221(label)
+    if labels:
+        return Ina3221(labels[0])
+    if shutil.which("vcgencmd") and Pi5Pmic().read_watts() is not None:
+        return Pi5Pmic()
+    return _Sensor()
+
+
