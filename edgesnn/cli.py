@@ -343,6 +343,8 @@ def profile(
     console.print(table)
     need, have = r["needed_bytes"], r["available_bytes"]
     room = ", ".join(f"{k} {need[k]} of {have[k] if have[k] is not None else 'unlimited'} bytes" for k in need)
+    if "needed_cores" in r:
+        room = f"{r['needed_cores']} of {r['available_cores']} neuro cores"
     print(f"weights {r['weight_bytes']} B, peak activations {r['peak_activation_bytes']} B, MACs {r['macs']}, "
           f"SOPs {r['sops']:.0f}, energy (45 nm) {r['energy_45nm_pj'] / 1e6:.3f} uJ vs ANN {r['energy_ann_45nm_pj'] / 1e6:.3f} uJ")
     print(f"{r['board']}: {'fits' if r['fits'] else 'does not fit'} ({room})")

@@ -142,6 +142,7 @@ def test_board_energy_models(tmp_path):
     ir = pipeline.export_model(tmp_path / "mlp", "ir", tmp_path / "ir")
     loihi = profile(ir, "loihi2", "digits")
     assert loihi["energy_board_pj"] > 0 and "Loihi 2" in loihi["energy_board_note"]
+    assert loihi["fits"] and 0 < loihi["needed_cores"] <= loihi["available_cores"] == 128
     pi = profile(ir, "raspberry-pi-4", "digits")
     assert pi["energy_board_pj"] is None and "--measure" in pi["energy_board_note"]
     mcu = pipeline.export_model(tmp_path / "mlp", "mcu", tmp_path / "mcu", board="nrf52840")

@@ -34,7 +34,7 @@ def profile(artifact: Path, board_spec: str, data_spec: str, measure: bool = Fal
         "macs": sum(r["macs"] for r in layers), "sops": sum(r["sops"] or 0.0 for r in layers),
         **energy_45nm(layers), "layers": layers,
     }
-    result.update(_fit(board, result))
+    result.update(_fit(board, result, graph))
     if measure:
         from edgesnn.profile.measure import measure as run_measure
 
@@ -108,9 +108,17 @@ def _artifact(path: Path):
     raise EdgesnnError(f"{path}: profile takes model.ir, model.tflite, an MCU project folder or a Lava folder")
 
 
-def _fit(board: boards.Board, r: dict) -> dict:
-    """Needed vs available bytes (flash holds constants, RAM activations) and the margin left."""
+def _fit(board: boards.Board, r: dict, graph=None) -> dict:
+    """Needed vs available bytes (flash holds constants, RAM activations) and the margin left; on a
+    neuromorphic chip, neuro cores (one layer per core, backends/lava/resources.py)."""
     t = r["target_memory"]
+    if board.kind == "neuromorphic":
+        from edgesnn.backends.lava.resources import loihi2_report
+
+        cores = t.get("cores") or loihi2_report(graph, datasets.to_nhwc(datasets.digits().x_test[:64]))["cores"]
+        have = int(board.figures["neuro_cores_per_chip"]["value"])
+        return {"fits": cores <= have, "needed_cores": cores, "available_cores": have, "margin_cores": have - cores,
+                "needed_bytes": {}, "available_bytes": {}, "margin_bytes": {}}
     flash = t.get("flash", t.get("file_bytes", r["weight_bytes"]))
     ram = t.get("ram", t.get("tflm_arena_bytes", t.get("arena_bytes", r["peak_activation_bytes"])))
     need = {"flash": flash, "ram": ram}

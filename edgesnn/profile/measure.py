@@ -30,6 +30,8 @@ def measure(target: str, artifact: Path, xq: np.ndarray) -> dict:
     with sensor.sampling() as samples:
         if target == "mcu":
             latencies, rss = _measure_c(artifact, xq[:SAMPLES])
+        elif target == "lava":
+            latencies, rss = _measure_lava(artifact, xq[:SAMPLES])
         else:
             latencies, rss = _measure_python(target, artifact, xq[:SAMPLES])
     out = {"latency_ms_median": float(np.median(latencies)), "latency_ms_runs": [float(v) for v in latencies],
@@ -66,6 +68,21 @@ def _measure_python(target: str, artifact: Path, xq: np.ndarray) -> tuple[list[f
         stdout, rss = _run_child([sys.executable, "-m", "edgesnn.measure_child", target, str(Path(artifact).resolve()),
                                   str(Path(tmp) / "inputs.npy")])
     return json.loads(stdout.strip().splitlines()[-1])["latencies_ms"], rss
+
+
+def _measure_lava(folder: Path, xq: np.ndarray) -> tuple[list[float], int]:
+    """Lava's simulation of the folder's graph (its exported mode), start-up included, per sample;
+    the memory is the simulation's main process (each ProcessModel runs in a forked process of its own)."""
+    mode = json.loads((folder / "lava.json").read_text())["mode"]
+    latencies, peak = [], 0
+    with tempfile.TemporaryDirectory(prefix="edgesnn-measure-") as tmp:
+        np.save(Path(tmp) / "inputs.npy", xq)
+        for _ in range(3):  # a Lava run takes seconds: fewer passes
+            t0 = time.perf_counter()
+            _, rss = _run_child([sys.executable, "-m", "edgesnn.backends.lava.network", str(folder / "model.ir"), tmp, mode])
+            latencies.append((time.perf_counter() - t0) * 1000 / len(xq))
+            peak = max(peak, rss)
+    return latencies, peak
 
 
 def _run_child(cmd: list[str], cwd: Path | None = None) -> tuple[str, int]:
