@@ -279,6 +279,34 @@ def _watts(w: float | None) -> str:
 
 @app.command()
 @user_errors
+def run(
+    recipe: str = typer.Argument("digits-sfa-cnn", help="recipe name (see recipes/) or a recipe .yaml file"),
+    out: Path = typer.Option(..., help="output folder (every artifact and manifest.json go here)"),
+):
+    """Run a recipe: train, compress, export to every target (verified), profile; skip unchanged stages."""
+    from edgesnn.recipes import load as load_recipe
+    from edgesnn.run import run_recipe
+
+    r = load_recipe(recipe)
+
+    def on_stage(name: str, skipped: bool) -> None:
+        err.print(f"{'skip' if skipped else 'run '} {name}", highlight=False)
+
+    manifest = run_recipe(r, out, on_stage=on_stage)
+    table = Table(title=f"{r.name}: {out}")
+    for col in ("export", "board", "differ", "accuracy", "bytes", "fits", "45 nm uJ", "board uJ"):
+        table.add_column(col, justify="left" if col in ("export", "board") else "right")
+    for row in manifest["summary"]:
+        uj = lambda v: "-" if v is None else f"{v / 1e6:.3f}"  # noqa: E731
+        table.add_row(row["export"], row.get("board", "-"), str(row.get("mismatches", "-")),
+                      "-" if row.get("accuracy") is None else f"{row['accuracy']:.4f}", str(row.get("bytes", "-")),
+                      str(row.get("fits", "-")), uj(row.get("energy_45nm_pj")), uj(row.get("energy_board_pj")))
+    console.print(table)
+    print(f"wrote {out / 'manifest.json'} ({len(manifest['artifacts'])} artifacts)")
+
+
+@app.command()
+@user_errors
 def demo(
     out: Path = typer.Option(None, help="folder to keep the artifacts in (default: a temporary folder)"),
     epochs: int = typer.Option(30, help="training epochs"),

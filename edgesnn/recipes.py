@@ -1,0 +1,100 @@
+"""Recipes: a whole deployment described once (data, model, training, compression, export targets,
+boards to profile) in YAML, validated with pydantic. Every output a recipe produces lives under the
+run's output folder: a recipe names stages and boards, never output paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgesnn.errors import EdgesnnError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+DEFAULT = "digits-sfa-cnn"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Model(_Strict):
+    name: Literal["mlp", "cnn", "resnet", "spikeformer"]
+    D: int = Field(4, ge=1, le=127)
+    kwargs: dict = Field(default_factory=dict)
+
+
+class Train(_Strict):
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    seed: int = 0
+
+
+class Quantize(_Strict):
+    method: Literal["qsnn", "qpsnn", "bestformer", "ternary"]
+    weight_bits: int | None = Field(None, ge=1, le=8)
+    membrane_bits: int | None = Field(None, ge=2, le=16)
+    prune: float = Field(0.0, ge=0, lt=1)
+    epochs: int = Field(20, ge=1)
+    lr: float | None = Field(None, gt=0)
+
+
+class Export(_Strict):
+    target: Literal["ir", "tflite", "mcu", "lava", "onnx"]
+    board: str | None = None  # mcu
+    lava_mode: Literal["graded", "rate-burst"] = "graded"
+    event_driven: str = "auto"
+
+    def folder(self) -> str:
+        return f"{self.target}-{self.board}" if self.board else self.target
+
+
+class Profile(_Strict):
+    export: str  # an Export folder name: ir, tflite, mcu-<board>, lava
+    board: str
+
+
+class Recipe(_Strict):
+    name: str
+    data: str = "digits"
+    model: Model
+    train: Train = Field(default_factory=Train)
+    quantize: Quantize | None = None
+    export: list[Export]
+    profile: list[Profile] = Field(default_factory=list)
+
+
+def load(spec: str | Path) -> Recipe:
+    """A recipe by name (recipes/NAME.yaml) or path; errors name the file and the key."""
+    path = Path(spec)
+    if path.suffix not in (".yaml", ".yml"):
+        path = RECIPES_DIR / f"{spec}.yaml"
+        if not path.is_file():
+            names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+            raise EdgesnnError(f"unknown recipe {spec!r}; available: {names} (or a .yaml file)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise EdgesnnError(f"{path}: cannot read the recipe ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise EdgesnnError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise EdgesnnError(f"{path}: a recipe is a YAML mapping")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise EdgesnnError(f"{path}: {key}: {err['msg'].lower()}") from None
+    folders = [e.folder() for e in recipe.export]
+    for p in recipe.profile:
+        if p.export not in folders:
+            raise EdgesnnError(f"{path}: profile.export: {p.export!r} is not one of this recipe's exports "
+                               f"({', '.join(folders)})")
+    for e in recipe.export:
+        if e.target == "mcu" and not e.board:
+            raise EdgesnnError(f"{path}: export: the mcu target needs a board")
+    return recipe
