@@ -132,9 +132,11 @@ def as_dict(board: Board) -> dict:
 
 def _read(path: Path) -> dict:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise EdgesnnError(f"{path}: unreadable board file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise EdgesnnError(f"{path}: not a text (UTF-8) board file (byte {e.start})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
