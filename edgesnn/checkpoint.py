@@ -50,9 +50,7 @@ def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """(model in eval mode, config) from a checkpoint folder."""
     path = Path(path)
     if path.is_file():
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if head.startswith(_PICKLE_MAGIC):
+        if _is_pickle(path):
             raise EdgesnnError(f"{path} is a pickle/torch.save file; edgesnn loads only safetensors + JSON "
                                f"checkpoints (a folder with {WEIGHTS} and {CONFIG})")
         raise EdgesnnError(f"{path} is a file; a checkpoint is a folder with {WEIGHTS} and {CONFIG}")
@@ -71,6 +69,9 @@ def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
         from edgesnn.quantize import spec  # Brevitas is imported only for compressed checkpoints
 
         spec.apply(model, config["quantization"])
+    if _is_pickle(path / WEIGHTS):  # never handed to anything that unpickles
+        raise EdgesnnError(f"{path / WEIGHTS} is a pickle/torch.save file, not safetensors; edgesnn never loads "
+                           f"pickles (save the state dict with safetensors.torch.save_file)")
     try:
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as e:
@@ -80,6 +81,14 @@ def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
     except RuntimeError as e:
         raise EdgesnnError(f"{path}: weights do not match config.json ({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
     return model.eval(), config
+
+
+def _is_pickle(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4).startswith(_PICKLE_MAGIC)
+    except OSError:
+        return False
 
 
 def read_json(path: Path):

@@ -196,7 +196,10 @@ class Graph:
         from edgesnn.ir.interpreter import execute
 
         self.check_input_shape(np.asarray(xq))
-        return execute(self, np.asarray(xq), keep_all=keep_all)
+        try:
+            return execute(self, np.asarray(xq), keep_all=keep_all)
+        except OverflowError as e:  # the interpreter checks every int32 accumulator: a model for wider data
+            raise EdgesnnError(f"integer overflow while running the IR: {e}") from None
 
     def dequantize(self, name: str, q: np.ndarray) -> np.ndarray:
         spec = self.tensors[name]

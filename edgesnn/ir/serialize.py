@@ -8,6 +8,7 @@ metadata key, next to ``edgesnn_ir_version``. Loading checks the version and the
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -67,43 +68,179 @@ def load(path) -> g.Graph:
         header = json.loads(metadata["edgesnn_ir"])
         return _graph_from_header(header, arrays)
     except EdgesnnError as e:
-        raise EdgesnnError(f"{path}: invalid IR: {e}") from None
+        raise EdgesnnError(f"{path}: invalid IR: {_one_line(str(e))}") from None
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise EdgesnnError(f"{path}: invalid IR: {type(e).__name__}: {_first_line(e)}") from None
 
 
 def _graph_from_header(header: dict, arrays: dict) -> g.Graph:
+    _require(isinstance(header, dict), "the graph JSON must be an object")
     _require(header.get("layout") == g.LAYOUT, f"layout must be {g.LAYOUT}")
+    _require(isinstance(header.get("tensors"), dict), "'tensors' must be an object of tensor specs")
+    _require(isinstance(header.get("ops"), list), "'ops' must be a list")
+    _require(isinstance(header.get("meta", {}), dict), "'meta' must be an object")
     tensors = {}
+    spec_fields = {f.name for f in fields(g.TensorSpec)}
     for name, spec in header["tensors"].items():
-        _require(spec["dtype"] in g.DTYPES, f"tensor {name}: unknown dtype {spec['dtype']!r}")
+        _require(isinstance(spec, dict), f"tensor {name}: spec must be an object")
+        _require(spec.get("dtype") in g.DTYPES, f"tensor {name}: unknown dtype {spec.get('dtype')!r}")
+        unknown = set(spec) - spec_fields
+        _require(not unknown, f"tensor {name}: unknown fields {sorted(unknown)}")
+        missing = {"shape", "dtype", "scale"} - set(spec)
+        _require(not missing, f"tensor {name}: missing fields {sorted(missing)}")
         tensors[name] = g.TensorSpec(**spec)
+        _check_tensor(name, tensors[name])
     ops = []
     for entry in header["ops"]:
+        _require(isinstance(entry, dict) and isinstance(entry.get("name"), str), "every op must be an object with a 'name'")
         entry = dict(entry)
-        kind = entry.pop("kind")
-        _require(kind in g.OP_TYPES, f"unknown op kind {kind!r}")
+        kind = entry.pop("kind", None)
+        _require(isinstance(kind, str) and kind in g.OP_TYPES, f"op {entry['name']}: unknown op kind {kind!r}")
         cls = g.OP_TYPES[kind]
         weight_shape = entry.pop("weight_shape", None)
         names = {f.name for f in fields(cls)}
         unknown = set(entry) - names
-        _require(not unknown, f"op {entry.get('name')}: unknown fields {sorted(unknown)}")
+        _require(not unknown, f"op {entry['name']}: unknown fields {sorted(unknown)}")
         for f in fields(cls):
             key = f"{entry['name']}.{f.name}"
             if key in arrays:
                 arr = arrays[key]
                 if f.name == "weight":
-                    _require(weight_shape is not None, f"op {entry['name']}: weight without shape")
-                    arr = packing.unpack(arr, entry["weight_bits"], weight_shape, entry.get("weight_code", "signed"))
+                    _require(_is_int_list(weight_shape) and all(d >= 0 for d in weight_shape),
+                             f"op {entry['name']}: weight without a valid shape")
+                    bits, code = entry.get("weight_bits", 8), entry.get("weight_code", "signed")
+                    _require(_is_int(bits) and isinstance(code, str), f"op {entry['name']}: bad weight_bits/weight_code")
+                    arr = packing.unpack(arr, bits, weight_shape, code)
                 entry[f.name] = arr
+        _require({"inputs", "output"} <= set(entry), f"op {entry['name']}: missing 'inputs' or 'output'")
         op = cls(**entry)
+        _require(isinstance(op.inputs, list) and all(isinstance(i, str) for i in op.inputs) and isinstance(op.output, str),
+                 f"op {op.name}: 'inputs' must be a list of tensor names and 'output' a tensor name")
         for ref in (*op.inputs, op.output):
             _require(ref in tensors, f"op {op.name} refers to unknown tensor {ref!r}")
         ops.append(op)
-    _require(header["input"] in tensors, "unknown input tensor")
+    _require(isinstance(header.get("input"), str) and header["input"] in tensors, "unknown input tensor")
+    _require(isinstance(header.get("outputs"), list) and header["outputs"], "'outputs' must be a non-empty list")
     for out in header["outputs"]:
-        _require(out in tensors, f"unknown output tensor {out!r}")
-    return g.Graph(tensors=tensors, ops=ops, input=header["input"], outputs=list(header["outputs"]), meta=header.get("meta", {}))
+        _require(isinstance(out, str) and out in tensors, f"unknown output tensor {out!r}")
+    graph = g.Graph(tensors=tensors, ops=ops, input=header["input"], outputs=list(header["outputs"]), meta=header.get("meta", {}))
+    _check_graph(graph)
+    return graph
+
+
+_ARITY = {"mul": 2, "add": 2}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_int_list(v, n: int | None = None) -> bool:
+    return isinstance(v, list) and all(_is_int(x) for x in v) and (n is None or len(v) == n)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_tensor(name: str, t: g.TensorSpec) -> None:
+    _require(_is_int_list(t.shape) and all(1 <= d <= 2**24 for d in t.shape) and math.prod(t.shape) <= 2**28,
+             f"tensor {name}: shape must be a list of positive integers, got {t.shape!r}")
+    _require(_is_number(t.scale) and 0 < t.scale < 3.4e38 and np.float32(t.scale) > 0,
+             f"tensor {name}: scale must be a positive float32 number, got {t.scale!r}")
+    lo, hi = g.dtype_range(t.dtype)
+    _require(_is_int(t.zero_point) and lo <= t.zero_point <= hi, f"tensor {name}: zero_point must be an integer in {t.dtype}")
+    _require(t.spike_D is None or (_is_int(t.spike_D) and t.spike_D >= 0), f"tensor {name}: spike_D must be null or an integer >= 0")
+    _require(isinstance(t.signed, bool), f"tensor {name}: signed must be true or false")
+
+
+def _array(op, field: str, dtype, length: int | None = None, ndim: int = 1) -> np.ndarray:
+    arr = getattr(op, field)
+    _require(isinstance(arr, np.ndarray), f"op {op.name}: missing array {field!r}")
+    _require(arr.dtype == dtype and arr.ndim == ndim, f"op {op.name}: {field} must be a {ndim}-d {np.dtype(dtype).name} array")
+    if length is not None:
+        _require(arr.shape[0] == length, f"op {op.name}: {field} has {arr.shape[0]} entries, expected {length}")
+    return arr
+
+
+def _check_requant(op, channels: int, in_dtype: str) -> None:
+    mult = _array(op, "multiplier", np.int32)
+    n = mult.shape[0] if op.kind == "add" else None
+    _require(op.kind == "add" or mult.shape[0] in (1, channels), f"op {op.name}: multiplier must have 1 or {channels} entries")
+    shift = _array(op, "shift", np.int32, mult.shape[0] if n is None else n)
+    _require(mult.size and mult.min() >= 0, f"op {op.name}: multipliers must be non-negative")
+    top = 14 if in_dtype == "int16" and op.kind in ("conv2d", "dense") else 30
+    _require(shift.size and shift.min() >= -62 and shift.max() <= top, f"op {op.name}: shift outside [-62, {top}]")
+
+
+def _check_graph(graph: g.Graph) -> None:
+    """Types, array shapes and the shape of every op's output, in order: a graph that loads runs."""
+    ts = graph.tensors
+    known = {graph.input}
+    for op in graph.ops:
+        name = op.name
+        _require(len(op.inputs) == _ARITY.get(op.kind, 1), f"op {name}: {op.kind} takes {_ARITY.get(op.kind, 1)} inputs, got {len(op.inputs)}")
+        for i in op.inputs:
+            _require(i in known, f"op {name}: input {i!r} is not computed before it")
+        _require(op.output not in known, f"op {name}: tensor {op.output!r} is written twice")
+        ins = [list(ts[i].shape) for i in op.inputs]
+        out = list(ts[op.output].shape)
+        in_dtype = ts[op.inputs[0]].dtype
+        if hasattr(op, "clamp"):
+            lo, hi = g.dtype_range(ts[op.output].dtype)
+            _require(_is_int_list(op.clamp, 2) and lo <= op.clamp[0] <= op.clamp[1] <= hi,
+                     f"op {name}: clamp must be [low, high] within {ts[op.output].dtype}")
+        if op.kind in ("conv2d", "dense"):
+            _require(_is_int(op.weight_bits) and isinstance(op.weight_code, str), f"op {name}: bad weight format")
+            w = _array(op, "weight", np.int8, ndim=4 if op.kind == "conv2d" else 2)
+            _array(op, "bias", np.int32, w.shape[0])
+            ws = getattr(op, "weight_scale")
+            _require(ws is None or (isinstance(ws, np.ndarray) and ws.dtype.kind == "f"), f"op {name}: weight_scale must be a float array")
+        if op.kind == "dense":
+            _require(len(ins[0]) >= 1 and w.shape[1] == ins[0][-1], f"op {name}: weight {list(w.shape)} does not fit input {ins[0]}")
+            want = [*ins[0][:-1], w.shape[0]]
+        elif op.kind == "conv2d":
+            _require(_is_int_list(op.stride, 2) and min(op.stride) >= 1, f"op {name}: stride must be two positive integers")
+            _require(_is_int_list(op.padding, 4) and min(op.padding) >= 0 and max(op.padding) <= 2**16,
+                     f"op {name}: padding must be four non-negative integers")
+            _require(_is_int(op.groups) and op.groups >= 1, f"op {name}: groups must be a positive integer")
+            _require(len(ins[0]) == 3, f"op {name}: conv2d input must be HWC, got {ins[0]}")
+            o, kh, kw, cg = w.shape
+            (h, wd, c), (t, b, l, r), (sh, sw) = ins[0], op.padding, op.stride
+            _require(min(o, kh, kw, cg) >= 1 and c == cg * op.groups and o % op.groups == 0 and h + t + b >= kh and wd + l + r >= kw,
+                     f"op {name}: weight {list(w.shape)} (groups {op.groups}) does not fit input {ins[0]}")
+            want = [(h + t + b - kh) // sh + 1, (wd + l + r - kw) // sw + 1, o]
+        elif op.kind == "reduce_sum":
+            _require(len(ins[0]) == 3, f"op {name}: reduce_sum input must be HWC")
+            _require(_is_number(op.scale), f"op {name}: scale must be a number")
+            want = [1, 1, ins[0][2]]
+        elif op.kind in ("sum_pool2d", "max_pool2d"):
+            _require(_is_int_list(op.kernel, 2) and _is_int_list(op.stride, 2) and min(*op.kernel, *op.stride) >= 1,
+                     f"op {name}: kernel and stride must be two positive integers")
+            _require(len(ins[0]) == 3 and ins[0][0] >= op.kernel[0] and ins[0][1] >= op.kernel[1],
+                     f"op {name}: kernel {op.kernel} does not fit input {ins[0]}")
+            want = [(ins[0][0] - op.kernel[0]) // op.stride[0] + 1, (ins[0][1] - op.kernel[1]) // op.stride[1] + 1, ins[0][2]]
+        elif op.kind in ("mul", "add"):
+            try:
+                want = list(np.broadcast_shapes(tuple(ins[0]), tuple(ins[1])))
+            except ValueError:
+                raise EdgesnnError(f"op {name}: input shapes {ins[0]} and {ins[1]} do not broadcast") from None
+            if op.kind == "add":
+                _require(_is_int(op.left_shift) and 0 <= op.left_shift <= 24, f"op {name}: left_shift must be in 0..24")
+                _require(op.input_scales is None or (isinstance(op.input_scales, list) and all(map(_is_number, op.input_scales))),
+                         f"op {name}: input_scales must be null or a list of numbers")
+                _array(op, "multiplier", np.int32, 3)
+        elif op.kind == "requantize":
+            _require(op.input_scale is None or _is_number(op.input_scale), f"op {name}: input_scale must be null or a number")
+            want = ins[0]
+        else:  # reshape
+            want = out if math.prod(out) == math.prod(ins[0]) else None
+        _require(want == out, f"op {name}: output {op.output!r} has shape {out}, but {op.kind} gives {want}")
+        if isinstance(op, (g.Requantized, g.Add)):
+            _check_requant(op, out[-1], in_dtype)
+        known.add(op.output)
+    for o in graph.outputs:
+        _require(o in known, f"output {o!r} is not computed")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -123,3 +260,8 @@ def _jsonable(obj):
 
 def _first_line(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def _one_line(text: str) -> str:
+    """Names read from the file may hold line breaks: escape them so the error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
