@@ -8,9 +8,6 @@ side needs to know (D, neuron kind, input shape, data set).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from edgesnn import models
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import atomic_path
+from edgesnn.files import atomic_dir, atomic_path
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
@@ -28,22 +25,13 @@ _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+, torch.save zip a
 
 def save(model: torch.nn.Module, config: dict, out_dir: str | Path, metrics: dict | None = None) -> Path:
     """Write the checkpoint into a temporary sibling folder and rename it into place."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "edgesnn-checkpoint"})
         write_json(tmp / CONFIG, {"format_version": FORMAT_VERSION, **config})
         if metrics is not None:
             write_json(tmp / METRICS, metrics)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out_dir
+    return Path(out_dir)
 
 
 def load(path: str | Path) -> tuple[torch.nn.Module, dict]:

@@ -10,7 +10,6 @@ conventions), :mod:`.processes` (Processes and models), :mod:`.network` (IR -> p
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from edgesnn.backends.lava.network import MODES, describe, run_in_subprocess
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import atomic_dir
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
 
@@ -34,11 +34,7 @@ def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -
     network = describe(graph, mode)  # refuses an op Lava cannot map, or a 24-bit overflow
     report = loihi2_report(graph, calibration, mode=mode)
     netx_ok, reason = netx_supported(graph)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_dir(out) as tmp:
         graph.save(tmp / "model.ir")
         network["netx"] = NETX_FILE if netx_ok else None
         network["netx_note"] = "" if netx_ok else reason
@@ -46,11 +42,6 @@ def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -
             write_netx(graph, tmp / NETX_FILE)
         (tmp / NETWORK_FILE).write_text(json.dumps(network, indent=2) + "\n")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=_plain) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return network
 
 

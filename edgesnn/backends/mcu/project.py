@@ -27,6 +27,7 @@ from edgesnn.backends.mcu.arena import Buffer, plan
 from edgesnn.backends.mcu.build import board_mk
 from edgesnn.boards import Board, check_fits
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import atomic_dir
 from edgesnn.ir import graph as g
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -89,11 +90,7 @@ def write_project(graph: g.Graph, board: Board, out: Path, event_driven: set[str
     p = make_plan(graph, event_driven)
     check_fits(board, flash=p.const_bytes, ram=p.arena_bytes)  # lower bounds: code and stack come on top
     source = build_c({k.symbol: k.func for k in p.kernels}, target)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_dir(out) as tmp:
         (tmp / "kernels.c").write_text(source)
         for rel, text in SHIM_HEADERS.items():
             (tmp / "include" / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -107,11 +104,6 @@ def write_project(graph: g.Graph, board: Board, out: Path, event_driven: set[str
         graph.save(tmp / "model.ir")  # the golden interpreter's graph, for verify
         info = _project_json(graph, board, p, event_driven, rates)
         (tmp / "project.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return info
 
 
