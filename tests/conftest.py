@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from edgesnn import data, export, models, train
+from edgesnn import data, export, models, pipeline, train
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +16,13 @@ def small_cnn_graph(digits):
     m = models.build("cnn", models.default_kwargs("cnn", digits.in_shape, 10, 4))
     train.train(m, digits, 10)
     return m, export.export(m, digits.x_train[:512])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Briefly trained checkpoints of each model family, shared by the backend tests (they test
+    arithmetic, not accuracy, and only read these folders)."""
+    root = tmp_path_factory.mktemp("zoo")
+    for name in ("mlp", "cnn", "resnet", "spikeformer"):
+        pipeline.train_model(name, "digits", 3, root / name)
+    return {name: root / name for name in ("mlp", "cnn", "resnet", "spikeformer")}

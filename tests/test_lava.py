@@ -24,16 +24,6 @@ def edgesnn(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lava")
-    out = {}
-    for name in ("mlp", "cnn", "resnet", "spikeformer"):
-        pipeline.train_model(name, "digits", 3, root / name)
-        out[name] = root / name
-    return out
-
-
 def test_the_python_3_11_compatibility_step_is_needed_and_enough():
     probe = "import lava.magma.core.process.process"
     bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

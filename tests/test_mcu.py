@@ -20,16 +20,6 @@ def edgesnn(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mcu")
-    out = {}
-    for name in ("mlp", "cnn", "resnet", "spikeformer"):
-        pipeline.train_model(name, "digits", 3, root / name)
-        out[name] = root / name
-    return out
-
-
 def test_arena_reuses_memory_of_dead_buffers():
     offsets, total = plan([Buffer("a", 100, 0, 1), Buffer("b", 50, 1, 2), Buffer("c", 100, 2, 3)])
     assert offsets["a"] == offsets["c"] == 0 and offsets["b"] >= 100 and total == 176

@@ -35,17 +35,6 @@ def assert_bit_exact(r):
     assert isinstance(r["runtimes"][LITERT_DEFAULT]["mismatches"], int)  # XNNPACK: measured, reported
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Briefly trained checkpoints of each family (the arithmetic, not the accuracy, is under test)."""
-    root = tmp_path_factory.mktemp("tflite")
-    out = {}
-    for name in ("mlp", "cnn", "resnet", "spikeformer"):
-        pipeline.train_model(name, "digits", 3, root / name)
-        out[name] = root / name
-    return out
-
-
 def operators(path):
     model = tflite.Model.GetRootAs(path.read_bytes(), 0)
     sub = model.Subgraphs(0)
