@@ -25,7 +25,7 @@ _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+, torch.save zip a
 
 def save(model: torch.nn.Module, config: dict, out_dir: str | Path, metrics: dict | None = None) -> Path:
     """Write the checkpoint into a temporary sibling folder and rename it into place."""
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, CONFIG) as tmp:
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "edgesnn-checkpoint"})
         write_json(tmp / CONFIG, {"format_version": FORMAT_VERSION, **config})
@@ -52,11 +52,15 @@ def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise EdgesnnError(f"{path / CONFIG}: not an edgesnn checkpoint config (needs 'model' and 'kwargs')")
     if config.get("format_version") != FORMAT_VERSION:
         raise EdgesnnError(f"{path / CONFIG}: checkpoint format {config.get('format_version')}, expected {FORMAT_VERSION}")
-    model = models.build(config["model"], config["kwargs"])
+    model = models.build(config["model"], config["kwargs"], config.get("neuron_map"), config.get("D", 4))
     if config.get("quantization"):
         from edgesnn.quantize import spec  # Brevitas is imported only for compressed checkpoints
 
-        spec.apply(model, config["quantization"])
+        try:
+            spec.apply(model, config["quantization"])
+        except (AttributeError, KeyError, TypeError, ValueError) as e:  # a hand-edited spec of the wrong shape
+            raise EdgesnnError(f"{path / CONFIG}: invalid quantization spec "
+                               f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") from None
     if _is_pickle(path / WEIGHTS):  # never handed to anything that unpickles
         raise EdgesnnError(f"{path / WEIGHTS} is a pickle/torch.save file, not safetensors; edgesnn never loads "
                            f"pickles (save the state dict with safetensors.torch.save_file)")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import typer
@@ -55,27 +54,35 @@ def _with_epoch_bar(label: str, epochs: int, run):
     try:
         return run(on_epoch)
     finally:
-        bar.stop()
+        if bar.live.is_started:
+            bar.stop()
 
 
-def _train(model: str, data: str, epochs: int, out_dir: Path, D: int, lr: float, seed: int) -> dict:
+def _train(model: str, data: str, epochs: int, out_dir: Path, D: int, lr: float, seed: int,
+           neuron_map: dict | None = None) -> dict:
     return _with_epoch_bar(f"train {model}", epochs, lambda on_epoch: pipeline.train_model(
-        model, data, epochs, out_dir, D=D, lr=lr, seed=seed, on_epoch=on_epoch))
+        model, data, epochs, out_dir, D=D, lr=lr, seed=seed, on_epoch=on_epoch, neuron_map=neuron_map))
 
 
 @app.command()
 @user_errors
 def train(
-    model: str = typer.Option("cnn", help="mlp, cnn, resnet or spikeformer"),
+    model: str = typer.Option("cnn", help="mlp, cnn, resnet, spikeformer, or your own as module:factory (a "
+                                          "function or class returning a torch.nn.Module; the current folder is "
+                                          "importable)"),
     data: str = typer.Option("digits", help="'digits' (bundled) or a .npz file with x and y"),
     epochs: int = typer.Option(30, help="training epochs"),
     out: Path = typer.Option(..., help="checkpoint folder to write"),
     D: int = typer.Option(4, "--D", "-D", help="largest integer activation of the SFA neurons"),
     lr: float = typer.Option(3e-3, help="AdamW learning rate (cosine schedule)"),
     seed: int = typer.Option(0, help="random seed"),
+    neuron_map: list[str] = typer.Option(None, help="your own model: map a third-party neuron class onto an edgesnn "
+                                                    "neuron, CLASS=sfa[:D=N[,normalize=false]] (repeatable)"),
 ):
     """Train a spiking model with one-timestep SFA and write a safetensors + JSON checkpoint."""
-    metrics = _train(model, data, epochs, out, D, lr, seed)
+    from edgesnn.models.custom import parse_neuron_map
+
+    metrics = _train(model, data, epochs, out, D, lr, seed, parse_neuron_map(neuron_map))
     print(f"wrote {out}  test_accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} samples")
 
 
@@ -116,7 +123,8 @@ def export(
     checkpoint: Path = typer.Argument(..., help="checkpoint folder (from train)"),
     target: str = typer.Option("ir", help="artifact to write: ir (the integer graph), tflite (integer-only "
                                           ".tflite, with its model.ir), mcu (C project), lava (Lava process "
-                                          "graph, netx file, Loihi 2 report) or onnx (Brevitas QCDQ)"),
+                                          "graph, netx file, Loihi 2 report), onnx (Brevitas QCDQ) or nir "
+                                          "(NIR graph for snnTorch, Norse, Sinabs, ...; exact program in its metadata)"),
     out: Path = typer.Option(..., help="output folder"),
     weight_bits: int = typer.Option(8, help="weight bits per channel (1..8) of float layers; layers trained by "
                                             "`edgesnn quantize` keep their own"),
@@ -136,6 +144,31 @@ def export(
         print(f"Loihi 2 ({r['mode']}): {r['neurons']} neurons, {r['synapses']} synapses, {r['cores']} cores, "
               f"{r['synops_per_inference']:.0f} synaptic ops and {r['energy_uj_per_inference']:.2f} uJ per inference "
               f"(energy figures: see loihi2.json)")
+
+
+@app.command("import")
+@user_errors
+def import_cmd(
+    nir_file: Path = typer.Argument(..., help="NIR graph file (.nir, written by nir.write)"),
+    out: Path = typer.Option(..., help="checkpoint folder to write"),
+    data: str = typer.Option(None, help="data the graph takes, for calibration and accuracy (default: what an "
+                                        "edgesnn NIR file names, else digits)"),
+    timesteps: int = typer.Option(None, help="steps the network runs per sample, the input presented at every "
+                                             "step: the SFA neurons' D (needed unless edgesnn wrote the file)"),
+    dt: float = typer.Option(None, help="seconds per step for LIF / CubaLIF time constants (default 1e-4, "
+                                        "snnTorch's convention)"),
+    float_only: bool = typer.Option(False, "--float", help="ignore edgesnn metadata: import the float graph"),
+):
+    """Build a checkpoint from a NIR graph (Affine, Linear, Conv2d, pooling, Flatten, IF / LIF / CubaLIF)."""
+    from edgesnn.backends.nir import import_nir
+
+    r = import_nir(nir_file, out, data, timesteps, dt, use_metadata=not float_only)
+    for note in r["notes"]:
+        print(f"note: {note}")
+    how = ("exact integer program from its edgesnn metadata" if r["exact"]
+           else f"float, {r['timesteps']} timesteps of {r['dt']:g} s")
+    print(f"wrote {out}  {r['layers']} layers ({how})  test_accuracy {r['test_accuracy']:.4f} "
+          f"on {r['test_samples']} samples")
 
 
 @app.command()
@@ -282,64 +315,78 @@ def _watts(w: float | None) -> str:
 def run(
     recipe: str = typer.Argument("digits-sfa-cnn", help="recipe name (see recipes/) or a recipe .yaml file"),
     out: Path = typer.Option(..., help="output folder (every artifact and manifest.json go here)"),
+    model: str = typer.Option(None, help="your own model instead of the recipe's: module:factory (a function or "
+                                         "class returning a torch.nn.Module; the current folder is importable)"),
+    neuron_map: list[str] = typer.Option(None, help="with --model: map a third-party neuron class onto an edgesnn "
+                                                    "neuron, CLASS=sfa[:D=N[,normalize=false]] (repeatable)"),
 ):
     """Run a recipe: train, compress, export to every target (verified), profile; skip unchanged stages."""
     from edgesnn.recipes import load as load_recipe
-    from edgesnn.run import run_recipe
 
     r = load_recipe(recipe)
+    if model or neuron_map:
+        r = r.model_copy(update={"model": _user_model(r.model, model, neuron_map)})
+    _run_recipe(r, out)
+
+
+def _user_model(base, model: str | None, neuron_map: list[str] | None):
+    from edgesnn.models.custom import parse_neuron_map
+
+    if neuron_map and not model:
+        raise EdgesnnError("--neuron-map needs --model module:factory (it maps the neurons of your own model)")
+    return base.model_copy(update={"name": model, "kwargs": {}, "neuron_map": parse_neuron_map(neuron_map)})
+
+
+def _run_recipe(recipe, out: Path) -> None:
+    """Every stage with a progress bar; ends with the summary table."""
+    from edgesnn.run import run_recipe, stage_names
+
+    names = stage_names(recipe)
+    bar = _progress()
+    task = bar.add_task(recipe.name, total=len(names), info="")
 
     def on_stage(name: str, skipped: bool) -> None:
+        bar.start()
+        bar.update(task, completed=names.index(name), info=name)
         err.print(f"{'skip' if skipped else 'run '} {name}", highlight=False)
 
-    manifest = run_recipe(r, out, on_stage=on_stage)
-    table = Table(title=f"{r.name}: {out}")
-    for col in ("export", "board", "differ", "accuracy", "bytes", "fits", "45 nm uJ", "board uJ"):
-        table.add_column(col, justify="left" if col in ("export", "board") else "right")
+    try:
+        manifest = run_recipe(recipe, out, on_stage=on_stage)
+        bar.update(task, completed=len(names), info="done")
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    exports = Table(title=f"{recipe.name}: artifacts in {out}, each verified")
+    for col in ("export", "samples differing", "accuracy", "bytes"):
+        exports.add_column(col, justify="left" if col == "export" else "right", no_wrap=True)
+    boards_table = Table(title="profiles")
+    for col in ("export", "board", "fits", "45nm uJ", "board uJ"):
+        boards_table.add_column(col, justify="left" if col in ("export", "board") else "right", no_wrap=True)
+    uj = lambda v: "-" if v is None else f"{v / 1e6:.3f}"  # noqa: E731
     for row in manifest["summary"]:
-        uj = lambda v: "-" if v is None else f"{v / 1e6:.3f}"  # noqa: E731
-        table.add_row(row["export"], row.get("board", "-"), str(row.get("mismatches", "-")),
-                      "-" if row.get("accuracy") is None else f"{row['accuracy']:.4f}", str(row.get("bytes", "-")),
-                      str(row.get("fits", "-")), uj(row.get("energy_45nm_pj")), uj(row.get("energy_board_pj")))
-    console.print(table)
+        if "board" in row:
+            boards_table.add_row(row["export"], row["board"], "yes" if row["fits"] else "NO",
+                                 uj(row["energy_45nm_pj"]), uj(row["energy_board_pj"]))
+        else:
+            exports.add_row(row["export"], str(row["mismatches"]),
+                            "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}", str(row["bytes"]))
+    console.print(exports)
+    if boards_table.row_count:
+        console.print(boards_table)
     print(f"wrote {out / 'manifest.json'} ({len(manifest['artifacts'])} artifacts)")
 
 
 @app.command()
 @user_errors
 def demo(
-    out: Path = typer.Option(None, help="folder to keep the artifacts in (default: a temporary folder)"),
-    epochs: int = typer.Option(30, help="training epochs"),
+    out: Path = typer.Option(Path("edgesnn-demo"), help="output folder; run again and unchanged stages are skipped"),
 ):
-    """Train the spiking CNN on digits, export it to the IR and to .tflite, and verify both: the whole pipeline."""
-    tmp = None
-    if out is None:
-        tmp = tempfile.TemporaryDirectory(prefix="edgesnn-demo-")
-        out = Path(tmp.name)
-    try:
-        t0 = time.perf_counter()
-        metrics = _train("cnn", "digits", epochs, out / "cnn", 4, 3e-3, 0)
-        ir_path = pipeline.export_model(out / "cnn", "ir", out / "export")
-        r = pipeline.verify(ir_path, "digits")
-        write_json(out / "verify.json", r)
-        info = pipeline.inspect(ir_path)
-        tfl = pipeline.verify(pipeline.export_model(out / "cnn", "tflite", out / "tflite"), "digits")
-        write_json(out / "verify-tflite.json", tfl)
-        table = Table(title="edgesnn demo: spiking CNN on digits (T = 1, D = 4, 8-bit weights)")
-        table.add_column("step")
-        table.add_column("result")
-        table.add_row("train", f"torch test accuracy {metrics['test_accuracy']:.4f}")
-        table.add_row("export", f"{ir_path}: {len(info['layers'])} integer ops, {info['params']} params, {info['bytes']} bytes")
-        table.add_row("verify", f"{r['samples']} test samples: IR accuracy {r['accuracy']:.4f}, "
-                                f"{r['mismatches']} argmax mismatches vs torch")
-        table.add_row("tflite", f"{tfl['file_bytes']} bytes: " + ", ".join(
-            f"{name} {row['mismatches']} samples differ from the IR" for name, row in tfl["runtimes"].items())
-            + (f"; TFLite Micro arena {tfl['arena_bytes']} bytes" if tfl["arena_bytes"] else ""))
-        table.add_row("time", f"{time.perf_counter() - t0:.1f} s")
-        console.print(table)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    """The default recipe (digits-sfa-cnn): train the spiking CNN on digits, export it to every target, verify
+    each against the IR, profile three boards. The same as `edgesnn run digits-sfa-cnn --out OUT`."""
+    from edgesnn.recipes import DEFAULT
+    from edgesnn.recipes import load as load_recipe
+
+    _run_recipe(load_recipe(DEFAULT), out)
 
 
 @app.command()
@@ -356,12 +403,12 @@ def profile(
     from edgesnn.profile import profile as run_profile
 
     r = run_profile(artifact, board, data, measure=measure)
-    if json_out:
-        write_json(json_out, r)
-    if report:
+    if report:  # first: it is the output that can be refused (a file in the way), and then nothing is written
         from edgesnn.profile.report import write_report
 
         print(f"wrote {write_report(r, report)}")
+    if json_out:
+        write_json(json_out, r)
     table = Table(title=f"{r['artifact']} ({r['target']}) per layer, {r['samples']} samples")
     for col in ("layer", "op", "MACs", "SOPs", "firing rate"):
         table.add_column(col, justify="left" if col in ("layer", "op") else "right")
@@ -386,7 +433,13 @@ def profile(
 
 
 def main() -> None:
-    app()
+    """SIGTERM and Ctrl-C stop a command as an exception, so its clean-up runs, and end with one line."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("error: interrupted", highlight=False)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ def from_npz(path: str | Path) -> Dataset:
         parts = [arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")]
         for x, y in (parts[:2], parts[2:]):
             _check_xy(path, x, y)
+        if parts[0].shape[1:] != parts[2].shape[1:]:
+            raise EdgesnnError(f"{path}: x_train samples have shape {parts[0].shape[1:]} but x_test samples "
+                               f"{parts[2].shape[1:]}")
         return Dataset(path.stem, *(_tensor(a) for a in parts))
     if not {"x", "y"} <= arrays.keys():
         raise EdgesnnError(f"{path}: needs arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); found {sorted(arrays)}")

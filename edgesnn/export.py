@@ -32,6 +32,26 @@ SUPPORTED = (
     "sum over (H, W), flatten"
 )
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
+# Leaf modules the exporter reads (modules with children are traced through).
+DEPLOYABLE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, MultiSpike, TernaryStep, nn.AvgPool2d,
+              nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Flatten, *_PASS_THROUGH)
+
+
+def undeployable_layers(model: nn.Module) -> list[str]:
+    """'name (module.Class)' of each leaf module the exporter cannot read, so a user sees them all at once."""
+    found = []
+
+    def walk(m: nn.Module, name: str) -> None:
+        if isinstance(m, DEPLOYABLE) or hasattr(m, "weight_quant"):
+            return  # its own submodules (quantizers, membrane) are the layer's business
+        children = list(m.named_children())
+        if not children and name:
+            found.append(f"{name} ({type(m).__module__}.{type(m).__qualname__})")
+        for child, sub in children:
+            walk(sub, f"{name}.{child}" if name else child)
+
+    walk(model, "")
+    return found
 
 
 @dataclass

@@ -12,58 +12,84 @@ import torch
 from edgesnn import boards, checkpoint, models
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import replaceable_dir
 from edgesnn.export import export
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
 from edgesnn.ir.packing import packed_nbytes
 from edgesnn.train import predict, train
 
-TARGETS = ("ir", "onnx", "tflite", "mcu", "lava")
+TARGETS = ("ir", "onnx", "tflite", "mcu", "lava", "nir")
 IR_FILE, ONNX_FILE, TFLITE_FILE = "model.ir", "model.onnx", "model.tflite"
 CALIBRATION_SAMPLES = 1024
 
 
 def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int = 4, lr: float = 3e-3,
-                seed: int = 0, on_epoch=None, model_kwargs: dict | None = None) -> dict:
-    """``model_kwargs`` override the data set's default constructor arguments (e.g. channels)."""
+                seed: int = 0, on_epoch=None, model_kwargs: dict | None = None,
+                neuron_map: dict[str, str] | None = None) -> dict:
+    """``model_kwargs`` override the data set's default constructor arguments (e.g. channels).
+    ``model_name`` is a zoo model or a user's ``module:factory``, whose third-party neuron classes
+    ``neuron_map`` maps onto edgesnn neurons (edgesnn.models.custom)."""
     if epochs < 1:
         raise EdgesnnError(f"--epochs must be at least 1, got {epochs}")
+    replaceable_dir(out, checkpoint.CONFIG)
     ds = datasets.load(data_spec)
     torch.manual_seed(seed)
     kwargs = models.resolved_kwargs(model_name, {**models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D),
                                                  **(model_kwargs or {})})
-    model = models.build(model_name, kwargs)
+    model = models.build(model_name, kwargs, neuron_map, D)
     metrics = train(model, ds, epochs, lr=lr, seed=seed, on_epoch=on_epoch)
     config = {
         "model": model_name, "kwargs": kwargs, "D": D, "neuron": "multispike", "normalize": True,
         "input_shape": list(ds.in_shape), "num_classes": ds.num_classes, "data": data_spec, "timesteps": 1,
     }
+    if neuron_map:
+        config["neuron_map"] = dict(neuron_map)
     checkpoint.save(model, config, out, metrics)
     return metrics
 
 
 def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None,
-                 board: str | None = None, event_driven: str = "auto", lava_mode: str = "graded") -> Path:
+                 board: str | None = None, event_driven: str = "auto", lava_mode: str = "graded",
+                 source_ref: str | None = None) -> Path:
     """``stream_dtype`` None: the dtype the checkpoint's compression asks for (BESTformer: int16), else int8.
     ``board`` and ``event_driven``: the mcu target (a board name or YAML file; see backends/mcu);
-    ``lava_mode``: the lava target's neuron mode, graded or rate-burst."""
+    ``lava_mode``: the lava target's neuron mode, graded or rate-burst. ``source_ref``: how the
+    artifact names its checkpoint (default: the absolute path; a relative path is read from the
+    artifact's folder, which keeps a run folder relocatable and its files independent of where it is)."""
     if target not in TARGETS:
         raise EdgesnnError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
     board_spec = _mcu_board(board) if target == "mcu" else None  # a bad board fails before any work
+    if Path(out).exists() and not Path(out).is_dir():
+        raise EdgesnnError(f"{out}: exists and is not a folder (--out names the folder the artifact goes in)")
+    if target in ("mcu", "lava"):  # these replace the whole folder: only one they wrote
+        replaceable_dir(out, _folder_marker(target))
     model, config = checkpoint.load(ckpt)
-    ds = datasets.load(config["data"])
+    if not config.get("data"):
+        raise EdgesnnError(f"{Path(ckpt) / checkpoint.CONFIG}: records no data set, which calibration needs")
+    ds = _data_for(config, config["data"], ckpt)
     calibration = ds.x_train[:CALIBRATION_SAMPLES]
+    source_ref = source_ref or str(Path(ckpt).resolve())
     if target == "onnx":  # the torch-side interchange export (Brevitas QCDQ), checked against torch
         from edgesnn.backends.onnx import export_onnx
 
         Path(out).mkdir(parents=True, exist_ok=True)
         return export_onnx(model, calibration[:2], Path(out) / ONNX_FILE, metadata={
-            "edgesnn.checkpoint": str(Path(ckpt).resolve()), "edgesnn.data": config["data"]})
-    meta = {"source": {"checkpoint": str(Path(ckpt).resolve()), "model": config["model"], "data": config["data"]},
+            "edgesnn.checkpoint": source_ref, "edgesnn.data": config["data"]})
+    meta = {"source": {"checkpoint": source_ref, "model": config["model"], "data": config["data"]},
             "weight_bits": weight_bits,  # for float layers; quantized layers keep their trained bits
             "quantization": (config.get("quantization") or {}).get("method")}
     stream_dtype = stream_dtype or (config.get("quantization") or {}).get("stream_dtype", "int8")
-    graph = export(model, calibration, weight_bits=weight_bits, meta=meta, stream_dtype=stream_dtype)
+    from edgesnn.backends.nir import exact_graph  # a checkpoint imported from edgesnn's NIR keeps its exact program
+
+    graph = exact_graph(model, config, meta) or export(model, calibration, weight_bits=weight_bits, meta=meta,
+                                                       stream_dtype=stream_dtype)
+    if target == "nir":  # the IR is written next to the NIR file it was lowered from
+        from edgesnn.backends.nir import NIR_FILE, export_nir
+
+        path = export_nir(graph, Path(out) / NIR_FILE)  # an op NIR cannot express fails before any file
+        graph.save(Path(out) / IR_FILE)
+        return path
     if target == "tflite":  # the IR is written next to the .tflite: verify compares the two
         from edgesnn.backends.tflite import export_tflite
 
@@ -83,6 +109,17 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     path = Path(out) / IR_FILE
     graph.save(path)
     return path
+
+
+def _folder_marker(target: str) -> str:
+    """The file every folder the target writes holds."""
+    if target == "mcu":
+        from edgesnn.backends.mcu.project import PROJECT_FILE
+
+        return PROJECT_FILE
+    from edgesnn.backends.lava import NETWORK_FILE
+
+    return NETWORK_FILE
 
 
 def _mcu_board(board: str | None) -> boards.Board:
@@ -107,11 +144,13 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | 
     if artifact.is_dir() and (artifact / "lava.json").is_file():
         from edgesnn.backends.lava import verify_lava
 
-        return verify_lava(artifact, datasets.to_nhwc(datasets.load(data_spec).x_test), samples, lava_mode)
+        ds = datasets.load(data_spec)
+        return _with_accuracy(verify_lava(artifact, datasets.to_nhwc(ds.x_test), samples, lava_mode), artifact, ds)
     if artifact.is_dir() and (artifact / "project.json").is_file():
         from edgesnn.backends.mcu import verify_mcu
 
-        return verify_mcu(artifact, datasets.to_nhwc(datasets.load(data_spec).x_test), qemu=qemu, samples=samples)
+        ds = datasets.load(data_spec)
+        return _with_accuracy(verify_mcu(artifact, datasets.to_nhwc(ds.x_test), qemu=qemu, samples=samples), artifact, ds)
     if artifact.suffix == ".onnx":
         return _verify_onnx(artifact, data_spec, ckpt)
     if artifact.suffix == ".tflite":
@@ -120,11 +159,11 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | 
         raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir), a .tflite file, an ONNX file (.onnx), "
                           "an MCU project folder or a Lava folder")
     graph = load_ir(artifact)
-    source = ckpt or graph.meta.get("source", {}).get("checkpoint")
+    source = ckpt or _named_checkpoint(artifact, graph.meta.get("source", {}).get("checkpoint"))
     if source is None:
         raise EdgesnnError(f"{artifact}: the IR does not name its checkpoint; pass --checkpoint DIR")
-    model, _ = checkpoint.load(source)
-    ds = datasets.load(data_spec)
+    model, config = checkpoint.load(source)
+    ds = _data_for(config, data_spec, source)
     x, y = ds.x_test, ds.y_test.numpy()
     ir_out = graph.run(datasets.to_nhwc(x))
     if ir_out.ndim != 2:
@@ -140,17 +179,41 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | 
     }
 
 
+def _data_for(config: dict, data_spec: str, ckpt) -> datasets.Dataset:
+    """The data set, checked against the input shape the checkpoint's model takes."""
+    ds = datasets.load(data_spec)
+    want = config.get("input_shape") or (config.get("kwargs") or {}).get("in_shape")
+    if want is not None and list(ds.in_shape) != list(want):
+        raise EdgesnnError(f"{data_spec}: samples of shape {tuple(ds.in_shape)}, but the model of {ckpt} takes "
+                           f"{tuple(want)}")
+    return ds
+
+
+def _with_accuracy(r: dict, folder: Path, ds) -> dict:
+    """A target bit-exact with its IR has the IR's accuracy on the samples it ran: say so."""
+    if r["mismatches"] == 0 and (folder / IR_FILE).is_file():
+        n = r["samples"]
+        pred = load_ir(folder / IR_FILE).run(datasets.to_nhwc(ds.x_test[:n])).argmax(1)
+        r["accuracy"] = float((pred == ds.y_test.numpy()[:n]).mean())
+    return r
+
+
+def _named_checkpoint(artifact: Path, ref: str | None) -> Path | None:
+    """The checkpoint an artifact names: absolute, or relative to the artifact's folder."""
+    return None if ref is None else artifact.parent / ref
+
+
 def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None) -> dict:
     """onnxruntime over the whole test split vs the torch model the ONNX file was exported from."""
     from edgesnn.backends.onnx import compare_onnx, read_metadata, run_onnx
 
     if not artifact.is_file():
         raise EdgesnnError(f"{artifact}: no such file")
-    source = ckpt or read_metadata(artifact).get("edgesnn.checkpoint")
+    source = ckpt or _named_checkpoint(artifact, read_metadata(artifact).get("edgesnn.checkpoint"))
     if source is None:
         raise EdgesnnError(f"{artifact}: the ONNX file does not name its checkpoint; pass --checkpoint DIR")
-    model, _ = checkpoint.load(source)
-    ds = datasets.load(data_spec)
+    model, config = checkpoint.load(source)
+    ds = _data_for(config, data_spec, source)
     r = compare_onnx(model, artifact, ds.x_test)
     pred = run_onnx(artifact, ds.x_test.numpy()).argmax(1)
     y = ds.y_test.numpy()
@@ -177,6 +240,9 @@ def _verify_tflite(artifact: Path, data_spec: str, ir: Path | None) -> dict:
 def inspect(path: Path) -> dict:
     """Layers, dtypes, shapes, parameter count and bytes of a checkpoint folder or an IR file."""
     path = Path(path)
+    if path.is_file() and path.suffix in (".tflite", ".onnx", ".nir"):
+        raise EdgesnnError(f"{path}: inspect takes a checkpoint folder or an edgesnn IR file (model.ir); "
+                           f"for this file see `edgesnn verify` or `edgesnn profile`")
     if path.is_dir() or path.suffix not in (".ir",):
         return _inspect_checkpoint(path)
     graph = load_ir(path)

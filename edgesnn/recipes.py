@@ -6,15 +6,31 @@ run's output folder: a recipe names stages and boards, never output paths.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.models.custom import FACTORY_SPEC, parse_neuron_map
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT = "digits-sfa-cnn"
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _board_name(v: str) -> str:
+    """A board name, or a board .yaml file whose stem names the output folder: never a path into DIR's parents."""
+    stem = Path(v).stem if v.endswith((".yaml", ".yml")) else v
+    if not _NAME.match(stem) or stem in (".", ".."):
+        raise ValueError(f"{v!r} is not a board name (letters, digits, '.', '_', '-') or a .yaml file")
+    return v
+
+
+BoardName = Annotated[str, AfterValidator(_board_name)]
 
 
 class _Strict(BaseModel):
@@ -22,9 +38,29 @@ class _Strict(BaseModel):
 
 
 class Model(_Strict):
-    name: Literal["mlp", "cnn", "resnet", "spikeformer"]
+    name: str  # a zoo model, or a user's module:factory
     D: int = Field(4, ge=1, le=127)
     kwargs: dict = Field(default_factory=dict)
+    neuron_map: dict[str, str] = Field(default_factory=dict)  # third-party neuron class -> edgesnn neuron
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from edgesnn.models import MODELS
+
+        if v not in MODELS and not FACTORY_SPEC.match(v):
+            raise ValueError(f"{v!r} is neither a model ({', '.join(MODELS)}) nor module:factory")
+        return v
+
+    @model_validator(mode="after")
+    def _map_needs_factory(self):
+        if self.neuron_map and ":" not in self.name:
+            raise ValueError("neuron_map applies to a user model (name: module:factory)")
+        try:
+            parse_neuron_map([f"{cls_name}={target}" for cls_name, target in self.neuron_map.items()])
+        except EdgesnnError as e:
+            raise ValueError(str(e)) from None
+        return self
 
 
 class Train(_Strict):
@@ -44,17 +80,18 @@ class Quantize(_Strict):
 
 class Export(_Strict):
     target: Literal["ir", "tflite", "mcu", "lava", "onnx"]
-    board: str | None = None  # mcu
+    board: BoardName | None = None  # mcu
     lava_mode: Literal["graded", "rate-burst"] = "graded"
     event_driven: str = "auto"
 
     def folder(self) -> str:
-        return f"{self.target}-{self.board}" if self.board else self.target
+        """Its folder in the run's output: the target, and for mcu the board's name (a file's stem)."""
+        return f"{self.target}-{Path(self.board).stem}" if self.board else self.target
 
 
 class Profile(_Strict):
     export: str  # an Export folder name: ir, tflite, mcu-<board>, lava
-    board: str
+    board: BoardName
 
 
 class Recipe(_Strict):
@@ -90,6 +127,10 @@ def load(spec: str | Path) -> Recipe:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise EdgesnnError(f"{path}: {key}: {err['msg'].lower()}") from None
     folders = [e.folder() for e in recipe.export]
+    for kind, names in (("export", folders), ("profile", [(p.export, p.board) for p in recipe.profile])):
+        twice = sorted({str(n) for n in names if names.count(n) > 1})
+        if twice:
+            raise EdgesnnError(f"{path}: {kind}: listed twice: {', '.join(twice)} (each writes one folder or file)")
     for p in recipe.profile:
         if p.export not in folders:
             raise EdgesnnError(f"{path}: profile.export: {p.export!r} is not one of this recipe's exports "

@@ -4,117 +4,215 @@ Stages: train, quantize (if the recipe compresses), one export per target (each 
 profile per (export, board). DIR/manifest.json lists every artifact (path relative to DIR, sha256,
 stage), each stage's key (a hash of its settings and its inputs' hashes) and the tool versions. A
 stage whose key is unchanged and whose files are all present with their recorded hashes is
-skipped. Each stage writes through the project's atomic writers and the manifest is rewritten
-(atomically) after each stage, so a killed run leaves only complete files the manifest lists.
+skipped.
+
+A run killed at any point (any signal, power loss) leaves in DIR only complete files the manifest
+lists. Each stage is built in a work folder beside DIR (``.DIR.edgesnn-work``, same file system)
+and committed in three steps: its old files leave the manifest, then DIR (renamed out, never
+deleted in place); its new files enter the manifest (atomic replace); then its output is renamed
+into DIR. A kill between the last two leaves listed files missing, which the next run redoes.
+Artifacts name each other by relative paths, so DIR can be moved and its files do not depend on
+where it is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from importlib import metadata
 from pathlib import Path
 
 from edgesnn import pipeline
-from edgesnn.checkpoint import write_json
+from edgesnn.errors import EdgesnnError
 from edgesnn.recipes import Recipe
 
 MANIFEST = "manifest.json"
 VERIFY_SAMPLES = {"lava": 50}  # Lava's simulation is slow; every other target verifies the whole split
+SCRATCH = ("build",)  # the MCU verify's compiler output: not an artifact, removed before a stage commits
 TOOLS = ("edgesnn", "torch", "numpy", "brevitas", "onnx", "onnxruntime", "ai-edge-litert", "tflite-micro",
          "apache-tvm", "lava-nc")
 
 
 def run_recipe(recipe: Recipe, out: Path, on_stage=None) -> dict:
-    """Run (or skip) each stage; returns the manifest plus a ``summary`` list."""
+    """Run (or skip) each stage; returns the manifest, with a ``summary`` list.
+
+    ``on_stage(name, skipped)`` is called as each stage starts."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     old = _read_manifest(out)
-    manifest = {"recipe": recipe.model_dump(), "versions": _versions(), "stages": {}, "artifacts": []}
-    summary = []
+    if out.exists() and (not out.is_dir() or (not old and any(out.iterdir()))):
+        raise EdgesnnError(f"{out}: not an edgesnn run folder (no {MANIFEST}) and not empty; choose a new or empty "
+                           "folder for --out")
+    out.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.edgesnn-work"
+    shutil.rmtree(work, ignore_errors=True)  # what a killed run left
+    work.mkdir()
+    try:
+        return _Run(recipe, out, work, old, on_stage).all()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-    def stage(name: str, settings: dict, inputs: list[Path], produce) -> tuple[list[Path], bool]:
+
+def stage_names(recipe: Recipe) -> list[str]:
+    """The recipe's stages, in the order they run."""
+    return (["train"] + (["quantize"] if recipe.quantize else []) + [f"export:{e.folder()}" for e in recipe.export]
+            + [f"profile:{p.export}:{p.board}" for p in recipe.profile])
+
+
+class _Run:
+    def __init__(self, recipe: Recipe, out: Path, work: Path, old: dict, on_stage):
+        self.recipe, self.out, self.work, self.on_stage = recipe, out, work, on_stage
+        self.manifest = {"recipe": recipe.model_dump(), "versions": _versions(),
+                         "stages": dict(old.get("stages", {})), "artifacts": list(old.get("artifacts", []))}
+        self.count = 0
+
+    def all(self) -> dict:
+        recipe, out = self.recipe, self.out
+        summary = []
+        m = recipe.model
+        self.stage("train", recipe.train.model_dump() | {"model": m.model_dump(), "data": recipe.data}, [], "checkpoint",
+                   lambda dst: pipeline.train_model(m.name, recipe.data, recipe.train.epochs, dst, D=m.D, lr=recipe.train.lr,
+                                                    seed=recipe.train.seed, model_kwargs=m.kwargs, neuron_map=m.neuron_map))
+        source = "checkpoint"
+        if recipe.quantize:
+            from edgesnn.quantize import Options, quantize_checkpoint
+
+            q = recipe.quantize
+            self.stage("quantize", q.model_dump(), [out / "checkpoint"], "compressed", lambda dst: quantize_checkpoint(
+                out / "checkpoint", q.method, dst, Options(weight_bits=q.weight_bits, membrane_bits=q.membrane_bits,
+                                                           prune=q.prune, epochs=q.epochs, lr=q.lr, seed=recipe.train.seed)))
+            source = "compressed"
+        for e in recipe.export:
+            folder = e.folder()
+
+            def export_and_verify(dst: Path, e=e) -> None:
+                path = pipeline.export_model(out / source, e.target, dst, board=e.board, event_driven=e.event_driven,
+                                             lava_mode=e.lava_mode, source_ref=f"../{source}")
+                r = pipeline.verify(path, recipe.data, ckpt=out / source, samples=VERIFY_SAMPLES.get(e.target))
+                for scratch in SCRATCH:
+                    shutil.rmtree(dst / scratch, ignore_errors=True)
+                _write_json(dst / "verify.json", self.relative(r, dst.parent))
+
+            name = f"export:{folder}"
+            self.stage(name, e.model_dump(), [out / source], folder, export_and_verify)
+            verified = json.loads((out / folder / "verify.json").read_text())
+            summary.append({"export": folder, "mismatches": verified["mismatches"],
+                            "accuracy": verified.get("accuracy", verified.get("ir_accuracy")),
+                            "bytes": sum(f.stat().st_size for f in _files([out / folder]) if f.name != "verify.json")})
+        for p in recipe.profile:
+            target = next(e for e in recipe.export if e.folder() == p.export)
+            report = f"profile-{p.export}-{p.board}.json"
+
+            def do_profile(dst: Path, p=p, target=target) -> None:
+                from edgesnn.profile import profile
+
+                copy = dst.parent / "inputs"  # profiling an MCU project builds it: never inside DIR
+                shutil.copytree(out / p.export, copy / p.export)
+                r = profile(_artifact(copy / p.export, target.target), p.board, recipe.data)
+                _write_json(dst, self.relative(r, copy))
+
+            name = f"profile:{p.export}:{p.board}"
+            self.stage(name, p.model_dump(), [out / p.export], report, do_profile)
+            r = json.loads((out / report).read_text())
+            summary.append({"export": p.export, "board": p.board, "fits": r["fits"],
+                            "energy_45nm_pj": r["energy_45nm_pj"], "energy_board_pj": r["energy_board_pj"]})
+        self.forget_all_but(stage_names(recipe))
+        self.manifest["summary"] = summary
+        self.save()
+        return self.manifest
+
+    def stage(self, name: str, settings: dict, inputs: list[Path], output: str, produce) -> None:
+        """Skip the stage, or ``produce(path)`` its ``output`` (a folder or file name in DIR) in the work folder."""
         key = _hash_json({"settings": settings, "inputs": [_sha256(p) for p in _files(inputs)]})
-        previous = [a for a in old.get("artifacts", []) if a["stage"] == name]
-        intact = previous and all((out / a["path"]).is_file() and _sha256(out / a["path"]) == a["sha256"]
-                                  for a in previous)
-        skipped = old.get("stages", {}).get(name) == key and bool(intact)
-        if on_stage:
-            on_stage(name, skipped)
-        if not skipped:
-            produce()
-            files = _files([out / p for p in _outputs(name, recipe)])
-            previous = [{"path": str(f.relative_to(out)), "sha256": _sha256(f), "stage": name} for f in files]
-        manifest["stages"][name] = key
-        manifest["artifacts"] += previous
-        write_json(out / MANIFEST, manifest)
-        return [out / a["path"] for a in previous], skipped
+        entries = [a for a in self.manifest["artifacts"] if a["stage"] == name]
+        intact = bool(entries) and all(self.intact(a) for a in entries)
+        skipped = self.manifest["stages"].get(name) == key and intact
+        if self.on_stage:
+            self.on_stage(name, skipped)
+        if skipped:
+            return
+        self.record(name, None, [])
+        self.discard(self.out / output)
+        self.count += 1
+        dst = self.work / f"stage-{self.count}"
+        dst.mkdir()
+        produce(dst / output)
+        self.record(name, key, [{"path": f.relative_to(dst).as_posix(), "sha256": _sha256(f), "stage": name}
+                                for f in _files([dst / output])])
+        os.replace(dst / output, self.out / output)
 
-    ckpt = out / "checkpoint"
-    stage("train", recipe.train.model_dump() | {"model": recipe.model.model_dump(), "data": recipe.data}, [],
-          lambda: pipeline.train_model(recipe.model.name, recipe.data, recipe.train.epochs, ckpt, D=recipe.model.D,
-                                       lr=recipe.train.lr, seed=recipe.train.seed, model_kwargs=recipe.model.kwargs))
-    source = ckpt
-    if recipe.quantize:
-        from edgesnn.quantize import Options, quantize_checkpoint
+    def record(self, name: str, key: str | None, entries: list[dict]) -> None:
+        self.manifest["artifacts"] = [a for a in self.manifest["artifacts"] if a["stage"] != name] + entries
+        if key is None:
+            self.manifest["stages"].pop(name, None)
+        else:
+            self.manifest["stages"][name] = key
+        self.save()
 
-        q = recipe.quantize
-        source = out / "compressed"
-        stage("quantize", q.model_dump(), [ckpt], lambda: quantize_checkpoint(
-            ckpt, q.method, source, Options(weight_bits=q.weight_bits, membrane_bits=q.membrane_bits, prune=q.prune,
-                                            epochs=q.epochs, lr=q.lr, seed=recipe.train.seed)))
-    for e in recipe.export:
-        folder = out / e.folder()
-        name = f"export:{e.folder()}"
+    def forget_all_but(self, stages: list[str]) -> None:
+        """Drop what stages no longer in the recipe left (their manifest entries first, then files)."""
+        stale = [a for a in self.manifest["artifacts"] if a["stage"] not in stages]
+        for name in {a["stage"] for a in stale} | (set(self.manifest["stages"]) - set(stages)):
+            self.record(name, None, [])
+        for a in stale:
+            top = Path(a["path"]).parts[0]
+            self.discard(self.out / top)
 
-        def export_and_verify(e=e, folder=folder):
-            path = pipeline.export_model(source, e.target, folder, board=e.board, event_driven=e.event_driven,
-                                         lava_mode=e.lava_mode)
-            r = pipeline.verify(path, recipe.data, samples=VERIFY_SAMPLES.get(e.target))
-            write_json(folder / "verify.json", r)
+    def discard(self, path: Path) -> None:
+        """Move ``path`` out of DIR in one rename, then delete it there."""
+        if path.is_symlink() or path.exists():
+            self.count += 1
+            trash = self.work / f"discard-{self.count}"
+            os.replace(path, trash)
+            if trash.is_dir() and not trash.is_symlink():
+                shutil.rmtree(trash)
+            else:
+                trash.unlink()
 
-        stage(name, e.model_dump(), [source], export_and_verify)
-        verified = json.loads((folder / "verify.json").read_text())
-        summary.append({"export": e.folder(), "mismatches": verified["mismatches"],
-                        "accuracy": verified.get("accuracy", verified.get("ir_accuracy")),
-                        "bytes": sum(f.stat().st_size for f in _files([folder]) if f.name != "verify.json")})
-    for p in recipe.profile:
-        target = next(e for e in recipe.export if e.folder() == p.export)
-        artifact = _artifact(out / p.export, target.target)
-        report = out / f"profile-{p.export}-{p.board}.json"
+    def intact(self, a: dict) -> bool:
+        f = self.out / a["path"]
+        return f.is_file() and not f.is_symlink() and _sha256(f) == a["sha256"]
 
-        def do_profile(artifact=artifact, board=p.board, report=report):
-            from edgesnn.profile import profile
+    def save(self) -> None:
+        """manifest.json replaced in one rename from the work folder (no temporary file in DIR)."""
+        tmp = self.work / MANIFEST
+        tmp.write_text(json.dumps(self.manifest, indent=2) + "\n")
+        os.replace(tmp, self.out / MANIFEST)
 
-            write_json(report, profile(artifact, board, recipe.data))
+    def relative(self, obj, staged: Path):
+        """Paths in a report, relative to DIR: the staged copy stands for DIR itself."""
+        roots = sorted({str(staged), str(staged.resolve()), str(self.out), str(self.out.resolve())}, key=len, reverse=True)
 
-        stage(f"profile:{p.export}:{p.board}", p.model_dump(), [out / p.export], do_profile)
-        r = json.loads(report.read_text())
-        summary.append({"export": p.export, "board": p.board, "fits": r["fits"], "energy_45nm_pj": r["energy_45nm_pj"],
-                        "energy_board_pj": r["energy_board_pj"]})
-    manifest["summary"] = summary
-    write_json(out / MANIFEST, manifest)
-    return manifest
+        def fix(v):
+            if isinstance(v, dict):
+                return {k: fix(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [fix(x) for x in v]
+            if isinstance(v, str):
+                for root in roots:
+                    if v == root:
+                        return "."
+                    if v.startswith(root + os.sep):
+                        return v[len(root) + 1:]
+            return v
+
+        return fix(obj)
 
 
 def _artifact(folder: Path, target: str) -> Path:
     return {"ir": folder / "model.ir", "tflite": folder / "model.tflite", "onnx": folder / "model.onnx"}.get(target, folder)
 
 
-def _outputs(stage: str, recipe: Recipe) -> list[str]:
-    if stage == "train":
-        return ["checkpoint"]
-    if stage == "quantize":
-        return ["compressed"]
-    kind, *rest = stage.split(":")
-    return [rest[0]] if kind == "export" else [f"profile-{rest[0]}-{rest[1]}.json"]
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")  # inside a stage's work folder: committed by rename
 
 
 def _files(paths: list[Path]) -> list[Path]:
     out = []
     for p in paths:
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and "build" not in f.relative_to(p).parts)
+            out += sorted(f for f in p.rglob("*") if f.is_file())
         elif p.is_file():
             out.append(p)
     return out
@@ -133,10 +231,27 @@ def _hash_json(obj) -> str:
 
 
 def _read_manifest(out: Path) -> dict:
-    try:
-        return json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
+    """The previous run's manifest; one that is unreadable or lists paths outside DIR is refused."""
+    path = out / MANIFEST
+    if not path.is_file():
         return {}
+    try:
+        m = json.loads(path.read_text())
+        ok = isinstance(m, dict) and isinstance(m.get("artifacts"), list) and isinstance(m.get("stages"), dict)
+        ok = ok and all(isinstance(a, dict) and {"path", "sha256", "stage"} <= set(a) and _safe(a["path"])
+                        for a in m["artifacts"])
+    except (OSError, ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise EdgesnnError(f"{path}: not a manifest edgesnn wrote (or it names paths outside {out}); "
+                           "remove it or choose another --out")
+    return m
+
+
+def _safe(rel) -> bool:
+    """A manifest path: relative, inside DIR, no '..', no hidden first part."""
+    parts = Path(rel).parts if isinstance(rel, str) else ()
+    return bool(parts) and not Path(rel).is_absolute() and ".." not in parts and not parts[0].startswith(".")
 
 
 def _versions() -> dict:

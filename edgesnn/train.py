@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from edgesnn.data import Dataset
+from edgesnn.errors import EdgesnnError
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
@@ -35,6 +36,8 @@ def train(model: torch.nn.Module, data: Dataset, epochs: int, lr: float = 3e-3, 
     Compression methods plug in through ``loss_fn`` (regularizers, distillation) and
     ``before_epoch`` (schedules such as Q-SNN's surrogate temperature).
     """
+    if not lr > 0:  # also NaN; AdamW would raise a ValueError (a traceback) for a negative rate
+        raise EdgesnnError(f"--lr must be positive, got {lr}")
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(data.x_train) // batch_size)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from edgesnn.files import write_bytes
+
 
 def replace_section(path: Path, name: str, body: str, header: str = "") -> None:
     """Put ``body`` between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in ``path``.
@@ -18,4 +20,4 @@ def replace_section(path: Path, name: str, body: str, header: str = "") -> None:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
     else:
         text = text + header + section + "\n"
-    path.write_text(text)
+    write_bytes(path, text.encode())  # atomic: a killed script leaves the old file

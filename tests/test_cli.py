@@ -14,7 +14,7 @@ def edgesnn(*args, cwd=None):
 
 
 def assert_user_error(r, fragment):
-    assert r.returncode != 0
+    assert r.returncode == 1
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.stderr
@@ -61,14 +61,20 @@ def test_train_export_verify_inspect(trained):
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_pipeline(tmp_path):
-    r = edgesnn("demo", "--out", tmp_path)
+def test_demo_is_the_default_recipe(tmp_path):
+    out = tmp_path / "demo"
+    r = edgesnn("demo", "--out", out)
     assert r.returncode == 0, r.stderr
-    res = json.loads((tmp_path / "verify.json").read_text())
-    assert res["torch_accuracy"] >= 0.95 and res["mismatches"] <= 0.005 * res["samples"]
-    assert "mismatches" in r.stdout
-    tfl = json.loads((tmp_path / "verify-tflite.json").read_text())
-    assert tfl["bit_exact"] and tfl["runtimes"]["litert-reference"]["mismatches"] == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe"]["name"] == "digits-sfa-cnn"
+    verified = {row["export"]: row for row in manifest["summary"] if "board" not in row}
+    assert set(verified) == {"ir", "tflite", "mcu-nucleo-f446re", "lava", "onnx"}
+    assert all(row["mismatches"] == 0 for name, row in verified.items() if name != "ir")
+    ir = json.loads((out / "ir" / "verify.json").read_text())
+    assert ir["torch_accuracy"] >= 0.95 and ir["mismatches"] <= 0.005 * ir["samples"]
+    assert ir["checkpoint"] == "checkpoint" and ir["artifact"] == "ir/model.ir"  # paths relative to the run folder
+    assert json.loads((out / "tflite" / "verify.json").read_text())["bit_exact"]
+    assert "samples differing" in r.stdout and "run  train" in r.stderr
 
 
 def test_missing_checkpoint(tmp_path):

@@ -1,4 +1,4 @@
-"""Fuzzing (issue 8): board files, IR files and checkpoints, valid and corrupted.
+"""Fuzzing (issue 8): recipes, board files, IR files and checkpoints, valid and corrupted.
 
 The only failure allowed is the project's own error (EdgesnnError: one line, naming the file);
 the CLI exits 0 or 1 and never prints a traceback. Pickle checkpoints are never unpickled.
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from edgesnn import boards, checkpoint, data, pipeline
+from edgesnn import boards, checkpoint, data, pipeline, recipes
 from edgesnn import ir as edgesnn_ir
 from edgesnn.cli import app
 from edgesnn.errors import EdgesnnError
@@ -372,3 +372,80 @@ def test_pickle_checkpoints_refused(real_ckpt, tmp_path):
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:"), result.output
         assert not MARKER.exists(), f"{path}: a pickle was unpickled"
+
+
+# ---------------------------------------------------------------- recipes
+
+RECIPE_DICTS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted(recipes.RECIPES_DIR.glob("*.yaml"))}
+_ESCAPES = ["../x", "../../etc/passwd", "/tmp/evil", "a/b", "..", ".", ".hidden", "x/../../y.yaml", "~/b.yaml",
+            "nucleo-f446re", "stm32h743", "C:\\x", "", " "]
+
+
+def _mutate(draw, node):
+    """One change somewhere inside a recipe: a dropped or unknown key, a retyped value, or a path-like string."""
+    if isinstance(node, dict) and node and draw(st.booleans()):
+        key = draw(st.sampled_from(sorted(node, key=str)))
+        node[key] = _mutate(draw, node[key])
+        return node
+    if isinstance(node, list) and node and draw(st.booleans()):
+        i = draw(st.integers(0, len(node) - 1))
+        node[i] = _mutate(draw, node[i])
+        return node
+    op = draw(st.sampled_from(["retype", "escape", "drop", "unknown"]))
+    if op == "drop" and isinstance(node, dict) and node:
+        node.pop(draw(st.sampled_from(sorted(node, key=str))))
+        return node
+    if op == "unknown" and isinstance(node, dict):
+        node[draw(st.text(min_size=1, max_size=8))] = draw(_json_values)
+        return node
+    return draw(st.sampled_from(_ESCAPES)) if op == "escape" else draw(_json_values)
+
+
+@st.composite
+def recipe_texts(draw) -> str:
+    name = draw(st.sampled_from(sorted(RECIPE_DICTS)))
+    d = copy.deepcopy(RECIPE_DICTS[name])
+    for _ in range(draw(st.integers(0, 3))):
+        d = _mutate(draw, d)
+    text = yaml.safe_dump(d, allow_unicode=True)
+    if draw(st.integers(0, 5)) == 0:
+        text = text[: draw(st.integers(0, len(text)))]
+    return text
+
+
+@FUZZ
+@given(recipe_texts())
+def test_recipe_load_fuzz(text):
+    """A recipe loads (and then every output it names is one plain name inside the run folder) or is
+    refused in one line naming the file."""
+    path = Path(tempfile.mkdtemp(prefix="fuzzrecipe")) / "r.yaml"
+    path.write_text(text)
+    try:
+        recipe = recipes.load(path)
+    except EdgesnnError as e:
+        event("refused")
+        _one_line_naming(e, path)
+        return
+    event("valid")
+    names = [e.folder() for e in recipe.export] + [f"profile-{p.export}-{p.board}.json" for p in recipe.profile]
+    out = path.parent / "out"
+    for name in names:
+        assert "/" not in name and "\\" not in name and not name.startswith("."), name
+        assert (out / name).resolve().parent == out.resolve()
+
+
+@settings(FUZZ, max_examples=max(N // 2, 1))
+@given(recipe_texts())
+def test_recipe_cli_fuzz(text):
+    """`edgesnn run` on a refused recipe: exit 1, one line, and no output folder."""
+    root = Path(tempfile.mkdtemp(prefix="fuzzrecipe"))
+    path = root / "r.yaml"
+    path.write_text(text)
+    try:
+        recipes.load(path)
+    except EdgesnnError:
+        result = CliRunner().invoke(app, ["run", str(path), "--out", str(root / "out")])
+        assert result.exit_code == 1 and result.output.startswith("error:") and "Traceback" not in result.output
+        assert not (root / "out").exists()
+    else:
+        event("valid (not run: it would train)")

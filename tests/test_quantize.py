@@ -22,7 +22,7 @@ def edgesnn(*args):
 
 
 def assert_user_error(r, fragment):
-    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.stderr
 

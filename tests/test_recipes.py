@@ -79,3 +79,61 @@ def test_run_writes_a_manifest_and_skips_unchanged_stages(tmp_path):
     path.write_text(TINY.replace("{target: mcu, board: nucleo-f446re}", "{target: mcu, board: nucleo-f446re, event_driven: none}"))
     third = edgesnn("run", path, "--out", out)
     assert third.exit_code == 0 and "run  export:mcu-nucleo-f446re" in third.output and "skip train" in third.output
+    assert not (out / "mcu-nucleo-f446re" / "build").exists()  # the verify's build is not left in the output
+    path.write_text(TINY.replace("  - {target: mcu, board: nucleo-f446re}\n", ""))  # a target leaves the recipe
+    fourth = edgesnn("run", path, "--out", out)
+    assert fourth.exit_code == 0 and fourth.output.count("skip ") == 4 and "run  " not in fourth.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not (out / "mcu-nucleo-f446re").exists() and "export:mcu-nucleo-f446re" not in manifest["stages"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "ir", "manifest.json", "profile-tflite-raspberry-pi-4.json",
+                                                   "tflite"]
+
+
+@pytest.mark.parametrize("board", ["../../outside", "/tmp/x/../y", "a/b", "..", ".hidden", ""])
+def test_recipe_paths_cannot_leave_the_output_folder(tmp_path, board):
+    path = tmp_path / "r.yaml"
+    path.write_text(TINY.replace("{target: mcu, board: nucleo-f446re}", f"{{target: mcu, board: '{board}'}}"))
+    with pytest.raises(EdgesnnError, match=r"export\.2\.board: value error, .* is not a board name") as e:
+        recipes.load(path)
+    assert str(path) in str(e.value)
+
+
+def test_a_board_file_names_its_folder_by_its_stem(tmp_path):
+    path = tmp_path / "r.yaml"
+    board = recipes.RECIPES_DIR.parent / "boards" / "nucleo-f446re.yaml"
+    path.write_text(TINY.replace("{target: mcu, board: nucleo-f446re}", f"{{target: mcu, board: '{board}'}}")
+                    .replace("{export: tflite, board: raspberry-pi-4}", f"{{export: mcu-nucleo-f446re, board: '{board}'}}"))
+    r = recipes.load(path)
+    assert [e.folder() for e in r.export] == ["ir", "tflite", "mcu-nucleo-f446re"]
+
+
+def test_an_export_listed_twice_is_refused(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(TINY.replace("  - {target: ir}\n", "  - {target: ir}\n  - {target: ir}\n"))
+    with pytest.raises(EdgesnnError, match="export: listed twice: ir"):
+        recipes.load(path)
+
+
+def test_run_refuses_a_folder_that_is_not_its_own(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(TINY)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    r = edgesnn("run", path, "--out", mine)
+    assert r.exit_code == 1 and "not an edgesnn run folder (no manifest.json) and not empty" in r.output
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+
+
+@pytest.mark.parametrize("artifact_path", ["../outside.txt", "/etc/passwd", ".edgesnn-work/x", "ir/../../x"])
+def test_a_manifest_naming_paths_outside_the_folder_is_refused(tmp_path, artifact_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(TINY)
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "outside.txt").write_text("keep me")
+    (out / "manifest.json").write_text(json.dumps({"stages": {"x": "k"}, "artifacts": [
+        {"path": artifact_path, "sha256": "0" * 64, "stage": "x"}]}))
+    r = edgesnn("run", path, "--out", out)
+    assert r.exit_code == 1 and "names paths outside" in r.output
+    assert (tmp_path / "outside.txt").read_text() == "keep me"

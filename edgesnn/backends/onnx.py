@@ -138,6 +138,7 @@ def compare_onnx(model: nn.Module, path, x: torch.Tensor) -> dict:
     x = torch.as_tensor(x, dtype=torch.float32)
     if len(x) == 0:
         raise EdgesnnError("no samples to compare")
+    out = run_onnx(path, x.numpy())  # first: it checks x against the file's input shape, torch would not
     was_training = model.training
     model.eval()
     try:
@@ -145,7 +146,6 @@ def compare_onnx(model: nn.Module, path, x: torch.Tensor) -> dict:
             ref = torch.cat([model(b) for b in torch.split(x, 512)]).numpy()
     finally:
         model.train(was_training)
-    out = run_onnx(path, x.numpy())
     if out.shape != ref.shape:
         raise EdgesnnError(f"{path}: onnxruntime output shape {out.shape} differs from torch's {ref.shape}")
     mismatches = int((ref.argmax(1) != out.argmax(1)).sum()) if ref.ndim > 1 else int((ref != out).sum())

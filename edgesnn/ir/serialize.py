@@ -26,27 +26,41 @@ FORMAT = "edgesnn-ir"
 
 def save(graph: g.Graph, path) -> None:
     """Write atomically (temp file + rename): a failed save leaves nothing half-written."""
-    tensors, ops = {}, []
+    header, arrays = to_header(graph)
+    metadata = {"format": FORMAT, "edgesnn_ir_version": str(g.IR_VERSION), "edgesnn_ir": json.dumps(header)}
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
+
+
+def to_header(graph: g.Graph) -> tuple[dict, dict[str, np.ndarray]]:
+    """The graph as its JSON header and its arrays (``<op>.<field>``, weights packed to their bit width)."""
+    arrays, ops = {}, []
     for op in graph.ops:
         entry = {"kind": op.kind, **_jsonable(op.attrs())}
         for name, arr in op.arrays().items():
-            key = f"{op.name}.{name}"
             if name == "weight":
                 entry["weight_shape"] = list(arr.shape)
                 arr = packing.pack(arr, op.weight_bits, op.weight_code)
-            tensors[key] = np.ascontiguousarray(arr)
+            arrays[f"{op.name}.{name}"] = np.ascontiguousarray(arr)
         ops.append(entry)
-    header = {
-        "layout": g.LAYOUT,
-        "input": graph.input,
-        "outputs": graph.outputs,
-        "tensors": {k: asdict(v) for k, v in graph.tensors.items()},
-        "ops": ops,
-        "meta": graph.meta,
-    }
-    metadata = {"format": FORMAT, "edgesnn_ir_version": str(g.IR_VERSION), "edgesnn_ir": json.dumps(_jsonable(header))}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    header = {"layout": g.LAYOUT, "input": graph.input, "outputs": graph.outputs,
+              "tensors": {k: asdict(v) for k, v in graph.tensors.items()}, "ops": ops, "meta": graph.meta}
+    return _jsonable(header), arrays
+
+
+def _sort_metadata(path: Path) -> None:
+    """safetensors writes its metadata map in hash order, which changes from one process to the
+    next; rewrite the header (same length) with the keys sorted so equal graphs give equal bytes."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:
+            raise AssertionError("canonical safetensors header is longer than the original")
+        f.seek(8)
+        f.write(text.ljust(n))  # safetensors pads its header with spaces to 8-byte alignment
 
 
 def load(path) -> g.Graph:
@@ -66,14 +80,15 @@ def load(path) -> g.Graph:
         raise EdgesnnError(f"{path}: IR version {version}, but this edgesnn reads version {g.IR_VERSION}; re-export the model")
     try:
         header = json.loads(metadata["edgesnn_ir"])
-        return _graph_from_header(header, arrays)
+        return graph_from_header(header, arrays)
     except EdgesnnError as e:
         raise EdgesnnError(f"{path}: invalid IR: {_one_line(str(e))}") from None
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise EdgesnnError(f"{path}: invalid IR: {type(e).__name__}: {_first_line(e)}") from None
 
 
-def _graph_from_header(header: dict, arrays: dict) -> g.Graph:
+def graph_from_header(header: dict, arrays: dict) -> g.Graph:
+    """The graph of a header and its arrays, with every schema, arity, order and shape check a file gets."""
     _require(isinstance(header, dict), "the graph JSON must be an object")
     _require(header.get("layout") == g.LAYOUT, f"layout must be {g.LAYOUT}")
     _require(isinstance(header.get("tensors"), dict), "'tensors' must be an object of tensor specs")

@@ -7,18 +7,23 @@ import inspect
 from torch import nn
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.models import custom
 from edgesnn.models.cnn import SpikingCNN
 from edgesnn.models.mlp import SpikingMLP
+from edgesnn.models.nirnet import NIRNet
 from edgesnn.models.resnet import SpikingResNet
 from edgesnn.models.spikeformer import SpikeFormer, e_spikeformer_5m_config
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": SpikingMLP, "cnn": SpikingCNN, "resnet": SpikingResNet, "spikeformer": SpikeFormer}
+MODELS: dict[str, type[nn.Module]] = {"mlp": SpikingMLP, "cnn": SpikingCNN, "resnet": SpikingResNet, "spikeformer": SpikeFormer,
+                                   "nir": NIRNet}  # nir: built by `edgesnn import` from a NIR graph
 
 __all__ = ["MODELS", "build", "default_kwargs", "resolved_kwargs", "e_spikeformer_5m_config"]
 
 
 def default_kwargs(name: str, in_shape, num_classes: int, D: int) -> dict:
     """Constructor arguments for a data set's input shape: the one place models and data meet."""
+    if custom.is_factory(name):
+        return custom.data_kwargs(name, in_shape, num_classes, D)
     _check_name(name)
     if name == "spikeformer":
         if len(in_shape) != 3 or in_shape[1] != in_shape[2]:
@@ -31,6 +36,8 @@ def default_kwargs(name: str, in_shape, num_classes: int, D: int) -> dict:
 
 def resolved_kwargs(name: str, kwargs: dict) -> dict:
     """Every constructor argument, defaults included, so a checkpoint survives a change of defaults."""
+    if custom.is_factory(name):
+        return dict(kwargs)  # a user's factory: what the recipe or data set passes, as given
     _check_name(name)
     params = inspect.signature(MODELS[name]).parameters
     full = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
@@ -38,7 +45,12 @@ def resolved_kwargs(name: str, kwargs: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}
 
 
-def build(name: str, kwargs: dict) -> nn.Module:
+def build(name: str, kwargs: dict, neuron_map: dict[str, str] | None = None, D: int = 4) -> nn.Module:
+    """A zoo model by name, or a user's ``module:factory`` with its ``neuron_map`` (see custom.py)."""
+    if custom.is_factory(name):
+        return custom.build(name, kwargs, neuron_map, D)
+    if neuron_map:
+        raise EdgesnnError(f"--neuron-map applies to a user model (--model module:factory), not to {name!r}")
     _check_name(name)
     cls = MODELS[name]
     accepted = set(inspect.signature(cls).parameters)
@@ -53,4 +65,4 @@ def build(name: str, kwargs: dict) -> nn.Module:
 
 def _check_name(name: str) -> None:
     if name not in MODELS:
-        raise EdgesnnError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+        raise EdgesnnError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}, or module:factory for your own")

@@ -8,12 +8,12 @@ project folder or a Lava folder; every number starts from the IR (:mod:`.memory`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgesnn import boards
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import read_artifact_json
 from edgesnn.ir import load as load_ir
 from edgesnn.profile import memory, ops
 from edgesnn.profile.energy import energy_45nm
@@ -94,16 +94,20 @@ def _artifact(path: Path):
             extra["tflm_arena_bytes"] = run(path, xq, MICRO).arena_bytes
         return "tflite", graph, extra
     if path.is_dir() and (path / "project.json").is_file():
-        from edgesnn.backends.mcu.build import build, sizes
+        from edgesnn.backends.mcu import read_project
+        from edgesnn.backends.mcu.build import MACHINES, build, sizes
 
-        info = json.loads((path / "project.json").read_text())
+        info = read_project(path)
         extra = {"arena_bytes": info["arena_bytes"], "const_bytes": info["const_bytes"]}
-        if info["kind"] == "mcu":
-            extra.update(sizes(build(path, "arm")))
+        if info["kind"] == "mcu" and info.get("qemu_machine") in MACHINES:
+            extra.update(sizes(build(path, "arm")))  # the linker scripts are QEMU machines' memory maps
+        elif info["kind"] == "mcu":
+            extra["sizes_note"] = "no .text/.data/.bss: no QEMU machine (and so no linker script) for this core"
         return "mcu", load_ir(path / "model.ir"), extra
     if path.is_dir() and (path / "lava.json").is_file():
-        report = json.loads((path / "loihi2.json").read_text())
-        extra = {k: report[k] for k in ("cores", "chips", "neurons", "synaptic_memory_bits", "energy_uj_per_inference")}
+        keys = ("cores", "chips", "neurons", "synaptic_memory_bits", "energy_uj_per_inference")
+        report = read_artifact_json(path / "loihi2.json", keys, "Loihi 2 report")
+        extra = {k: report[k] for k in keys}
         return "lava", load_ir(path / "model.ir"), extra
     raise EdgesnnError(f"{path}: profile takes model.ir, model.tflite, an MCU project folder or a Lava folder")
 

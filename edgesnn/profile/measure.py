@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import read_artifact_json
 from edgesnn.measure_child import REPEATS  # timed passes; the median of their per-inference times is reported
 
 SAMPLES = 50
@@ -73,7 +74,7 @@ def _measure_python(target: str, artifact: Path, xq: np.ndarray) -> tuple[list[f
 def _measure_lava(folder: Path, xq: np.ndarray) -> tuple[list[float], int]:
     """Lava's simulation of the folder's graph (its exported mode), start-up included, per sample;
     the memory is the simulation's main process (each ProcessModel runs in a forked process of its own)."""
-    mode = json.loads((folder / "lava.json").read_text())["mode"]
+    mode = read_artifact_json(folder / "lava.json", ("mode",), "Lava network file")["mode"]
     latencies, peak = [], 0
     with tempfile.TemporaryDirectory(prefix="edgesnn-measure-") as tmp:
         np.save(Path(tmp) / "inputs.npy", xq)

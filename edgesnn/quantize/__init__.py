@@ -60,6 +60,9 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
     if not data_spec:
         raise EdgesnnError(f"{ckpt} records no data set for calibration and fine-tuning; pass --data")
     ds = datasets.load(data_spec)
+    want = config.get("input_shape")
+    if want is not None and list(ds.in_shape) != list(want):
+        raise EdgesnnError(f"{data_spec}: samples of shape {tuple(ds.in_shape)}, but {ckpt} takes {tuple(want)}")
     float_accuracy = evaluate(model, ds.x_test, ds.y_test)
     model.train()
     torch.manual_seed(opts.seed)  # new layers (BESTformer's second head) start the same every run

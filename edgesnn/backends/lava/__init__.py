@@ -17,7 +17,7 @@ import numpy as np
 
 from edgesnn.backends.lava.network import MODES, describe, run_in_subprocess
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import atomic_dir
+from edgesnn.files import atomic_dir, read_artifact_json
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
 
@@ -34,7 +34,7 @@ def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -
     network = describe(graph, mode)  # refuses an op Lava cannot map, or a 24-bit overflow
     report = loihi2_report(graph, calibration, mode=mode)
     netx_ok, reason = netx_supported(graph)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, NETWORK_FILE) as tmp:
         graph.save(tmp / "model.ir")
         network["netx"] = NETX_FILE if netx_ok else None
         network["netx_note"] = "" if netx_ok else reason
@@ -48,7 +48,7 @@ def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -
 def verify_lava(folder: Path, x: np.ndarray, samples: int, mode: str | None = None) -> dict:
     """Run ``samples`` inputs through Lava's Loihi2SimCfg and compare with the golden interpreter."""
     folder = Path(folder)
-    network = json.loads((folder / NETWORK_FILE).read_text())
+    network = read_artifact_json(folder / NETWORK_FILE, ("mode",), "Lava network file")
     mode = mode or network["mode"]
     if mode not in MODES:
         raise EdgesnnError(f"unknown Lava mode {mode!r}; available: {', '.join(MODES)}")

@@ -8,13 +8,14 @@ plans RAM; :mod:`.project` writes the files; :mod:`.build` compiles and runs the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edgesnn.boards import Board
 from edgesnn.errors import EdgesnnError
+from edgesnn.backends.mcu.project import PROJECT_FILE
+from edgesnn.files import read_artifact_json
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
 
@@ -22,6 +23,12 @@ from edgesnn.ir import load as load_ir
 # (BENCHMARKS.md) the event-driven form needed fewer instructions except where nearly all inputs
 # are nonzero; its cost is RAM, an int32 accumulator per layer output in the arena.
 EVENT_DRIVEN_RATE = 0.8
+PROJECT_FIELDS = ("board", "kind", "qemu_machine", "arena_bytes", "const_bytes", "kernels")
+
+
+def read_project(project: Path) -> dict:
+    """The project.json of an MCU project folder (a damaged one is a one-line error)."""
+    return read_artifact_json(Path(project) / PROJECT_FILE, PROJECT_FIELDS, "MCU project file")
 
 
 def event_candidates(graph: g.Graph) -> list[str]:
@@ -73,7 +80,7 @@ def verify_mcu(project: Path, x: np.ndarray, qemu: bool = False, samples: int | 
     from edgesnn.backends.mcu.build import run, sizes
 
     project = Path(project)
-    info = json.loads((project / "project.json").read_text())
+    info = read_project(project)
     graph = load_ir(project / "model.ir")
     xq = graph.quantize_input(x if samples is None else x[:samples])
     golden = graph.run_integer(xq)[graph.outputs[0]].reshape(len(xq), -1)

@@ -43,6 +43,11 @@ def build(project: Path, target: str) -> Path:
 def run(project: Path, target: str, inputs: np.ndarray, out_dtype: str, out_size: int, machine: str | None = None,
         timeout: float = 600) -> tuple[np.ndarray, dict]:
     """Outputs (samples x out_size) and the harness's statistics (cost per inference)."""
+    if target == "arm" and machine not in MACHINES:  # before the build: it has no linker script for it
+        raise EdgesnnError(f"no QEMU machine emulates this board's core (qemu_machine: {machine}); "
+                           f"available: {', '.join(MACHINES)}")
+    if target in RUNNERS:
+        _need(RUNNERS[target], target)
     binary = build(project, target)
     work = Path(project) / "build" / f"run-{target}"
     shutil.rmtree(work, ignore_errors=True)
@@ -51,13 +56,8 @@ def run(project: Path, target: str, inputs: np.ndarray, out_dtype: str, out_size
     if target == "host":
         cmd = [str(binary.resolve())]
     elif target == "arm":
-        if machine not in MACHINES:
-            raise EdgesnnError(f"no QEMU machine emulates this board's core (qemu_machine: {machine}); "
-                               f"available: {', '.join(MACHINES)}")
-        _need(RUNNERS[target], target)
         cmd = [RUNNERS[target], "-M", machine, *QEMU_FLAGS, "-kernel", str(binary.resolve())]
     else:
-        _need(RUNNERS[target], target)
         cmd = [RUNNERS[target], str(binary.resolve())]
     try:
         r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)

@@ -30,6 +30,8 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_dir
 from edgesnn.ir import graph as g
 
+PROJECT_FILE = "project.json"  # what verify and profile read first
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t"}
 NP_C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
@@ -90,7 +92,7 @@ def write_project(graph: g.Graph, board: Board, out: Path, event_driven: set[str
     p = make_plan(graph, event_driven)
     check_fits(board, flash=p.const_bytes, ram=p.arena_bytes)  # lower bounds: code and stack come on top
     source = build_c({k.symbol: k.func for k in p.kernels}, target)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, PROJECT_FILE) as tmp:
         (tmp / "kernels.c").write_text(source)
         for rel, text in SHIM_HEADERS.items():
             (tmp / "include" / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,7 @@ def write_project(graph: g.Graph, board: Board, out: Path, event_driven: set[str
         shutil.copytree(TEMPLATES, tmp, dirs_exist_ok=True)
         graph.save(tmp / "model.ir")  # the golden interpreter's graph, for verify
         info = _project_json(graph, board, p, event_driven, rates)
-        (tmp / "project.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / PROJECT_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 

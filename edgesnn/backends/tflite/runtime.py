@@ -107,11 +107,17 @@ def _run_micro(path: Path, xq: np.ndarray) -> Result:
     except ImportError:
         raise EdgesnnError("TFLite Micro needs the tflite-micro package (pip install tflite-micro, x86_64)") from None
     data = Path(path).read_bytes()
+    try:  # TFLite Micro trusts the buffer it is given: read it here first
+        if data[4:8] != b"TFL3":
+            raise ValueError("no TFL3 file identifier")
+        outputs = _output_count(data)
+    except Exception as e:  # noqa: BLE001 - flatbuffers raises struct.error, IndexError, ... on a bad buffer
+        raise EdgesnnError(f"{path}: TFLite Micro cannot load it: not a TFLite flatbuffer ({_first_line(e)})") from None
     try:
         interp = micro.Interpreter.from_bytes(data, arena_size=max(64 * 1024, 16 * len(data)))
     except (ValueError, RuntimeError) as e:
         raise EdgesnnError(f"{path}: TFLite Micro cannot load it: {_first_line(e)}") from None
-    results = [[] for _ in range(_output_count(data))]
+    results = [[] for _ in range(outputs)]
     for sample in xq:
         interp.set_input(sample[None], 0)
         interp.invoke()

@@ -1,0 +1,45 @@
+"""NIR (Neuromorphic Intermediate Representation) interchange: export the IR to NIR, import NIR graphs.
+
+- :func:`export_nir` (lower.py) writes the IR as a NIR graph other tools simulate — Affine, Conv2d,
+  SumPool2d, Flatten synapses and an IF neuron per SFA neuron — with the exact integer program
+  in the graph metadata under ``edgesnn`` (program.py), which is what edgesnn reads back.
+- :func:`import_nir` (importer.py) builds a checkpoint from a NIR graph: exactly, from the
+  metadata, when edgesnn wrote it; otherwise a float model whose SFA neurons stand for the
+  graph's IF / LIF / CubaLIF neurons over a window of timesteps.
+- :func:`exact_graph` gives the export pipeline the imported program (None when there is none).
+
+The time convention and what other tools lose are in the README (NIR).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgesnn.backends.nir.importer import import_nir
+from edgesnn.backends.nir.program import exact_graph
+from edgesnn.files import atomic_path
+from edgesnn.ir import graph as g
+
+NIR_FILE = "model.nir"
+
+__all__ = ["NIR_FILE", "exact_graph", "export_nir", "import_nir", "to_nir"]
+
+
+def to_nir(graph: g.Graph):
+    """The NIR graph of an IR graph, its program under ``metadata["edgesnn"]`` (a JSON string)."""
+    from edgesnn.backends.nir.lower import lower
+
+    nir_graph, program = lower(graph)
+    nir_graph.metadata = {"edgesnn": json.dumps(program)}
+    return nir_graph
+
+
+def export_nir(graph: g.Graph, path: str | Path) -> Path:
+    """Write ``graph`` as a NIR file (nir.write, HDF5); anything NIR cannot express fails before the file."""
+    import nir
+
+    nir_graph = to_nir(graph)
+    with atomic_path(path) as tmp:
+        nir.write(tmp, nir_graph)
+    return Path(path)
