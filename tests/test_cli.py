@@ -122,7 +122,7 @@ def test_wrong_input_shape(trained, tmp_path):
     edgesnn("export", trained / "cnn", "--out", trained / "out")
     np.savez(tmp_path / "small.npz", x=np.zeros((20, 1, 6, 6), np.float32), y=np.arange(20) % 10)
     r = edgesnn("verify", trained / "out" / "model.ir", "--data", tmp_path / "small.npz", "--json", tmp_path / "r.json")
-    assert_user_error(r, "this model takes (batch, 8, 8, 1)")
+    assert_user_error(r, "samples of shape (1, 6, 6), but the model of")
     assert not (tmp_path / "r.json").exists()
 
 

@@ -16,6 +16,7 @@ import torch
 from edgesnn import checkpoint
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import replaceable_dir
 from edgesnn.quantize import bestformer, qpsnn, qsnn, ternary
 from edgesnn.quantize.common import Options, Plan
 from edgesnn.train import evaluate, train
@@ -52,6 +53,7 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
                         on_epoch: Callable[[int, float], None] | None = None) -> dict:
     """Fine-tune ``ckpt`` with ``method`` and write the compressed checkpoint to ``out``."""
     check_options(method, opts)
+    replaceable_dir(out, checkpoint.CONFIG)  # before the fine-tuning, not after
     model, config = checkpoint.load(ckpt)
     if config.get("quantization"):
         raise EdgesnnError(f"{ckpt} is already compressed ({config['quantization'].get('method')}); "
