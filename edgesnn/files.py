@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -84,6 +85,15 @@ def read_artifact_json(path: str | Path, required: tuple[str, ...], what: str) -
     if missing:
         raise EdgesnnError(f"{path}: not an edgesnn {what} (no {', '.join(map(repr, missing))}); export it again")
     return obj
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file, read in blocks (manifests, provenance)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _make_parent(path: Path) -> None:

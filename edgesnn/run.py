@@ -26,6 +26,7 @@ from pathlib import Path
 
 from edgesnn import pipeline
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import sha256_file
 from edgesnn.recipes import Recipe
 
 MANIFEST = "manifest.json"
@@ -124,7 +125,7 @@ class _Run:
 
     def stage(self, name: str, settings: dict, inputs: list[Path], output: str, produce) -> None:
         """Skip the stage, or ``produce(path)`` its ``output`` (a folder or file name in DIR) in the work folder."""
-        key = _hash_json({"settings": settings, "inputs": [_sha256(p) for p in _files(inputs)]})
+        key = _hash_json({"settings": settings, "inputs": [sha256_file(p) for p in _files(inputs)]})
         entries = [a for a in self.manifest["artifacts"] if a["stage"] == name]
         intact = bool(entries) and all(self.intact(a) for a in entries)
         skipped = self.manifest["stages"].get(name) == key and intact
@@ -138,7 +139,7 @@ class _Run:
         dst = self.work / f"stage-{self.count}"
         dst.mkdir()
         produce(dst / output)
-        self.record(name, key, [{"path": f.relative_to(dst).as_posix(), "sha256": _sha256(f), "stage": name}
+        self.record(name, key, [{"path": f.relative_to(dst).as_posix(), "sha256": sha256_file(f), "stage": name}
                                 for f in _files([dst / output])])
         os.replace(dst / output, self.out / output)
 
@@ -172,7 +173,7 @@ class _Run:
 
     def intact(self, a: dict) -> bool:
         f = self.out / a["path"]
-        return f.is_file() and not f.is_symlink() and _sha256(f) == a["sha256"]
+        return f.is_file() and not f.is_symlink() and sha256_file(f) == a["sha256"]
 
     def save(self) -> None:
         """manifest.json replaced in one rename from the work folder (no temporary file in DIR)."""
@@ -216,14 +217,6 @@ def _files(paths: list[Path]) -> list[Path]:
         elif p.is_file():
             out.append(p)
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _hash_json(obj) -> str:

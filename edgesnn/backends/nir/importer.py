@@ -22,7 +22,6 @@ bit for bit (see program.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -35,6 +34,7 @@ from edgesnn import checkpoint, models
 from edgesnn import data as datasets
 from edgesnn.backends.nir import program as prog
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import sha256_file
 from edgesnn.train import evaluate
 
 SYNAPSES = ("Affine", "Linear", "Conv2d")
@@ -84,7 +84,7 @@ def import_nir(path: str | Path, out: str | Path, data_spec: str | None = None, 
         "model": "nir", "kwargs": kwargs, "D": max([l["D"] for l in layers if l["kind"] == "spike"], default=1),
         "neuron": "multispike", "normalize": False, "input_shape": list(ds.in_shape), "num_classes": ds.num_classes,
         "data": data_spec, "timesteps": 1,
-        "nir": {"file": str(path.resolve()), "sha256": _file_digest(path), "timesteps": int(timesteps),
+        "nir": {"file": str(path.resolve()), "sha256": sha256_file(path), "timesteps": int(timesteps),
                 "exact": program is not None},
     }
     if program is None:
@@ -419,14 +419,6 @@ def _per_channel(p: np.ndarray, shape: list[int], where: str, label: str) -> np.
     if not np.allclose(flat, flat[:, :1]):
         raise EdgesnnError(f"{where}: its {label} varies within a channel; edgesnn folds one value per channel")
     return flat[:, 0].copy()
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _one_line(e: Exception) -> str:
