@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -433,13 +432,8 @@ def profile(
 
 
 def main() -> None:
-    """SIGTERM and Ctrl-C stop a command as an exception, so its clean-up runs, and end with one line."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        app()
-    except KeyboardInterrupt:
-        err.print("error: interrupted", highlight=False)
-        sys.exit(130)
+    """The CLI alone; the ``edgesnn`` executable is :func:`edgesnn.__main__.main` (signals first)."""
+    app()
 
 
 if __name__ == "__main__":
