@@ -93,6 +93,13 @@ class Profile(_Strict):
     export: str  # an Export folder name: ir, tflite, mcu-<board>, lava
     board: BoardName
 
+    def stage(self) -> str:
+        return f"profile:{self.export}:{Path(self.board).stem}"
+
+    def file(self) -> str:
+        """Its report in the run's output: the export's folder and the board's name (a file's stem)."""
+        return f"profile-{self.export}-{Path(self.board).stem}.json"
+
 
 class Recipe(_Strict):
     name: str
@@ -127,7 +134,7 @@ def load(spec: str | Path) -> Recipe:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise EdgesnnError(f"{path}: {key}: {err['msg'].lower()}") from None
     folders = [e.folder() for e in recipe.export]
-    for kind, names in (("export", folders), ("profile", [(p.export, p.board) for p in recipe.profile])):
+    for kind, names in (("export", folders), ("profile", [p.file() for p in recipe.profile])):
         twice = sorted({str(n) for n in names if names.count(n) > 1})
         if twice:
             raise EdgesnnError(f"{path}: {kind}: listed twice: {', '.join(twice)} (each writes one folder or file)")

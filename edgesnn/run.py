@@ -58,7 +58,7 @@ def run_recipe(recipe: Recipe, out: Path, on_stage=None) -> dict:
 def stage_names(recipe: Recipe) -> list[str]:
     """The recipe's stages, in the order they run."""
     return (["train"] + (["quantize"] if recipe.quantize else []) + [f"export:{e.folder()}" for e in recipe.export]
-            + [f"profile:{p.export}:{p.board}" for p in recipe.profile])
+            + [p.stage() for p in recipe.profile])
 
 
 class _Run:
@@ -103,7 +103,7 @@ class _Run:
                             "bytes": sum(f.stat().st_size for f in _files([out / folder]) if f.name != "verify.json")})
         for p in recipe.profile:
             target = next(e for e in recipe.export if e.folder() == p.export)
-            report = f"profile-{p.export}-{p.board}.json"
+            report = p.file()
 
             def do_profile(dst: Path, p=p, target=target) -> None:
                 from edgesnn.profile import profile
@@ -113,7 +113,7 @@ class _Run:
                 r = profile(_artifact(copy / p.export, target.target), p.board, recipe.data)
                 _write_json(dst, self.relative(r, copy))
 
-            name = f"profile:{p.export}:{p.board}"
+            name = p.stage()
             self.stage(name, p.model_dump(), [out / p.export], report, do_profile)
             r = json.loads((out / report).read_text())
             summary.append({"export": p.export, "board": p.board, "fits": r["fits"],

@@ -427,7 +427,7 @@ def test_recipe_load_fuzz(text):
         _one_line_naming(e, path)
         return
     event("valid")
-    names = [e.folder() for e in recipe.export] + [f"profile-{p.export}-{p.board}.json" for p in recipe.profile]
+    names = [e.folder() for e in recipe.export] + [p.file() for p in recipe.profile]
     out = path.parent / "out"
     for name in names:
         assert "/" not in name and "\\" not in name and not name.startswith("."), name

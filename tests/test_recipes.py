@@ -105,6 +105,7 @@ def test_a_board_file_names_its_folder_by_its_stem(tmp_path):
                     .replace("{export: tflite, board: raspberry-pi-4}", f"{{export: mcu-nucleo-f446re, board: '{board}'}}"))
     r = recipes.load(path)
     assert [e.folder() for e in r.export] == ["ir", "tflite", "mcu-nucleo-f446re"]
+    assert [p.file() for p in r.profile] == ["profile-mcu-nucleo-f446re-nucleo-f446re.json"]
 
 
 def test_an_export_listed_twice_is_refused(tmp_path):
