@@ -173,10 +173,11 @@ def import_cmd(
 @app.command()
 @user_errors
 def verify(
-    artifact: Path = typer.Argument(..., help="artifact to check (model.ir, model.tflite or model.onnx)"),
+    artifact: Path = typer.Argument(..., help="artifact to check (model.ir, model.tflite, model.onnx, model.nir, "
+                                              "an MCU project or a Lava folder)"),
     data: str = typer.Option("digits", help="'digits' or a .npz file"),
     checkpoint: Path = typer.Option(None, help="torch checkpoint to compare with (default: the one the IR names)"),
-    ir: Path = typer.Option(None, help="model.tflite: the IR it was written from (default: model.ir beside it)"),
+    ir: Path = typer.Option(None, help="model.tflite / model.nir: the IR it was written from (default: model.ir beside it)"),
     qemu: bool = typer.Option(False, help="MCU project: also run the board's build on QEMU (Cortex-M, or aarch64)"),
     samples: int = typer.Option(None, help="MCU project or Lava folder: only the first N test samples (default: all)"),
     lava_mode: str = typer.Option(None, help="Lava folder: graded or rate-burst (default: the exported mode)"),
@@ -186,7 +187,8 @@ def verify(
 
     model.ir and model.onnx are compared with the torch model (argmax agreement); model.tflite with
     the IR's golden interpreter, every output integer, in each runtime (exit 1 if any differs under
-    LiteRT's reference kernels or TFLite Micro)."""
+    LiteRT's reference kernels or TFLite Micro); model.nir's integer program, read back, with the IR
+    (exit 1 if any integer differs), plus how its nodes alone rank the classes."""
     r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples, lava_mode=lava_mode)
     if json_out:
         write_json(json_out, r)
@@ -194,6 +196,14 @@ def verify(
         return _print_tflite_verify(r)
     if "runs" in r:
         return _print_mcu_verify(r)
+    if "nodes_only" in r:
+        nodes = r["nodes_only"]
+        print(f"{r['samples']} samples  mismatches {r['mismatches']}  accuracy {r['accuracy']:.4f}  ({r['runtime']})")
+        print(f"nodes alone, {r['timesteps']} steps: argmax agreement with the IR {nodes['argmax_agreement']:.4f}  "
+              f"accuracy {nodes['accuracy']:.4f}  ({nodes['runtime']})")
+        if r["mismatches"]:
+            raise EdgesnnError(f"{r['artifact']}: its program is not bit-exact with the IR ({r['mismatches']} samples differ)")
+        return
     if r.get("runtime", "").startswith("lava"):
         print(f"{r['samples']} samples  mode {r['mode']}  mismatches {r['mismatches']}  "
               f"{r['timesteps_per_sample']} timesteps/sample  {r['seconds_per_sample'] * 1000:.1f} ms/sample ({r['runtime']})")

@@ -155,9 +155,11 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | 
         return _verify_onnx(artifact, data_spec, ckpt)
     if artifact.suffix == ".tflite":
         return _verify_tflite(artifact, data_spec, ir)
+    if artifact.suffix == ".nir":
+        return _verify_nir(artifact, data_spec, ir)
     if artifact.suffix != ".ir":
         raise EdgesnnError(f"{artifact}: verify takes an edgesnn IR file (.ir), a .tflite file, an ONNX file (.onnx), "
-                          "an MCU project folder or a Lava folder")
+                          "a NIR file (.nir), an MCU project folder or a Lava folder")
     graph = load_ir(artifact)
     source = ckpt or _named_checkpoint(artifact, graph.meta.get("source", {}).get("checkpoint"))
     if source is None:
@@ -224,17 +226,29 @@ def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None) -> dict:
 def _verify_tflite(artifact: Path, data_spec: str, ir: Path | None) -> dict:
     from edgesnn.backends.tflite import compare
 
-    if not artifact.is_file():
-        raise EdgesnnError(f"{artifact}: no such file")
-    ir = Path(ir) if ir is not None else artifact.with_name(IR_FILE)
-    if not ir.is_file():
-        raise EdgesnnError(f"{artifact}: no IR to compare with at {ir}; pass --ir PATH")
-    graph = load_ir(ir)
+    graph, ir = _beside_ir(artifact, ir)
     ds = datasets.load(data_spec)
     r = compare(artifact, graph, datasets.to_nhwc(ds.x_test))
     y = ds.y_test.numpy()
     return {"artifact": str(artifact), "ir": str(ir), "data": data_spec, **r,
             "ir_accuracy": float((graph.run(datasets.to_nhwc(ds.x_test)).argmax(1) == y).mean())}
+
+
+def _verify_nir(artifact: Path, data_spec: str, ir: Path | None) -> dict:
+    from edgesnn.backends.nir.verify import verify_nir
+
+    graph, ir = _beside_ir(artifact, ir)
+    return {**verify_nir(artifact, graph, data_spec), "ir": str(ir)}
+
+
+def _beside_ir(artifact: Path, ir: Path | None) -> tuple[g.Graph, Path]:
+    """The IR a file was written from: ``ir``, or model.ir beside it."""
+    if not artifact.is_file():
+        raise EdgesnnError(f"{artifact}: no such file")
+    ir = Path(ir) if ir is not None else artifact.with_name(IR_FILE)
+    if not ir.is_file():
+        raise EdgesnnError(f"{artifact}: no IR to compare with at {ir}; pass --ir PATH")
+    return load_ir(ir), ir
 
 
 def inspect(path: Path) -> dict:

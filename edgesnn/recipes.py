@@ -79,7 +79,7 @@ class Quantize(_Strict):
 
 
 class Export(_Strict):
-    target: Literal["ir", "tflite", "mcu", "lava", "onnx"]
+    target: Literal["ir", "tflite", "mcu", "lava", "onnx", "nir"]
     board: BoardName | None = None  # mcu
     lava_mode: Literal["graded", "rate-burst"] = "graded"
     event_driven: str = "auto"
@@ -142,6 +142,9 @@ def load(spec: str | Path) -> Recipe:
         if p.export not in folders:
             raise EdgesnnError(f"{path}: profile.export: {p.export!r} is not one of this recipe's exports "
                                f"({', '.join(folders)})")
+        if p.export == "nir":
+            raise EdgesnnError(f"{path}: profile.export: a NIR file runs on no board of its own; profile the "
+                               f"export that runs it (ir, tflite, mcu-<board> or lava)")
     for e in recipe.export:
         if e.target == "mcu" and not e.board:
             raise EdgesnnError(f"{path}: export: the mcu target needs a board")

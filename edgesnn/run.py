@@ -202,7 +202,8 @@ class _Run:
 
 
 def _artifact(folder: Path, target: str) -> Path:
-    return {"ir": folder / "model.ir", "tflite": folder / "model.tflite", "onnx": folder / "model.onnx"}.get(target, folder)
+    return {"ir": folder / "model.ir", "tflite": folder / "model.tflite", "onnx": folder / "model.onnx",
+            "nir": folder / "model.nir"}.get(target, folder)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -112,7 +112,8 @@ def art(trained, tmp_path_factory):
            "tflite": pipeline.export_model(ckpt, "tflite", root / "tflite"),
            "onnx": pipeline.export_model(ckpt, "onnx", root / "onnx"),
            "lava": pipeline.export_model(ckpt, "lava", root / "lava"),
-           "mcu": pipeline.export_model(ckpt, "mcu", root / "mcu", board="rp2040")}
+           "mcu": pipeline.export_model(ckpt, "mcu", root / "mcu", board="rp2040"),
+           "nir": pipeline.export_model(ckpt, "nir", root / "nir")}
     return {k: Path(v) for k, v in out.items()}
 
 
@@ -316,6 +317,15 @@ def _damaged(c: Ctx, artifact: str, name: str, text: str | None) -> Path:
     return folder
 
 
+def _nir_without_program(c: Ctx) -> Path:
+    import nir
+
+    graph = nir.read(c.art["nir"])
+    graph.metadata = {}
+    nir.write(c.tmp / "plain.nir", graph)
+    return c.tmp / "plain.nir"
+
+
 def _small_images(c: Ctx) -> Path:
     x, y = _digits_like(20, (1, 6, 6))
     return c.npz("small.npz", x=x, y=y)
@@ -349,6 +359,14 @@ VERIFY = [
      "samples of shape (1, 6, 6), but the model of"),
     ("tflite-missing", lambda c: [c.tmp / "x.tflite"], "x.tflite: no such file"),
     ("tflite-data-shape", lambda c: [c.art["tflite"], "--data", _small_images(c)], "this model takes (batch, 8, 8, 1)"),
+    ("nir-missing", lambda c: [c.tmp / "x.nir"], "x.nir: no such file"),
+    ("nir-without-ir", lambda c: [c.file("alone/model.nir", c.art["nir"].read_bytes())],
+     "model.nir: no IR to compare with at"),
+    ("nir-garbage", lambda c: [c.file("g.nir", b"garbage"), "--ir", c.art["ir"]], "g.nir: not a NIR file"),
+    ("nir-without-program", lambda c: [_nir_without_program(c), "--ir", c.art["ir"]],
+     "plain.nir: no edgesnn program in its metadata, so no IR to compare with"),
+    ("nir-data-shape", lambda c: [c.art["nir"], "--data", _small_images(c)],
+     "the graph's input has shape [1, 8, 8], the data set's samples [1, 6, 6]"),
     ("mcu-project-not-json", lambda c: [_damaged(c, "mcu", "project.json", "{bad")],
      "project.json: damaged MCU project file, not JSON"),
     ("mcu-project-fields", lambda c: [_damaged(c, "mcu", "project.json", "{}")],
@@ -447,6 +465,7 @@ PROFILE = [
                  id="tflite-garbage"),
     ("data-unknown", lambda c: [c.art["ir"], "--board", "host", "--data", "mnist"], "unknown data set 'mnist'"),
     ("data-shape", lambda c: [c.art["ir"], "--board", "host", "--data", _small_images(c)], "this model takes (batch, 8, 8, 1)"),
+    ("nir", lambda c: [c.art["nir"], "--board", "host"], "model.nir: profile takes model.ir, model.tflite"),
     ("mcu-project-not-json", lambda c: [_damaged(c, "mcu", "project.json", "{bad"), "--board", "host"],
      "project.json: damaged MCU project file, not JSON"),
     ("mcu-project-fields", lambda c: [_damaged(c, "mcu", "project.json", '{"kind": "mcu"}'), "--board", "host"],

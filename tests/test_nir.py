@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from edgesnn import checkpoint, data, models
 from edgesnn.backends.nir import exact_graph
+from edgesnn.backends.nir.simulate import simulate
 from edgesnn.cli import app
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import load
@@ -91,37 +92,6 @@ def test_round_trip_gives_the_same_integer_program(checkpoints, digits, tmp_path
     assert (predict(original_torch, ds.x_test) == predict(imported_torch, ds.x_test)).float().mean() >= 0.97
 
 
-def simulate(graph: nir.NIRGraph, x: np.ndarray, steps: int) -> np.ndarray:
-    """How a time-stepped simulator reads a chain of these nodes: the input every step; IF integrates
-    r·I per step and fires once its membrane reaches the threshold, which is then subtracted; the
-    output summed over the steps."""
-    succ = dict(graph.edges)
-    node, chain = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input)), []
-    while node in succ:
-        node = succ[node]
-        chain.append(graph.nodes[node])
-    t64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
-    membranes, total = {}, 0
-    for _ in range(steps):
-        v = t64(x)
-        for i, n in enumerate(chain):
-            if isinstance(n, nir.Conv2d):
-                v = F.conv2d(v, t64(n.weight), t64(n.bias), tuple(n.stride), tuple(n.padding), groups=int(n.groups))
-            elif isinstance(n, nir.Affine):
-                v = v @ t64(n.weight).T + t64(n.bias)
-            elif isinstance(n, nir.SumPool2d):
-                k = tuple(int(d) for d in n.kernel_size)
-                v = F.avg_pool2d(v, k, tuple(int(d) for d in n.stride)) * (k[0] * k[1])
-            elif isinstance(n, nir.Flatten):
-                v = v.flatten(1)
-            elif isinstance(n, nir.IF):
-                mem = membranes.get(i, 0) + t64(n.r) * v
-                v = (mem >= t64(n.v_threshold)).double()
-                membranes[i] = mem - v * t64(n.v_threshold)
-        total = total + v
-    return total.numpy()
-
-
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
 def test_other_tools_read_a_faithful_network(checkpoints, digits, tmp_path, family):
     """The NIR nodes alone, run for T = D steps, rank the classes as the IR does on most samples
@@ -141,6 +111,25 @@ def test_other_tools_read_a_faithful_network(checkpoints, digits, tmp_path, fami
     ir_pred = ir.run(x).argmax(1)
     sim_pred = simulate(g, ds.x_test.numpy(), program["timesteps"]).argmax(1)
     assert (sim_pred == ir_pred).mean() >= 0.93
+    ok(edgesnn("verify", tmp_path / "model.nir", "--json", tmp_path / "v.json"))  # reports both readings
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["mismatches"] == 0 and v["samples"] == 450 and v["timesteps"] == 4
+    assert v["nodes_only"]["argmax_agreement"] == (sim_pred == ir_pred).mean()
+
+
+def test_verify_finds_a_program_that_is_not_the_ir(checkpoints, tmp_path):
+    """verify reads the program back and compares every output integer: a changed requantization
+    shift (which the weight and bias grid checks cannot see) fails it."""
+    ok(edgesnn("export", checkpoints["mlp"], "--target", "nir", "--out", tmp_path))
+    g = nir.read(tmp_path / "model.nir")
+    program = json.loads(g.metadata["edgesnn"])
+    last_shift = [k for k in program["arrays"] if k.endswith(".shift")][-1]
+    program["arrays"][last_shift]["values"] = [v - 1 for v in program["arrays"][last_shift]["values"]]
+    g.metadata = {"edgesnn": json.dumps(program)}
+    nir.write(tmp_path / "edited.nir", g)
+    r = edgesnn("verify", tmp_path / "edited.nir", "--ir", tmp_path / "model.ir")
+    assert_user_error(r, "edited.nir: its program is not bit-exact with the IR (")
+    assert "samples differ" in r.stderr
 
 
 T = 4

@@ -7,6 +7,8 @@
   metadata, when edgesnn wrote it; otherwise a float model whose SFA neurons stand for the
   graph's IF / LIF / CubaLIF neurons over a window of timesteps.
 - :func:`exact_graph` gives the export pipeline the imported program (None when there is none).
+- verify.py checks an exported file: its program read back vs the IR, and its nodes alone
+  (simulate.py) as other tools read them.
 
 The time convention and what other tools lose are in the README (NIR).
 """

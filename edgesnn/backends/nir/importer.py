@@ -47,6 +47,19 @@ MAX_TIMESTEPS = 127  # the IR's spike tensors are int8 counts in [0, D]
 def import_nir(path: str | Path, out: str | Path, data_spec: str | None = None, timesteps: int | None = None,
                dt: float | None = None, use_metadata: bool = True) -> dict:
     """Write the checkpoint ``out`` for the NIR file ``path``; returns what was imported."""
+    r = read_model(path, data_spec, timesteps, dt, use_metadata)
+    model, config, ds = r.pop("model"), r.pop("config"), r.pop("dataset")
+    metrics = {"test_accuracy": evaluate(model, ds.x_test, ds.y_test), "test_samples": int(len(ds.y_test)),
+               "nir": {"file": str(path), "exact": r["exact"], "timesteps": r["timesteps"]}}
+    checkpoint.save(model, config, out, metrics)
+    return {"checkpoint": str(out), **r, "test_accuracy": metrics["test_accuracy"],
+            "test_samples": metrics["test_samples"]}
+
+
+def read_model(path: str | Path, data_spec: str | None = None, timesteps: int | None = None,
+               dt: float | None = None, use_metadata: bool = True) -> dict:
+    """The model, config and data set a NIR file imports to (``import_nir`` without the checkpoint
+    files; ``verify`` rebuilds an edgesnn file's program through it), and what was imported."""
     path = Path(path)
     graph = read_graph(path)
     program = _program(graph, path) if use_metadata else None
@@ -99,13 +112,9 @@ def import_nir(path: str | Path, out: str | Path, data_spec: str | None = None, 
         config["nir"].update(program=program, weights_sha256=prog.weights_digest(model))
         if prog.exact_graph(model, config, {}) is None:  # checks every weight against the program's grid
             raise EdgesnnError(f"{path}: internal: the imported program does not apply to its own weights")
-    metrics = {"test_accuracy": evaluate(model, ds.x_test, ds.y_test), "test_samples": int(len(ds.y_test)),
-               "nir": {"file": str(path), "exact": program is not None, "timesteps": int(timesteps)}}
-    checkpoint.save(model, config, out, metrics)
-    return {"checkpoint": str(out), "file": str(path), "exact": program is not None, "timesteps": int(timesteps),
-            "dt": None if program is not None else dt, "data": data_spec, "nodes": len(chain),
-            "layers": len(layers), "test_accuracy": metrics["test_accuracy"], "test_samples": metrics["test_samples"],
-            "notes": mapper.notes}
+    return {"model": model, "config": config, "dataset": ds, "file": str(path), "exact": program is not None,
+            "timesteps": int(timesteps), "dt": None if program is not None else dt, "data": data_spec,
+            "nodes": len(chain), "layers": len(layers), "notes": mapper.notes}
 
 
 def read_graph(path: Path):
