@@ -17,10 +17,12 @@ where it is.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -41,18 +43,38 @@ def run_recipe(recipe: Recipe, out: Path, on_stage=None) -> dict:
 
     ``on_stage(name, skipped)`` is called as each stage starts."""
     out = Path(out)
-    old = _read_manifest(out)
-    if out.exists() and (not out.is_dir() or (not old and any(out.iterdir()))):
-        raise EdgesnnError(f"{out}: not an edgesnn run folder (no {MANIFEST}) and not empty; choose a new or empty "
-                           "folder for --out")
+    not_a_run = f"{out}: not an edgesnn run folder (no {MANIFEST}) and not empty; choose a new or empty folder for --out"
+    if out.exists() and not out.is_dir():
+        raise EdgesnnError(not_a_run)
     out.mkdir(parents=True, exist_ok=True)
-    work = out.parent / f".{out.name}.edgesnn-work"
-    shutil.rmtree(work, ignore_errors=True)  # what a killed run left
-    work.mkdir()
+    with _only_run(out):
+        old = _read_manifest(out)
+        if not old and any(out.iterdir()):
+            raise EdgesnnError(not_a_run)
+        work = out.parent / f".{out.name}.edgesnn-work"
+        shutil.rmtree(work, ignore_errors=True)  # what a killed run left
+        work.mkdir()
+        try:
+            return _Run(recipe, out, work, old, on_stage).all()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def _only_run(out: Path):
+    """An exclusive lock on DIR itself (flock on the folder, no lock file): a second run into the
+    same folder would delete the first one's work folder. The kernel drops it when the process
+    dies, however it dies, so a killed run never leaves DIR locked."""
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return _Run(recipe, out, work, old, on_stage).all()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgesnnError(f"{out}: another edgesnn run is writing to this folder; wait for it to end, or "
+                               f"choose another --out") from None
+        yield
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        os.close(fd)
 
 
 def stage_names(recipe: Recipe) -> list[str]:

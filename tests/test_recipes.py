@@ -124,6 +124,27 @@ def test_an_export_listed_twice_is_refused(tmp_path):
         recipes.load(path)
 
 
+def test_a_second_run_into_a_folder_in_use_is_refused_and_touches_nothing(tmp_path):
+    """The first run holds a lock on DIR (taken here as a run takes it); the second must not clear
+    the first one's work folder."""
+    import fcntl
+    import os
+
+    path = tmp_path / "r.yaml"
+    path.write_text(TINY)
+    out, work = tmp_path / "out", tmp_path / ".out.edgesnn-work"
+    out.mkdir()
+    (work / "stage-1").mkdir(parents=True)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = edgesnn("run", path, "--out", out)
+    finally:
+        os.close(fd)
+    assert r.exit_code == 1 and f"{out}: another edgesnn run is writing to this folder" in r.output
+    assert (work / "stage-1").is_dir() and not any(out.iterdir())
+
+
 def test_run_refuses_a_folder_that_is_not_its_own(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(TINY)
