@@ -68,12 +68,13 @@ def test_demo_is_the_default_recipe(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["recipe"]["name"] == "digits-sfa-cnn"
     verified = {row["export"]: row for row in manifest["summary"] if "board" not in row}
-    assert set(verified) == {"ir", "tflite", "mcu-nucleo-f446re", "lava", "onnx"}
+    assert set(verified) == {"ir", "tflite", "mcu-nucleo-f446re", "lava", "onnx", "nir"}
     assert all(row["mismatches"] == 0 for name, row in verified.items() if name != "ir")
     ir = json.loads((out / "ir" / "verify.json").read_text())
     assert ir["torch_accuracy"] >= 0.95 and ir["mismatches"] <= 0.005 * ir["samples"]
     assert ir["checkpoint"] == "checkpoint" and ir["artifact"] == "ir/model.ir"  # paths relative to the run folder
     assert json.loads((out / "tflite" / "verify.json").read_text())["bit_exact"]
+    assert json.loads((out / "nir" / "verify.json").read_text())["nodes_only"]["argmax_agreement"] >= 0.93
     assert "samples differing" in r.stdout and "run  train" in r.stderr
 
 
