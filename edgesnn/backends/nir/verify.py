@@ -17,7 +17,8 @@ from edgesnn.ir import graph as g
 
 
 def verify_nir(path: Path, ir: g.Graph, data_spec: str) -> dict:
-    if _program(read_graph(path), path) is None:
+    nir_graph = read_graph(path)
+    if _program(nir_graph, path) is None:
         raise EdgesnnError(f"{path}: no edgesnn program in its metadata, so no IR to compare with; "
                            f"`edgesnn import` it, then export and verify the checkpoint")
     r = read_model(path, data_spec)
@@ -30,7 +31,7 @@ def verify_nir(path: Path, ir: g.Graph, data_spec: str) -> dict:
                            f"not the IR it was exported from")
     differ = (got != want).reshape(len(y), -1).any(1)
     ir_pred = want.reshape(len(y), -1).argmax(1)
-    nodes_pred = simulate(read_graph(path), ds.x_test.numpy(), r["timesteps"]).reshape(len(y), -1).argmax(1)
+    nodes_pred = simulate(nir_graph, ds.x_test.numpy(), r["timesteps"]).reshape(len(y), -1).argmax(1)
     return {
         "artifact": str(path), "data": data_spec, "samples": int(len(y)),
         "runtime": "edgesnn NIR reader (the metadata's integer program) + golden interpreter",
