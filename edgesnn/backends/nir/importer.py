@@ -62,7 +62,7 @@ def read_model(path: str | Path, data_spec: str | None = None, timesteps: int | 
     files; ``verify`` rebuilds an edgesnn file's program through it), and what was imported."""
     path = Path(path)
     graph = read_graph(path)
-    program = _program(graph, path) if use_metadata else None
+    program = read_program(graph, path) if use_metadata else None
     hints = _hints(graph)  # an edgesnn file names its window and data (also for --float, which ignores the rest)
     data_spec = data_spec or hints.get("data")
     if program is not None and timesteps is not None and timesteps != program["timesteps"]:
@@ -158,7 +158,8 @@ def _check_types(group, path: Path, nir, prefix: str = "") -> None:
             _check_types(node, path, nir, f"{prefix}{name}/")
 
 
-def _program(graph, path: Path) -> dict | None:
+def read_program(graph, path: Path) -> dict | None:
+    """The checked edgesnn program in a NIR graph's metadata, or None when it has none."""
     raw = (graph.metadata or {}).get("edgesnn")
     if raw is None:
         return None
