@@ -11,13 +11,13 @@ file cannot know (the host's memory and cores) is read from the running machine 
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
+from edgesnn import limits
 from edgesnn.errors import EdgesnnError
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
@@ -76,8 +76,8 @@ def available(kinds: tuple[str, ...] | None = None) -> list[str]:
 
 def _kind(path: Path) -> str | None:
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        raw = limits.read_yaml(path, "board file")
+    except EdgesnnError:
         return None
     return raw.get("kind") if isinstance(raw, dict) else None
 
@@ -112,6 +112,14 @@ def load(spec: str | Path) -> Board:
                 raise EdgesnnError(f"{path}: missing field {name!r}{why}")
             continue
         _check_type(path, name, raw[name], expected)
+    figures = raw.get("figures") or {}
+    for name, figure in figures.items():
+        value = figure.get("value") if isinstance(figure, dict) else None
+        if not (_number(value) and math.isfinite(value) and value > 0):
+            raise EdgesnnError(f"{path}: figure {limits._short(repr(name))} must be a mapping with a positive 'value', "
+                               f"got {limits._short(repr(figure), 60)}")
+    if kind == "neuromorphic" and "neuro_cores_per_chip" not in figures:
+        raise EdgesnnError(f"{path}: a neuromorphic board needs figures.neuro_cores_per_chip (the cores a model must fit)")
     bad = [t for t in raw["targets"] if t not in TARGETS]
     if bad:
         raise EdgesnnError(f"{path}: field 'targets' has unknown target {bad[0]!r}; targets: {', '.join(TARGETS)}")
@@ -131,41 +139,46 @@ def as_dict(board: Board) -> dict:
 
 
 def _read(path: Path) -> dict:
+    """The file's YAML mapping: UTF-8, at most limits.MAX_JSON_BYTES, no aliases, bounded depth."""
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > limits.MAX_JSON_BYTES:
+            raise EdgesnnError(f"{path}: {size:,} bytes, more than the {limits.MAX_JSON_BYTES:,} a board file may have")
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise EdgesnnError(f"{path}: unreadable board file ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise EdgesnnError(f"{path}: not a text (UTF-8) board file (byte {e.start})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise EdgesnnError(f"{path}: invalid YAML{where}: {problem}") from None
+    raw = limits.load_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise EdgesnnError(f"{path}: a board file is a YAML mapping of fields (name, kind, ...), "
                            f"got {type(raw).__name__}")
     return raw
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _check_type(path: Path, name: str, value, expected: str) -> None:
-    def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """Counts and sizes (cores, clock, memories) are positive integers; powers and energies finite and >= 0."""
+    def amount(v) -> bool:
+        return _number(v) and math.isfinite(v) and v >= 0
 
     ok = {
         _STR: lambda v: isinstance(v, str),
-        _INT: lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-        _NUM: lambda v: number(v) and v >= 0,
+        _INT: lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        _NUM: amount,
         _STR_LIST: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-        _NUM_MAP: lambda v: isinstance(v, dict) and all(isinstance(k, str) and number(x) for k, x in v.items()),
+        _NUM_MAP: lambda v: isinstance(v, dict) and all(isinstance(k, str) and amount(x) for k, x in v.items()),
         _MAP: lambda v: isinstance(v, dict),
     }[expected](value)
     if not ok:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        article = "a non-negative " if expected in (_INT, _NUM) else ""
+        shown = limits._short(repr(value), 40)
+        article = {_INT: "a positive ", _NUM: "a finite non-negative "}.get(expected, "")
         what = expected.split(" ", 1)[1] if article else expected
+        if expected == _NUM_MAP:
+            what = "a mapping of operation name to a finite non-negative number"
         raise EdgesnnError(f"{path}: field {name!r} must be {article}{what}, got {type(value).__name__} {shown}")
 
 

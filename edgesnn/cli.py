@@ -23,17 +23,42 @@ err = Console(stderr=True)
 
 
 def user_errors(fn):
-    """Print a user error as one line on stderr and exit 1: no traceback."""
+    """Print a user error as one line on stderr and exit 1: no traceback.
+
+    Errors of the file system (read-only, full disk, permission denied) and of memory are the
+    user's to fix too, wherever they surface."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except EdgesnnError as e:
-            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            _fail(str(e))
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename is not None else ""
+            _fail(f"{where}{e.strerror or e}")
+        except MemoryError:
+            _fail("out of memory; lower EDGESNN_MEMORY_LIMIT or use a smaller model or batch (see SECURITY.md)")
 
     return wrapper
+
+
+def _fail(message: str):
+    err.print(f"error: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def one_line(text: str) -> str:
+    """Control characters escaped: a path holding a newline cannot forge a second line."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+TRUST_HELP = ("run code the input files name: a checkpoint's or recipe's own model factory (module:factory) "
+              "and neuron classes, an MCU project's Makefile. Only for files you trust (see README, Trust)")
+
+
+def _trust_option(help_text: str = TRUST_HELP):
+    return typer.Option(False, "--trust-code", help=help_text)
 
 
 def _progress() -> Progress:
@@ -101,6 +126,7 @@ def quantize(
                                          "qsnn and qpsnn 1e-3, bestformer and ternary 3e-3)"),
     data: str = typer.Option(None, help="data for fine-tuning and calibration (default: the checkpoint's)"),
     seed: int = typer.Option(0, help="random seed"),
+    trust_code: bool = _trust_option(),
 ):
     """Compress a checkpoint with quantization-aware fine-tuning (Q-SNN, QP-SNN, BESTformer, ternary spikes)."""
     from edgesnn.quantize import Options, check_options, quantize_checkpoint
@@ -109,7 +135,7 @@ def quantize(
                    first_last_bits=first_last_bits, lr=lr, seed=seed)
     check_options(method, opts)
     m = _with_epoch_bar(f"quantize {method}", epochs, lambda on_epoch: quantize_checkpoint(
-        checkpoint, method, out, opts, data, on_epoch=on_epoch))
+        checkpoint, method, out, opts, data, on_epoch=on_epoch, trust_code=trust_code))
     for note in m["notes"]:
         print(f"note: {note}")
     print(f"wrote {out}  test_accuracy {m['test_accuracy']:.4f} (float {m['float_accuracy']:.4f}) "
@@ -133,10 +159,11 @@ def export(
     event_driven: str = typer.Option("auto", help="mcu: event-driven conv/dense layers: auto (by measured firing "
                                                   "rate), none, all, or comma-separated layer names"),
     lava_mode: str = typer.Option("graded", help="lava: SFA neurons as graded spikes or rate-burst spike trains"),
+    trust_code: bool = _trust_option(),
 ):
     """Export a checkpoint to a deployable artifact."""
     path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype,
-                                 board=board, event_driven=event_driven, lava_mode=lava_mode)
+                                 board=board, event_driven=event_driven, lava_mode=lava_mode, trust_code=trust_code)
     print(f"wrote {path}")
     if target == "lava":
         r = json.loads((Path(path) / "loihi2.json").read_text())
@@ -182,6 +209,7 @@ def verify(
     samples: int = typer.Option(None, help="MCU project or Lava folder: only the first N test samples (default: all)"),
     lava_mode: str = typer.Option(None, help="Lava folder: graded or rate-burst (default: the exported mode)"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
+    trust_code: bool = _trust_option(),
 ):
     """Run an artifact over the whole test split and compare it with what it came from.
 
@@ -189,7 +217,8 @@ def verify(
     the IR's golden interpreter, every output integer, in each runtime (exit 1 if any differs under
     LiteRT's reference kernels or TFLite Micro); model.nir's integer program, read back, with the IR
     (exit 1 if any integer differs), plus how its nodes alone rank the classes."""
-    r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples, lava_mode=lava_mode)
+    r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples, lava_mode=lava_mode,
+                        trust_code=trust_code)
     if json_out:
         write_json(json_out, r)
     if "runtimes" in r:
@@ -249,7 +278,10 @@ def inspect(
     artifact: Path = typer.Argument(..., help="checkpoint folder or model.ir"),
     json_out: Path = typer.Option(None, "--json", help="write the description as JSON"),
 ):
-    """Print layers, dtypes, shapes, parameter count and bytes."""
+    """Print layers, dtypes, shapes, parameter count and bytes.
+
+    A checkpoint that names user code (module:factory) is never imported here: its config and
+    tensors are shown from its files, with the module and factory export would run."""
     r = pipeline.inspect(artifact)
     if json_out:
         write_json(json_out, r)
@@ -263,6 +295,8 @@ def inspect(
         console.print(table)
         print(f"input {r['input']}  outputs {', '.join(r['outputs'])}  params {r['params']}  "
               f"weight bytes {r['weight_bytes']}  bytes {r['bytes']} (file {r['file_bytes']})")
+    elif not r["built"]:
+        _print_unbuilt_checkpoint(r, table)
     else:
         for col in ("layer", "type", "shapes", "dtype", "params", "bytes"):
             table.add_column(col, justify="right" if col in ("params", "bytes") else "left")
@@ -278,6 +312,27 @@ def inspect(
         console.print(weights)
         method = (r["config"].get("quantization") or {}).get("method", "none")
         print(f"model {r['model']}  compression {method}  params {r['params']}  bytes {r['bytes']}")
+
+
+def _print_unbuilt_checkpoint(r: dict, table: Table) -> None:
+    """A checkpoint naming user code: its tensors (from the safetensors header) and what it would
+    import, never imported here."""
+    from edgesnn.limits import _short
+
+    for col in ("tensor", "dtype", "shape", "bytes"):
+        table.add_column(col, justify="right" if col == "bytes" else "left")
+    for t in r["tensors"]:
+        table.add_row(_short(t["name"]), t["dtype"], str(t["shape"]), str(t["bytes"]))
+    console.print(table)
+    config = r["config"]
+    for code in r["imports"]:
+        print(f"imports {code['kind']} {code['object']} from module {code['module']} ({code['name']}): not imported "
+              f"here; export, verify and quantize run it only with --trust-code")
+    print(f"kwargs {_short(config['kwargs'], 400)}")
+    if config.get("neuron_map"):
+        print(f"neuron map {_short(config['neuron_map'], 400)}")
+    method = (config.get("quantization") or {}).get("method", "none")
+    print(f"model {r['model']}  compression {_short(method)}  params {r['params']}  bytes {r['bytes']}")
 
 
 @app.command("boards")
@@ -328,6 +383,8 @@ def run(
                                          "class returning a torch.nn.Module; the current folder is importable)"),
     neuron_map: list[str] = typer.Option(None, help="with --model: map a third-party neuron class onto an edgesnn "
                                                     "neuron, CLASS=sfa[:D=N[,normalize=false]] (repeatable)"),
+    trust_code: bool = _trust_option("run the code the recipe names (its model factory, module:factory, and neuron "
+                                     "classes); --model naming the same factory trusts just that one"),
 ):
     """Run a recipe: train, compress, export to every target (verified), profile; skip unchanged stages."""
     from edgesnn.recipes import load as load_recipe
@@ -335,18 +392,22 @@ def run(
     r = load_recipe(recipe)
     if model or neuron_map:
         r = r.model_copy(update={"model": _user_model(r.model, model, neuron_map)})
-    _run_recipe(r, out)
+    named = {model, *(r.model.neuron_map if neuron_map else {})} - {None}  # what the command line names
+    _run_recipe(r, out, trust_code=True if trust_code else named)
 
 
 def _user_model(base, model: str | None, neuron_map: list[str] | None):
+    """--model replaces the recipe's model; naming the recipe's own factory keeps its kwargs and map."""
     from edgesnn.models.custom import parse_neuron_map
 
     if neuron_map and not model:
         raise EdgesnnError("--neuron-map needs --model module:factory (it maps the neurons of your own model)")
+    if model == base.name:
+        return base.model_copy(update={"neuron_map": parse_neuron_map(neuron_map)} if neuron_map else {})
     return base.model_copy(update={"name": model, "kwargs": {}, "neuron_map": parse_neuron_map(neuron_map)})
 
 
-def _run_recipe(recipe, out: Path) -> None:
+def _run_recipe(recipe, out: Path, trust_code=False) -> None:
     """Every stage with a progress bar; ends with the summary table."""
     from edgesnn.run import run_recipe, stage_names
 
@@ -360,7 +421,7 @@ def _run_recipe(recipe, out: Path) -> None:
         err.print(f"{'skip' if skipped else 'run '} {name}", highlight=False)
 
     try:
-        manifest = run_recipe(recipe, out, on_stage=on_stage)
+        manifest = run_recipe(recipe, out, on_stage=on_stage, trust_code=trust_code)
         bar.update(task, completed=len(names), info="done")
     finally:
         if bar.live.is_started:
@@ -407,11 +468,12 @@ def profile(
     measure: bool = typer.Option(False, help="also run it here: median latency, peak memory, power if sensed"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
     report: Path = typer.Option(None, help="write an HTML page with plots into this folder"),
+    trust_code: bool = _trust_option("an MCU project: run its Makefile (profiling builds it). Only for a folder you trust"),
 ):
     """Memory, operations, firing rates and energy of an artifact, and whether it fits the board."""
     from edgesnn.profile import profile as run_profile
 
-    r = run_profile(artifact, board, data, measure=measure)
+    r = run_profile(artifact, board, data, measure=measure, trust_code=trust_code)
     if report:  # first: it is the output that can be refused (a file in the way), and then nothing is written
         from edgesnn.profile.report import write_report
 

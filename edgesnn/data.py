@@ -5,13 +5,16 @@ Images are float32 NCHW in [0, 1] on the torch side; the IR takes NHWC (:func:`t
 
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edgesnn import limits
 from edgesnn.errors import EdgesnnError
 
 SPLIT_SEED = 0
@@ -45,27 +48,38 @@ def digits() -> Dataset:
 
 
 def from_npz(path: str | Path) -> Dataset:
-    """An .npz with ``x`` and ``y`` (split here, seeded) or ``x_train``/``y_train``/``x_test``/``y_test``."""
+    """An .npz with ``x`` and ``y`` (split here, seeded) or ``x_train``/``y_train``/``x_test``/``y_test``.
+
+    The arrays' declared shapes are read from their headers and checked against the memory budget
+    before any array is read (:func:`edgesnn.limits.npz_declared_bytes`); pickled objects are refused."""
     path = Path(path)
     if not path.is_file():
         raise EdgesnnError(f"{path}: no such data file")
+    declared = limits.npz_declared_bytes(path)
+    split = ("x_train", "y_train", "x_test", "y_test")
+    names = split if set(split) <= declared.keys() else ("x", "y")
+    if not set(names) <= declared.keys():
+        raise EdgesnnError(f"{path}: needs arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); found {sorted(declared)}")
+    # what the arrays become: float32 samples and int64 labels, held twice (the split, the tensors)
+    converted = sum(math.prod(declared[k][0]) * (4 if k.startswith("x") else 8) for k in names)
+    limits.check_memory(sum(math.prod(shape) * dtype.itemsize for shape, dtype in declared.values()) + 2 * converted,
+                        f"{path}: reading its arrays")
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise EdgesnnError(f"{path}: not a readable .npz file without pickled objects ({e})") from None
-    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
-        parts = [arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")]
-        for x, y in (parts[:2], parts[2:]):
-            _check_xy(path, x, y)
+            arrays = {k: f[k] for k in names}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error) as e:
+        raise EdgesnnError(f"{path}: not a readable .npz file without pickled objects ({limits._short(e)})") from None
+    if names == split:
+        parts = [arrays[k] for k in split]
+        for (xk, yk), (x, y) in zip((split[:2], split[2:]), (parts[:2], parts[2:])):
+            _check_xy(path, x, y, xk, yk)
         if parts[0].shape[1:] != parts[2].shape[1:]:
             raise EdgesnnError(f"{path}: x_train samples have shape {parts[0].shape[1:]} but x_test samples "
                                f"{parts[2].shape[1:]}")
+        parts[0], parts[2] = (_finite(path, k, a) for k, a in (("x_train", parts[0]), ("x_test", parts[2])))
         return Dataset(path.stem, *(_tensor(a) for a in parts))
-    if not {"x", "y"} <= arrays.keys():
-        raise EdgesnnError(f"{path}: needs arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); found {sorted(arrays)}")
     _check_xy(path, arrays["x"], arrays["y"])
-    return _split(path.stem, arrays["x"].astype(np.float32), arrays["y"].astype(np.int64))
+    return _split(path.stem, _finite(path, "x", arrays["x"]), arrays["y"].astype(np.int64))
 
 
 def load(spec: str) -> Dataset:
@@ -96,15 +110,34 @@ def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
     return Dataset(name, _tensor(x_tr), _tensor(y_tr), _tensor(x_te), _tensor(y_te))
 
 
-def _check_xy(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+def _check_xy(path: Path, x: np.ndarray, y: np.ndarray, xk: str = "x", yk: str = "y") -> None:
     if x.ndim not in (2, 4):
-        raise EdgesnnError(f"{path}: x must be (N, features) or (N, C, H, W), got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer):
-        raise EdgesnnError(f"{path}: x must be numeric and y integer class labels")
+        raise EdgesnnError(f"{path}: {xk} must be (N, features) or (N, C, H, W), got shape {x.shape}")
+    if x.dtype.kind not in "iuf" or y.dtype.kind not in "iu":
+        raise EdgesnnError(f"{path}: x must be numeric and y integer class labels ({xk} is {x.dtype}, {yk} {y.dtype})")
     if y.ndim != 1 or len(y) != len(x):
-        raise EdgesnnError(f"{path}: y must be a vector with one label per sample ({len(x)}), got shape {y.shape}")
-    if len(y) and y.min() < 0:
+        raise EdgesnnError(f"{path}: {yk} must be a vector with one label per sample ({len(x)}), got shape {y.shape}")
+    if len(x) == 0:
+        raise EdgesnnError(f"{path}: {xk} has no samples")
+    if 0 in x.shape[1:]:
+        raise EdgesnnError(f"{path}: {xk} samples have shape {x.shape[1:]}: no features")
+    if y.min() < 0:
         raise EdgesnnError(f"{path}: class labels must be >= 0")
+    if y.max() >= limits.MAX_CLASSES:
+        raise EdgesnnError(f"{path}: {yk} has class label {int(y.max()):,}; labels are class indices below "
+                           f"{limits.MAX_CLASSES:,}")
+
+
+def _finite(path: Path, name: str, x: np.ndarray) -> np.ndarray:
+    """The samples as float32, refused (naming the array and the first sample) if any is NaN or infinite
+    (also a value beyond float32's range): training would run on them and report NaN."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = x.astype(np.float32)
+    bad = ~np.isfinite(x32.reshape(len(x32), -1)).all(axis=1)
+    if bad.any():
+        raise EdgesnnError(f"{path}: {name} holds NaN or infinite values (or values beyond float32), first in sample "
+                           f"{int(np.argmax(bad))}")
+    return x32
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:

@@ -5,6 +5,8 @@ Each returns plain data (dicts) so the CLI only prints, and scripts and tests re
 
 from __future__ import annotations
 
+import functools
+import math
 from pathlib import Path
 
 import torch
@@ -12,7 +14,7 @@ import torch
 from edgesnn import boards, checkpoint, models
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import replaceable_dir
+from edgesnn.files import atomic_files, check_not_interrupted, output_lock, replaceable_dir
 from edgesnn.export import export
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
@@ -29,15 +31,17 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
                 neuron_map: dict[str, str] | None = None) -> dict:
     """``model_kwargs`` override the data set's default constructor arguments (e.g. channels).
     ``model_name`` is a zoo model or a user's ``module:factory``, whose third-party neuron classes
-    ``neuron_map`` maps onto edgesnn neurons (edgesnn.models.custom)."""
+    ``neuron_map`` maps onto edgesnn neurons (edgesnn.models.custom). The caller names them, so
+    they are the code this call may import (a recipe's are checked by edgesnn.run first)."""
     if epochs < 1:
         raise EdgesnnError(f"--epochs must be at least 1, got {epochs}")
     replaceable_dir(out, checkpoint.CONFIG)
     ds = datasets.load(data_spec)
     torch.manual_seed(seed)
-    kwargs = models.resolved_kwargs(model_name, {**models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D),
+    named = set(models.custom.named_code(model_name, neuron_map))
+    kwargs = models.resolved_kwargs(model_name, {**models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D, named),
                                                  **(model_kwargs or {})})
-    model = models.build(model_name, kwargs, neuron_map, D)
+    model = models.build(model_name, kwargs, neuron_map, D, trust_code=named)
     metrics = train(model, ds, epochs, lr=lr, seed=seed, on_epoch=on_epoch)
     config = {
         "model": model_name, "kwargs": kwargs, "D": D, "neuron": "multispike", "normalize": True,
@@ -49,14 +53,28 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
     return metrics
 
 
+def _one_writer(fn):
+    """The export holds --out's lock (files.output_lock) from start to end: a second command writing
+    the same folder is refused at once, instead of racing this one to replace it."""
+
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with output_lock(kwargs["out"] if "out" in kwargs else args[2]):
+            return fn(*args, **kwargs)
+
+    return locked
+
+
+@_one_writer
 def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None,
                  board: str | None = None, event_driven: str = "auto", lava_mode: str = "graded",
-                 source_ref: str | None = None) -> Path:
+                 source_ref: str | None = None, trust_code: models.custom.Trust = False) -> Path:
     """``stream_dtype`` None: the dtype the checkpoint's compression asks for (BESTformer: int16), else int8.
     ``board`` and ``event_driven``: the mcu target (a board name or YAML file; see backends/mcu);
     ``lava_mode``: the lava target's neuron mode, graded or rate-burst. ``source_ref``: how the
     artifact names its checkpoint (default: the absolute path; a relative path is read from the
-    artifact's folder, which keeps a run folder relocatable and its files independent of where it is)."""
+    artifact's folder, which keeps a run folder relocatable and its files independent of where it is).
+    ``trust_code``: whether the checkpoint may import the user code it names (see checkpoint.load)."""
     if target not in TARGETS:
         raise EdgesnnError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
     board_spec = _mcu_board(board) if target == "mcu" else None  # a bad board fails before any work
@@ -64,7 +82,7 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
         raise EdgesnnError(f"{out}: exists and is not a folder (--out names the folder the artifact goes in)")
     if target in ("mcu", "lava"):  # these replace the whole folder: only one they wrote
         replaceable_dir(out, _folder_marker(target))
-    model, config = checkpoint.load(ckpt)
+    model, config = checkpoint.load(ckpt, trust_code=trust_code)
     if not config.get("data"):
         raise EdgesnnError(f"{Path(ckpt) / checkpoint.CONFIG}: records no data set, which calibration needs")
     ds = _data_for(config, config["data"], ckpt)
@@ -84,18 +102,20 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
 
     graph = exact_graph(model, config, meta) or export(model, calibration, weight_bits=weight_bits, meta=meta,
                                                        stream_dtype=stream_dtype)
-    if target == "nir":  # the IR is written next to the NIR file it was lowered from
+    if target == "nir":  # the IR is written next to the NIR file it was lowered from: both in one commit
         from edgesnn.backends.nir import NIR_FILE, export_nir
 
-        path = export_nir(graph, Path(out) / NIR_FILE)  # an op NIR cannot express fails before any file
-        graph.save(Path(out) / IR_FILE)
-        return path
-    if target == "tflite":  # the IR is written next to the .tflite: verify compares the two
+        with atomic_files(out, (NIR_FILE, IR_FILE)) as tmp:
+            export_nir(graph, tmp / NIR_FILE)  # an op NIR cannot express fails before any file
+            graph.save(tmp / IR_FILE)
+        return Path(out) / NIR_FILE
+    if target == "tflite":  # the IR is written next to the .tflite (verify compares the two): both in one commit
         from edgesnn.backends.tflite import export_tflite
 
-        path = export_tflite(graph, Path(out) / TFLITE_FILE)  # an op TFLite cannot express fails before any file
-        graph.save(Path(out) / IR_FILE)
-        return path
+        with atomic_files(out, (TFLITE_FILE, IR_FILE)) as tmp:
+            export_tflite(graph, tmp / TFLITE_FILE)  # an op TFLite cannot express fails before any file
+            graph.save(tmp / IR_FILE)
+        return Path(out) / TFLITE_FILE
     if target == "lava":
         from edgesnn.backends.lava import export_lava
 
@@ -134,13 +154,16 @@ def _mcu_board(board: str | None) -> boards.Board:
 
 
 def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | None = None, qemu: bool = False,
-           samples: int | None = None, lava_mode: str | None = None) -> dict:
+           samples: int | None = None, lava_mode: str | None = None, trust_code: models.custom.Trust = False) -> dict:
     """Golden interpreter over the whole test split vs the torch model the IR came from; a .tflite
     file is compared with the golden interpreter of its IR (``ir``, default: model.ir beside it);
-    an MCU project folder is built and run (host; with ``qemu`` also the board's emulated core)."""
+    an MCU project folder is built and run (host; with ``qemu`` also the board's emulated core).
+    ``trust_code``: whether the checkpoint an IR or ONNX file names may import the user code it
+    names, and (True only) whether an MCU project's Makefile may run."""
     artifact = Path(artifact)
     if samples is not None and samples < 1:
         raise EdgesnnError(f"--samples must be at least 1, got {samples}")
+    check_not_interrupted(artifact if artifact.is_dir() else artifact.parent)  # a stopped export's half-swapped files
     if artifact.is_dir() and (artifact / "lava.json").is_file():
         from edgesnn.backends.lava import verify_lava
 
@@ -150,9 +173,10 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | 
         from edgesnn.backends.mcu import verify_mcu
 
         ds = datasets.load(data_spec)
-        return _with_accuracy(verify_mcu(artifact, datasets.to_nhwc(ds.x_test), qemu=qemu, samples=samples), artifact, ds)
+        return _with_accuracy(verify_mcu(artifact, datasets.to_nhwc(ds.x_test), qemu=qemu, samples=samples,
+                                         trust_code=trust_code is True), artifact, ds)
     if artifact.suffix == ".onnx":
-        return _verify_onnx(artifact, data_spec, ckpt)
+        return _verify_onnx(artifact, data_spec, ckpt, trust_code)
     if artifact.suffix == ".tflite":
         return _verify_tflite(artifact, data_spec, ir)
     if artifact.suffix == ".nir":
@@ -164,7 +188,7 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | 
     source = ckpt or _named_checkpoint(artifact, graph.meta.get("source", {}).get("checkpoint"))
     if source is None:
         raise EdgesnnError(f"{artifact}: the IR does not name its checkpoint; pass --checkpoint DIR")
-    model, config = checkpoint.load(source)
+    model, config = checkpoint.load(source, trust_code=trust_code)
     ds = _data_for(config, data_spec, source)
     x, y = ds.x_test, ds.y_test.numpy()
     ir_out = graph.run(datasets.to_nhwc(x))
@@ -205,7 +229,7 @@ def _named_checkpoint(artifact: Path, ref: str | None) -> Path | None:
     return None if ref is None else artifact.parent / ref
 
 
-def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None) -> dict:
+def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None, trust_code: models.custom.Trust = False) -> dict:
     """onnxruntime over the whole test split vs the torch model the ONNX file was exported from."""
     from edgesnn.backends.onnx import compare_onnx, read_metadata, run_onnx
 
@@ -214,7 +238,7 @@ def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None) -> dict:
     source = ckpt or _named_checkpoint(artifact, read_metadata(artifact).get("edgesnn.checkpoint"))
     if source is None:
         raise EdgesnnError(f"{artifact}: the ONNX file does not name its checkpoint; pass --checkpoint DIR")
-    model, config = checkpoint.load(source)
+    model, config = checkpoint.load(source, trust_code=trust_code)
     ds = _data_for(config, data_spec, source)
     r = compare_onnx(model, artifact, ds.x_test)
     pred = run_onnx(artifact, ds.x_test.numpy()).argmax(1)
@@ -281,6 +305,15 @@ def inspect(path: Path) -> dict:
 
 
 def _inspect_checkpoint(path: Path) -> dict:
+    """A zoo model is built and described layer by layer; a checkpoint naming user code is described
+    from its config and safetensors header only: inspect never imports what a file names."""
+    described = checkpoint.describe(path)
+    config = described["config"]
+    if described["imports"]:
+        tensors = described["tensors"]
+        return {"kind": "checkpoint", "path": str(path), "model": config["model"], "config": config, "built": False,
+                "imports": described["imports"], "tensors": tensors, "layers": [], "weight_layers": [],
+                "params": sum(math.prod(t["shape"]) for t in tensors), "bytes": sum(t["bytes"] for t in tensors)}
     model, config = checkpoint.load(path)
     rows = []
     for name, module in model.named_modules():
@@ -296,7 +329,8 @@ def _inspect_checkpoint(path: Path) -> dict:
             "params": params, "bytes": sum(v.numel() * v.element_size() for _, v in own),
         })
     weight_layers = _weight_layers(model)
-    return {"kind": "checkpoint", "path": str(path), "model": config["model"], "config": config, "layers": rows,
+    return {"kind": "checkpoint", "path": str(path), "model": config["model"], "config": config, "built": True,
+            "imports": [], "tensors": described["tensors"], "layers": rows,
             "weight_layers": weight_layers, "params": sum(r["params"] for r in rows),
             "bytes": sum(r["bytes"] for r in rows),
             "float32_weight_bytes": 4 * sum(r["weights"] for r in weight_layers)}

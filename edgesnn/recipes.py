@@ -9,11 +9,11 @@ from pathlib import Path
 import re
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgesnn.errors import EdgesnnError
-from edgesnn.models.custom import FACTORY_SPEC, parse_neuron_map
+from edgesnn.limits import read_yaml
+from edgesnn.models.custom import CLASS_PATH, FACTORY_SPEC, parse_neuron_map
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT = "digits-sfa-cnn"
@@ -48,7 +48,7 @@ class Model(_Strict):
     def _known(cls, v: str) -> str:
         from edgesnn.models import MODELS
 
-        if v not in MODELS and not FACTORY_SPEC.match(v):
+        if v not in MODELS and not FACTORY_SPEC.fullmatch(v):
             raise ValueError(f"{v!r} is neither a model ({', '.join(MODELS)}) nor module:factory")
         return v
 
@@ -56,6 +56,9 @@ class Model(_Strict):
     def _map_needs_factory(self):
         if self.neuron_map and ":" not in self.name:
             raise ValueError("neuron_map applies to a user model (name: module:factory)")
+        for cls_name in self.neuron_map:
+            if not CLASS_PATH.fullmatch(cls_name):
+                raise ValueError(f"{cls_name!r} is not a class's import path (module.Class)")
         try:
             parse_neuron_map([f"{cls_name}={target}" for cls_name, target in self.neuron_map.items()])
         except EdgesnnError as e:
@@ -119,12 +122,7 @@ def load(spec: str | Path) -> Recipe:
         if not path.is_file():
             names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
             raise EdgesnnError(f"unknown recipe {spec!r}; available: {names} (or a .yaml file)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise EdgesnnError(f"{path}: cannot read the recipe ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise EdgesnnError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, "recipe")  # bounded: no aliases, nesting and node count limited
     if not isinstance(raw, dict):
         raise EdgesnnError(f"{path}: a recipe is a YAML mapping")
     try:

@@ -7,7 +7,8 @@ stage whose key is unchanged and whose files are all present with their recorded
 skipped.
 
 A run killed at any point (any signal, power loss) leaves in DIR only complete files the manifest
-lists. Each stage is built in a work folder beside DIR (``.DIR.edgesnn-work``, same file system)
+lists. Each stage is built in a work folder beside DIR (``.DIR.edgesnn-work``, same file system;
+``DIR/.edgesnn-work`` when DIR is a mount point, e.g. an SD card, which no rename can reach from beside it)
 and committed in three steps: its old files leave the manifest, then DIR (renamed out, never
 deleted in place); its new files enter the manifest (atomic replace); then its output is renamed
 into DIR. A kill between the last two leaves listed files missing, which the next run redoes.
@@ -17,18 +18,17 @@ where it is.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 from edgesnn import pipeline
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import sha256_file
+from edgesnn.files import output_lock, sha256_file, user_entries, work_folder
+from edgesnn.models.custom import Trust, named_code, require_trust
 from edgesnn.recipes import Recipe
 
 MANIFEST = "manifest.json"
@@ -38,43 +38,27 @@ TOOLS = ("edgesnn", "torch", "numpy", "brevitas", "onnx", "onnxruntime", "ai-edg
          "apache-tvm", "lava-nc")
 
 
-def run_recipe(recipe: Recipe, out: Path, on_stage=None) -> dict:
+def run_recipe(recipe: Recipe, out: Path, on_stage=None, trust_code: Trust = False) -> dict:
     """Run (or skip) each stage; returns the manifest, with a ``summary`` list.
 
-    ``on_stage(name, skipped)`` is called as each stage starts."""
+    ``on_stage(name, skipped)`` is called as each stage starts. ``trust_code``: True, or the names
+    the user gave (``--model``, ``--neuron-map``): a recipe naming other user code is refused before
+    anything is written. The run's own MCU projects are built without it (the run wrote them)."""
     out = Path(out)
+    for name in named_code(recipe.model.name, recipe.model.neuron_map):
+        require_trust(name, trust_code, f"recipe {recipe.name!r}: model", model_option=True)
     not_a_run = f"{out}: not an edgesnn run folder (no {MANIFEST}) and not empty; choose a new or empty folder for --out"
     if out.exists() and not out.is_dir():
         raise EdgesnnError(not_a_run)
-    out.mkdir(parents=True, exist_ok=True)
-    with _only_run(out):
+    with output_lock(out, "run"):  # one run per folder: a second would delete this one's work folder
         old = _read_manifest(out)
-        if not old and any(out.iterdir()):
+        if not old and user_entries(out):
             raise EdgesnnError(not_a_run)
-        work = out.parent / f".{out.name}.edgesnn-work"
-        shutil.rmtree(work, ignore_errors=True)  # what a killed run left
-        work.mkdir()
+        work = work_folder(out, "edgesnn-work")  # beside DIR; inside it when DIR is a mount point
         try:
-            return _Run(recipe, out, work, old, on_stage).all()
+            return _Run(recipe, out, work, old, on_stage, trust_code).all()
         finally:
             shutil.rmtree(work, ignore_errors=True)
-
-
-@contextmanager
-def _only_run(out: Path):
-    """An exclusive lock on DIR itself (flock on the folder, no lock file): a second run into the
-    same folder would delete the first one's work folder. The kernel drops it when the process
-    dies, however it dies, so a killed run never leaves DIR locked."""
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EdgesnnError(f"{out}: another edgesnn run is writing to this folder; wait for it to end, or "
-                               f"choose another --out") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def stage_names(recipe: Recipe) -> list[str]:
@@ -84,8 +68,9 @@ def stage_names(recipe: Recipe) -> list[str]:
 
 
 class _Run:
-    def __init__(self, recipe: Recipe, out: Path, work: Path, old: dict, on_stage):
+    def __init__(self, recipe: Recipe, out: Path, work: Path, old: dict, on_stage, trust_code: Trust = False):
         self.recipe, self.out, self.work, self.on_stage = recipe, out, work, on_stage
+        self.trust = trust_code
         self.manifest = {"recipe": recipe.model_dump(), "versions": _versions(),
                          "stages": dict(old.get("stages", {})), "artifacts": list(old.get("artifacts", []))}
         self.count = 0
@@ -104,15 +89,18 @@ class _Run:
             q = recipe.quantize
             self.stage("quantize", q.model_dump(), [out / "checkpoint"], "compressed", lambda dst: quantize_checkpoint(
                 out / "checkpoint", q.method, dst, Options(weight_bits=q.weight_bits, membrane_bits=q.membrane_bits,
-                                                           prune=q.prune, epochs=q.epochs, lr=q.lr, seed=recipe.train.seed)))
+                                                           prune=q.prune, epochs=q.epochs, lr=q.lr, seed=recipe.train.seed),
+                trust_code=self.trust))
             source = "compressed"
         for e in recipe.export:
             folder = e.folder()
 
             def export_and_verify(dst: Path, e=e) -> None:
                 path = pipeline.export_model(out / source, e.target, dst, board=e.board, event_driven=e.event_driven,
-                                             lava_mode=e.lava_mode, source_ref=f"../{source}")
-                r = pipeline.verify(path, recipe.data, ckpt=out / source, samples=VERIFY_SAMPLES.get(e.target))
+                                             lava_mode=e.lava_mode, source_ref=f"../{source}", trust_code=self.trust)
+                # an MCU project's Makefile is the one this stage just wrote; checkpoints keep the run's trust
+                r = pipeline.verify(path, recipe.data, ckpt=out / source, samples=VERIFY_SAMPLES.get(e.target),
+                                    trust_code=True if e.target == "mcu" else self.trust)
                 for scratch in SCRATCH:
                     shutil.rmtree(dst / scratch, ignore_errors=True)
                 _write_json(dst / "verify.json", self.relative(r, dst.parent))
@@ -132,7 +120,8 @@ class _Run:
 
                 copy = dst.parent / "inputs"  # profiling an MCU project builds it: never inside DIR
                 shutil.copytree(out / p.export, copy / p.export)
-                r = profile(_artifact(copy / p.export, target.target), p.board, recipe.data)
+                r = profile(_artifact(copy / p.export, target.target), p.board, recipe.data,
+                            trust_code=True)  # this run's own export (an MCU project's Makefile is edgesnn's)
                 _write_json(dst, self.relative(r, copy))
 
             name = p.stage()
@@ -176,11 +165,16 @@ class _Run:
     def forget_all_but(self, stages: list[str]) -> None:
         """Drop what stages no longer in the recipe left (their manifest entries first, then files)."""
         stale = [a for a in self.manifest["artifacts"] if a["stage"] not in stages]
+        kept = {a["path"] for a in self.manifest["artifacts"] if a["stage"] in stages}
         for name in {a["stage"] for a in stale} | (set(self.manifest["stages"]) - set(stages)):
             self.record(name, None, [])
+        in_use = {Path(p).parts[0] for p in kept}  # what current stages wrote: a stale entry never deletes it
         for a in stale:
             top = Path(a["path"]).parts[0]
-            self.discard(self.out / top)
+            if top not in in_use:
+                self.discard(self.out / top)
+            elif a["path"] not in kept:
+                self.discard(self.out / a["path"])
 
     def discard(self, path: Path) -> None:
         """Move ``path`` out of DIR in one rename, then delete it there."""

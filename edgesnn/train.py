@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -61,6 +62,9 @@ def train(model: torch.nn.Module, data: Dataset, epochs: int, lr: float = 3e-3, 
             sched.step()
             total, count = total + float(loss.detach()) * len(idx), count + len(idx)
         loss_value = total / max(count, 1)
+        if not math.isfinite(loss_value):  # NaN / Inf in the data, or a diverged run: weights no export can use
+            raise EdgesnnError(f"training diverged: the loss is {loss_value} in epoch {epoch + 1} (NaN or Inf in the "
+                               f"data, or too high a learning rate); nothing was written")
         if on_epoch:
             on_epoch(epoch, loss_value)
     return {

@@ -34,12 +34,14 @@ def edgesnn(*args):
 def test_user_model_trains_exports_and_verifies_bit_exact_in_tflite(user_folder):
     r = edgesnn("train", "--model", "byo_nets:conv_net", "--neuron-map", MAP, "--epochs", "4", "--out", "ck")
     assert r.exit_code == 0, r.output
-    model, config = checkpoint.load(user_folder / "ck")  # rebuilt from module:factory, no pickle
+    model, config = checkpoint.load(user_folder / "ck", trust_code=True)  # rebuilt from module:factory, no pickle
     assert config["model"] == "byo_nets:conv_net" and config["neuron_map"] == {"byo_nets.ThirdPartySpike": "sfa:D=4"}
     assert config["kwargs"] == {"in_shape": [1, 8, 8], "num_classes": 10}  # what the factory asks the data for
     assert sum(isinstance(m, MultiSpike) for m in model.modules()) == 2
     assert json.loads((user_folder / "ck" / "metrics.json").read_text())["test_accuracy"] > 0.5
-    r = edgesnn("export", "ck", "--target", "tflite", "--out", "tfl")
+    r = edgesnn("export", "ck", "--target", "tflite", "--out", "tfl")  # the checkpoint names user code
+    assert r.exit_code == 1 and "pass --trust-code if you trust it" in r.output and not (user_folder / "tfl").exists()
+    r = edgesnn("export", "ck", "--target", "tflite", "--out", "tfl", "--trust-code")
     assert r.exit_code == 0, r.output
     r = edgesnn("verify", "tfl/model.tflite", "--json", "v.json")
     assert r.exit_code == 0, r.output
@@ -53,9 +55,11 @@ model: {{name: "byo_nets:conv_net", kwargs: {{width: 8}}, neuron_map: {{byo_nets
 train: {{epochs: 2}}
 export: [{{target: ir}}]
 """)
-    r = edgesnn("run", "mine.yaml", "--out", "out")
+    r = edgesnn("run", "mine.yaml", "--out", "out")  # the recipe names user code: refused before anything is written
+    assert r.exit_code == 1 and "--model byo_nets:conv_net" in r.output and not (user_folder / "out").exists()
+    r = edgesnn("run", "mine.yaml", "--out", "out", "--model", "byo_nets:conv_net")  # the same factory: trusted
     assert r.exit_code == 0, r.output
-    _, config = checkpoint.load(user_folder / "out" / "checkpoint")
+    _, config = checkpoint.load(user_folder / "out" / "checkpoint", trust_code={"byo_nets:conv_net"})
     assert config["kwargs"]["width"] == 8 and config["neuron_map"] == {"byo_nets.ThirdPartySpike": "sfa:D=3"}
     verify = json.loads((user_folder / "out" / "ir" / "verify.json").read_text())
     assert verify["samples"] == 450 and verify["agreement"] >= 0.9
@@ -109,7 +113,7 @@ def test_mapped_model_agrees_with_its_ir(user_folder):
     from edgesnn import pipeline
 
     pipeline.train_model("byo_nets:conv_net", "digits", 3, user_folder / "ck", neuron_map={"byo_nets.ThirdPartySpike": "sfa"})
-    ir = pipeline.export_model(user_folder / "ck", "ir", user_folder / "ir")
-    r = pipeline.verify(ir, "digits")
+    ir = pipeline.export_model(user_folder / "ck", "ir", user_folder / "ir", trust_code=True)
+    r = pipeline.verify(ir, "digits", trust_code=True)
     assert r["samples"] == 450 and r["agreement"] >= 0.95
     assert np.isfinite(r["accuracy"])

@@ -146,7 +146,7 @@ def test_board_energy_models(tmp_path):
     pi = profile(ir, "raspberry-pi-4", "digits")
     assert pi["energy_board_pj"] is None and "--measure" in pi["energy_board_note"]
     mcu = pipeline.export_model(tmp_path / "mlp", "mcu", tmp_path / "mcu", board="nrf52840")
-    r = profile(mcu, "nrf52840", "digits")
+    r = profile(mcu, "nrf52840", "digits", trust_code=True)
     assert r["instructions_per_inference"] > 1000
     from edgesnn import boards
 

@@ -188,7 +188,7 @@ def test_verify_errors_are_one_line(trained, tmp_path):
     bad.write_bytes(b"not a flatbuffer")
     pipeline.export_model(trained["mlp"], "ir", tmp_path)
     r = edgesnn("verify", bad, "--ir", tmp_path / "model.ir")
-    assert r.exit_code == 1 and "cannot load it" in r.output and r.output.count("\n") == 1
+    assert r.exit_code == 1 and "bad.tflite: not a TFLite flatbuffer" in r.output and r.output.count("\n") == 1
 
 
 def test_a_changed_file_is_caught(trained, tmp_path):

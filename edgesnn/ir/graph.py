@@ -172,6 +172,7 @@ class Graph:
     input: str
     outputs: list[str]
     meta: dict = field(default_factory=dict)
+    path: str | None = field(default=None, repr=False, compare=False)  # the file it was read from, for messages
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """float -> input integers: clamp(round_half_away(x / scale) + zero_point), in float32 as TFLite."""

@@ -6,8 +6,11 @@ it bit for bit. Accumulations are exact integers (int64 here, and required to fi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from edgesnn import limits
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import INT32_MAX, INT32_MIN, linear_requantizer, multiply_by_quantized_multiplier
 from edgesnn.ir.packing import widen
@@ -113,10 +116,76 @@ KERNELS = {
 
 
 def execute(graph: g.Graph, xq: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
-    """Run the graph on an integer input batch; returns the outputs (every tensor with ``keep_all``)."""
+    """Run the graph on an integer input batch; returns the outputs (every tensor with ``keep_all``).
+
+    The memory the run needs is checked first (:func:`plan`); a batch too big to run at once is
+    run in chunks, each chunk's results written into the whole batch's output arrays."""
+    n = len(xq)
+    chunk = plan(graph, n, keep_all)
+    if chunk >= n:
+        return _execute(graph, xq, keep_all)
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, n, chunk):
+        part = _execute(graph, xq[start:start + chunk], keep_all)
+        for name, value in part.items():
+            if name not in out:
+                out[name] = np.empty((n, *value.shape[1:]), value.dtype)
+            out[name][start:start + len(value)] = value
+    return out
+
+
+def _execute(graph: g.Graph, xq: np.ndarray, keep_all: bool) -> dict[str, np.ndarray]:
     values = {graph.input: xq.astype(g.DTYPES[graph.tensors[graph.input].dtype])}
     for op in graph.ops:
         args = [values[name] for name in op.inputs]
         specs = [graph.tensors[name] for name in op.inputs]
         values[op.output] = KERNELS[op.kind](op, *args, *specs, graph.tensors[op.output])
     return values if keep_all else {name: values[name] for name in graph.outputs}
+
+
+# ---------------------------------------------------------------- memory
+
+def plan(graph: g.Graph, n: int, keep_all: bool = False) -> int:
+    """Samples to run at once so a run on ``n`` samples stays within the memory budget; refuses
+    (needed vs allowed bytes, naming the IR file) a run that cannot, before anything is allocated.
+
+    A run holds the results it returns for the whole batch, and for each chunk every tensor of the
+    chunk plus the largest op's temporaries (int64 accumulators, the conv's window matrix, its
+    padded input) and the widened weights of one op."""
+    names = set(graph.tensors) if keep_all else set(graph.outputs)
+    kept = sum(tensor_bytes(graph.tensors[name]) for name in names)
+    per_sample = sum(map(tensor_bytes, graph.tensors.values())) + max((op_bytes(graph, op) for op in graph.ops), default=0)
+    fixed = max((weight_work_bytes(op) for op in graph.ops), default=0)
+    needed = max(n, 1) * kept + per_sample + fixed
+    where = graph.path or "the IR"
+    limits.check_memory(needed, f"{where}: running it on {max(n, 1):,} sample{'s' if n > 1 else ''}")
+    room = limits.memory_budget() - n * kept - fixed
+    return max(1, min(n, room // max(per_sample, 1)))
+
+
+def tensor_bytes(spec: g.TensorSpec) -> int:
+    return math.prod(spec.shape) * np.dtype(g.DTYPES[spec.dtype]).itemsize
+
+
+def op_bytes(graph: g.Graph, op: g.Op) -> int:
+    """Upper bound of the temporaries one op's kernel holds per sample (int64 = 8 bytes each)."""
+    size = lambda name: math.prod(graph.tensors[name].shape)  # noqa: E731
+    ins, out = sum(size(i) for i in op.inputs), size(op.output)
+    if op.kind == "conv2d":
+        h, w, c = graph.tensors[op.inputs[0]].shape
+        t, b, l, r = op.padding
+        o, kh, kw, cg = op.weight.shape
+        ho, wo, _ = graph.tensors[op.output].shape
+        padded, window = (h + t + b) * (w + l + r) * c, ho * wo * op.groups * kh * kw * cg
+        return 8 * (ins + padded + 3 * window + 8 * out)
+    if op.kind == "reshape":
+        return 0
+    if op.kind in ("sum_pool2d", "max_pool2d"):
+        return 8 * (ins + 3 * out)
+    return 8 * (3 * ins + 8 * out)
+
+
+def weight_work_bytes(op: g.Op) -> int:
+    """The op's weights widened for arithmetic: int32, then int64 and float64 copies (and |w|)."""
+    weight = getattr(op, "weight", None)
+    return 0 if weight is None else 28 * int(weight.size)

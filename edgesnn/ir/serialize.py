@@ -16,10 +16,11 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from edgesnn import limits
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_path
 from edgesnn.ir import graph as g
-from edgesnn.ir import packing
+from edgesnn.ir import interpreter, packing
 
 FORMAT = "edgesnn-ir"
 
@@ -64,27 +65,65 @@ def _sort_metadata(path: Path) -> None:
 
 
 def load(path) -> g.Graph:
+    """Every size the file declares is checked before it is allocated: the safetensors header
+    (each tensor's byte range inside the file), the graph JSON's size and depth, the op and tensor
+    counts, the arrays' bytes, and (in :func:`graph_from_header`) what running one sample needs."""
     path = Path(path)
     if not path.is_file():
         raise EdgesnnError(f"{path}: no such IR file")
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise EdgesnnError(f"{path}: not an edgesnn IR file ({_first_line(e)})") from None
+        st_header = limits.safetensors_header(path)
+    except EdgesnnError as e:
+        raise EdgesnnError(f"{path}: not an edgesnn IR file ({_without(str(e), path)})") from None
+    metadata = st_header.get("__metadata__") or {}
     if metadata.get("format") != FORMAT:
         raise EdgesnnError(f"{path}: not an edgesnn IR file (safetensors without edgesnn IR metadata)")
     version = metadata.get("edgesnn_ir_version")
     if version != str(g.IR_VERSION):
-        raise EdgesnnError(f"{path}: IR version {version}, but this edgesnn reads version {g.IR_VERSION}; re-export the model")
+        raise EdgesnnError(f"{path}: IR version {limits._short(version, 40)}, but this edgesnn reads version "
+                           f"{g.IR_VERSION}; re-export the model")
+    if "edgesnn_ir" not in metadata:
+        raise EdgesnnError(f"{path}: invalid IR: no graph (the 'edgesnn_ir' metadata entry)")
     try:
-        header = json.loads(metadata["edgesnn_ir"])
-        return graph_from_header(header, arrays)
+        header = limits.loads_json(metadata["edgesnn_ir"], "the graph JSON")
+        check_counts(header)
     except EdgesnnError as e:
         raise EdgesnnError(f"{path}: invalid IR: {_one_line(str(e))}") from None
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
-        raise EdgesnnError(f"{path}: invalid IR: {type(e).__name__}: {_first_line(e)}") from None
+    limits.check_memory(sum(_nbytes(v) for k, v in st_header.items() if k != "__metadata__"), f"{path}: reading its arrays")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise EdgesnnError(f"{path}: not an edgesnn IR file ({_first_line(e)})") from None
+    try:
+        graph = graph_from_header(header, arrays)
+    except EdgesnnError as e:
+        raise EdgesnnError(f"{path}: invalid IR: {_one_line(str(e))}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise EdgesnnError(f"{path}: invalid IR: {type(e).__name__}: {_one_line(_first_line(e))}") from None
+    graph.path = str(path)
+    interpreter.plan(graph, 1)  # a graph that cannot run one sample within the memory budget is refused here
+    return graph
+
+
+def check_counts(header) -> None:
+    """Op and tensor counts within :data:`edgesnn.limits.MAX_GRAPH_NODES`, before anything walks them."""
+    if not isinstance(header, dict):
+        return  # graph_from_header says what is wrong
+    for key in ("ops", "tensors"):
+        items = header.get(key)
+        if isinstance(items, (list, dict)) and len(items) > limits.MAX_GRAPH_NODES:
+            raise EdgesnnError(f"{len(items):,} {key}, more than the {limits.MAX_GRAPH_NODES:,} an IR may have")
+
+
+def _nbytes(entry: dict) -> int:
+    offsets = entry["data_offsets"]
+    return offsets[1] - offsets[0]
+
+
+def _without(message: str, path: Path) -> str:
+    """A limits message without its leading path (the caller's message names the file)."""
+    return message.removeprefix(f"{path}: ")
 
 
 def graph_from_header(header: dict, arrays: dict) -> g.Graph:
@@ -94,6 +133,7 @@ def graph_from_header(header: dict, arrays: dict) -> g.Graph:
     _require(isinstance(header.get("tensors"), dict), "'tensors' must be an object of tensor specs")
     _require(isinstance(header.get("ops"), list), "'ops' must be a list")
     _require(isinstance(header.get("meta", {}), dict), "'meta' must be an object")
+    check_counts(header)
     tensors = {}
     spec_fields = {f.name for f in fields(g.TensorSpec)}
     for name, spec in header["tensors"].items():
@@ -123,8 +163,13 @@ def graph_from_header(header: dict, arrays: dict) -> g.Graph:
                 if f.name == "weight":
                     _require(_is_int_list(weight_shape) and all(d >= 0 for d in weight_shape),
                              f"op {entry['name']}: weight without a valid shape")
+                    count = limits.elements(weight_shape, f"op {entry['name']}: weight")
                     bits, code = entry.get("weight_bits", 8), entry.get("weight_code", "signed")
                     _require(_is_int(bits) and isinstance(code, str), f"op {entry['name']}: bad weight_bits/weight_code")
+                    _require(arr.size == packing.packed_nbytes(count, bits) if 1 <= bits <= 8 else True,
+                             f"op {entry['name']}: weight of shape {weight_shape} at {bits} bits needs "
+                             f"{packing.packed_nbytes(count, bits):,} packed bytes, the file holds {arr.size:,}")
+                    limits.check_memory(count * (17 * bits + 1), f"op {entry['name']}: unpacking its weights")
                     arr = packing.unpack(arr, bits, weight_shape, code)
                 entry[f.name] = arr
         _require({"inputs", "output"} <= set(entry), f"op {entry['name']}: missing 'inputs' or 'output'")
@@ -159,6 +204,7 @@ def _is_number(v) -> bool:
 
 
 def _check_tensor(name: str, t: g.TensorSpec) -> None:
+    limits.elements(t.shape, f"tensor {name}")
     _require(_is_int_list(t.shape) and all(1 <= d <= 2**24 for d in t.shape) and math.prod(t.shape) <= 2**28,
              f"tensor {name}: shape must be a list of positive integers, got {t.shape!r}")
     _require(_is_number(t.scale) and 0 < t.scale < 3.4e38 and np.float32(t.scale) > 0,

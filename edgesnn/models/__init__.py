@@ -7,6 +7,7 @@ import inspect
 from torch import nn
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.limits import _short
 from edgesnn.models import custom
 from edgesnn.models.cnn import SpikingCNN
 from edgesnn.models.mlp import SpikingMLP
@@ -20,10 +21,11 @@ MODELS: dict[str, type[nn.Module]] = {"mlp": SpikingMLP, "cnn": SpikingCNN, "res
 __all__ = ["MODELS", "build", "default_kwargs", "resolved_kwargs", "e_spikeformer_5m_config"]
 
 
-def default_kwargs(name: str, in_shape, num_classes: int, D: int) -> dict:
-    """Constructor arguments for a data set's input shape: the one place models and data meet."""
+def default_kwargs(name: str, in_shape, num_classes: int, D: int, trust_code: custom.Trust = False) -> dict:
+    """Constructor arguments for a data set's input shape: the one place models and data meet.
+    ``trust_code``: what a user factory needs to be imported (see custom.py)."""
     if custom.is_factory(name):
-        return custom.data_kwargs(name, in_shape, num_classes, D)
+        return custom.data_kwargs(name, in_shape, num_classes, D, trust_code)
     _check_name(name)
     if name == "spikeformer":
         if len(in_shape) != 3 or in_shape[1] != in_shape[2]:
@@ -45,13 +47,17 @@ def resolved_kwargs(name: str, kwargs: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}
 
 
-def build(name: str, kwargs: dict, neuron_map: dict[str, str] | None = None, D: int = 4) -> nn.Module:
-    """A zoo model by name, or a user's ``module:factory`` with its ``neuron_map`` (see custom.py)."""
+def build(name: str, kwargs: dict, neuron_map: dict[str, str] | None = None, D: int = 4,
+          trust_code: custom.Trust = False, where: str | None = None) -> nn.Module:
+    """A zoo model by name, or a user's ``module:factory`` with its ``neuron_map`` (see custom.py),
+    imported only if ``trust_code`` allows it. ``where`` prefixes errors (default: --model NAME)."""
     if custom.is_factory(name):
-        return custom.build(name, kwargs, neuron_map, D)
+        return custom.build(name, kwargs, neuron_map, D, trust_code, where)
     if neuron_map:
         raise EdgesnnError(f"--neuron-map applies to a user model (--model module:factory), not to {name!r}")
     _check_name(name)
+    if not isinstance(kwargs, dict):
+        raise EdgesnnError(f"model {name!r}: its options (kwargs) must be a mapping, got {type(kwargs).__name__}")
     cls = MODELS[name]
     accepted = set(inspect.signature(cls).parameters)
     unknown = set(kwargs) - accepted
@@ -59,8 +65,9 @@ def build(name: str, kwargs: dict, neuron_map: dict[str, str] | None = None, D: 
         raise EdgesnnError(f"model {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(accepted)}")
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise EdgesnnError(f"cannot build model {name!r} with {kwargs}: {e}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:  # RuntimeError: torch (a negative size)
+        raise EdgesnnError(f"cannot build model {name!r} with {_short(kwargs, 200)}: "
+                           f"{_short((str(e).splitlines() or [''])[0], 200)}") from None
 
 
 def _check_name(name: str) -> None:

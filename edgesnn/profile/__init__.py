@@ -13,15 +13,16 @@ from pathlib import Path
 from edgesnn import boards
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import read_artifact_json
+from edgesnn.files import check_not_interrupted, read_artifact_json
 from edgesnn.ir import load as load_ir
 from edgesnn.profile import memory, ops
 from edgesnn.profile.energy import energy_45nm
 
 
-def profile(artifact: Path, board_spec: str, data_spec: str, measure: bool = False) -> dict:
-    """``measure``: also run the artifact here (see :mod:`.measure`): latency, peak memory, power."""
-    target, graph, target_memory = _artifact(Path(artifact))
+def profile(artifact: Path, board_spec: str, data_spec: str, measure: bool = False, trust_code: bool = False) -> dict:
+    """``measure``: also run the artifact here (see :mod:`.measure`): latency, peak memory, power.
+    ``trust_code``: an MCU project's Makefile may run (profiling one builds it)."""
+    target, graph, target_memory = _artifact(Path(artifact), trust_code)
     board = boards.load(board_spec)
     ds = datasets.load(data_spec)
     xq = graph.quantize_input(datasets.to_nhwc(ds.x_test))
@@ -53,9 +54,13 @@ def _board_energy(board: boards.Board, target: str, artifact: Path, graph, xq, r
         if target != "mcu" or not board.qemu_machine:
             e["energy_board_note"] = "needs an MCU project (export --target mcu) for a board QEMU emulates"
             return e
-        from edgesnn.backends.mcu import verify_mcu
+        from edgesnn.backends.mcu import read_project, verify_mcu
 
-        arm = verify_mcu(artifact, datasets.to_nhwc(datasets.digits().x_test), qemu=True, samples=20)["runs"]["arm"]
+        if read_project(artifact)["kind"] != "mcu":  # a Linux board's project: it runs under qemu-aarch64
+            e["energy_board_note"] = "needs an MCU project (export --target mcu) for a board QEMU emulates"
+            return e
+        arm = verify_mcu(artifact, datasets.to_nhwc(datasets.digits().x_test), qemu=True, samples=20,
+                         trust_code=True)["runs"]["arm"]  # the project _artifact checked
         e["instructions_per_inference"] = arm["instructions_per_inference"]
         if cycle is None:
             e["energy_board_note"] = f"{board.name} has no energy per cycle in its board file"
@@ -77,8 +82,9 @@ def _board_energy(board: boards.Board, target: str, artifact: Path, graph, xq, r
     return e
 
 
-def _artifact(path: Path):
+def _artifact(path: Path, trust_code: bool = False):
     """(target, IR graph, target-specific memory) of an exported artifact."""
+    check_not_interrupted(path if path.is_dir() else path.parent)
     if path.suffix == ".ir":
         return "ir", load_ir(path), {}
     if path.suffix == ".tflite":
@@ -94,10 +100,11 @@ def _artifact(path: Path):
             extra["tflm_arena_bytes"] = run(path, xq, MICRO).arena_bytes
         return "tflite", graph, extra
     if path.is_dir() and (path / "project.json").is_file():
-        from edgesnn.backends.mcu import read_project
+        from edgesnn.backends.mcu import read_project, require_trusted_project
         from edgesnn.backends.mcu.build import MACHINES, build, sizes
 
         info = read_project(path)
+        require_trusted_project(path, trust_code)  # profiling builds it (sizes, instruction counts, --measure)
         extra = {"arena_bytes": info["arena_bytes"], "const_bytes": info["const_bytes"]}
         if info["kind"] == "mcu" and info.get("qemu_machine") in MACHINES:
             extra.update(sizes(build(path, "arm")))  # the linker scripts are QEMU machines' memory maps
@@ -105,9 +112,10 @@ def _artifact(path: Path):
             extra["sizes_note"] = "no .text/.data/.bss: no QEMU machine (and so no linker script) for this core"
         return "mcu", load_ir(path / "model.ir"), extra
     if path.is_dir() and (path / "lava.json").is_file():
-        keys = ("cores", "chips", "neurons", "synaptic_memory_bits", "energy_uj_per_inference")
-        report = read_artifact_json(path / "loihi2.json", keys, "Loihi 2 report")
-        extra = {k: report[k] for k in keys}
+        from edgesnn.backends.lava import REPORT_FILE, ReportFile
+
+        report = read_artifact_json(path / REPORT_FILE, ReportFile, "Loihi 2 report")  # types and ranges checked
+        extra = {k: report[k] for k in ReportFile.model_fields}
         return "lava", load_ir(path / "model.ir"), extra
     raise EdgesnnError(f"{path}: profile takes model.ir, model.tflite, an MCU project folder or a Lava folder")
 

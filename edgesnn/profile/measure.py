@@ -20,6 +20,8 @@ import numpy as np
 
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import read_artifact_json
+from edgesnn.proc import popen
+from edgesnn.proc import run as run_child
 from edgesnn.measure_child import REPEATS  # timed passes; the median of their per-inference times is reported
 
 SAMPLES = 50
@@ -74,7 +76,9 @@ def _measure_python(target: str, artifact: Path, xq: np.ndarray) -> tuple[list[f
 def _measure_lava(folder: Path, xq: np.ndarray) -> tuple[list[float], int]:
     """Lava's simulation of the folder's graph (its exported mode), start-up included, per sample;
     the memory is the simulation's main process (each ProcessModel runs in a forked process of its own)."""
-    mode = read_artifact_json(folder / "lava.json", ("mode",), "Lava network file")["mode"]
+    from edgesnn.backends.lava import NETWORK_FILE, NetworkFile
+
+    mode = read_artifact_json(folder / NETWORK_FILE, NetworkFile, "Lava network file")["mode"]
     latencies, peak = [], 0
     with tempfile.TemporaryDirectory(prefix="edgesnn-measure-") as tmp:
         np.save(Path(tmp) / "inputs.npy", xq)
@@ -89,8 +93,8 @@ def _measure_lava(folder: Path, xq: np.ndarray) -> tuple[list[float], int]:
 def _run_child(cmd: list[str], cwd: Path | None = None) -> tuple[str, int]:
     """stdout and peak resident bytes of this one child: its VmHWM, polled until it exits (the
     rusage of a child would count the parent's pages it was forked with)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err) as proc:  # killed as a group on any exit
         peak = 0
         status = Path(f"/proc/{proc.pid}/status")
         while proc.poll() is None:
@@ -172,7 +176,7 @@ class Pi5Pmic(_Sensor):
 
     def read_watts(self) -> float | None:
         try:
-            text = subprocess.run(["vcgencmd", "pmic_read_adc"], capture_output=True, text=True, timeout=5).stdout
+            text = run_child(["vcgencmd", "pmic_read_adc"], timeout=5).stdout
         except (OSError, subprocess.TimeoutExpired):
             return None
         amps = dict(re.findall(r"(\S+)_A current\(\d+\)=([\d.]+)A", text))

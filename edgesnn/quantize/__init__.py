@@ -17,6 +17,7 @@ from edgesnn import checkpoint
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import replaceable_dir
+from edgesnn.models.custom import Trust
 from edgesnn.quantize import bestformer, qpsnn, qsnn, ternary
 from edgesnn.quantize.common import Options, Plan
 from edgesnn.train import evaluate, train
@@ -50,11 +51,12 @@ def check_options(method: str, opts: Options) -> None:
 
 
 def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_spec: str | None = None,
-                        on_epoch: Callable[[int, float], None] | None = None) -> dict:
-    """Fine-tune ``ckpt`` with ``method`` and write the compressed checkpoint to ``out``."""
+                        on_epoch: Callable[[int, float], None] | None = None, trust_code: Trust = False) -> dict:
+    """Fine-tune ``ckpt`` with ``method`` and write the compressed checkpoint to ``out``.
+    ``trust_code``: whether ``ckpt`` may import the user code it names (see checkpoint.load)."""
     check_options(method, opts)
     replaceable_dir(out, checkpoint.CONFIG)  # before the fine-tuning, not after
-    model, config = checkpoint.load(ckpt)
+    model, config = checkpoint.load(ckpt, trust_code=trust_code)
     if config.get("quantization"):
         raise EdgesnnError(f"{ckpt} is already compressed ({config['quantization'].get('method')}); "
                            f"start from the float checkpoint")

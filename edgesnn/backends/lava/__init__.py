@@ -12,17 +12,40 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgesnn.backends.lava.network import MODES, describe, run_in_subprocess
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import atomic_dir, read_artifact_json
+from edgesnn.files import atomic_dir, check_not_interrupted, read_artifact_json
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
 
 NETWORK_FILE, NETX_FILE, REPORT_FILE = "lava.json", "model.net", "loihi2.json"
 TIMEOUT_S = 900
+_Count = Annotated[int, Field(ge=0)]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class NetworkFile(_Schema):
+    """What verify and profile --measure read from lava.json (checked by files.read_artifact_json)."""
+
+    mode: Literal[MODES]
+
+
+class ReportFile(_Schema):
+    """What profile reads from loihi2.json: a tampered count (``cores: -5``) is refused, not reported as fitting."""
+
+    cores: _Count
+    chips: _Count
+    neurons: _Count
+    synaptic_memory_bits: _Count
+    energy_uj_per_inference: Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -> dict:
@@ -48,7 +71,8 @@ def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -
 def verify_lava(folder: Path, x: np.ndarray, samples: int, mode: str | None = None) -> dict:
     """Run ``samples`` inputs through Lava's Loihi2SimCfg and compare with the golden interpreter."""
     folder = Path(folder)
-    network = read_artifact_json(folder / NETWORK_FILE, ("mode",), "Lava network file")
+    check_not_interrupted(folder)
+    network = read_artifact_json(folder / NETWORK_FILE, NetworkFile, "Lava network file")
     mode = mode or network["mode"]
     if mode not in MODES:
         raise EdgesnnError(f"unknown Lava mode {mode!r}; available: {', '.join(MODES)}")

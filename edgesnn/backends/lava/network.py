@@ -4,7 +4,8 @@ same flat vector, so it has none), a Source of input samples and a Sink on the o
 :func:`describe` is the graph as JSON (what ``export --target lava`` writes); :func:`simulate`
 builds the processes and runs them in Lava's CPU simulator (``Loihi2SimCfg``, tag ``fixed_pt``).
 Run it through :func:`run_in_subprocess`: Lava forks one OS process per model and a failing
-model blocks its neighbours, so a timeout must be able to end the whole simulation.
+model blocks its neighbours, so a timeout, an error or an interrupt must be able to end the whole
+simulation (edgesnn.proc runs it in a process group of its own and kills the group).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesnn.proc import run as run_child
 from edgesnn.backends.lava.arith import check_state, op_function
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
@@ -105,7 +107,7 @@ def run_in_subprocess(ir_path: Path, xq: np.ndarray, mode: str, timeout: float) 
         np.save(Path(tmp) / "inputs.npy", xq)
         cmd = [sys.executable, "-m", "edgesnn.backends.lava.network", str(ir_path), tmp, mode]
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            r = run_child(cmd, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise EdgesnnError(f"lava: the simulation did not finish within {timeout:.0f} s") from None
         if r.returncode != 0:

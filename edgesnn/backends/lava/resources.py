@@ -35,8 +35,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from edgesnn import limits
 from edgesnn.boards import BOARDS_DIR
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
@@ -53,16 +53,20 @@ BATCH = 256  # calibration samples per interpreter run: bounds the memory keep_a
 def load_limits(path: str | Path | None = None) -> dict:
     """The figures of a Loihi limits file (default boards/loihi2.yaml): name -> {value, source, ...}."""
     path = Path(path) if path is not None else LIMITS_FILE
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise EdgesnnError(f"{path}: unreadable Loihi limits file ({str(e).splitlines()[0]})") from None
+    raw = limits.read_yaml(path, "Loihi limits file")  # bounded: no aliases, limited depth and size
     figures = raw.get("figures") if isinstance(raw, dict) else None
     missing = [k for k in FIGURES_USED if not isinstance((figures or {}).get(k), dict)
                or not {"value", "source"} <= set(figures[k])]
     if missing:
         raise EdgesnnError(f"{path}: figures {missing} need a value and a source")
+    bad = [k for k in FIGURES_USED if not _positive(figures[k]["value"])]
+    if bad:
+        raise EdgesnnError(f"{path}: figures {bad} need a positive finite number as their value")
     return figures
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def loihi2_report(graph: g.Graph, x_calibration_nhwc: np.ndarray, limits_path: str | Path | None = None,

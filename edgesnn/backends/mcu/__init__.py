@@ -14,7 +14,7 @@ import numpy as np
 
 from edgesnn.boards import Board
 from edgesnn.errors import EdgesnnError
-from edgesnn.backends.mcu.project import PROJECT_FILE
+from edgesnn.backends.mcu.project import PROJECT_FILE, ProjectFile
 from edgesnn.files import read_artifact_json
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
@@ -23,12 +23,11 @@ from edgesnn.ir import load as load_ir
 # (BENCHMARKS.md) the event-driven form needed fewer instructions except where nearly all inputs
 # are nonzero; its cost is RAM, an int32 accumulator per layer output in the arena.
 EVENT_DRIVEN_RATE = 0.8
-PROJECT_FIELDS = ("board", "kind", "qemu_machine", "arena_bytes", "const_bytes", "kernels")
 
 
 def read_project(project: Path) -> dict:
     """The project.json of an MCU project folder (a damaged one is a one-line error)."""
-    return read_artifact_json(Path(project) / PROJECT_FILE, PROJECT_FIELDS, "MCU project file")
+    return read_artifact_json(Path(project) / PROJECT_FILE, ProjectFile, "MCU project file")
 
 
 def event_candidates(graph: g.Graph) -> list[str]:
@@ -75,8 +74,18 @@ def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calib
     return info
 
 
-def verify_mcu(project: Path, x: np.ndarray, qemu: bool = False, samples: int | None = None) -> dict:
-    """Host build over all of ``x``; with ``qemu`` also the board's build in emulation."""
+def require_trusted_project(project: Path, trust_code: bool) -> None:
+    """Building a project runs its Makefile (and the program it compiles): code from the folder,
+    which a downloaded project's author wrote. It runs only when the user asked for it."""
+    if trust_code is not True:
+        raise EdgesnnError(f"{project}: this would run the folder's Makefile (make builds and runs the project); "
+                           f"pass --trust-code if you trust it (Python: trust_code=True)")
+
+
+def verify_mcu(project: Path, x: np.ndarray, qemu: bool = False, samples: int | None = None,
+               trust_code: bool = False) -> dict:
+    """Host build over all of ``x``; with ``qemu`` also the board's build in emulation.
+    ``trust_code``: the project's Makefile may run (see :func:`require_trusted_project`)."""
     from edgesnn.backends.mcu.build import run, sizes
 
     project = Path(project)
@@ -88,6 +97,7 @@ def verify_mcu(project: Path, x: np.ndarray, qemu: bool = False, samples: int | 
     size = int(np.prod(out_spec.shape))
     runs = {}
     targets = ["host"] + (["arm" if info["kind"] == "mcu" else "aarch64"] if qemu else [])
+    require_trusted_project(project, trust_code)  # after every check of the folder's files, before make
     for target in targets:
         got, stats = run(project, target, xq, out_spec.dtype, size, machine=info["qemu_machine"])
         row = {"mismatches": int((got != golden).any(1).sum()), "mismatched_elements": int((got != golden).sum()),

@@ -1,5 +1,6 @@
 """Build the generated project with make and run it: on the host, on QEMU's Cortex-M machines
-(semihosting for the data, -icount for instruction counts) and under qemu-aarch64."""
+(semihosting for the data, -icount for instruction counts) and under qemu-aarch64. make and QEMU
+run through edgesnn.proc, so an interrupt or a timeout leaves no compiler or emulator running."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.proc import run as run_child  # its own process group: killed whole on error, timeout or interrupt
 
 # QEMU machine -> CMSDK APB timer 0 (base address, clock): hw/arm/mps2.c and mps2-tz.c. Under
 # -icount shift=0 a virtual ns is one instruction, so the timer counts instructions.
@@ -34,7 +36,7 @@ def board_mk(cpu: str, machine: str | None) -> str:
 def build(project: Path, target: str) -> Path:
     make_target, binary = TARGETS[target]
     _need(TOOLS[target], target)
-    r = subprocess.run(["make", "-s", "-C", str(project), make_target], capture_output=True, text=True)
+    r = run_child(["make", "-s", "-C", str(project), make_target])
     if r.returncode != 0:
         raise EdgesnnError(f"{project}: the {target} build failed: {_tail(r.stderr or r.stdout)}")
     return Path(project) / binary
@@ -60,7 +62,7 @@ def run(project: Path, target: str, inputs: np.ndarray, out_dtype: str, out_size
     else:
         cmd = [RUNNERS[target], str(binary.resolve())]
     try:
-        r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
+        r = run_child(cmd, timeout=timeout, cwd=work)
     except subprocess.TimeoutExpired:
         raise EdgesnnError(f"{' '.join(cmd[:3])}: no result after {timeout:.0f} s") from None
     if r.returncode != 0:
@@ -75,8 +77,11 @@ def run(project: Path, target: str, inputs: np.ndarray, out_dtype: str, out_size
 def sizes(elf: Path) -> dict:
     """.text/.data/.bss of a Cortex-M build, from arm-none-eabi-size (Berkeley format)."""
     _need("arm-none-eabi-size", "arm")
-    r = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=True)
-    text, data, bss = (int(v) for v in r.stdout.splitlines()[1].split()[:3])
+    r = run_child(["arm-none-eabi-size", str(elf)], timeout=60)
+    try:
+        text, data, bss = (int(v) for v in r.stdout.splitlines()[1].split()[:3])
+    except (IndexError, ValueError):
+        raise EdgesnnError(f"{elf}: arm-none-eabi-size could not read it: {_tail(r.stderr or r.stdout)}") from None
     return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
 
 

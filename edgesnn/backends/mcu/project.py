@@ -20,8 +20,10 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgesnn.backends.mcu.arena import Buffer, plan
 from edgesnn.backends.mcu.build import board_mk
@@ -31,6 +33,27 @@ from edgesnn.files import atomic_dir
 from edgesnn.ir import graph as g
 
 PROJECT_FILE = "project.json"  # what verify and profile read first
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _KernelEntry(_Schema):
+    op: str
+    event_driven: bool
+
+
+class ProjectFile(_Schema):
+    """What verify and profile read from project.json (files.read_artifact_json checks it): a tampered
+    number or a missing field is one line, never a KeyError or a negative size reported as fitting."""
+
+    board: str
+    kind: Literal["mcu", "linux-aarch64"]  # boards.BUILD_KINDS
+    qemu_machine: str | None
+    arena_bytes: Annotated[int, Field(ge=0)]
+    const_bytes: Annotated[int, Field(ge=0)]
+    kernels: list[_KernelEntry]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t"}

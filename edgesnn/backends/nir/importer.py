@@ -22,7 +22,6 @@ bit for bit (see program.py).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -30,16 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgesnn import checkpoint, models
+from edgesnn import checkpoint, limits, models
 from edgesnn import data as datasets
 from edgesnn.backends.nir import program as prog
+from edgesnn.backends.nir.check import SUPPORTED, check_file
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import sha256_file
 from edgesnn.train import evaluate
 
 SYNAPSES = ("Affine", "Linear", "Conv2d")
 NEURONS = ("IF", "LIF", "CubaLIF")
-SUPPORTED = "Affine, Linear, Conv2d, SumPool2d, AvgPool2d, Flatten, IF, LIF, CubaLIF (between one Input and one Output)"
 DEFAULT_DT = 1e-4  # snnTorch's export convention (tau = dt / (1 - beta))
 MAX_TIMESTEPS = 127  # the IR's spike tensors are int8 counts in [0, D]
 
@@ -57,11 +56,11 @@ def import_nir(path: str | Path, out: str | Path, data_spec: str | None = None, 
 
 
 def read_model(path: str | Path, data_spec: str | None = None, timesteps: int | None = None,
-               dt: float | None = None, use_metadata: bool = True) -> dict:
+               dt: float | None = None, use_metadata: bool = True, graph=None) -> dict:
     """The model, config and data set a NIR file imports to (``import_nir`` without the checkpoint
     files; ``verify`` rebuilds an edgesnn file's program through it), and what was imported."""
     path = Path(path)
-    graph = read_graph(path)
+    graph = graph if graph is not None else read_graph(path)  # verify passes the graph it has read
     program = read_program(graph, path) if use_metadata else None
     hints = _hints(graph)  # an edgesnn file names its window and data (also for --float, which ignores the rest)
     data_spec = data_spec or hints.get("data")
@@ -83,7 +82,14 @@ def read_model(path: str | Path, data_spec: str | None = None, timesteps: int | 
     chain = node_chain(graph, path)
     batch, flat = _input_layout(chain[0][1], ds.in_shape, path)
     mapper = _Mapper(int(timesteps), dt, batch, path, (program or {}).get("neurons", {}))
-    layers, state = mapper.run(chain[1:-1], list(ds.in_shape), flat)
+    try:
+        layers, state = mapper.run(chain[1:-1], list(ds.in_shape), flat)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, IndexError, AttributeError, KeyError) as e:
+        # the mapper checks what it reads; a node value it did not foresee is still one line
+        raise EdgesnnError(f"{path}: invalid NIR node values ({type(e).__name__}: {limits._short(e)})") from None
+    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise EdgesnnError(f"{path}: its parameters give non-finite (or beyond float32) weights in {bad[0]!r}")
     out_size = math.prod(mapper.shape)
     if len(mapper.shape) != 1 or out_size != ds.num_classes:
         raise EdgesnnError(f"{path}: the graph outputs shape {mapper.shape}, but {data_spec} has {ds.num_classes} "
@@ -118,7 +124,9 @@ def read_model(path: str | Path, data_spec: str | None = None, timesteps: int | 
 
 
 def read_graph(path: Path):
-    """nir.read with every failure as one line; a node type nir itself does not know is named."""
+    """nir.read with every failure as one line. The file is first walked as HDF5 (check.py): sizes,
+    counts, depth, links and node types, so nir's reader, which loads everything and recurses,
+    only sees a file within the limits."""
     import h5py
     import nir
 
@@ -128,11 +136,11 @@ def read_graph(path: Path):
         raise EdgesnnError(f"{path}: not a NIR file (NIR graphs are HDF5 files written by nir.write)")
     try:
         with h5py.File(path, "r") as f:
-            if "node" not in f or "type" not in f["node"]:
-                raise EdgesnnError(f"{path}: not a NIR file (an HDF5 file without a NIR graph)")
-            _check_types(f["node"], path, nir)
-    except OSError as e:
-        raise EdgesnnError(f"{path}: unreadable NIR file ({e})") from None
+            check_file(f, path, nir)
+    except EdgesnnError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged HDF5 file raises OSError, KeyError, RuntimeError, ...
+        raise EdgesnnError(f"{path}: unreadable NIR file ({type(e).__name__}: {_one_line(e)})") from None
     try:
         graph = nir.read(path, type_check=False)
     except EdgesnnError:
@@ -144,43 +152,29 @@ def read_graph(path: Path):
     return graph
 
 
-def _check_types(group, path: Path, nir, prefix: str = "") -> None:
-    """Every node's type must be one nir knows, or nir.read fails with a bare assertion."""
-    for name, node in group.get("nodes", {}).items():
-        kind = node["type"][()] if "type" in node else b""
-        kind = kind.decode("utf8", "replace") if isinstance(kind, bytes) else str(kind)
-        try:
-            nir.ir.str2NIRNode(kind)
-        except (AssertionError, KeyError):
-            raise EdgesnnError(f"{path}: node '{prefix}{name}' has type '{kind}', which nir {nir.__version__} does not "
-                               f"know; edgesnn imports {SUPPORTED}") from None
-        if kind == "NIRGraph":
-            _check_types(node, path, nir, f"{prefix}{name}/")
-
-
 def read_program(graph, path: Path) -> dict | None:
     """The checked edgesnn program in a NIR graph's metadata, or None when it has none."""
-    raw = (graph.metadata or {}).get("edgesnn")
+    raw = (graph.metadata or {}).get("edgesnn") if isinstance(graph.metadata, dict) else None
     if raw is None:
         return None
-    try:
-        return prog.check(json.loads(raw.decode() if isinstance(raw, bytes) else raw), str(path))
-    except (TypeError, ValueError, UnicodeDecodeError) as e:
-        raise EdgesnnError(f"{path}: unreadable 'edgesnn' metadata ({type(e).__name__}); import with --float") from None
+    if not isinstance(raw, (str, bytes)):
+        raise EdgesnnError(f"{path}: its 'edgesnn' metadata is a {type(raw).__name__}, not JSON text; import with --float")
+    return prog.check(limits.loads_json(raw, f"{path}: its 'edgesnn' metadata"), str(path))
 
 
 def _hints(graph) -> dict:
     """Timesteps and data an edgesnn NIR file names, read leniently (for --float, which ignores the rest)."""
+    raw = (graph.metadata or {}).get("edgesnn") if isinstance(graph.metadata, dict) else None
     try:
-        program = json.loads((graph.metadata or {}).get("edgesnn"))
-    except (TypeError, ValueError):
+        program = limits.loads_json(raw, "metadata")
+    except EdgesnnError:
         return {}
     hints, node = {}, program
     for key in ("ir", "meta", "source", "data"):
         node = node.get(key) if isinstance(node, dict) else None
     if isinstance(node, str):
         hints["data"] = node
-    if isinstance(program, dict) and isinstance(program.get("timesteps"), int):
+    if isinstance(program, dict) and isinstance(program.get("timesteps"), int) and not isinstance(program["timesteps"], bool):
         hints["timesteps"] = program["timesteps"]
     return hints
 
@@ -205,29 +199,31 @@ def node_chain(graph, path: Path) -> list[tuple[str, object]]:
             raise EdgesnnError(f"{path}: edge ({a!r}, {b!r}) names a node the graph does not have")
         succ.setdefault(a, []).append(b)
         pred.setdefault(b, []).append(a)
-    chain, name = [], inputs[0]
-    while True:
+    chain, seen, name = [], set(), inputs[0]
+    while True:  # iterative, and linear in the chain's length
         chain.append((name, graph.nodes[name]))
+        seen.add(name)
         if name == outputs[0]:
             break
         nxt = succ.get(name, [])
         if len(nxt) != 1:
-            raise EdgesnnError(f"{path}: node '{name}' feeds {len(nxt)} nodes {nxt}; edgesnn imports chains "
+            raise EdgesnnError(f"{path}: node '{name}' feeds {len(nxt)} nodes {limits._short(nxt)}; edgesnn imports chains "
                                f"(each node feeding the next)" if nxt else f"{path}: node '{name}' feeds nothing")
-        if len(pred.get(nxt[0], [])) != 1 or any(nxt[0] == n for n, _ in chain):
+        if len(pred.get(nxt[0], [])) != 1 or nxt[0] in seen:
             raise EdgesnnError(f"{path}: node '{nxt[0]}' has {len(pred.get(nxt[0], []))} inputs (or closes a loop); "
                                f"edgesnn imports chains (each node feeding the next)")
         name = nxt[0]
     if len(chain) != len(graph.nodes):
-        stray = sorted(set(graph.nodes) - {n for n, _ in chain})
-        raise EdgesnnError(f"{path}: node(s) {stray} are not on the path from Input to Output")
+        stray = sorted(set(graph.nodes) - seen)
+        raise EdgesnnError(f"{path}: node(s) {limits._short(stray)} are not on the path from Input to Output")
     return chain
 
 
 def _input_layout(node, in_shape, path: Path) -> tuple[int, bool]:
     """(batch dims, flat): the Input's shape is the data's sample shape or its flattening, either
     with or without a leading batch dimension of 1."""
-    shape = [int(d) for d in np.atleast_1d(node.input_type["input"])] if node.input_type.get("input") is not None else None
+    declared = (node.input_type or {}).get("input") if isinstance(node.input_type, dict) else None
+    shape = None if declared is None else _integers(declared, f"{path}: the Input node", "shape")
     for batch in (0, 1):
         if shape is not None and len(shape) > batch and shape[:batch] == [1] * batch:
             if shape[batch:] in (list(in_shape), [math.prod(in_shape)]):
@@ -243,6 +239,7 @@ class _Mapper:
         self.T, self.dt, self.batch, self.path = T, dt, batch, path
         self.program_neurons = program_neurons
         self.layers: list[dict] = []
+        self.names: set[str] = set()  # the layers' names (a set: a chain may be long)
         self.state: dict[str, np.ndarray] = {}  # float64 until the end: one rounding to float32
         self.layer_of: dict[str, str] = {}
         self.notes: list[str] = []
@@ -282,9 +279,10 @@ class _Mapper:
     def add(self, node_name: str, spec: dict, tensors: dict | None = None) -> str:
         base = re.sub(r"[^A-Za-z0-9_]", "_", node_name) or "layer"
         name, n = base, 1
-        while any(layer["name"] == name for layer in self.layers):
+        while name in self.names:
             n += 1
             name = f"{base}_{n}"
+        self.names.add(name)
         self.layers.append({"name": name, **spec})
         self.layer_of[node_name] = name
         for k, v in (tensors or {}).items():
@@ -292,19 +290,19 @@ class _Mapper:
         return name
 
     def synapse(self, name: str, node, kind: str, reads_input: bool, where: str) -> str:
-        w = np.asarray(node.weight, np.float64)
+        w = _real(node.weight, where, "weight")
         rho = self.T if reads_input else 1  # summed over the window, the image is T times itself
         if kind == "Conv2d":
             if len(self.shape) != 3 or w.ndim != 4:
                 raise EdgesnnError(f"{where}: needs a (C, H, W) input and a 4-d weight, got {self.shape} and {list(w.shape)}")
-            groups = int(np.asarray(node.groups).item())
+            groups = _integers(node.groups, where, "groups", sizes=(1,), low=1)[0]
             c, h, wd = self.shape
             if w.shape[1] * groups != c or w.shape[0] % groups:
                 raise EdgesnnError(f"{where}: weight {list(w.shape)} with {groups} group(s) does not fit input {self.shape}")
-            if _pair(node.dilation, where, "dilation") != [1, 1]:
-                raise EdgesnnError(f"{where}: dilation {_pair(node.dilation, where, 'dilation')} is not supported")
+            if _pair(node.dilation, where, "dilation", low=1) != [1, 1]:
+                raise EdgesnnError(f"{where}: dilation {_pair(node.dilation, where, 'dilation', low=1)} is not supported")
             kh, kw = w.shape[2:]
-            stride = _pair(node.stride, where, "stride")
+            stride = _pair(node.stride, where, "stride", low=1)
             padding = _conv_padding(node.padding, (kh, kw), stride, where)
             spec = {"kind": "conv2d", "in": c, "out": int(w.shape[0]), "kernel": [int(kh), int(kw)], "stride": stride,
                     "padding": padding, "groups": groups, "bias": True}
@@ -336,7 +334,7 @@ class _Mapper:
         w = self.state[f"{synapse}.weight"]
         self.state[f"{synapse}.weight"] = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
         self.state[f"{synapse}.bias"] = self.state[f"{synapse}.bias"] * scale - offset
-        D = int(self.program_neurons.get(name, self.T))
+        D = _integers(self.program_neurons.get(name, self.T), where, "its D in the edgesnn metadata", sizes=(1,), low=1)[0]
         self.add(name, {"kind": "spike", "D": D})
         if (beta < 1).any():
             self.notes.append(f"neuron '{name}' ({kind}) leaks; its count is approximated to first order")
@@ -344,32 +342,32 @@ class _Mapper:
     def dynamics(self, node, kind: str, where: str):
         """(input gain per step, threshold, membrane decay per step) of a NIR neuron, elementwise."""
         dt, T = self.dt, self.T
-        if kind != "IF" and not np.allclose(node.v_leak, 0):
+        if kind != "IF" and not np.allclose(_real(node.v_leak, where, "v_leak"), 0):
             raise EdgesnnError(f"{where}: v_leak must be 0 (a resting potential has no SFA form)")
-        if node.v_reset is not None and not np.allclose(node.v_reset, 0):
+        if node.v_reset is not None and not np.allclose(_real(node.v_reset, where, "v_reset"), 0):
             raise EdgesnnError(f"{where}: v_reset must be 0 (the SFA neuron resets by subtracting its threshold)")
         if kind == "IF":  # r is the gain per step, as snnTorch reads it
-            return np.asarray(node.r, np.float64), np.asarray(node.v_threshold, np.float64), np.ones(1)
-        tau = np.asarray(node.tau if kind == "LIF" else node.tau_mem, np.float64)
+            return _real(node.r, where, "r"), _real(node.v_threshold, where, "v_threshold"), np.ones(1)
+        tau = _real(node.tau if kind == "LIF" else node.tau_mem, where, "tau")
         if (tau < dt).any():
             raise EdgesnnError(f"{where}: a membrane time constant {tau.min():g} s below --dt {dt:g} s")
-        gain = dt * np.asarray(node.r, np.float64) / tau
+        gain = dt * _real(node.r, where, "r") / tau
         if kind == "CubaLIF":
-            tau_syn = np.asarray(node.tau_syn, np.float64)
+            tau_syn = _real(node.tau_syn, where, "tau_syn")
             if (tau_syn < dt).any():
                 raise EdgesnnError(f"{where}: a synaptic time constant {tau_syn.min():g} s below --dt {dt:g} s")
             alpha = 1.0 - dt / tau_syn
             steps = np.arange(1, T + 1).reshape(-1, *([1] * alpha.ndim))
             mean_gain = ((1.0 - alpha**steps) / np.where(alpha < 1, 1.0 - alpha, 1.0)).mean(axis=0)
             mean_gain = np.where(alpha < 1, mean_gain, (T + 1) / 2.0)  # alpha = 1: the current only grows
-            gain = gain * np.asarray(node.w_in, np.float64) * dt / tau_syn * mean_gain
-        return gain, np.asarray(node.v_threshold, np.float64), 1.0 - dt / tau
+            gain = gain * _real(node.w_in, where, "w_in") * dt / tau_syn * mean_gain
+        return gain, _real(node.v_threshold, where, "v_threshold"), 1.0 - dt / tau
 
     def pool(self, name: str, node, kind: str, where: str) -> int:
         if len(self.shape) != 3:
             raise EdgesnnError(f"{where}: needs a (C, H, W) input, got {self.shape}")
-        kernel, stride = _pair(node.kernel_size, where, "kernel_size"), _pair(node.stride, where, "stride")
-        if _pair(node.padding, where, "padding") != [0, 0]:
+        kernel, stride = _pair(node.kernel_size, where, "kernel_size", low=1), _pair(node.stride, where, "stride", low=1)
+        if _pair(node.padding, where, "padding", low=0) != [0, 0]:
             raise EdgesnnError(f"{where}: padded pooling is not supported")
         c, h, w = self.shape
         if kernel[0] > h or kernel[1] > w:
@@ -381,10 +379,11 @@ class _Mapper:
     def flatten(self, name: str, node, where: str) -> bool:
         """Whether the rank changed (a Flatten of a flat vector is nothing)."""
         rank = len(self.shape)
-        start, end = int(node.start_dim) - self.batch, int(node.end_dim)
+        start = _integers(node.start_dim, where, "start_dim", sizes=(1,))[0] - self.batch
+        end = _integers(node.end_dim, where, "end_dim", sizes=(1,))[0]
         end = end - self.batch if end >= 0 else end
         if start not in (0, -rank) or end not in (-1, rank - 1):
-            raise EdgesnnError(f"{where}: flattens dims {node.start_dim}..{node.end_dim} of {self.shape}; edgesnn "
+            raise EdgesnnError(f"{where}: flattens dims {start + self.batch}..{end if end < 0 else end + self.batch} of {self.shape}; edgesnn "
                                f"imports a Flatten of the whole sample")
         if rank == 1:
             return False
@@ -393,12 +392,34 @@ class _Mapper:
         return True
 
 
-def _pair(v, where: str, label: str) -> list[int]:
-    a = np.atleast_1d(np.asarray(v))
-    if a.size not in (1, 2) or a.dtype.kind not in "iuf" or not np.all(a == np.round(a)):
-        raise EdgesnnError(f"{where}: {label} must be one or two integers, got {v!r}")
-    a = [int(x) for x in a]
+def _pair(v, where: str, label: str, low: int = 0) -> list[int]:
+    a = _integers(v, where, label, sizes=(1, 2), low=low, what="one or two integers")
     return a * 2 if len(a) == 1 else a
+
+
+def _integers(v, where: str, label: str, sizes=None, low: int | None = None, what: str = "integers") -> list[int]:
+    """A NIR parameter as Python ints: a scalar or a vector of whole numbers in [low, 2**31)
+    (``sizes``: allowed lengths); anything else (text, NaN, 2**40, a matrix) is refused in one line."""
+    a = np.asarray(v) if not isinstance(v, (str, bytes)) else np.asarray([])
+    ok = a.dtype.kind in "iuf" and a.ndim <= 1 and (sizes is None or a.size in sizes) and a.size > 0
+    with np.errstate(invalid="ignore"):
+        ok = ok and bool(np.all(np.isfinite(a)) and np.all(a == np.round(a)) and np.all(np.abs(a) < 2**31))
+    values = [int(x) for x in np.atleast_1d(a)] if ok else []
+    if not ok or (low is not None and min(values) < low):
+        bound = f" >= {low}" if low is not None else ""
+        raise EdgesnnError(f"{where}: {label} must be {what}{bound}, got {limits._short(v)}")
+    return values
+
+
+def _real(v, where: str, label: str) -> np.ndarray:
+    """A NIR parameter as finite float64 numbers: NaN or infinite weights would train and export as NaN."""
+    a = np.asarray(v) if not isinstance(v, (str, bytes)) else np.asarray(None)
+    if a.dtype.kind not in "iuf":
+        raise EdgesnnError(f"{where}: {label} must be numbers, got {limits._short(v)}")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise EdgesnnError(f"{where}: {label} holds NaN or infinite values")
+    return a
 
 
 def _conv_padding(padding, kernel, stride, where: str) -> list[int]:
@@ -414,10 +435,11 @@ def _conv_padding(padding, kernel, stride, where: str) -> list[int]:
 
 
 def _broadcast(v, shape, where: str, label: str) -> np.ndarray:
+    a = _real(v, where, label)
     try:
-        return np.broadcast_to(np.asarray(v, np.float64), shape).copy()
+        return np.broadcast_to(a, shape).copy()
     except ValueError:
-        raise EdgesnnError(f"{where}: {label} of shape {list(np.shape(v))} does not fit {list(shape)}") from None
+        raise EdgesnnError(f"{where}: {label} of shape {list(a.shape)} does not fit {list(shape)}") from None
 
 
 def _per_channel(p: np.ndarray, shape: list[int], where: str, label: str) -> np.ndarray:

@@ -21,10 +21,11 @@ import json
 import numpy as np
 import torch
 
+from edgesnn import limits
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir import packing
-from edgesnn.ir.serialize import graph_from_header, to_header  # the IR file's own format and checks
+from edgesnn.ir.serialize import check_counts, graph_from_header, to_header  # the IR file's own format and checks
 
 FORMAT, VERSION = "edgesnn-nir-program", 1
 _GRID_TOLERANCE = 1e-3  # of one weight step: float32 round trips stay far below, any edit far above
@@ -89,17 +90,34 @@ def rebuild(program: dict, weights: dict[str, np.ndarray], biases: dict[str, np.
     not the program's int32 biases (to within float32 rounding)."""
     header = json.loads(json.dumps(program["ir"]))  # a private copy: the schema check pops fields
     try:
-        arrays = {k: np.asarray(v["values"], dtype=v["dtype"]).reshape(v["shape"]) for k, v in program["arrays"].items()}
-    except (KeyError, TypeError, ValueError) as e:
-        raise EdgesnnError(f"{where}: invalid edgesnn NIR program arrays ({type(e).__name__}: {e})") from None
-    for entry in header.get("ops", []):
-        if entry.get("kind") in ("conv2d", "dense"):
-            arrays[f"{entry['name']}.weight"] = _integer_weight(entry, program, arrays, weights, where)
-            _check_bias(entry, header, program, arrays, biases, where)
+        check_counts(header)
+        arrays = {k: _array(v) for k, v in program["arrays"].items()}
+    except (EdgesnnError, KeyError, TypeError, ValueError, OverflowError) as e:
+        raise EdgesnnError(f"{where}: invalid edgesnn NIR program arrays ({type(e).__name__}: {limits._short(e)})") from None
+    try:
+        for entry in header.get("ops", []):
+            if entry.get("kind") in ("conv2d", "dense"):
+                arrays[f"{entry['name']}.weight"] = _integer_weight(entry, program, arrays, weights, where)
+                _check_bias(entry, header, program, arrays, biases, where)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:  # a field of the wrong type
+        raise EdgesnnError(f"{where}: invalid edgesnn NIR program ({type(e).__name__}: {limits._short(e, 300)})") from None
     try:
         return graph_from_header(header, arrays)
     except (EdgesnnError, KeyError, TypeError, ValueError) as e:
-        raise EdgesnnError(f"{where}: invalid edgesnn NIR program ({type(e).__name__}: {e})") from None
+        raise EdgesnnError(f"{where}: invalid edgesnn NIR program ({type(e).__name__}: {limits._short(e, 300)})") from None
+
+
+_ARRAY_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "float32", "float64")
+
+
+def _array(entry) -> np.ndarray:
+    """One of the program's small arrays: a plain dtype (a "V4000000000" one would allocate 4 GB an
+    element) and a shape whose size is the values' count."""
+    if not isinstance(entry, dict) or entry.get("dtype") not in _ARRAY_DTYPES or not isinstance(entry.get("values"), list):
+        raise ValueError(f"each array needs a dtype among {', '.join(_ARRAY_DTYPES)} and a list of values")
+    if limits.elements(entry.get("shape"), "array") != len(entry["values"]):
+        raise ValueError(f"shape {limits._short(entry.get('shape'))} does not hold {len(entry['values'])} values")
+    return np.asarray(entry["values"], dtype=entry["dtype"]).reshape(entry["shape"])
 
 
 def _integer_weight(entry: dict, program: dict, arrays: dict, weights: dict, where: str) -> np.ndarray:

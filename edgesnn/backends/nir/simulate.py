@@ -52,7 +52,7 @@ def _chain(graph) -> list:
     succ = dict(graph.edges)
     node = next((k for k, n in graph.nodes.items() if type(n).__name__ == "Input"), None)
     chain = []
-    while node in succ:
+    while node in succ and len(chain) <= len(graph.nodes):  # a loop of edges ends the walk too
         node = succ[node]
         chain.append(graph.nodes[node])
     if not chain or type(chain.pop()).__name__ != "Output":

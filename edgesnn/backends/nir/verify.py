@@ -19,7 +19,7 @@ def verify_nir(path: Path, ir: g.Graph, data_spec: str) -> dict:
     if read_program(nir_graph, path) is None:
         raise EdgesnnError(f"{path}: no edgesnn program in its metadata, so no IR to compare with; "
                            f"`edgesnn import` it, then export and verify the checkpoint")
-    r = read_model(path, data_spec)
+    r = read_model(path, data_spec, graph=nir_graph)
     exact = prog.exact_graph(r["model"], r["config"], {})
     ds = r["dataset"]
     x, y = datasets.to_nhwc(ds.x_test), ds.y_test.numpy()

@@ -13,15 +13,19 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgesnn.backends.tflite.validate import MAX_BYTES, validate
 from edgesnn.errors import EdgesnnError
 
 LITERT_REFERENCE, LITERT_DEFAULT, MICRO = "litert-reference", "litert-default", "tflite-micro"
+# what the runtimes' Python layers raise on a file they cannot take (after validation, a backstop)
+_RUNTIME_ERRORS = (struct.error, TypeError, ValueError, RuntimeError, IndexError, KeyError, AttributeError)
 RUNTIMES = (LITERT_REFERENCE, LITERT_DEFAULT, MICRO)
 
 
@@ -71,15 +75,30 @@ def _interpreter_module():
                            "or, on old board images, tflite-runtime") from None
 
 
+def read_model(path: Path) -> bytes:
+    """The bytes of a .tflite file, validated (validate.py) before any runtime reads them."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise EdgesnnError(f"{path}: {size:,} bytes, more than a TFLite flatbuffer can address")
+        data = path.read_bytes()
+    except OSError as e:
+        raise EdgesnnError(f"{path}: cannot read it ({e.strerror or e})") from None
+    validate(data, str(path))
+    return data
+
+
 def interpreter_for(path: Path, reference: bool):
     """A LiteRT interpreter with its tensors allocated: reference kernels, or the default ones."""
     module, _ = _interpreter_module()
+    data = read_model(path)
     resolver = module.OpResolverType.BUILTIN_REF if reference else module.OpResolverType.AUTO
     try:
         with _quiet_stderr():  # LiteRT announces its XNNPACK delegate on the C stderr
-            interp = module.Interpreter(model_path=str(path), experimental_op_resolver_type=resolver, num_threads=1)
+            interp = module.Interpreter(model_content=data, experimental_op_resolver_type=resolver, num_threads=1)
             interp.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
+    except _RUNTIME_ERRORS as e:
         raise EdgesnnError(f"{path}: LiteRT cannot load it: {_first_line(e)}") from None
     return interp
 
@@ -87,14 +106,17 @@ def interpreter_for(path: Path, reference: bool):
 def _run_litert(path: Path, xq: np.ndarray, reference: bool) -> Result:
     _, name = _interpreter_module()
     interp = interpreter_for(path, reference)
-    inp = interp.get_input_details()[0]
-    outs = interp.get_output_details()
-    results = [[] for _ in outs]
-    for sample in xq:
-        interp.set_tensor(inp["index"], sample[None].astype(inp["dtype"]))
-        interp.invoke()
-        for r, o in zip(results, outs):
-            r.append(interp.get_tensor(o["index"])[0])
+    try:
+        inp = interp.get_input_details()[0]
+        outs = interp.get_output_details()
+        results = [[] for _ in outs]
+        for sample in xq:
+            interp.set_tensor(inp["index"], sample[None].astype(inp["dtype"]))
+            interp.invoke()
+            for r, o in zip(results, outs):
+                r.append(interp.get_tensor(o["index"])[0])
+    except _RUNTIME_ERRORS as e:
+        raise EdgesnnError(f"{path}: LiteRT cannot run it: {_first_line(e)}") from None
     kernels = "reference kernels" if reference else "default kernels (XNNPACK delegate)"
     return Result([np.stack(r) for r in results], f"{name}, {kernels}")
 
@@ -106,23 +128,21 @@ def _run_micro(path: Path, xq: np.ndarray) -> Result:
         from tflite_micro.python.tflite_micro import runtime as micro
     except ImportError:
         raise EdgesnnError("TFLite Micro needs the tflite-micro package (pip install tflite-micro, x86_64)") from None
-    data = Path(path).read_bytes()
-    try:  # TFLite Micro trusts the buffer it is given: read it here first
-        if data[4:8] != b"TFL3":
-            raise ValueError("no TFL3 file identifier")
-        outputs = _output_count(data)
-    except Exception as e:  # noqa: BLE001 - flatbuffers raises struct.error, IndexError, ... on a bad buffer
-        raise EdgesnnError(f"{path}: TFLite Micro cannot load it: not a TFLite flatbuffer ({_first_line(e)})") from None
+    data = read_model(path)  # TFLite Micro trusts the buffer it is given: it is validated first
     try:
+        outputs = _output_count(data)
         interp = micro.Interpreter.from_bytes(data, arena_size=max(64 * 1024, 16 * len(data)))
-    except (ValueError, RuntimeError) as e:
+    except _RUNTIME_ERRORS as e:
         raise EdgesnnError(f"{path}: TFLite Micro cannot load it: {_first_line(e)}") from None
-    results = [[] for _ in range(outputs)]
-    for sample in xq:
-        interp.set_input(sample[None], 0)
-        interp.invoke()
-        for i, r in enumerate(results):
-            r.append(np.array(interp.get_output(i))[0])
+    try:
+        results = [[] for _ in range(outputs)]
+        for sample in xq:
+            interp.set_input(sample[None], 0)
+            interp.invoke()
+            for i, r in enumerate(results):
+                r.append(np.array(interp.get_output(i))[0])
+    except _RUNTIME_ERRORS as e:
+        raise EdgesnnError(f"{path}: TFLite Micro cannot run it: {_first_line(e)}") from None
     return Result([np.stack(r) for r in results], f"tflite-micro {version('tflite-micro')}", _arena_bytes(interp))
 
 
