@@ -30,6 +30,7 @@ import functools
 import errno
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -159,6 +160,19 @@ def work_folder(folder: Path, name: str) -> Path:
 
 
 # ---------------------------------------------------------------- one writer per output
+
+def one_writer(fn):
+    """``fn``'s ``out`` folder is locked (:func:`output_lock`) from start to end: a second command
+    writing the same folder is refused at once, instead of racing this one to replace it."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with output_lock(signature.bind(*args, **kwargs).arguments["out"]):
+            return fn(*args, **kwargs)
+
+    return locked
+
 
 @contextlib.contextmanager
 def output_lock(path: str | Path, who: str = "command") -> Iterator[Path]:

@@ -252,6 +252,8 @@ def npz_declared_bytes(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     shape, _, dtype = _npy_header(f, version)
+                if any(d < 0 for d in shape):  # a negative size would offset another array's in the total
+                    raise ValueError(f"array {_short(info.filename)} declares a negative dimension {tuple(shape)}")
                 if dtype.hasobject:
                     raise EdgesnnError(f"{path}: array {_short(info.filename)} holds pickled objects (Python objects); not accepted")
                 nbytes = math.prod(shape) * dtype.itemsize

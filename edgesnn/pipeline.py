@@ -5,7 +5,6 @@ Each returns plain data (dicts) so the CLI only prints, and scripts and tests re
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from edgesnn import boards, checkpoint, models
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import atomic_files, check_not_interrupted, output_lock, replaceable_dir
+from edgesnn.files import atomic_files, check_not_interrupted, one_writer, replaceable_dir
 from edgesnn.export import export
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
@@ -26,6 +25,7 @@ IR_FILE, ONNX_FILE, TFLITE_FILE = "model.ir", "model.onnx", "model.tflite"
 CALIBRATION_SAMPLES = 1024
 
 
+@one_writer
 def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int = 4, lr: float = 3e-3,
                 seed: int = 0, on_epoch=None, model_kwargs: dict | None = None,
                 neuron_map: dict[str, str] | None = None) -> dict:
@@ -53,19 +53,7 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
     return metrics
 
 
-def _one_writer(fn):
-    """The export holds --out's lock (files.output_lock) from start to end: a second command writing
-    the same folder is refused at once, instead of racing this one to replace it."""
-
-    @functools.wraps(fn)
-    def locked(*args, **kwargs):
-        with output_lock(kwargs["out"] if "out" in kwargs else args[2]):
-            return fn(*args, **kwargs)
-
-    return locked
-
-
-@_one_writer
+@one_writer
 def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None,
                  board: str | None = None, event_driven: str = "auto", lava_mode: str = "graded",
                  source_ref: str | None = None, trust_code: models.custom.Trust = False) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import sys
 import tempfile
 import time
@@ -54,7 +55,11 @@ def main(argv=None) -> int:
     ap.add_argument("--summary", type=Path, default=None, help="write the summary JSON here")
     ap.add_argument("--verbose", action="store_true", help="print every case's outcome")
     ap.add_argument("--log", type=Path, default=None, help="append every case's outcome here (JSON lines)")
+    ap.add_argument("--report", type=Path, default=None, help="only print the failures of an earlier summary JSON, "
+                                                              "grouped (kind, command, what went wrong)")
     args = ap.parse_args(argv)
+    if args.report:
+        return report(json.loads(args.report.read_text()))
 
     work = args.work or Path(tempfile.mkdtemp(prefix="edgesnn-fuzz-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -146,6 +151,19 @@ def main(argv=None) -> int:
     if args.keep and failures:
         print(f"failing case folders kept under {work / 'cases'}")
     return 1 if failures else 0
+
+
+def report(summary: dict) -> int:
+    """Failures grouped by (kind, command, problem, exception type and message start), largest first."""
+    groups = collections.defaultdict(list)
+    for f in summary["failures"]:
+        what = re.sub(r"-?\d+", "N", f["exception"] or f["problems"][0])  # numbers differ case by case
+        groups[(f["kind"], f["argv"][0], f["category"], what[:70])].append(f)
+    print(f"{summary['failing']} failing of {summary['cases']} cases (seed {summary['seed']})")
+    for (kind, cmd, category, what), fs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        print(f"{len(fs):4d}  {kind:10s} {cmd:8s} {what}\n      e.g. {fs[0]['mutation'][:90]}\n"
+              f"      {fs[0]['reproduce']}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ refusal must be the limit's own message, not an out-of-memory error after trying
 from __future__ import annotations
 
 import json
+import os
 import random
-import shutil
 import struct
 import subprocess
 import sys
@@ -30,7 +30,7 @@ from edgesnn.backends.lava.resources import load_limits
 from edgesnn.backends.nir.importer import read_model
 from edgesnn.backends.tflite import export_tflite
 from edgesnn.backends.tflite import flatbuffer as fb
-from edgesnn.backends.tflite.runtime import LITERT_REFERENCE, MICRO, micro_available, run
+from edgesnn.backends.tflite.runtime import LITERT_REFERENCE, MICRO, micro_available
 from edgesnn.backends.tflite.validate import validate
 from edgesnn.cli import app
 from edgesnn.errors import EdgesnnError
@@ -156,6 +156,12 @@ def test_npz_headers_are_checked_before_arrays_are_read(tmp_path, budget):
         z.writestr("x.npy", npy_header((2**24, 2**24)))
         z.writestr("y.npy", npy_header((10,), "<i8") + bytes(80))
     raises("huge.npz: reading its arrays needs 1,125,899,906,842,704 bytes", data.load, str(tmp_path / "huge.npz"))
+    with zipfile.ZipFile(tmp_path / "negative.npz", "w") as z:  # a negative size must not offset x's in the total
+        z.writestr("x.npy", npy_header((2**20, 2**20)))
+        z.writestr("z.npy", npy_header((-(2**40),)))
+        z.writestr("y.npy", npy_header((10,), "<i8") + bytes(80))
+    raises("negative.npz: not a readable .npz file (array z.npy declares a negative dimension", data.load,
+           str(tmp_path / "negative.npz"))
     with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:  # 64 MiB of zeros, 64 KB compressed
         with z.open("x.npy", "w") as f:
             f.write(npy_header((2**26, 4)))
@@ -444,7 +450,7 @@ for call in (lambda: load(tmp / "pad.ir"), lambda: data.load(str(tmp / "huge.npz
     except EdgesnnError as e:
         print(e)
 """
-    env = {k: v for k, v in __import__("os").environ.items() if k != limits.MEMORY_ENV}
+    env = {k: v for k, v in os.environ.items() if k != limits.MEMORY_ENV}
     r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.strip().splitlines()

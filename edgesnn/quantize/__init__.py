@@ -16,7 +16,7 @@ import torch
 from edgesnn import checkpoint
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import replaceable_dir
+from edgesnn.files import one_writer, replaceable_dir
 from edgesnn.models.custom import Trust
 from edgesnn.quantize import bestformer, qpsnn, qsnn, ternary
 from edgesnn.quantize.common import Options, Plan
@@ -50,6 +50,7 @@ def check_options(method: str, opts: Options) -> None:
         raise EdgesnnError(f"--epochs must be at least 1, got {opts.epochs}")
 
 
+@one_writer
 def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_spec: str | None = None,
                         on_epoch: Callable[[int, float], None] | None = None, trust_code: Trust = False) -> dict:
     """Fine-tune ``ckpt`` with ``method`` and write the compressed checkpoint to ``out``.

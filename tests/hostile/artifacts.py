@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = Path(sys.executable)  # the venv's python (tests and scripts run in it)
 
 # Recipe of the base run folder: a tiny MLP, one epoch, IR only, so a valid mutation reruns in seconds.
 RECIPE = """\

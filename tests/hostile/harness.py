@@ -32,7 +32,7 @@ from pathlib import Path
 from hostile.cases import VICTIM, Case
 
 REPO = Path(__file__).resolve().parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = Path(sys.executable)  # the venv's python (tests and scripts run in it)
 SERVER = Path(__file__).with_name("server.py")
 LIMIT = 4 << 30  # RLIMIT_AS of every case: torch and every backend import and run under it
 TIMEOUT = 60.0

@@ -7,7 +7,7 @@ redirects fds 0/1/2 (/dev/null, two files), changes to the case folder, takes th
 environment, sets RLIMIT_AS and an alarm, then calls ``edgesnn.__main__.main()`` (the real entry
 point, which installs the signal handlers) with the case's argv and exits with its status, as
 the interpreter would (atexit handlers run, an uncaught exception prints its traceback). With
-``"exec": true`` the child instead executes ``.venv/bin/edgesnn``: a genuinely fresh process,
+``"exec": true`` the child instead executes the venv's ``edgesnn``: a genuinely fresh process,
 the check that the fork is faithful. The parent answers one JSON line per case: exit status or
 signal, peak RSS (``wait4``), wall time, whether it overran and whether anything of its process
 group survived it. Run as ``python server.py JOBS``.
@@ -30,7 +30,7 @@ from collections import deque
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-EXE = REPO / ".venv" / "bin" / "edgesnn"
+EXE = Path(sys.executable).parent / "edgesnn"  # the venv's entry point, beside its python
 GRACE = 5.0  # seconds after the alarm before the parent kills the group itself
 # Imported in the parent too, so children do not pay for them on every case (all are pure imports).
 PRELOAD = ("edgesnn.cli", "edgesnn.ir.serialize", "edgesnn.limits", "safetensors.torch", "yaml", "pydantic",
