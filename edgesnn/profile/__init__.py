@@ -115,7 +115,7 @@ def _artifact(path: Path, trust_code: bool = False):
         from edgesnn.backends.lava import REPORT_FILE, ReportFile
 
         report = read_artifact_json(path / REPORT_FILE, ReportFile, "Loihi 2 report")  # types and ranges checked
-        extra = {k: report[k] for k in ReportFile.model_fields}
+        extra = {k: report[k] for k in ("cores", "chips", "neurons", "synaptic_memory_bits", "energy_uj_per_inference")}
         return "lava", load_ir(path / "model.ir"), extra
     raise EdgesnnError(f"{path}: profile takes model.ir, model.tflite, an MCU project folder or a Lava folder")
 

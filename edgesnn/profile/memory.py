@@ -37,7 +37,11 @@ def peak_activation_bytes(graph: g.Graph) -> int:
     end = len(graph.ops) + 1
     for name in graph.outputs:
         last[alias.get(name, name)] = end
-    return max(sum(tensor_bytes(graph.tensors[n]) for n in first if first[n] <= i <= last[n]) for i in range(end + 1))
+    live = np.zeros(end + 2, dtype=np.int64)  # a sweep over op positions: linear in ops + tensors
+    for n in first:
+        live[first[n]] += tensor_bytes(graph.tensors[n])
+        live[last[n] + 1] -= tensor_bytes(graph.tensors[n])
+    return int(np.cumsum(live).max())
 
 
 def neuron_state_bytes(graph: g.Graph) -> int:

@@ -33,12 +33,18 @@ def fan_out(graph: g.Graph, op: g.Op) -> np.ndarray:
     o, kh, kw, cg = op.weight.shape
     (sh, sw), (t, b, l, r) = op.stride, op.padding
     ho, wo = graph.tensors[op.output].shape[:2]
-    hits = np.zeros((h + t + b, w + l + r), dtype=np.int64)
-    for y in range(ho):
-        for x in range(wo):
-            hits[y * sh:y * sh + kh, x * sw:x * sw + kw] += 1
+    hits = np.outer(_window_hits(h + t + b, ho, sh, kh), _window_hits(w + l + r, wo, sw, kw))  # rows x columns
     per_pixel = hits[t:t + h, l:l + w]
     return np.repeat(per_pixel[:, :, None], c, axis=2).reshape(-1) * (o // op.groups)
+
+
+def _window_hits(size: int, n_out: int, stride: int, kernel: int) -> np.ndarray:
+    """Along one axis, how many of the ``n_out`` windows cover each padded position."""
+    edges = np.zeros(size + kernel + 1, dtype=np.int64)
+    starts = np.arange(n_out) * stride
+    np.add.at(edges, starts, 1)
+    np.add.at(edges, starts + kernel, -1)
+    return np.cumsum(edges)[:size]
 
 
 def spike_tensors(graph: g.Graph) -> dict[str, int]:

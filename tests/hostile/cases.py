@@ -113,7 +113,7 @@ def _numeric(tree, rng: random.Random, pool) -> tuple[object, str, tuple]:
     return M.put(json.loads(json.dumps(tree)), path, v), f"{'/'.join(map(str, path))}: {M._short(old)} -> {v}", path
 
 
-def json_file_mutation(tree, raw: bytes, rng: random.Random, attack: str, depth_ok=True) -> tuple[bytes, str]:
+def json_file_mutation(tree, raw: bytes, rng: random.Random, attack: str) -> tuple[bytes, str]:
     """Bytes of a damaged JSON file for a generic attack class."""
     if attack == "type":
         t, d = M.tree_mutation(tree, rng)
@@ -859,16 +859,15 @@ def _artifact_json(kind: str, base: Base, rng: random.Random, attack: str):
             k = rng.choice(sorted(t["stages"]))
             t["stages"][k] = "0" * 64
         return [(f"A/{name}", _json_bytes(t))], f"artifact entry {how}: {M._short(a)}", "ok"
-    raw, d = json_file_mutation(tree, raw0, rng, attack)
-    zero = "ok"
     if attack == "values" and kind in ("project", "loihi2"):
-        # a tampered top-level count or size is nonsense that must not succeed (issue 17: cores -5)
+        # a tampered top-level count or size, or a negative input/output shape, is nonsense that
+        # must not succeed (issue 17: loihi2.json's cores -5 was reported as fitting)
         t, d, path = _numeric(tree, rng, M.NEGATIVES + [float("nan")])
-        raw = _json_bytes(t)
-        if len(path) == 1 or (kind == "project" and path[:1] in (("input",), ("output",)) and "shape" in path):
-            zero = "never"
-    if attack == "depth" and kind in ("project", "loihi2") and "65 deep" not in d:
-        zero = "never"
+        tampered = len(path) == 1 or (kind == "project" and path[:1] in (("input",), ("output",)) and "shape" in path)
+        return [(f"A/{name}", _json_bytes(t))], f"{name}: {d}", "never" if tampered else "ok"
+    raw, d = json_file_mutation(tree, raw0, rng, attack)
+    # project.json and loihi2.json are read by every command here: too deep a document is refused
+    zero = "never" if attack == "depth" and kind in ("project", "loihi2") and "65 deep" not in d else "ok"
     return [(f"A/{name}", raw)], f"{name}: {d}", zero
 
 

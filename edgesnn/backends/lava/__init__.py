@@ -26,6 +26,7 @@ from edgesnn.ir import load as load_ir
 NETWORK_FILE, NETX_FILE, REPORT_FILE = "lava.json", "model.net", "loihi2.json"
 TIMEOUT_S = 900
 _Count = Annotated[int, Field(ge=0)]
+_Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class _Schema(BaseModel):
@@ -42,10 +43,17 @@ class ReportFile(_Schema):
     """What profile reads from loihi2.json: a tampered count (``cores: -5``) is refused, not reported as fitting."""
 
     cores: _Count
+    cores_unshared: _Count
     chips: _Count
     neurons: _Count
+    synapses: _Count
+    synaptic_connections: _Count
     synaptic_memory_bits: _Count
-    energy_uj_per_inference: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    neuron_state_bits: _Count
+    synops_per_inference: _Amount
+    neuron_updates_per_inference: _Amount
+    energy_pj_per_inference: _Amount
+    energy_uj_per_inference: _Amount
 
 
 def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -> dict:
