@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.limits import read_json
 
 NEW, OLD, READY, MOVING, SWAP = ".edgesnn-new", ".edgesnn-old", ".edgesnn-ready", ".edgesnn-moving", ".edgesnn-swap"
 _TMP_SUFFIX = ".edgesnn-tmp"
@@ -356,9 +357,11 @@ def finish_swap(real: Path) -> None:
             _remove(junk)
         return
     try:
-        record = json.loads(state.read_text())
+        record = read_json(state, "swap record")
         whole, marker = bool(record["whole"]), record["marker"]
-    except (OSError, ValueError, KeyError, TypeError):
+        if not isinstance(marker, str):
+            raise TypeError(marker)
+    except (EdgesnnError, KeyError, TypeError):
         raise EdgesnnError(f"{state}: damaged record of an unfinished swap; remove it and export again") from None
     if new.is_dir() and not ready.is_dir() and not moving.is_dir():
         os.rename(new, ready)  # stopped between the record and the rename: the new entries are complete

@@ -28,6 +28,7 @@ from pathlib import Path
 from edgesnn import pipeline
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import output_lock, sha256_file, user_entries, work_folder
+from edgesnn.limits import read_json
 from edgesnn.models.custom import Trust, named_code, require_trust
 from edgesnn.recipes import Recipe
 
@@ -107,7 +108,7 @@ class _Run:
 
             name = f"export:{folder}"
             self.stage(name, e.model_dump(), [out / source], folder, export_and_verify)
-            verified = json.loads((out / folder / "verify.json").read_text())
+            verified = read_json(out / folder / "verify.json", "verify result")
             summary.append({"export": folder, "mismatches": verified["mismatches"],
                             "accuracy": verified.get("accuracy", verified.get("ir_accuracy")),
                             "bytes": sum(f.stat().st_size for f in _files([out / folder]) if f.name != "verify.json")})
@@ -126,7 +127,7 @@ class _Run:
 
             name = p.stage()
             self.stage(name, p.model_dump(), [out / p.export], report, do_profile)
-            r = json.loads((out / report).read_text())
+            r = read_json(out / report, "profile result")
             summary.append({"export": p.export, "board": p.board, "fits": r["fits"],
                             "energy_45nm_pj": r["energy_45nm_pj"], "energy_board_pj": r["energy_board_pj"]})
         self.forget_all_but(stage_names(recipe))
@@ -246,11 +247,11 @@ def _read_manifest(out: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        m = json.loads(path.read_text())
+        m = read_json(path, "run manifest")  # size and nesting bounded
         ok = isinstance(m, dict) and isinstance(m.get("artifacts"), list) and isinstance(m.get("stages"), dict)
         ok = ok and all(isinstance(a, dict) and {"path", "sha256", "stage"} <= set(a) and _safe(a["path"])
                         for a in m["artifacts"])
-    except (OSError, ValueError, TypeError):
+    except (EdgesnnError, TypeError):
         ok = False
     if not ok:
         raise EdgesnnError(f"{path}: not a manifest edgesnn wrote (or it names paths outside {out}); "
