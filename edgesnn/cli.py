@@ -37,6 +37,11 @@ def user_errors(fn):
         except OSError as e:
             where = f"{e.filename}: " if e.filename is not None else ""
             _fail(f"{where}{e.strerror or e}")
+        except RuntimeError as e:  # torch's allocator reports running out as a RuntimeError
+            if "can't allocate memory" not in str(e):
+                raise
+            _fail(f"out of memory ({_first(e)}); lower EDGESNN_MEMORY_LIMIT or use a smaller model or batch "
+                  "(see SECURITY.md)")
         except MemoryError:
             _fail("out of memory; lower EDGESNN_MEMORY_LIMIT or use a smaller model or batch (see SECURITY.md)")
 
@@ -46,6 +51,10 @@ def user_errors(fn):
 def _fail(message: str):
     err.print(f"error: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _first(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[-1][:200]
 
 
 def one_line(text: str) -> str:

@@ -468,12 +468,12 @@ def read_artifact_json(path: str | Path, schema, what: str) -> dict:
     tampered file is one line for the user, not a traceback or a wrong number."""
     from pydantic import ValidationError
 
-    from edgesnn.limits import MAX_DEPTH, MAX_JSON_BYTES, json_depth
+    from edgesnn.limits import MAX_ARTIFACT_JSON_BYTES, MAX_DEPTH, json_depth
 
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise EdgesnnError(f"{path}: damaged {what}, more than {MAX_JSON_BYTES:,} bytes; export it again")
+        if path.stat().st_size > MAX_ARTIFACT_JSON_BYTES:
+            raise EdgesnnError(f"{path}: damaged {what}, more than {MAX_ARTIFACT_JSON_BYTES:,} bytes; export it again")
         text = path.read_text(encoding="utf-8")
         if json_depth(text) > MAX_DEPTH:
             raise EdgesnnError(f"{path}: damaged {what}, JSON nested more than {MAX_DEPTH} deep; export it again")

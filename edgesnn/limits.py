@@ -24,6 +24,7 @@ import yaml
 from edgesnn.errors import EdgesnnError
 
 MAX_JSON_BYTES = 256 << 20  # a config, IR header or NIR program is kilobytes; 256 MiB is far past any real one
+MAX_ARTIFACT_JSON_BYTES = 16 << 20  # project.json, lava.json, loihi2.json: kilobytes when edgesnn writes them
 MAX_DEPTH = 64  # nesting of JSON and YAML documents (real ones nest < 10 deep)
 MAX_YAML_NODES = 100_000  # scalars + collections in a recipe or board file; aliases are refused outright
 MAX_SAFETENSORS_HEADER = 100 << 20  # safetensors' own limit
@@ -76,7 +77,7 @@ def elements(shape, where: str) -> int:
 
 def json_depth(text: str) -> int:
     """Deepest nesting of a JSON text, found without parsing (so without recursion)."""
-    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)  # strings may hold brackets
+    bare = re.sub(r'"[^"\\]*(?:\\.[^"\\]*)*"', "", text)  # strings may hold brackets (unrolled: linear time)
     brackets = re.sub(r"[^\[\]{}]", "", bare)
     if not brackets:
         return 0

@@ -41,6 +41,7 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
     named = set(models.custom.named_code(model_name, neuron_map))
     kwargs = models.resolved_kwargs(model_name, {**models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D, named),
                                                  **(model_kwargs or {})})
+    models.check_training_size(model_name, kwargs, neuron_map, D, trust_code=named)
     model = models.build(model_name, kwargs, neuron_map, D, trust_code=named)
     metrics = train(model, ds, epochs, lr=lr, seed=seed, on_epoch=on_epoch)
     config = {

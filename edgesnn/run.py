@@ -250,7 +250,8 @@ def _read_manifest(out: Path) -> dict:
         m = read_json(path, "run manifest")  # size and nesting bounded
         ok = isinstance(m, dict) and isinstance(m.get("artifacts"), list) and isinstance(m.get("stages"), dict)
         ok = ok and all(isinstance(a, dict) and {"path", "sha256", "stage"} <= set(a) and _safe(a["path"])
-                        for a in m["artifacts"])
+                        and isinstance(a["sha256"], str) and isinstance(a["stage"], str) for a in m["artifacts"])
+        ok = ok and all(isinstance(k, str) and isinstance(v, str) for k, v in m["stages"].items())
     except (EdgesnnError, TypeError):
         ok = False
     if not ok:

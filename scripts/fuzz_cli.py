@@ -4,6 +4,7 @@
     .venv/bin/python scripts/fuzz_cli.py --cases 10000 --seed 1 --jobs 2 --summary fuzz.json
     .venv/bin/python scripts/fuzz_cli.py --seed 1 --case 417 --kind npz --attack bomb --keep   # one case
     .venv/bin/python scripts/fuzz_cli.py --targeted                                          # the named attacks
+    .venv/bin/python scripts/fuzz_cli.py --rerun fuzz.json               # the failures of an earlier run, again
     .venv/bin/python scripts/fuzz_cli.py --sweep                                  # every JSON/YAML field, wrong types
 
 Each case is a damaged or hostile file (tests/hostile/cases.py) and the real command that reads
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--summary", type=Path, default=None, help="write the summary JSON here")
     ap.add_argument("--verbose", action="store_true", help="print every case's outcome")
     ap.add_argument("--log", type=Path, default=None, help="append every case's outcome here (JSON lines)")
+    ap.add_argument("--rerun", type=Path, default=None, help="run again the failing cases of an earlier summary JSON")
     ap.add_argument("--report", type=Path, default=None, help="only print the failures of an earlier summary JSON, "
                                                               "grouped (kind, command, what went wrong)")
     args = ap.parse_args(argv)
@@ -69,7 +71,10 @@ def main(argv=None) -> int:
     print(f"base artifacts in {base_dir} ({time.time() - t0:.0f} s)", flush=True)
     kinds = args.kinds.split(",")
     attacks = args.attacks.split(",") if args.attacks else None
-    if args.targeted:
+    if args.rerun:
+        todo = [_regenerate(f, base, Path(base_dir)) for f in json.loads(args.rerun.read_text())["failures"]]
+        total = len(todo)
+    elif args.targeted:
         todo = targeted.all_cases(base, Path(base_dir) / "targeted-cache")
         total = len(todo)
     elif args.sweep and args.case is not None:
@@ -133,7 +138,8 @@ def main(argv=None) -> int:
 
     categories = collections.Counter(f["category"] for f in failures)
     summary = {
-        "seed": args.seed, "cases": done, "server_vsz_bytes": server.info.get("vsz"), "start": args.start, "kinds": kinds, "attacks": attacks,
+        "seed": None if (args.rerun or args.targeted) else args.seed, "rerun": str(args.rerun) if args.rerun else None,
+        "cases": done, "server_vsz_bytes": server.info.get("vsz"), "start": args.start, "kinds": kinds, "attacks": attacks,
         "targeted": args.targeted, "sweep": args.sweep, "exec": args.exec, "jobs": args.jobs, "limit_bytes": int(args.limit_gib * 2**30),
         "seconds": round(elapsed, 1), "cases_per_second": round(done / max(elapsed, 1e-9), 2),
         "failing": len(failures), "outcomes": dict(counts), "failure_categories": dict(categories.most_common()),
@@ -153,13 +159,24 @@ def main(argv=None) -> int:
     return 1 if failures else 0
 
 
+def _regenerate(failure: dict, base, base_dir: Path):
+    """The case a summary's failure record names (generated, swept or targeted)."""
+    cid = failure["id"]
+    if cid.startswith("t-"):
+        return next(c for c in targeted.all_cases(base, base_dir / "targeted-cache") if c.id == cid)
+    if cid.startswith("w-"):
+        return cases.sweep_case(failure["kind"], int(cid.rsplit("-", 1)[1]), base)
+    seed, index = cid[1:].split("-")
+    return cases.generate(int(seed), int(index), kind=failure["kind"], attack=failure["attack"], base=base)
+
+
 def report(summary: dict) -> int:
     """Failures grouped by (kind, command, problem, exception type and message start), largest first."""
     groups = collections.defaultdict(list)
     for f in summary["failures"]:
         what = re.sub(r"-?\d+", "N", f["exception"] or f["problems"][0])  # numbers differ case by case
         groups[(f["kind"], f["argv"][0], f["category"], what[:70])].append(f)
-    print(f"{summary['failing']} failing of {summary['cases']} cases (seed {summary['seed']})")
+    print(f"{summary['failing']} failing of {summary['cases']} cases")
     for (kind, cmd, category, what), fs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         print(f"{len(fs):4d}  {kind:10s} {cmd:8s} {what}\n      e.g. {fs[0]['mutation'][:90]}\n"
               f"      {fs[0]['reproduce']}")

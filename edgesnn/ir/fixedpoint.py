@@ -33,6 +33,8 @@ import math
 
 import numpy as np
 
+from edgesnn.errors import EdgesnnError
+
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -50,7 +52,8 @@ def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
     if shift < -31:
         return 0, 0
     if shift > 30:
-        raise ValueError(f"requantization multiplier {real_multiplier} is too large for int32 fixed point")
+        raise EdgesnnError(f"requantization multiplier {real_multiplier:.6g} is too large for int32 fixed point: the "
+                           "model holds an extreme weight, BatchNorm statistic or scale")
     return q_fixed, shift
 
 

@@ -133,6 +133,9 @@ def graph_from_header(header: dict, arrays: dict) -> g.Graph:
     _require(isinstance(header.get("tensors"), dict), "'tensors' must be an object of tensor specs")
     _require(isinstance(header.get("ops"), list), "'ops' must be a list")
     _require(isinstance(header.get("meta", {}), dict), "'meta' must be an object")
+    source = header.get("meta", {}).get("source", {})
+    _require(isinstance(source, dict) and all(isinstance(v, str) for v in source.values()),
+             "'meta.source' must be an object of strings (the checkpoint, model and data it came from)")
     check_counts(header)
     tensors = {}
     spec_fields = {f.name for f in fields(g.TensorSpec)}

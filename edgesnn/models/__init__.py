@@ -7,7 +7,7 @@ import inspect
 from torch import nn
 
 from edgesnn.errors import EdgesnnError
-from edgesnn.limits import _short
+from edgesnn.limits import _short, check_memory
 from edgesnn.models import custom
 from edgesnn.models.cnn import SpikingCNN
 from edgesnn.models.mlp import SpikingMLP
@@ -68,6 +68,24 @@ def build(name: str, kwargs: dict, neuron_map: dict[str, str] | None = None, D: 
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:  # RuntimeError: torch (a negative size)
         raise EdgesnnError(f"cannot build model {name!r} with {_short(kwargs, 200)}: "
                            f"{_short((str(e).splitlines() or [''])[0], 200)}") from None
+
+
+def check_training_size(name: str, kwargs: dict, neuron_map: dict[str, str] | None = None, D: int = 4,
+                        trust_code: custom.Trust = False) -> None:
+    """Refuse, before any real allocation, a model whose training state would exceed the memory
+    budget: built on the meta device (shapes only), its parameters and buffers counted four times
+    (weights, gradients and AdamW's two moments)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            skeleton = build(name, kwargs, neuron_map, D, trust_code)
+    except EdgesnnError:
+        raise
+    except Exception:  # noqa: BLE001 - a user factory that cannot run on the meta device: built for real later
+        return
+    nbytes = sum(t.numel() * t.element_size() for t in [*skeleton.parameters(), *skeleton.buffers()])
+    check_memory(4 * nbytes, f"training model {_short(name)} (weights, gradients and optimizer state)")
 
 
 def _check_name(name: str) -> None:

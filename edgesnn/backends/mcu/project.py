@@ -31,6 +31,7 @@ from edgesnn.boards import Board, check_fits
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_dir
 from edgesnn.ir import graph as g
+from edgesnn.limits import MAX_GRAPH_NODES
 
 PROJECT_FILE = "project.json"  # what verify and profile read first
 
@@ -53,7 +54,7 @@ class ProjectFile(_Schema):
     qemu_machine: str | None
     arena_bytes: Annotated[int, Field(ge=0)]
     const_bytes: Annotated[int, Field(ge=0)]
-    kernels: list[_KernelEntry]
+    kernels: Annotated[list[_KernelEntry], Field(max_length=MAX_GRAPH_NODES)]  # one per IR op at most
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t"}
