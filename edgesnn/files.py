@@ -359,7 +359,7 @@ def finish_swap(real: Path) -> None:
     try:
         record = read_json(state, "swap record")
         whole, marker = bool(record["whole"]), record["marker"]
-        if not isinstance(marker, str):
+        if marker is not None and not isinstance(marker, str):  # None: a multi-file commit (atomic_files)
             raise TypeError(marker)
     except (EdgesnnError, KeyError, TypeError):
         raise EdgesnnError(f"{state}: damaged record of an unfinished swap; remove it and export again") from None
