@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from edgesnn import boards, data, limits
 from edgesnn.backends.lava.resources import load_limits
+from edgesnn.backends.nir import check as nir_check
 from edgesnn.backends.nir.importer import read_model
 from edgesnn.backends.tflite import export_tflite
 from edgesnn.backends.tflite import flatbuffer as fb
@@ -273,6 +274,24 @@ def test_nir_json_metadata_and_links(tmp_path):
         del f["node/nodes/fc/weight"]
         f["node/nodes/fc/weight"] = h5py.ExternalLink(str(secret), "/weight")
     raises("link.nir: /node/nodes/fc/weight is a link; a NIR file holds no links", read_model, path, "digits", 4)
+
+
+def test_a_nir_file_that_makes_libhdf5_loop_ends_in_one_line(tmp_path, monkeypatch):
+    """The damage of fuzz case s100-1008 (nir/flip): one bit set in the size of an object of the
+    file's HDF5 global heap, where its strings live. libhdf5 then loops forever in one C call;
+    the check runs in a child that is killed at its time limit. The limit is cut to 2 s only to
+    keep the test short: the loop never ends, so the outcome does not depend on the time."""
+    path = nir_file(tmp_path / "loop.nir")
+    raw = bytearray(path.read_bytes())
+    heap = raw.index(b"GCOL")  # 16-byte header, then objects: index (2), references (2), reserved (4), size (8)
+    assert raw[heap + 16:heap + 18] == b"\x01\x00" and raw[heap + 25] == 0
+    raw[heap + 25] = 0x08  # the first object's size: 5 -> 2053 bytes
+    path.write_bytes(raw)
+    monkeypatch.setattr(nir_check, "TIME_LIMIT", 2.0)
+    raises("loop.nir: damaged HDF5 file (reading it did not finish in 2 s)", read_model, path, "digits", 4)
+    assert_user_error(edgesnn("import", path, "--out", tmp_path / "o", "--timesteps", 4),
+                      "loop.nir: damaged HDF5 file (reading it did not finish in 2 s)")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("case,edit,message", [
