@@ -34,7 +34,7 @@ from edgesnn import data as datasets
 from edgesnn.backends.nir import program as prog
 from edgesnn.backends.nir.check import SUPPORTED, check_path
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import sha256_file
+from edgesnn.files import one_writer, sha256_file
 from edgesnn.train import evaluate
 
 SYNAPSES = ("Affine", "Linear", "Conv2d")
@@ -43,6 +43,7 @@ DEFAULT_DT = 1e-4  # snnTorch's export convention (tau = dt / (1 - beta))
 MAX_TIMESTEPS = 127  # the IR's spike tensors are int8 counts in [0, D]
 
 
+@one_writer
 def import_nir(path: str | Path, out: str | Path, data_spec: str | None = None, timesteps: int | None = None,
                dt: float | None = None, use_metadata: bool = True) -> dict:
     """Write the checkpoint ``out`` for the NIR file ``path``; returns what was imported."""
