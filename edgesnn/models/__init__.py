@@ -64,10 +64,15 @@ def build(name: str, kwargs: dict, neuron_map: dict[str, str] | None = None, D: 
     if unknown:
         raise EdgesnnError(f"model {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(accepted)}")
     try:
-        return cls(**kwargs)
+        model = cls(**kwargs)
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:  # RuntimeError: torch (a negative size)
         raise EdgesnnError(f"cannot build model {name!r} with {_short(kwargs, 200)}: "
                            f"{_short((str(e).splitlines() or [''])[0], 200)}") from None
+    empty = next((n for n, p in model.named_parameters() if p.numel() == 0), None)
+    if empty is not None:  # a width or channel count of 0: torch builds it, and fails only while running
+        raise EdgesnnError(f"cannot build model {name!r} with {_short(kwargs, 200)}: {empty} would have no "
+                           "weights (a dimension of 0)")
+    return model
 
 
 def check_training_size(name: str, kwargs: dict, neuron_map: dict[str, str] | None = None, D: int = 4,

@@ -672,7 +672,13 @@ def mutate_tflite(base: Base, rng: random.Random, attack: str):
 
 
 def _recipe_text(tree) -> bytes:
-    return yaml.safe_dump(tree, allow_unicode=True, sort_keys=False).encode("utf-8", "surrogatepass")
+    """YAML text of a (mutated) tree; a tree nested deeper than PyYAML's representer can recurse is
+    written as JSON, which is YAML too."""
+    try:
+        text = yaml.safe_dump(tree, allow_unicode=True, sort_keys=False)
+    except RecursionError:
+        text = json.dumps(tree, ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _tame_epochs(tree):

@@ -31,7 +31,7 @@ from edgesnn.boards import Board, check_fits
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_dir
 from edgesnn.ir import graph as g
-from edgesnn.limits import MAX_GRAPH_NODES
+from edgesnn.limits import MAX_GRAPH_NODES, MAX_TENSOR_RANK
 
 PROJECT_FILE = "project.json"  # what verify and profile read first
 
@@ -45,6 +45,11 @@ class _KernelEntry(_Schema):
     event_driven: bool
 
 
+class _TensorEntry(_Schema):
+    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=MAX_TENSOR_RANK)]
+    dtype: Literal["int8", "int16", "int32"]
+
+
 class ProjectFile(_Schema):
     """What verify and profile read from project.json (files.read_artifact_json checks it): a tampered
     number or a missing field is one line, never a KeyError or a negative size reported as fitting."""
@@ -54,6 +59,8 @@ class ProjectFile(_Schema):
     qemu_machine: str | None
     arena_bytes: Annotated[int, Field(ge=0)]
     const_bytes: Annotated[int, Field(ge=0)]
+    input: _TensorEntry
+    output: _TensorEntry
     kernels: Annotated[list[_KernelEntry], Field(max_length=MAX_GRAPH_NODES)]  # one per IR op at most
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
