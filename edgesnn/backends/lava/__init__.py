@@ -42,10 +42,10 @@ class NetworkFile(_Schema):
 class ReportFile(_Schema):
     """What profile reads from loihi2.json: a tampered count (``cores: -5``) is refused, not reported as fitting."""
 
+    cores: _Count
     timesteps: Annotated[int, Field(ge=1)]
     samples: _Count
     max_fan_in: _Count
-    cores: _Count
     cores_unshared: _Count
     chips: _Count
     neurons: _Count
