@@ -6,8 +6,6 @@ Images are float32 NCHW in [0, 1] on the torch side; the IR takes NHWC (:func:`t
 from __future__ import annotations
 
 import math
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +65,7 @@ def from_npz(path: str | Path) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in names}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error) as e:
+    except limits.NPZ_ERRORS as e:
         raise EdgesnnError(f"{path}: not a readable .npz file without pickled objects ({limits._short(e)})") from None
     if names == split:
         parts = [arrays[k] for k in split]

@@ -468,20 +468,10 @@ def read_artifact_json(path: str | Path, schema, what: str) -> dict:
     tampered file is one line for the user, not a traceback or a wrong number."""
     from pydantic import ValidationError
 
-    from edgesnn.limits import MAX_ARTIFACT_JSON_BYTES, MAX_DEPTH, json_depth
+    from edgesnn.limits import MAX_ARTIFACT_JSON_BYTES
 
     path = Path(path)
-    try:
-        if path.stat().st_size > MAX_ARTIFACT_JSON_BYTES:
-            raise EdgesnnError(f"{path}: damaged {what}, more than {MAX_ARTIFACT_JSON_BYTES:,} bytes; export it again")
-        text = path.read_text(encoding="utf-8")
-        if json_depth(text) > MAX_DEPTH:
-            raise EdgesnnError(f"{path}: damaged {what}, JSON nested more than {MAX_DEPTH} deep; export it again")
-        obj = json.loads(text, parse_constant=_no_constant)
-    except OSError as e:
-        raise EdgesnnError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise EdgesnnError(f"{path}: damaged {what}, not JSON ({_first_line(e)}); export it again") from None
+    obj = read_json(path, what, MAX_ARTIFACT_JSON_BYTES, where=f"{path}: damaged {what}")
     required = [k for k, f in schema.model_fields.items() if f.is_required()]
     missing = [k for k in required if not isinstance(obj, dict) or k not in obj]
     if missing:
@@ -496,10 +486,6 @@ def read_artifact_json(path: str | Path, schema, what: str) -> dict:
         raise EdgesnnError(f"{path}: invalid {what}: {where}: {err['msg'][:100]} (got {got}); "
                            "export it again") from None
     return obj
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def sha256_file(path: str | Path) -> str:

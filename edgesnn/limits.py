@@ -15,6 +15,7 @@ import os
 import re
 import resource
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -33,6 +34,9 @@ MAX_TENSOR_RANK = 8
 MAX_CLASSES = 100_000  # class labels of a data set are indices below this (a label of 2**40 would size a 2**40-wide output)
 MEMORY_FRACTION = 0.5  # default budget: half of RAM (or of the address-space limit, when one is set)
 MEMORY_ENV = "EDGESNN_MEMORY_LIMIT"
+# What reading an .npz (its zip, its .npy headers and arrays) raises on a damaged file; RuntimeError: an
+# encrypted member, NotImplementedError: an unsupported compression.
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error)
 
 _SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
                        "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
@@ -106,17 +110,21 @@ def loads_json(text: str | bytes, where: str):
         raise EdgesnnError(f"{where}: not valid JSON ({_short(e)})") from None
 
 
-def read_json(path: str | Path, what: str = "JSON file"):
-    """A JSON file, size-checked before it is read."""
+def read_bytes(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """A file's bytes, its size checked before it is read."""
     path = Path(path)
     try:
         size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise EdgesnnError(f"{path}: {size:,} bytes, more than the {MAX_JSON_BYTES:,} a {what} may have")
-        raw = path.read_bytes()
+        if size > max_bytes:
+            raise EdgesnnError(f"{path}: {size:,} bytes, more than the {max_bytes:,} a {what} may have")
+        return path.read_bytes()
     except OSError as e:
         raise EdgesnnError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
-    return loads_json(raw, str(path))
+
+
+def read_json(path: str | Path, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES, where: str | None = None):
+    """A JSON file, size-checked before it is read; ``where`` prefixes errors in its content (default: the path)."""
+    return loads_json(read_bytes(path, what, max_bytes), where or str(path))
 
 
 def _refuse_constant(name: str):
@@ -172,15 +180,7 @@ def load_yaml(text: str | bytes, where: str):
 
 
 def read_yaml(path: str | Path, what: str = "YAML file"):
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise EdgesnnError(f"{path}: {size:,} bytes, more than the {MAX_JSON_BYTES:,} a {what} may have")
-        raw = path.read_bytes()
-    except OSError as e:
-        raise EdgesnnError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
-    return load_yaml(raw, str(path))
+    return load_yaml(read_bytes(path, what), str(path))
 
 
 # ---------------------------------------------------------------- safetensors
@@ -240,8 +240,6 @@ def npz_declared_bytes(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.
     """Each array's declared shape and dtype in an .npz, read from the .npy headers only; the total
     is checked against the memory budget before any array is read (a header that declares 2^48
     elements, or a zip bomb, is refused here)."""
-    import zipfile
-
     path = Path(path)
     out, total = {}, 0
     try:
@@ -262,8 +260,7 @@ def npz_declared_bytes(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.
                 out[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
     except EdgesnnError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, struct.error, SyntaxError, TypeError, RuntimeError,
-            NotImplementedError, zlib.error) as e:  # RuntimeError: an encrypted member
+    except (*NPZ_ERRORS, struct.error, SyntaxError, TypeError) as e:
         raise EdgesnnError(f"{path}: not a readable .npz file ({_short(e)})") from None
     check_memory(total, f"{path}: reading its arrays")
     return out

@@ -28,7 +28,7 @@ from edgesnn.neurons import MultiSpike
 TARGETS = {"sfa": MultiSpike}  # edgesnn neurons a third-party class can map onto
 _DOTTED = r"[^\W\d]\w*(?:\.[^\W\d]\w*)*"
 FACTORY_SPEC = re.compile(rf"{_DOTTED}:{_DOTTED}")  # use fullmatch: `$` would accept a trailing newline
-CLASS_PATH = re.compile(rf"[^\W\d]\w*(?:\.[^\W\d]\w*)+")  # module.Class
+CLASS_PATH = re.compile(r"[^\W\d]\w*(?:\.[^\W\d]\w*)+")  # module.Class
 # What the data set knows: passed to a factory that takes these parameters, unless the recipe sets them.
 DATA_ARGS = ("in_shape", "num_classes", "D")
 OPT_IN = "pass --trust-code if you trust it (Python: trust_code=True)"

@@ -74,7 +74,7 @@ def check_and_read(path: Path) -> None:
     except EdgesnnError:
         raise
     except Exception as e:  # noqa: BLE001 - a damaged HDF5 file raises OSError, KeyError, RuntimeError, ...
-        raise EdgesnnError(f"{path}: unreadable NIR file ({type(e).__name__}: {_one_line(e)})") from None
+        raise EdgesnnError(f"{path}: unreadable NIR file ({type(e).__name__}: {one_line(e)})") from None
 
 
 def check_file(f, path: Path, nir) -> None:
@@ -193,7 +193,8 @@ def _declared_bytes(ds, shape: tuple, key: bytes, parent: str, path: Path) -> in
     return count * (max(dtype.itemsize, VLEN_BYTES) if vlen else dtype.itemsize)
 
 
-def _one_line(e: Exception) -> str:
+def one_line(e: Exception) -> str:
+    """An exception's text on one line (the NIR reader and h5py raise multi-line messages)."""
     return " ".join(str(e).split()) or type(e).__name__
 
 

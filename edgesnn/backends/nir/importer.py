@@ -32,7 +32,7 @@ import torch
 from edgesnn import checkpoint, limits, models
 from edgesnn import data as datasets
 from edgesnn.backends.nir import program as prog
-from edgesnn.backends.nir.check import SUPPORTED, check_path
+from edgesnn.backends.nir.check import SUPPORTED, check_path, one_line
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import one_writer, sha256_file
 from edgesnn.train import evaluate
@@ -139,7 +139,7 @@ def read_graph(path: Path):
     except EdgesnnError:
         raise
     except Exception as e:  # noqa: BLE001 - nir's reader raises whatever its node constructors do
-        raise EdgesnnError(f"{path}: invalid NIR file ({type(e).__name__}: {_one_line(e)})") from None
+        raise EdgesnnError(f"{path}: invalid NIR file ({type(e).__name__}: {one_line(e)})") from None
     if not isinstance(graph, nir.NIRGraph):
         raise EdgesnnError(f"{path}: the file holds a single {type(graph).__name__} node, not a NIR graph")
     return graph
@@ -444,7 +444,3 @@ def _per_channel(p: np.ndarray, shape: list[int], where: str, label: str) -> np.
     if not np.allclose(flat, flat[:, :1]):
         raise EdgesnnError(f"{where}: its {label} varies within a channel; edgesnn folds one value per channel")
     return flat[:, 0].copy()
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgesnn.backends.tflite.validate import MAX_BYTES, validate
 from edgesnn.errors import EdgesnnError
+from edgesnn.limits import read_bytes
 
 LITERT_REFERENCE, LITERT_DEFAULT, MICRO = "litert-reference", "litert-default", "tflite-micro"
 # what the runtimes' Python layers raise on a file they cannot take (after validation, a backstop)
@@ -78,13 +79,7 @@ def _interpreter_module():
 def read_model(path: Path) -> bytes:
     """The bytes of a .tflite file, validated (validate.py) before any runtime reads them."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise EdgesnnError(f"{path}: {size:,} bytes, more than a TFLite flatbuffer can address")
-        data = path.read_bytes()
-    except OSError as e:
-        raise EdgesnnError(f"{path}: cannot read it ({e.strerror or e})") from None
+    data = read_bytes(path, "TFLite flatbuffer", MAX_BYTES)
     validate(data, str(path))
     return data
 
