@@ -321,7 +321,7 @@ def test_write_errors_are_one_line_and_other_errors_are_not_hidden(tmp_path, mon
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with pytest.raises(EdgesnnError, match=r"x.bin: cannot write \(No space left on device\)"):
-        with files.atomic_path(tmp_path / "x.bin") as tmp:
+        with files.atomic_path(tmp_path / "x.bin"):
             full()
     with pytest.raises(EdgesnnError, match=r"out: cannot write \(No space left on device\)"):
         with files.atomic_dir(tmp_path / "out", "m.json"):
