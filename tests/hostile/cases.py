@@ -157,6 +157,16 @@ def _dir_out(c: dict, previous: Path, must_hold: list[str]) -> None:
     c["output_files"] = must_hold
 
 
+def _run_cmd(recipe: str, out: str, extra_file: tuple[str, Path]) -> dict:
+    """``edgesnn run RECIPE --out OUT``: OUT is a run folder, checked as one whatever the outcome."""
+    c = _cmd(["run", recipe, "--out", out])
+    c["files"].append(extra_file)
+    c["outputs"].append(out)
+    c["run_output"] = True
+    c["timeout"] = 120.0
+    return c
+
+
 def _cmd(argv: list[str]) -> dict:
     return {"argv": list(argv), "files": [], "outputs": [], "output_files": [], "scratch": [], "timeout": 60.0}
 
@@ -217,13 +227,8 @@ def commands(kind: str, base: Base, rng: random.Random) -> dict:
         c["files"].append(("A/model.ir", p["ir"]))
         _json_out(c)
         return c
-    if kind == "recipe":
-        c = _cmd(["run", "A/recipe.yaml", "--out", "run"])
-        c["files"].append(("run", p["run"]))
-        c["outputs"].append("run")
-        c["run_output"] = True
-        c["timeout"] = 120.0
-        return c
+    if kind == "recipe":  # the damaged recipe, run into an earlier run's folder
+        return _run_cmd("A/recipe.yaml", "run", ("run", p["run"]))
     if kind == "board":
         if rng.random() < 0.5:
             c = _cmd(["boards", "A/board.yaml"])
@@ -265,13 +270,8 @@ def commands(kind: str, base: Base, rng: random.Random) -> dict:
             c = _cmd(["profile", "A", "--board", "loihi2"])
         _json_out(c)
         return c
-    if kind == "manifest":
-        c = _cmd(["run", "r/recipe.yaml", "--out", "A"])
-        c["files"].append(("r/recipe.yaml", p["recipe"]))
-        c["outputs"].append("A")
-        c["run_output"] = True
-        c["timeout"] = 120.0
-        return c
+    if kind == "manifest":  # a valid recipe, run into the run folder whose manifest is damaged
+        return _run_cmd("r/recipe.yaml", "A", ("r/recipe.yaml", p["recipe"]))
     raise ValueError(kind)
 
 
