@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgesnn import boards, pipeline
+from edgesnn import boards, pipeline, threads
 from edgesnn.checkpoint import write_json
 from edgesnn.errors import EdgesnnError
 
@@ -20,6 +20,13 @@ app = typer.Typer(help="Deploy quantized spiking neural networks to edge targets
                   pretty_exceptions_enable=False, no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
+DATA_HELP = "'digits' (bundled), 'mnist5k' or 'mnist5k-14' (MNIST, 28x28 or 14x14) or a .npz file with x and y"
+
+
+@app.callback()
+def _global(n_threads: int = typer.Option(threads.DEFAULT, "--threads", envvar=threads.ENV, min=1, max=threads.MAX,
+                                          help=threads.HELP)):
+    threads.use(n_threads)  # before any command computes (see edgesnn/threads.py)
 
 
 def user_errors(fn):
@@ -103,7 +110,7 @@ def train(
     model: str = typer.Option("cnn", help="mlp, cnn, resnet, spikeformer, or your own as module:factory (a "
                                           "function or class returning a torch.nn.Module; the current folder is "
                                           "importable)"),
-    data: str = typer.Option("digits", help="'digits' (bundled) or a .npz file with x and y"),
+    data: str = typer.Option("digits", help=DATA_HELP),
     epochs: int = typer.Option(30, help="training epochs"),
     out: Path = typer.Option(..., help="checkpoint folder to write"),
     D: int = typer.Option(4, "--D", "-D", help="largest integer activation of the SFA neurons"),
@@ -123,25 +130,32 @@ def train(
 @user_errors
 def quantize(
     checkpoint: Path = typer.Argument(..., help="trained float checkpoint folder"),
-    method: str = typer.Option(..., help="qsnn, qpsnn, bestformer or ternary"),
+    method: str = typer.Option(..., help="qsnn, qpsnn, bestformer, ternary, ibra (IBRA-LIF neurons), mpbn "
+                                         "(membrane BatchNorm) or int8 (8-bit QAT: exact export)"),
     out: Path = typer.Option(..., help="checkpoint folder to write"),
     weight_bits: int = typer.Option(None, help="weight bits of the hidden layers, 1..8 (default: qsnn 1, qpsnn 4, "
-                                               "bestformer 1, ternary 8)"),
+                                               "bestformer 1, ternary, ibra and mpbn 8)"),
     membrane_bits: int = typer.Option(None, help="qsnn: membrane potential bits, 2..16 (default 8)"),
+    spike_bits: int = typer.Option(None, help="ibra: K, spike counts 0..2^K-1 sent as K bit-plane steps, 1..7 "
+                                              "(default 4)"),
     prune: float = typer.Option(0.0, help="qpsnn: fraction of channels to remove by SVS score, in [0, 1)"),
+    prune_criterion: str = typer.Option("svs", help="qpsnn: which channels --prune removes: svs (lowest SVS score, "
+                                                    "QP-SNN's), or the controls random (seeded by --seed) and "
+                                                    "inverted-svs (highest score first)"),
     epochs: int = typer.Option(20, help="fine-tuning epochs"),
     first_last_bits: int = typer.Option(8, help="bits of the first and last layers (uniform per channel)"),
     lr: float = typer.Option(None, help="AdamW learning rate of the fine-tuning, cosine schedule (default: "
-                                         "qsnn and qpsnn 1e-3, bestformer and ternary 3e-3)"),
+                                         "qsnn, qpsnn, ibra and mpbn 1e-3, bestformer and ternary 3e-3)"),
     data: str = typer.Option(None, help="data for fine-tuning and calibration (default: the checkpoint's)"),
     seed: int = typer.Option(0, help="random seed"),
     trust_code: bool = _trust_option(),
 ):
-    """Compress a checkpoint with quantization-aware fine-tuning (Q-SNN, QP-SNN, BESTformer, ternary spikes)."""
+    """Compress a checkpoint with quantization-aware fine-tuning (Q-SNN, QP-SNN, BESTformer, ternary spikes,
+    IBRA-LIF, MPBN)."""
     from edgesnn.quantize import Options, check_options, quantize_checkpoint
 
-    opts = Options(weight_bits=weight_bits, membrane_bits=membrane_bits, prune=prune, epochs=epochs,
-                   first_last_bits=first_last_bits, lr=lr, seed=seed)
+    opts = Options(weight_bits=weight_bits, membrane_bits=membrane_bits, spike_bits=spike_bits, prune=prune,
+                   prune_criterion=prune_criterion, epochs=epochs, first_last_bits=first_last_bits, lr=lr, seed=seed)
     check_options(method, opts)
     m = _with_epoch_bar(f"quantize {method}", epochs, lambda on_epoch: quantize_checkpoint(
         checkpoint, method, out, opts, data, on_epoch=on_epoch, trust_code=trust_code))
@@ -167,12 +181,18 @@ def export(
     board: str = typer.Option(None, help="mcu: board name (see boards/) or a board .yaml file"),
     event_driven: str = typer.Option("auto", help="mcu: event-driven conv/dense layers: auto (by measured firing "
                                                   "rate), none, all, or comma-separated layer names"),
-    lava_mode: str = typer.Option("graded", help="lava: SFA neurons as graded spikes or rate-burst spike trains"),
+    lava_mode: str = typer.Option(None, help="lava: SFA neurons as graded spikes (default), or spike trains: "
+                                             "rate-burst or bit-plane (the same as --spike-code)"),
+    spike_code: str = typer.Option(None, help="lava, mcu: send spike counts as real spike trains: rate-burst (s "
+                                              "spikes in D steps) or bit-plane (the bits of s, MSB first, "
+                                              "ceil(log2(D+1)) steps). Default: integer counts (Lava graded "
+                                              "spikes; the MCU's event-driven layers read the counts)"),
     trust_code: bool = _trust_option(),
 ):
     """Export a checkpoint to a deployable artifact."""
     path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype,
-                                 board=board, event_driven=event_driven, lava_mode=lava_mode, trust_code=trust_code)
+                                 board=board, event_driven=event_driven, lava_mode=lava_mode, trust_code=trust_code,
+                                 spike_code=spike_code)
     print(f"wrote {path}")
     if target == "lava":
         r = json.loads((Path(path) / "loihi2.json").read_text())
@@ -211,12 +231,14 @@ def import_cmd(
 def verify(
     artifact: Path = typer.Argument(..., help="artifact to check (model.ir, model.tflite, model.onnx, model.nir, "
                                               "an MCU project or a Lava folder)"),
-    data: str = typer.Option("digits", help="'digits' or a .npz file"),
+    data: str = typer.Option("digits", help=DATA_HELP),
     checkpoint: Path = typer.Option(None, help="torch checkpoint to compare with (default: the one the IR names)"),
     ir: Path = typer.Option(None, help="model.tflite / model.nir: the IR it was written from (default: model.ir beside it)"),
     qemu: bool = typer.Option(False, help="MCU project: also run the board's build on QEMU (Cortex-M, or aarch64)"),
     samples: int = typer.Option(None, help="MCU project or Lava folder: only the first N test samples (default: all)"),
-    lava_mode: str = typer.Option(None, help="Lava folder: graded or rate-burst (default: the exported mode)"),
+    lava_mode: str = typer.Option(None, help="Lava folder: graded, rate-burst or bit-plane (default: the exported mode)"),
+    spike_code: str = typer.Option(None, help="Lava folder: run spike trains of this code, rate-burst or bit-plane "
+                                              "(default: the exported mode)"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
     trust_code: bool = _trust_option(),
 ):
@@ -227,6 +249,7 @@ def verify(
     LiteRT's reference kernels or TFLite Micro); model.nir's integer program, read back, with the IR
     (exit 1 if any integer differs), plus how its nodes alone rank the classes."""
     r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples, lava_mode=lava_mode,
+                        spike_code=spike_code,
                         trust_code=trust_code)
     if json_out:
         write_json(json_out, r)
@@ -473,16 +496,18 @@ def demo(
 def profile(
     artifact: Path = typer.Argument(..., help="model.ir, model.tflite, an MCU project folder or a Lava folder"),
     board: str = typer.Option(..., help="board name (see boards/) or a board .yaml file"),
-    data: str = typer.Option("digits", help="data whose test split measures firing rates"),
+    data: str = typer.Option("digits", help=f"data whose test split measures firing rates: {DATA_HELP}"),
     measure: bool = typer.Option(False, help="also run it here: median latency, peak memory, power if sensed"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
     report: Path = typer.Option(None, help="write an HTML page with plots into this folder"),
     trust_code: bool = _trust_option("an MCU project: run its Makefile (profiling builds it). Only for a folder you trust"),
+    spike_code: str = typer.Option(None, help="spike code whose SOPs the energy counts: rate-burst or bit-plane "
+                                              "(default: the artifact's own, else rate-burst); both are reported"),
 ):
     """Memory, operations, firing rates and energy of an artifact, and whether it fits the board."""
     from edgesnn.profile import profile as run_profile
 
-    r = run_profile(artifact, board, data, measure=measure, trust_code=trust_code)
+    r = run_profile(artifact, board, data, measure=measure, trust_code=trust_code, spike_code=spike_code)
     if report:  # first: it is the output that can be refused (a file in the way), and then nothing is written
         from edgesnn.profile.report import write_report
 
@@ -490,10 +515,12 @@ def profile(
     if json_out:
         write_json(json_out, r)
     table = Table(title=f"{r['artifact']} ({r['target']}) per layer, {r['samples']} samples")
-    for col in ("layer", "op", "MACs", "SOPs", "firing rate"):
+    for col in ("layer", "op", "MACs", f"SOPs ({r['spike_code']})", "steps", "firing rate"):
         table.add_column(col, justify="left" if col in ("layer", "op") else "right")
     for row in r["layers"]:
+        steps = (row.get("timesteps") or {}).get(r["spike_code"])
         table.add_row(row["name"], row["kind"], str(row["macs"]), "-" if row["sops"] is None else f"{row['sops']:.0f}",
+                      "-" if steps is None else str(steps),
                       "-" if row["firing_rate"] is None else f"{row['firing_rate']:.3f}")
     console.print(table)
     need, have = r["needed_bytes"], r["available_bytes"]
@@ -502,6 +529,10 @@ def profile(
         room = f"{r['needed_cores']} of {r['available_cores']} neuro cores"
     print(f"weights {r['weight_bytes']} B, peak activations {r['peak_activation_bytes']} B, MACs {r['macs']}, "
           f"SOPs {r['sops']:.0f}, energy (45 nm) {r['energy_45nm_pj'] / 1e6:.3f} uJ vs ANN {r['energy_ann_45nm_pj'] / 1e6:.3f} uJ")
+    by_code = r.get("energy_45nm_pj_by_code") or {}
+    if by_code:
+        print("spike codes: " + "; ".join(f"{code} {r['sops_by_code'][code]:.0f} SOPs, {pj / 1e6:.3f} uJ"
+                                          for code, pj in by_code.items()) + f" (counted above: {r['spike_code']})")
     print(f"{r['board']}: {'fits' if r['fits'] else 'does not fit'} ({room})")
     board_energy = "unknown" if r["energy_board_pj"] is None else f"{r['energy_board_pj'] / 1e6:.3f} uJ"
     print(f"energy on {r['board']}: {board_energy} ({r['energy_board_note']})")

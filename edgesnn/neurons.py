@@ -97,8 +97,15 @@ class MembraneQuant(nn.Module):
                 self.scale.copy_(s if self.scale <= 0 else (1 - self.momentum) * self.scale + self.momentum * s)
         if not torch.compiler.is_exporting() and self.scale <= 0:
             raise EdgesnnError("membrane quantizer has no scale yet: train (fine-tune) the model first")
-        q = torch.clamp(torch.round(u / self.scale), -self.qmax, self.qmax)
-        return u + (q * self.scale - u).detach()
+        return self.levels(self.integers(u).detach()) + (u - u.detach())  # forward: exactly q * s
+
+    def integers(self, u: torch.Tensor) -> torch.Tensor:
+        """The membrane integers q = clamp(round(u / s), -qmax, qmax) (round half to even)."""
+        return torch.clamp(torch.round(u / self.scale), -self.qmax, self.qmax)
+
+    def levels(self, q: torch.Tensor) -> torch.Tensor:
+        """The real value of membrane integers q: the float32 product q * s, as the exporter reads it."""
+        return q * self.scale
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -120,6 +127,10 @@ class MultiSpike(nn.Module, SpikeExpansion):
     def integer(self, u: torch.Tensor) -> torch.Tensor:
         if self.membrane is not None:
             u = self.membrane(u)
+        return self.fire(u)
+
+    def fire(self, u: torch.Tensor) -> torch.Tensor:
+        """The integer count of a (possibly quantized) membrane u."""
         return _SFAQuant.apply(u, self.D)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -262,5 +273,123 @@ class TernaryStep(nn.Module, SpikeExpansion):
         return f"channels={self.amplitude.numel()}, threshold={self.threshold}"
 
 
+def _spec_value(spec: dict, key: str, kind, where: str):
+    """``spec[key]`` as ``kind``, or one error line: the spec comes from a checkpoint's config.json."""
+    value = spec.get(key) if isinstance(spec, dict) else None
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, (bool, int, float)):
+        raise EdgesnnError(f"{where}: '{key}' must be {'true or false' if kind is bool else 'a number'}, got {value!r}")
+    if kind is int and value != int(value):
+        raise EdgesnnError(f"{where}: '{key}' must be an integer, got {value!r}")
+    return kind(value)
+
+
+class IBRALIF(nn.Module, SpikeExpansion):
+    """IBRA-LIF (Ye et al., arXiv 2506.05679) for one-timestep training, deployed as bit-plane spikes.
+
+    Integer training with range alignment: the membrane window [0, ``window``] is aligned with the
+    whole K-bit integer range [0, 2^K - 1] by the scale N = (2^K - 1) / window,
+
+        s = clamp(floor(N u + 0.5), 0, 2^K - 1),   output s / (2^K - 1) (``normalize``) or s / N.
+
+    Without the alignment a K-bit integer neuron fires clamp(round(u), 0, 2^K - 1), and a
+    normalized membrane never reaches the high integers (the paper's "spike activation
+    limitation"); the authors' default D = 5.11, N = 100 aligns the window [0, 5.11] with the
+    9-bit range [0, 511]. Gradient: straight-through inside the window. At inference the integer
+    s becomes K binary spikes, bit b_k at virtual step k (most significant first): the "binary
+    conversion" with s = sum_k b_k 2^(K-1-k). The leak of the LIF acts across real timesteps only;
+    edgesnn trains static data with T = 1, where u is the input current (multi-step training is
+    issue 24). ``D`` = 2^K - 1 is the largest count, the IR's spike_D.
+    """
+
+    def __init__(self, bits: int = 4, window: float = 4.0, normalize: bool = True):
+        super().__init__()
+        if isinstance(bits, bool) or int(bits) != bits or not 1 <= bits <= 7:
+            raise EdgesnnError(f"IBRA-LIF bits must be an integer from 1 to 7 (int8 spike counts), got {bits}")
+        if isinstance(window, bool) or not (np.isfinite(float(window)) and float(window) > 0):
+            raise EdgesnnError(f"IBRA-LIF window must be a positive number, got {window}")
+        self.bits, self.window, self.normalize = int(bits), float(window), bool(normalize)
+        self.D = 2**self.bits - 1
+
+    @property
+    def N(self) -> float:
+        """The range-alignment scale: integer counts per unit of membrane potential."""
+        return self.D / self.window
+
+    def integer(self, u: torch.Tensor) -> torch.Tensor:
+        return _SFAQuant.apply(u * self.N, self.D)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        s = self.integer(u)
+        return s / self.D if self.normalize else s / self.N
+
+    def expand(self, s, encoding: str = "bitplane") -> np.ndarray:
+        """Binary conversion: K bit-plane spikes per count (``rate`` gives 2^K - 1 steps instead)."""
+        return super().expand(s, encoding)
+
+    def spec(self) -> dict:
+        return {"kind": "ibra", "bits": self.bits, "window": self.window, "normalize": self.normalize}
+
+    @classmethod
+    def from_spec(cls, spec: dict, where: str) -> IBRALIF:
+        return cls(_spec_value(spec, "bits", int, where), _spec_value(spec, "window", float, where),
+                   _spec_value(spec, "normalize", bool, where))
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, window={self.window}, normalize={self.normalize}"
+
+
+class MPBNSpike(nn.Module, SpikeExpansion):
+    """MPBN (Guo et al., ICCV 2023): BatchNorm on the membrane potential, then the SFA neuron fires.
+
+        s = clamp(floor(gamma_c (u - mu_c) / sqrt(var_c + eps) + beta_c + 0.5), 0, D),  optionally / D
+
+    per channel c (axis 1; an image's pixels share their channel's statistics). The BN trains
+    with the network; at export it folds into the firing thresholds: for gamma_c > 0 the count
+    reaches j iff u >= mu_c + (j - 1/2 - beta_c) sqrt(var_c + eps) / gamma_c, gamma_c < 0 turns
+    the inequality around, gamma_c = 0 gives the constant clamp(round(beta_c), 0, D). With T = 1
+    (edgesnn's static training) the membrane is the input current; the leaky multi-step form is
+    issue 24.
+    """
+
+    def __init__(self, channels: int, D: int = 4, normalize: bool = True):
+        super().__init__()
+        if isinstance(channels, bool) or int(channels) != channels or channels < 1:
+            raise EdgesnnError(f"MPBN channels must be a positive integer, got {channels}")
+        self.D = _check_D(D)
+        self.normalize = bool(normalize)
+        self.bn = nn.BatchNorm1d(int(channels))
+
+    def membrane(self, u: torch.Tensor) -> torch.Tensor:
+        """BN(u) over the channel axis 1 ((B, C), or (B, C, ...) with the rest flattened)."""
+        return self.bn(u.flatten(2) if u.dim() > 3 else u).view(u.shape)
+
+    def integer(self, u: torch.Tensor) -> torch.Tensor:
+        return _SFAQuant.apply(self.membrane(u), self.D)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        s = self.integer(u)
+        return s / self.D if self.normalize else s
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folded BN in float64: (k, b) with BN(u) = k u + b per channel."""
+        bn = self.bn
+        k = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        return k, bn.bias.detach().double() - bn.running_mean.double() * k
+
+    def spec(self) -> dict:
+        return {"kind": "mpbn", "channels": self.bn.num_features, "D": self.D, "normalize": self.normalize}
+
+    @classmethod
+    def from_spec(cls, spec: dict, where: str) -> MPBNSpike:
+        from edgesnn.limits import check_memory
+
+        channels = _spec_value(spec, "channels", int, where)
+        check_memory(5 * 4 * max(channels, 0), f"{where}: MPBN statistics of {channels} channels")
+        return cls(channels, _spec_value(spec, "D", int, where), _spec_value(spec, "normalize", bool, where))
+
+    def extra_repr(self) -> str:
+        return f"D={self.D}, normalize={self.normalize}"
+
+
 NEURONS = {"multispike": MultiSpike, "if": IntegerIF, "ilif": ILIF, "lif": LIF, "ternary": TernarySpike,
-           "ternary_step": TernaryStep}
+           "ternary_step": TernaryStep, "ibra": IBRALIF, "mpbn": MPBNSpike}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from edgesnn import boards, checkpoint, models
+from edgesnn import baselines, boards, checkpoint, models, threads
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_files, check_not_interrupted, one_writer, replaceable_dir
@@ -32,7 +32,8 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
     """``model_kwargs`` override the data set's default constructor arguments (e.g. channels).
     ``model_name`` is a zoo model or a user's ``module:factory``, whose third-party neuron classes
     ``neuron_map`` maps onto edgesnn neurons (edgesnn.models.custom). The caller names them, so
-    they are the code this call may import (a recipe's are checked by edgesnn.run first)."""
+    they are the code this call may import (a recipe's are checked by edgesnn.run first). The metrics
+    record torch's thread count and, for a set small enough (edgesnn.baselines), the trivial baselines."""
     if epochs < 1:
         raise EdgesnnError(f"--epochs must be at least 1, got {epochs}")
     replaceable_dir(out, checkpoint.CONFIG)
@@ -44,6 +45,9 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
     models.check_training_size(model_name, kwargs, neuron_map, D, trust_code=named)
     model = models.build(model_name, kwargs, neuron_map, D, trust_code=named)
     metrics = train(model, ds, epochs, lr=lr, seed=seed, on_epoch=on_epoch)
+    metrics["threads"] = threads.current()  # another count may train another model (edgesnn/threads.py)
+    if baselines.small_enough(ds):  # what the task demands: logistic regression and 3-NN on the same split
+        metrics["baselines"] = baselines.baselines(ds)
     config = {
         "model": model_name, "kwargs": kwargs, "D": D, "neuron": "multispike", "normalize": True,
         "input_shape": list(ds.in_shape), "num_classes": ds.num_classes, "data": data_spec, "timesteps": 1,
@@ -54,18 +58,40 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
     return metrics
 
 
+def default_stream_dtype(ckpt: Path) -> str:
+    """The stream dtype ``export`` uses without ``--stream-dtype``: what the compression asked for, else int8."""
+    return _default_stream_dtype(checkpoint.read_config(ckpt))
+
+
+def _default_stream_dtype(config: dict) -> str:
+    return (config.get("quantization") or {}).get("stream_dtype", "int8")
+
+
 @one_writer
 def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None,
-                 board: str | None = None, event_driven: str = "auto", lava_mode: str = "graded",
-                 source_ref: str | None = None, trust_code: models.custom.Trust = False) -> Path:
+                 board: str | None = None, event_driven: str = "auto", lava_mode: str | None = None,
+                 source_ref: str | None = None, trust_code: models.custom.Trust = False,
+                 spike_code: str | None = None) -> Path:
     """``stream_dtype`` None: the dtype the checkpoint's compression asks for (BESTformer: int16), else int8.
     ``board`` and ``event_driven``: the mcu target (a board name or YAML file; see backends/mcu);
-    ``lava_mode``: the lava target's neuron mode, graded or rate-burst. ``source_ref``: how the
+    ``lava_mode``: the lava target's neuron mode, graded (default), rate-burst or bit-plane.
+    ``spike_code``: rate-burst or bit-plane spike trains where the target runs them (lava: the same
+    as ``lava_mode``; mcu: event-driven layers reading spike counts); None: integer counts. ``source_ref``: how the
     artifact names its checkpoint (default: the absolute path; a relative path is read from the
     artifact's folder, which keeps a run folder relocatable and its files independent of where it is).
     ``trust_code``: whether the checkpoint may import the user code it names (see checkpoint.load)."""
     if target not in TARGETS:
         raise EdgesnnError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
+    if spike_code is not None and target not in ("lava", "mcu"):
+        raise EdgesnnError(f"--spike-code: the {target} target runs no spike trains (lava and mcu do)")
+    if target == "lava":  # a bad mode or spike code fails before any work
+        from edgesnn.backends.lava import resolve_mode
+
+        lava_mode = resolve_mode(lava_mode, spike_code) or "graded"
+    elif spike_code is not None:
+        from edgesnn.spikes import code_name
+
+        spike_code = code_name(spike_code)
     board_spec = _mcu_board(board) if target == "mcu" else None  # a bad board fails before any work
     if Path(out).exists() and not Path(out).is_dir():
         raise EdgesnnError(f"{out}: exists and is not a folder (--out names the folder the artifact goes in)")
@@ -86,7 +112,7 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     meta = {"source": {"checkpoint": source_ref, "model": config["model"], "data": config["data"]},
             "weight_bits": weight_bits,  # for float layers; quantized layers keep their trained bits
             "quantization": (config.get("quantization") or {}).get("method")}
-    stream_dtype = stream_dtype or (config.get("quantization") or {}).get("stream_dtype", "int8")
+    stream_dtype = stream_dtype or _default_stream_dtype(config)
     from edgesnn.backends.nir import exact_graph  # a checkpoint imported from edgesnn's NIR keeps its exact program
 
     graph = exact_graph(model, config, meta) or export(model, calibration, weight_bits=weight_bits, meta=meta,
@@ -113,7 +139,7 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     if target == "mcu":
         from edgesnn.backends.mcu import export_mcu
 
-        export_mcu(graph, board_spec, Path(out), event_driven, datasets.to_nhwc(calibration[:256]))
+        export_mcu(graph, board_spec, Path(out), event_driven, datasets.to_nhwc(calibration[:256]), spike_code)
         return Path(out)
     path = Path(out) / IR_FILE
     graph.save(path)
@@ -143,21 +169,27 @@ def _mcu_board(board: str | None) -> boards.Board:
 
 
 def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | None = None, qemu: bool = False,
-           samples: int | None = None, lava_mode: str | None = None, trust_code: models.custom.Trust = False) -> dict:
+           samples: int | None = None, lava_mode: str | None = None, trust_code: models.custom.Trust = False,
+           spike_code: str | None = None) -> dict:
     """Golden interpreter over the whole test split vs the torch model the IR came from; a .tflite
     file is compared with the golden interpreter of its IR (``ir``, default: model.ir beside it);
     an MCU project folder is built and run (host; with ``qemu`` also the board's emulated core).
     ``trust_code``: whether the checkpoint an IR or ONNX file names may import the user code it
-    names, and (True only) whether an MCU project's Makefile may run."""
+    names, and (True only) whether an MCU project's Makefile may run. ``lava_mode`` / ``spike_code``:
+    the mode a Lava folder runs in (default: its exported one); an MCU project runs the code it was built with."""
     artifact = Path(artifact)
     if samples is not None and samples < 1:
         raise EdgesnnError(f"--samples must be at least 1, got {samples}")
     check_not_interrupted(artifact if artifact.is_dir() else artifact.parent)  # a stopped export's half-swapped files
     if artifact.is_dir() and (artifact / "lava.json").is_file():
-        from edgesnn.backends.lava import verify_lava
+        from edgesnn.backends.lava import resolve_mode, verify_lava
 
+        mode = resolve_mode(lava_mode, spike_code)
         ds = datasets.load(data_spec)
-        return _with_accuracy(verify_lava(artifact, datasets.to_nhwc(ds.x_test), samples, lava_mode), artifact, ds)
+        return _with_accuracy(verify_lava(artifact, datasets.to_nhwc(ds.x_test), samples, mode), artifact, ds)
+    if spike_code is not None:
+        raise EdgesnnError(f"{artifact}: --spike-code chooses how a Lava folder runs; other artifacts run what they "
+                           "were exported as (export --target mcu --spike-code builds the code in)")
     if artifact.is_dir() and (artifact / "project.json").is_file():
         from edgesnn.backends.mcu import verify_mcu
 

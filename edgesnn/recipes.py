@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from edgesnn.errors import EdgesnnError
 from edgesnn.limits import read_yaml
 from edgesnn.models.custom import CLASS_PATH, FACTORY_SPEC, parse_neuron_map
+from edgesnn.threads import MAX as MAX_THREADS
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT = "digits-sfa-cnn"
@@ -73,9 +74,10 @@ class Train(_Strict):
 
 
 class Quantize(_Strict):
-    method: Literal["qsnn", "qpsnn", "bestformer", "ternary"]
+    method: Literal["qsnn", "qpsnn", "bestformer", "ternary", "ibra", "mpbn", "int8"]
     weight_bits: int | None = Field(None, ge=1, le=8)
     membrane_bits: int | None = Field(None, ge=2, le=16)
+    spike_bits: int | None = Field(None, ge=1, le=7)  # ibra
     prune: float = Field(0.0, ge=0, lt=1)
     epochs: int = Field(20, ge=1)
     lr: float | None = Field(None, gt=0)
@@ -84,8 +86,22 @@ class Quantize(_Strict):
 class Export(_Strict):
     target: Literal["ir", "tflite", "mcu", "lava", "onnx", "nir"]
     board: BoardName | None = None  # mcu
-    lava_mode: Literal["graded", "rate-burst"] = "graded"
+    lava_mode: Literal["graded", "rate-burst", "bit-plane"] = "graded"
     event_driven: str = "auto"
+    spike_code: Literal["rate-burst", "bit-plane"] | None = None  # lava, mcu: spike trains (edgesnn.spikes)
+
+    @model_validator(mode="after")
+    def _spike_code(self):
+        """A spike code applies where spike trains run; on lava it is the mode (they must agree)."""
+        if self.spike_code is None:
+            return self
+        if self.target not in ("lava", "mcu"):
+            raise ValueError(f"spike_code: the {self.target} target runs no spike trains (lava and mcu do)")
+        if self.target == "lava":
+            if "lava_mode" in self.model_fields_set and self.lava_mode != self.spike_code:
+                raise ValueError(f"lava_mode {self.lava_mode} and spike_code {self.spike_code} disagree")
+            self.lava_mode = self.spike_code
+        return self
 
     def folder(self) -> str:
         """Its folder in the run's output: the target, and for mcu the board's name (a file's stem)."""
@@ -106,12 +122,22 @@ class Profile(_Strict):
 
 class Recipe(_Strict):
     name: str
-    data: str = "digits"
+    data: str = "digits"  # a built-in set (edgesnn.data.BUILTIN) or an .npz file
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)  # pins torch's count for every stage (edgesnn/threads.py)
     model: Model
     train: Train = Field(default_factory=Train)
     quantize: Quantize | None = None
     export: list[Export]
     profile: list[Profile] = Field(default_factory=list)
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: str) -> str:
+        from edgesnn.data import BUILTIN
+
+        if v not in BUILTIN and not v.endswith(".npz"):
+            raise ValueError(f"{v!r} is not a data set: use {', '.join(map(repr, BUILTIN))} or an .npz file")
+        return v
 
 
 def load(spec: str | Path) -> Recipe:

@@ -25,7 +25,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from edgesnn import pipeline
+from edgesnn import pipeline, threads
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import output_lock, sha256_file, user_entries, work_folder
 from edgesnn.limits import read_json
@@ -57,7 +57,8 @@ def run_recipe(recipe: Recipe, out: Path, on_stage=None, trust_code: Trust = Fal
             raise EdgesnnError(not_a_run)
         work = work_folder(out, "edgesnn-work")  # beside DIR; inside it when DIR is a mount point
         try:
-            return _Run(recipe, out, work, old, on_stage, trust_code).all()
+            with threads.pinned(recipe.threads):
+                return _Run(recipe, out, work, old, on_stage, trust_code).all()
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -80,7 +81,9 @@ class _Run:
         recipe, out = self.recipe, self.out
         summary = []
         m = recipe.model
-        self.stage("train", recipe.train.model_dump() | {"model": m.model_dump(), "data": recipe.data}, [], "checkpoint",
+        n = threads.current()  # the recipe's pin, else --threads / EDGESNN_THREADS: another count trains another
+        pin = {} if n == 1 else {"threads": n}  # model, so it is in the keys (1, the default, keeps the keys as they were)
+        self.stage("train", recipe.train.model_dump() | {"model": m.model_dump(), "data": recipe.data} | pin, [], "checkpoint",
                    lambda dst: pipeline.train_model(m.name, recipe.data, recipe.train.epochs, dst, D=m.D, lr=recipe.train.lr,
                                                     seed=recipe.train.seed, model_kwargs=m.kwargs, neuron_map=m.neuron_map))
         source = "checkpoint"
@@ -88,9 +91,11 @@ class _Run:
             from edgesnn.quantize import Options, quantize_checkpoint
 
             q = recipe.quantize
-            self.stage("quantize", q.model_dump(), [out / "checkpoint"], "compressed", lambda dst: quantize_checkpoint(
+            key = q.model_dump(exclude=set() if q.spike_bits else {"spike_bits"})  # unset: the keys as they were
+            self.stage("quantize", key | pin, [out / "checkpoint"], "compressed", lambda dst: quantize_checkpoint(
                 out / "checkpoint", q.method, dst, Options(weight_bits=q.weight_bits, membrane_bits=q.membrane_bits,
-                                                           prune=q.prune, epochs=q.epochs, lr=q.lr, seed=recipe.train.seed),
+                                                           spike_bits=q.spike_bits, prune=q.prune, epochs=q.epochs,
+                                                           lr=q.lr, seed=recipe.train.seed),
                 trust_code=self.trust))
             source = "compressed"
         for e in recipe.export:
@@ -98,7 +103,8 @@ class _Run:
 
             def export_and_verify(dst: Path, e=e) -> None:
                 path = pipeline.export_model(out / source, e.target, dst, board=e.board, event_driven=e.event_driven,
-                                             lava_mode=e.lava_mode, source_ref=f"../{source}", trust_code=self.trust)
+                                             lava_mode=e.lava_mode, source_ref=f"../{source}", trust_code=self.trust,
+                                             spike_code=e.spike_code)
                 # an MCU project's Makefile is the one this stage just wrote; checkpoints keep the run's trust
                 r = pipeline.verify(path, recipe.data, ckpt=out / source, samples=VERIFY_SAMPLES.get(e.target),
                                     trust_code=True if e.target == "mcu" else self.trust)
@@ -107,7 +113,8 @@ class _Run:
                 _write_json(dst / "verify.json", self.relative(r, dst.parent))
 
             name = f"export:{folder}"
-            self.stage(name, e.model_dump(), [out / source], folder, export_and_verify)
+            settings = e.model_dump(exclude=set() if e.spike_code else {"spike_code"})  # no code: the keys as they were
+            self.stage(name, settings, [out / source], folder, export_and_verify)
             verified = read_json(out / folder / "verify.json", "verify result")
             summary.append({"export": folder, "mismatches": verified["mismatches"],
                             "accuracy": verified.get("accuracy", verified.get("ir_accuracy")),

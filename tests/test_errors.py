@@ -154,7 +154,7 @@ TRAIN = [
     ("epochs-0", lambda c: ["--epochs", 0], "--epochs must be at least 1, got 0"),
     ("negative-lr", lambda c: ["--lr", -1], "--lr must be positive, got -1.0"),
     ("zero-lr", lambda c: ["--lr", 0], "--lr must be positive, got 0.0"),
-    ("unknown-data", lambda c: ["--data", "mnist"], "unknown data set 'mnist': use 'digits' or a path to an .npz"),
+    ("unknown-data", lambda c: ["--data", "mnist"], "unknown data set 'mnist': use 'digits', 'mnist5k', 'mnist5k-14' or a path to an .npz"),
     ("missing-npz", lambda c: ["--data", c.tmp / "none.npz"], "none.npz: no such data file"),
     ("garbage-npz", lambda c: ["--data", c.file("g.npz", b"garbage")], "g.npz: not a readable .npz file"),
     ("npz-without-x-y", lambda c: ["--data", c.npz("a.npz", a=np.zeros(3))], "needs arrays 'x' and 'y'"),

@@ -63,6 +63,74 @@ def test_rate_burst_spike_trains_sum_to_the_graded_integers(trained, tmp_path):
     assert all(any(p["burst_in"]) for p in net["processes"] if set(p["inputs"]) & {s["name"] for s in spiking})
 
 
+@pytest.mark.parametrize("family", ["mlp", "cnn", "resnet", "spikeformer"])
+def test_bit_plane_spike_trains_are_bit_exact_in_lava(trained, tmp_path, family):
+    """--spike-code bit-plane: ceil(log2(D + 1)) = 3 steps per sample for D = 4, every output integer the IR's."""
+    out = tmp_path / "lava"
+    r = edgesnn("export", trained[family], "--target", "lava", "--spike-code", "bit-plane", "--out", out)
+    assert r.exit_code == 0, r.output
+    r = edgesnn("verify", out, "--samples", 20, "--json", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert (res["samples"], res["mismatches"], res["mode"], res["timesteps_per_sample"]) == (20, 0, "bit-plane", 3)
+    report = json.loads((out / "loihi2.json").read_text())
+    assert (report["mode"], report["timesteps"]) == ("bit-plane", 3)
+
+
+_DRIVE_A_BURST_MODEL = """
+import json, sys
+import numpy as np
+from edgesnn.backends.lava.compat import ensure_lava_importable
+ensure_lava_importable()
+from edgesnn.backends.lava import processes as P
+P._one_blas_thread = lambda: None
+rows, sent = iter(np.array(json.loads(sys.argv[1]))), []
+class Port:
+    def recv(self): return next(rows)
+class Out:
+    shape = (4,)
+    def send(self, v): sent.append(v.tolist())
+class Model(P._Burst):
+    proc_params = {"fn": lambda xs: xs[0], "window": 3, "code": "bit-plane", "burst_in": (True,), "burst_out": True,
+                   "delays": (0,)}
+    in0, out = Port(), Out()
+    def _inputs(self): return (self.in0,)
+model = Model()
+for step in range(1, 7):
+    model.time_step = step
+    model.run_spk()
+print(json.dumps(sent))
+"""
+
+
+def test_bit_plane_processes_send_binary_trains_msb_first_and_integrate_them_exactly():
+    """The process model itself (run in a child: Lava must be imported before any multiprocessing): a
+    window of a bit-plane input train (5, 0, 3, -6 over 3 steps) integrates to its integers, and during
+    the next window the neuron sends them as their train, bit by bit."""
+    from edgesnn.spikes import expand
+
+    train = expand(np.array([5, 0, 3, -6]), 7, "bit-plane")
+    feed = json.dumps(np.concatenate([train, np.zeros_like(train)]).tolist())
+    r = subprocess.run([sys.executable, "-c", _DRIVE_A_BURST_MODEL, feed], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    sent = np.array(json.loads(r.stdout))
+    np.testing.assert_array_equal(sent[3:], train)  # window 2 sends window 1's integers as their train
+    assert set(np.unique(sent).tolist()) <= {-1, 0, 1}
+
+
+def test_verify_runs_a_lava_folder_in_another_spike_code_and_refuses_a_contradiction(trained, tmp_path):
+    out = pipeline.export_model(trained["mlp"], "lava", tmp_path / "lava")  # graded
+    res = pipeline.verify(out, "digits", samples=10, spike_code="bit-plane")
+    assert (res["mode"], res["mismatches"], res["timesteps_per_sample"]) == ("bit-plane", 0, 3)
+    r = edgesnn("export", trained["mlp"], "--target", "lava", "--lava-mode", "graded", "--spike-code", "bit-plane",
+                "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "--lava-mode graded and --spike-code bit-plane disagree" in r.output
+    assert not (tmp_path / "o").exists()
+    pipeline.export_model(trained["mlp"], "ir", tmp_path / "ir")
+    r = edgesnn("verify", tmp_path / "ir" / "model.ir", "--spike-code", "bit-plane")
+    assert r.exit_code == 1 and "--spike-code chooses how a Lava folder runs" in r.output
+
+
 def test_int16_streams_and_compressed_models(trained, tmp_path):
     quantize_checkpoint(trained["spikeformer"], "bestformer", tmp_path / "q", Options(epochs=1))
     out = pipeline.export_model(tmp_path / "q", "lava", tmp_path / "lava")  # int16 streams, 1-bit weights

@@ -93,6 +93,37 @@ def test_event_driven_kernels_equal_dense_ones(trained, tmp_path):
     assert chosen == {n for n, r in rates.items() if r <= EVENT_DRIVEN_RATE}
 
 
+@pytest.mark.parametrize("family,code", [("cnn", "bit-plane"), ("cnn", "rate-burst"), ("spikeformer", "bit-plane")])
+def test_spike_train_kernels_are_bit_exact(trained, tmp_path, family, code):
+    """--spike-code: every event-driven layer reading spike counts runs spike trains; project.json
+    records the code and each layer's virtual steps (the cnn's head reads a 2x2 sum pool: counts to 16)."""
+    out = tmp_path / "mcu"
+    r = edgesnn("export", trained[family], "--target", "mcu", "--board", "nucleo-f446re", "--event-driven", "all",
+                "--spike-code", code, "--out", out)
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "project.json").read_text())
+    trains = {k["op"]: k["timesteps"] for k in info["kernels"] if k.get("spike_code") == code}
+    assert info["spike_code"] == code and trains
+    if family == "cnn":
+        assert trains == ({"features.6": 16, "head.2": 16, "output": 4} if code == "rate-burst"
+                          else {"features.6": 5, "head.2": 5, "output": 3})
+    res = pipeline.verify(out, "digits", samples=100, trust_code=True, qemu=family == "cnn" and code == "bit-plane")
+    assert res["mismatches"] == 0 and res["spike_code"] == code and set(res["spike_train_layers"]) == set(trains)
+    assert all(run["mismatches"] == 0 for run in res["runs"].values())
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--target", "mcu", "--board", "nucleo-f446re", "--event-driven", "none", "--spike-code", "bit-plane"],
+     "--spike-code bit-plane: no event-driven layer reads spike counts (--event-driven none"),
+    (["--target", "mcu", "--board", "nucleo-f446re", "--spike-code", "morse"], "unknown spike code 'morse'"),
+    (["--target", "tflite", "--spike-code", "bit-plane"], "--spike-code: the tflite target runs no spike trains"),
+])
+def test_bad_spike_codes_are_one_line_errors(trained, tmp_path, args, fragment):
+    r = edgesnn("export", trained["mlp"], "--out", tmp_path / "o", *args)
+    assert r.exit_code == 1 and fragment in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_model_too_big_for_the_board_is_refused_before_writing(trained, tmp_path):
     out = tmp_path / "mcu"
     r = edgesnn("export", trained["cnn"], "--target", "mcu", "--board", "nucleo-l011k4", "--out", out)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgesnn import data, export, models
+from edgesnn import data, export, models, spikes
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import ADD_LEFT_SHIFT, add_multipliers, quantize_multipliers
 from edgesnn.ir.interpreter import KERNELS
@@ -259,6 +259,58 @@ def test_event_driven_equals_dense_form(tmp_path):
         assert len(scratch) == 1 and k.scratch_bytes == 4 * int(np.prod(graph.tensors[op.output].shape))
     dense = check_ops(graph, b.ops, tmp_path / "dense")  # same random inputs (same seed)
     assert all(k.scratch_bytes == 0 for k in dense)
+
+
+@pytest.mark.parametrize("code", ["bit-plane", "rate-burst"])
+def test_spike_train_forms_equal_the_interpreter(tmp_path, code):
+    """Event-driven layers reading spike counts, run as spike trains: plain, strided, grouped and
+    depthwise convs, the exporter's x16 widening (unit 16), a sum pool's counts (up to 4 x 3) through
+    a flatten, and ternary (signed) spikes, against the interpreter fed the same chain."""
+    b = Builder(8)
+    s = b.tensor("s", [6, 7, 4], spike_D=3)
+    b.conv("conv", s, 5, bits=3, code="odd")
+    b.conv("strided", s, 6, kernel=(3, 2), stride=(2, 2), padding=(1, 2, 0, 1), groups=2, bits=5)
+    b.conv("depthwise", s, 4, groups=4, stride=(2, 3), padding=(2, 1, 1, 1))
+    wide = b.add_op(g.Requantize("x16", [s], b.tensor("s16", [6, 7, 4]), multiplier=np.array([1 << 30], np.int32),
+                                 shift=np.array([5], np.int32), clamp=[0, 48]))
+    b.conv("widened", wide.output, 3, bits=2)
+    pool = b.add_op(g.SumPool2D("pool", [s], b.tensor("p", [3, 3, 4]), kernel=[2, 2], stride=[2, 2]))
+    flat = b.add_op(g.Reshape("flat", [pool.output], b.tensor("pf", [36])))
+    b.dense("pooled", flat.output, 6, bits=4)
+    ternary = b.tensor("t", [30], spike_D=1)
+    b.tensors[ternary].signed = True
+    b.dense("ternary", ternary, 5, bits=1, code="odd")
+    graph = b.graph()
+    layers = [op for op in b.ops if op.kind in ("conv2d", "dense")]
+    steps = K.train_layers(graph, {op.name for op in layers}, code)
+    D = {"conv": 3, "strided": 3, "depthwise": 3, "widened": 3, "pooled": 12, "ternary": 1}
+    assert steps == {name: spikes.num_steps(d, code) for name, d in D.items()}
+    rng = np.random.default_rng(3)
+    values = {name: random_input(graph.tensors[name], rng) for name in ("s", "t")}
+    values["t"] = values["t"] * rng.choice([-1, 1], values["t"].shape).astype(np.int8)
+    for op in b.ops:  # the interpreter along the chain (the widening, pool and flatten feed later layers)
+        values[op.output] = KERNELS[op.kind](op, *[values[n] for n in op.inputs],
+                                             *[graph.tensors[n] for n in op.inputs], graph.tensors[op.output])
+    kernels = [K.kernel(graph, op, True, code) for op in layers]
+    feeds = [{n: values[n] for n in (*op.inputs, op.output)} for op in layers]
+    for op, got in zip(layers, run_c(kernels, feeds, tmp_path)):
+        want = values[op.output].reshape(SAMPLES, -1)
+        np.testing.assert_array_equal(got, want, err_msg=f"op {op.name}")
+        assert want.std() > 0, f"op {op.name}: degenerate test (constant output)"
+    source = (tmp_path / "kernels.c").read_text()
+    assert all(f"t < {n}; ++t)" in source for n in set(steps.values()) - {1})  # the loops over virtual steps
+    assert ("] * 2);" in source) == (code == "bit-plane")  # bit-plane: the accumulator doubles each step
+
+
+def test_spike_trains_need_spike_counts(tmp_path):
+    """A layer reading int8 with zero point 0 that are not spike counts keeps the integer event form."""
+    b = Builder(9)
+    widened = b.tensor("w", [6, 7, 4])
+    op = b.conv("widened", widened, 3, bits=2)
+    assert K.train_input(b.graph(), op) is None and K.train_layers(b.graph(), {"widened"}, "bit-plane") == {}
+    events = K.kernel(b.graph(), op, True)
+    trains = K.kernel(b.graph(), op, True, "bit-plane")
+    assert str(events.func) == str(trains.func)
 
 
 def test_event_driven_falls_back_without_spikes(tmp_path):

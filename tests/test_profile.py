@@ -43,6 +43,36 @@ def test_two_layer_numbers_by_hand():
     assert memory.neuron_state_bytes(graph) == 3 * 4
 
 
+def test_each_spike_code_counts_its_own_timesteps_and_sops():
+    """Counts 7, 4, 3, 0, 1, 6 (D = 7) reach B's 2 outputs: rate-burst sends 21 spikes in 7 steps,
+    bit-plane their 3 + 1 + 2 + 0 + 1 + 2 set bits in 3 steps; a 2 x 1 sum pool doubles the count range."""
+    tensors = {"x": g.TensorSpec([1, 1, 6], "int8", 1.0), "xf": g.TensorSpec([6], "int8", 1.0),
+               "a": g.TensorSpec([6], "int8", 1.0, spike_D=7), "b": g.TensorSpec([2], "int8", 1.0),
+               "a2": g.TensorSpec([3, 2, 1], "int8", 1.0), "p": g.TensorSpec([1, 2, 1], "int8", 1.0),
+               "pf": g.TensorSpec([2], "int8", 1.0), "c": g.TensorSpec([1], "int8", 1.0)}
+    ident = dict(weight_scale=np.ones(6, np.float32), multiplier=np.repeat(ONE[0], 6), shift=np.repeat(ONE[1], 6))
+    a = g.Dense("A", ["xf"], "a", weight=np.eye(6, dtype=np.int8), bias=np.zeros(6, np.int32), clamp=[0, 7], **ident)
+    b = g.Dense("B", ["a"], "b", weight=np.ones((2, 6), np.int8), bias=np.zeros(2, np.int32),
+                weight_scale=np.ones(2, np.float32), multiplier=np.repeat(ONE[0], 2), shift=np.repeat(ONE[1], 2))
+    c = g.Dense("C", ["pf"], "c", weight=np.ones((1, 2), np.int8), bias=np.zeros(1, np.int32),
+                weight_scale=np.ones(1, np.float32), multiplier=ONE[0], shift=ONE[1])
+    chain = [g.Reshape("flat", ["x"], "xf"), a, b, g.Reshape("r", ["a"], "a2"),
+           g.SumPool2D("pool", ["a2"], "p", kernel=[2, 1], stride=[2, 1]), g.Reshape("pflat", ["p"], "pf"), c]
+    graph = g.Graph(tensors, chain, "x", ["b", "c"])
+    xq = np.array([[[[7, 4, 3, 0, 1, 6]]]], np.int8)  # pooled (rows 0-1 of 3 x 2): 7 + 3, 4 + 0
+    rows = {r["name"]: r for r in ops.layer_ops(graph, xq, "bit-plane")}
+    assert rows["B"]["timesteps"] == {"rate-burst": 7, "bit-plane": 3}
+    assert rows["B"]["sops_by_code"] == {"rate-burst": 21 * 2, "bit-plane": 9 * 2} and rows["B"]["sops"] == 18
+    assert rows["C"]["timesteps"] == {"rate-burst": 14, "bit-plane": 4}  # pooled counts up to 2 x 7
+    assert rows["C"]["sops_by_code"] == {"rate-burst": 10 + 4, "bit-plane": 2 + 1}  # 10 = 1010, 4 = 100
+    assert rows["A"]["sops"] is None and rows["A"]["timesteps"] is None  # reads the input: multiplies
+    e = energy_45nm(list(rows.values()))
+    assert e["energy_45nm_pj"] == pytest.approx(36 * 4.6 + (18 + 3) * 0.9)
+    assert e["energy_45nm_pj_by_code"] == pytest.approx({"rate-burst": 36 * 4.6 + 56 * 0.9,
+                                                         "bit-plane": 36 * 4.6 + 21 * 0.9})
+    assert [r["sops"] for r in ops.layer_ops(graph, xq)] == [None, 42.0, 14.0]  # rate-burst: the default
+
+
 def test_sub_byte_weights_count_at_their_width():
     assert memory.weight_bytes(two_layers(bits_a=2)) == 12 * 2 // 8 + 6
 
@@ -154,3 +184,29 @@ def test_board_energy_models(tmp_path):
     if cycle is not None:
         assert r["energy_board_pj"] == pytest.approx(r["instructions_per_inference"] * cycle)
     assert r["target_memory"]["text"] > 0 and r["fits"]
+
+
+@pytest.mark.slow
+def test_profile_counts_the_spike_code_an_artifact_was_exported_with(trained, tmp_path):
+    """A Lava folder or MCU project exported with --spike-code is profiled in its code (its SOPs are
+    the energy's), an IR in rate-burst unless --spike-code says otherwise; both codes are reported."""
+    from edgesnn.profile import profile
+
+    lava = pipeline.export_model(trained["cnn"], "lava", tmp_path / "lava", spike_code="bit-plane")
+    r = profile(lava, "loihi2", "digits")
+    assert r["spike_code"] == "bit-plane" and r["sops"] == pytest.approx(r["sops_by_code"]["bit-plane"])
+    assert r["energy_45nm_pj"] == pytest.approx(r["energy_45nm_pj_by_code"]["bit-plane"])
+    assert r["sops_by_code"]["bit-plane"] < r["sops_by_code"]["rate-burst"]  # at most one spike per set bit
+    report = json.loads((lava / "loihi2.json").read_text())  # the board energy is the bit-plane folder's
+    assert r["energy_board_pj"] == pytest.approx(report["energy_pj_per_inference"], rel=0.2)
+    steps = {row["name"]: row["timesteps"] for row in r["layers"] if row["timesteps"]}
+    assert steps["features.6"] == {"rate-burst": 16, "bit-plane": 5} and steps["output"] == {"rate-burst": 4, "bit-plane": 3}
+    mcu = pipeline.export_model(trained["cnn"], "mcu", tmp_path / "mcu", board="raspberry-pi-4", spike_code="rate-burst")
+    assert profile(mcu, "raspberry-pi-4", "digits", trust_code=True)["spike_code"] == "rate-burst"
+    ir = pipeline.export_model(trained["cnn"], "ir", tmp_path / "ir")
+    res = CliRunner().invoke(app, ["profile", str(ir), "--board", "nucleo-f446re", "--spike-code", "bit-plane",
+                                   "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "spike codes: rate-burst" in res.output and "(counted above: bit-plane)" in res.output
+    assert json.loads((tmp_path / "r.json").read_text())["sops"] == pytest.approx(r["sops"])  # same graph, same code
+    assert profile(ir, "nucleo-f446re", "digits")["spike_code"] == "rate-burst"

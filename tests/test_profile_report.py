@@ -59,6 +59,19 @@ def test_missing_optional_keys_and_rewrite_in_place(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_page_shows_the_spike_code_its_timesteps_and_both_codes_sops():
+    layers = small_result()["layers"]
+    layers[1] |= {"timesteps": {"rate-burst": 7, "bit-plane": 3}, "sops_by_code": {"rate-burst": 6.0, "bit-plane": 4.0},
+                  "sops": 4.0}
+    page = render_html(small_result(layers=layers, spike_code="bit-plane", sops=4.0,
+                                    sops_by_code={"rate-burst": 6.0, "bit-plane": 4.0},
+                                    energy_45nm_pj_by_code={"rate-burst": 60.6, "bit-plane": 58.8}))
+    assert "<th>Timesteps</th>" in page and '<td class="n">3</td>' in page  # B's bit-plane steps
+    assert "Spike code (SOPs, energy)</th><td class=\"n\">bit-plane" in page
+    assert "SOPs, rate-burst code</th><td class=\"n\">6 (60.6 pJ, 45 nm)" in page
+    assert "SOPs, bit-plane code</th><td class=\"n\">4 (58.8 pJ, 45 nm)" in page
+
+
 @pytest.fixture(scope="module")
 def cnn_result(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cnn")

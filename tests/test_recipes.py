@@ -30,8 +30,8 @@ def edgesnn(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("name", ["digits-sfa-cnn", "digits-qpsnn-4bit-pruned", "digits-bestformer-1bit",
-                                  "digits-spikeformer-qsnn"])
+@pytest.mark.parametrize("name", ["digits-sfa-cnn", "mnist5k-qpsnn-4bit-pruned", "mnist5k-bestformer-1bit",
+                                  "mnist5k-spikeformer-qsnn"])
 def test_shipped_recipes_are_valid_and_cover_every_target_and_three_boards(name):
     """Every target, but NIR for the transformer, whose add / mul / reduce NIR cannot express (test_nir)."""
     r = recipes.load(name)
@@ -48,6 +48,12 @@ def test_shipped_recipes_are_valid_and_cover_every_target_and_three_boards(name)
     (TINY.replace("{export: tflite,", "{export: nope,"), "profile.export: 'nope' is not one of this recipe's exports"),
     (TINY.replace("{export: tflite,", "{export: nir,"), "profile.export: a NIR file runs on no board of its own"),
     ("name: [unclosed", "not valid YAML"),
+    (TINY.replace("{target: tflite}", "{target: tflite, spike_code: bit-plane}"),
+     "export.1: value error, spike_code: the tflite target runs no spike trains"),
+    (TINY.replace("{target: nir}", "{target: lava, lava_mode: graded, spike_code: bit-plane}"),
+     "export.3: value error, lava_mode graded and spike_code bit-plane disagree"),
+    (TINY.replace("{target: nir}", "{target: lava, spike_code: morse}"),
+     "export.3.spike_code: input should be 'rate-burst' or 'bit-plane'"),
 ])
 def test_bad_recipes_name_the_key_and_the_file(tmp_path, text, fragment):
     path = tmp_path / "r.yaml"
@@ -59,8 +65,16 @@ def test_bad_recipes_name_the_key_and_the_file(tmp_path, text, fragment):
     assert r.exit_code == 1 and fragment in r.output and "Traceback" not in r.output and not (tmp_path / "out").exists()
 
 
+def test_a_spike_code_is_the_lava_mode_of_a_lava_export(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(TINY.replace("{target: nir}", "{target: lava, spike_code: bit-plane}")
+                    .replace("board: nucleo-f446re}", "board: nucleo-f446re, spike_code: rate-burst}"))
+    lava, mcu = recipes.load(path).export[3], recipes.load(path).export[2]
+    assert (lava.lava_mode, lava.spike_code, mcu.spike_code) == ("bit-plane", "bit-plane", "rate-burst")
+
+
 def test_unknown_recipe_lists_the_shipped_ones():
-    with pytest.raises(EdgesnnError, match="unknown recipe 'nope'; available: digits-bestformer-1bit"):
+    with pytest.raises(EdgesnnError, match="unknown recipe 'nope'; available: digits-sfa-cnn, mnist5k-bestformer-1bit"):
         recipes.load("nope")
 
 

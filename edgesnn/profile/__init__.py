@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgesnn import boards
+import numpy as np
+
+from edgesnn import boards, spikes
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import check_not_interrupted, read_artifact_json
@@ -19,20 +21,26 @@ from edgesnn.profile import memory, ops
 from edgesnn.profile.energy import energy_45nm
 
 
-def profile(artifact: Path, board_spec: str, data_spec: str, measure: bool = False, trust_code: bool = False) -> dict:
+def profile(artifact: Path, board_spec: str, data_spec: str, measure: bool = False, trust_code: bool = False,
+            spike_code: str | None = None) -> dict:
     """``measure``: also run the artifact here (see :mod:`.measure`): latency, peak memory, power.
-    ``trust_code``: an MCU project's Makefile may run (profiling one builds it)."""
+    ``trust_code``: an MCU project's Makefile may run (profiling one builds it). ``spike_code``:
+    the code whose SOPs ``sops`` and the 45 nm energy count (default: the artifact's own, an MCU
+    project's or Lava folder's spike code, else rate-burst: s spikes per count s); both codes'
+    SOPs and timesteps are reported per layer either way."""
     target, graph, target_memory = _artifact(Path(artifact), trust_code)
+    code = spikes.code_name(spike_code or _artifact_code(target, Path(artifact)) or "rate-burst")
     board = boards.load(board_spec)
     ds = datasets.load(data_spec)
     xq = graph.quantize_input(datasets.to_nhwc(ds.x_test))
-    layers = ops.layer_ops(graph, xq)
+    layers = ops.layer_ops(graph, xq, code)
     result = {
         "artifact": str(artifact), "target": target, "board": board.name, "data": data_spec, "samples": int(len(xq)),
         "params": memory.params(graph), "weight_bytes": memory.weight_bytes(graph),
         "peak_activation_bytes": memory.peak_activation_bytes(graph),
         "neuron_state_bytes": memory.neuron_state_bytes(graph), "target_memory": target_memory,
-        "macs": sum(r["macs"] for r in layers), "sops": sum(r["sops"] or 0.0 for r in layers),
+        "macs": sum(r["macs"] for r in layers), "sops": sum(r["sops"] or 0.0 for r in layers), "spike_code": code,
+        "sops_by_code": {k: sum((r["sops_by_code"] or {}).get(k, 0.0) for r in layers) for k in spikes.CODES},
         **energy_45nm(layers), "layers": layers,
     }
     result.update(_fit(board, result, graph))
@@ -59,7 +67,7 @@ def _board_energy(board: boards.Board, target: str, artifact: Path, graph, xq, r
         if read_project(artifact)["kind"] != "mcu":  # a Linux board's project: it runs under qemu-aarch64
             e["energy_board_note"] = "needs an MCU project (export --target mcu) for a board QEMU emulates"
             return e
-        arm = verify_mcu(artifact, datasets.to_nhwc(datasets.digits().x_test), qemu=True, samples=20,
+        arm = verify_mcu(artifact, _test_inputs(r), qemu=True, samples=20,
                          trust_code=True)["runs"]["arm"]  # the project _artifact checked
         e["instructions_per_inference"] = arm["instructions_per_inference"]
         if cycle is None:
@@ -70,7 +78,8 @@ def _board_energy(board: boards.Board, target: str, artifact: Path, graph, xq, r
     elif board.kind == "neuromorphic":
         from edgesnn.backends.lava.resources import loihi2_report
 
-        report = loihi2_report(graph, datasets.to_nhwc(datasets.digits().x_test[:256]))
+        mode = (_artifact_code(target, artifact) if target == "lava" else None) or "graded"  # what a Lava folder runs
+        report = loihi2_report(graph, _test_inputs(r)[:256], mode=mode)
         e["energy_board_pj"] = report["energy_pj_per_inference"]
         e["energy_board_note"] = "Loihi 2 per-synaptic-op and per-neuron-update figures (see boards/loihi2.yaml)"
     elif "latency_ms_median" in r and board.active_power_w is not None:
@@ -80,6 +89,25 @@ def _board_energy(board: boards.Board, target: str, artifact: Path, graph, xq, r
         e["energy_board_note"] = ("run with --measure for a latency" if board.active_power_w is not None
                                   else f"{board.name} has no active power in its board file")
     return e
+
+
+def _artifact_code(target: str, path: Path) -> str | None:
+    """The spike code an MCU project or a Lava folder was exported with (None: integer counts)."""
+    if target == "mcu":
+        from edgesnn.backends.mcu import read_project
+
+        return read_project(path).get("spike_code")
+    if target == "lava":
+        from edgesnn.backends.lava import NETWORK_FILE, NetworkFile
+
+        mode = read_artifact_json(path / NETWORK_FILE, NetworkFile, "Lava network file")["mode"]
+        return mode if mode in spikes.CODES else None
+    return None
+
+
+def _test_inputs(r: dict):
+    """The profiled data's test split in the IR's layout (its samples have the model's input shape)."""
+    return datasets.to_nhwc(datasets.load(r["data"]).x_test)
 
 
 def _artifact(path: Path, trust_code: bool = False):
@@ -96,7 +124,7 @@ def _artifact(path: Path, trust_code: bool = False):
         graph = load_ir(ir)
         extra = {"file_bytes": path.stat().st_size}
         if micro_available():
-            xq = graph.quantize_input(datasets.to_nhwc(datasets.digits().x_test[:1]))
+            xq = graph.quantize_input(np.zeros((1, *graph.tensors[graph.input].shape), np.float32))  # sizes only
             extra["tflm_arena_bytes"] = run(path, xq, MICRO).arena_bytes
         return "tflite", graph, extra
     if path.is_dir() and (path / "project.json").is_file():
@@ -127,7 +155,7 @@ def _fit(board: boards.Board, r: dict, graph=None) -> dict:
     if board.kind == "neuromorphic":
         from edgesnn.backends.lava.resources import loihi2_report
 
-        cores = t.get("cores") or loihi2_report(graph, datasets.to_nhwc(datasets.digits().x_test[:64]))["cores"]
+        cores = t.get("cores") or loihi2_report(graph, _test_inputs(r)[:64])["cores"]
         have = int(board.figures["neuro_cores_per_chip"]["value"])
         return {"fits": cores <= have, "needed_cores": cores, "available_cores": have, "margin_cores": have - cores,
                 "needed_bytes": {}, "available_bytes": {}, "margin_bytes": {}}

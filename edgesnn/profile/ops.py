@@ -1,8 +1,10 @@
 """Operations per layer: MACs of the dense equivalent, and synaptic operations (SOPs) counted from
 the integer spike counts the layer really receives, measured on data with the golden interpreter.
 
-An SFA neuron's output s in [0, D] is s spikes (its spike train at inference), so a layer reading
-spikes performs one accumulate per spike per synapse: SOPs = sum over inputs of s_i x fan-out_i.
+An SFA neuron's output s in [0, D] is a spike train at inference, so a layer reading spikes
+performs one accumulate per spike per synapse: SOPs = sum over inputs of spikes(s_i) x fan-out_i,
+where spikes(s) is s in the rate-burst code and the set bits of s in the bit-plane code
+(edgesnn.spikes).
 A layer reading non-spike integers (the image, a membrane stream) multiplies: its MACs count.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgesnn import spikes
 from edgesnn.ir import graph as g
 
 
@@ -48,36 +51,36 @@ def _window_hits(size: int, n_out: int, stride: int, kernel: int) -> np.ndarray:
 
 
 def spike_tensors(graph: g.Graph) -> dict[str, int]:
-    """Tensors that carry spike counts, with the factor their integers are scaled by: a neuron's
-    output (factor 1) and the exact x2^k widenings, reshapes and pools of it that feed layers (a
-    sum pool's value is the spikes of its window, all reaching the same synapses)."""
-    found = {name: 1 for name, spec in graph.tensors.items() if spec.spike_D is not None}
-    for op in graph.ops:
-        src = op.inputs[0] if op.inputs else None
-        if src not in found:
-            continue
-        if op.kind in ("reshape", "max_pool2d", "sum_pool2d"):
-            found[op.output] = found[src]
-        elif op.kind == "requantize" and np.size(op.multiplier) == 1 and int(op.multiplier[0]) == 1 << 30:
-            found[op.output] = found[src] << max(int(op.shift[0]) - 1, 0)  # exact x 2^(shift-1)
-    return found
+    """Tensors that carry spike counts, with the factor their integers are scaled by (see
+    edgesnn.spikes.count_tensors)."""
+    return {name: c.unit for name, c in spikes.count_tensors(graph).items()}
 
 
-def layer_ops(graph: g.Graph, xq: np.ndarray) -> list[dict]:
-    """Per conv/dense layer: MACs, measured SOPs per inference (None when its input is not spikes:
-    it multiplies), and the firing rate of its own neurons (mean spike count per neuron per
-    inference, None for a layer without a neuron)."""
+def layer_ops(graph: g.Graph, xq: np.ndarray, code: str = "rate-burst") -> list[dict]:
+    """Per conv/dense layer: MACs, measured SOPs per inference in spike code ``code`` (None when
+    its input is not spikes: it multiplies), and the firing rate of its own neurons (mean spike
+    count per neuron per inference, None for a layer without a neuron).
+
+    A layer reading counts in [0, N] (N = D, or D x window after a sum pool) integrates them as one
+    train per inference: ``timesteps`` N (rate-burst) or ceil(log2(N + 1)) (bit-plane), and
+    ``sops_by_code`` the spikes of each code x fan-out (|s| or popcount(|s|) per input)."""
+    code = spikes.code_name(code)
     values = graph.run_integer(xq, keep_all=True)
-    scaled = spike_tensors(graph)
+    carriers = spikes.count_tensors(graph)
     rows = []
     for op in graph.ops:
         if op.kind not in ("conv2d", "dense"):
             continue
         src = op.inputs[0]
-        row = {"name": op.name, "kind": op.kind, "macs": macs(graph, op), "sops": None, "firing_rate": None}
-        if src in scaled:
-            counts = np.abs(values[src].reshape(len(xq), -1).astype(np.int64)) // scaled[src]
-            row["sops"] = float((counts * fan_out(graph, op)).sum(1).mean())
+        row = {"name": op.name, "kind": op.kind, "macs": macs(graph, op), "sops": None, "firing_rate": None,
+               "timesteps": None, "sops_by_code": None}
+        if src in carriers:
+            c = carriers[src]
+            counts = np.abs(values[src].reshape(len(xq), -1).astype(np.int64)) // c.unit
+            fan = fan_out(graph, op)
+            row["sops_by_code"] = {k: float((spikes.spike_ops(counts, k) * fan).sum(1).mean()) for k in spikes.CODES}
+            row["timesteps"] = {k: spikes.num_steps(c.D, k) for k in spikes.CODES}
+            row["sops"] = row["sops_by_code"][code]
         if graph.tensors[op.output].spike_D is not None:
             row["firing_rate"] = float(np.abs(values[op.output].astype(np.int64)).mean())
         rows.append(row)

@@ -333,7 +333,8 @@ def _summary_rows(r: dict) -> list[tuple[str, str, bool, str | None]]:
         ("params", "Parameters", _num), ("weight_bytes", "Weight bytes", _bytes),
         ("peak_activation_bytes", "Peak activation bytes", _bytes),
         ("neuron_state_bytes", "Neuron state bytes", _bytes),
-        ("macs", "MACs per inference (dense equivalent)", _num), ("sops", "SOPs per inference (measured)", _num),
+        ("macs", "MACs per inference (dense equivalent)", _num), ("spike_code", "Spike code (SOPs, energy)", str),
+        ("sops", "SOPs per inference (measured)", _num),
         ("energy_45nm_pj", "Energy, SNN, 45 nm convention", _energy),
         ("energy_ann_45nm_pj", "Energy, same network as float ANN, 45 nm", _energy),
         ("energy_board_pj", "Energy, board model", _energy),
@@ -341,6 +342,10 @@ def _summary_rows(r: dict) -> list[tuple[str, str, bool, str | None]]:
     ):
         if key in r:
             rows.append((label, fmt(r[key]), True, None))
+    for code, sops in (r.get("sops_by_code") or {}).items():
+        energy = (r.get("energy_45nm_pj_by_code") or {}).get(code)
+        rows.append((f"SOPs, {code} code", _num(sops) + ("" if energy is None else f" ({_energy(energy)}, 45 nm)"),
+                     True, None))
     snn, ann = r.get("energy_45nm_pj"), r.get("energy_ann_45nm_pj")
     if snn and ann:
         rows.append(("ANN / SNN energy ratio", f"{ann / snn:.2f}×", True, None))
@@ -358,15 +363,18 @@ def _layer_table(r: dict) -> str:
     layers = r.get("layers") or []
     if not layers:
         return '<p class="none">No conv/dense layers in the result.</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for h in ("Layer", "Kind", "MACs", "SOPs", "Firing rate", "Counted as",
-                                                   "Energy (45 nm)"))
+    code = r.get("spike_code")
+    head = "".join(f"<th>{_e(h)}</th>" for h in ("Layer", "Kind", "MACs", "SOPs", "Timesteps", "Firing rate",
+                                                   "Counted as", "Energy (45 nm)"))
     body = []
     for i, row in enumerate(layers):
         mac_e, ac_e = layer_energy_pj(r, row)
         spiking = row.get("sops") is not None
+        steps = (row.get("timesteps") or {}).get(code)
         cells = [
             _cell(row.get("name", f"layer {i}")), _cell(row.get("kind", "")), _cell(_num(row.get("macs")), True),
             _cell(_num(row.get("sops")) if spiking else "— (multiplies)", True, None if spiking else "none"),
+            _cell(_num(steps) if steps is not None else "—", True, None if steps is not None else "none"),
             _cell(_num(row.get("firing_rate")) if row.get("firing_rate") is not None else "no neurons", True,
                   None if row.get("firing_rate") is not None else "none"),
             _cell("AC (spike-driven)" if spiking else "MAC"), _cell(_energy(mac_e + ac_e), True),

@@ -1,5 +1,6 @@
 """Compression methods: Q-SNN, QP-SNN, BESTformer and ternary spikes, as quantization-aware
-fine-tuning of a trained checkpoint into a smaller checkpoint the exporter consumes.
+fine-tuning of a trained checkpoint into a smaller checkpoint the exporter consumes; and the two
+neuron methods IBRA-LIF and MPBN, fine-tuned the same way.
 
 Each method module has ``prepare(model, config, data, options) -> Plan``: it changes the model
 (quantizers, pruning, neurons) and says how to fine-tune it. What it changed is recorded in the
@@ -13,16 +14,19 @@ from pathlib import Path
 
 import torch
 
-from edgesnn import checkpoint
+from edgesnn import checkpoint, threads
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
+from edgesnn.export import neurons_read_streams
 from edgesnn.files import one_writer, replaceable_dir
 from edgesnn.models.custom import Trust
-from edgesnn.quantize import bestformer, qpsnn, qsnn, ternary
+from edgesnn.quantize import bestformer, ibra, int8, mpbn, qpsnn, qsnn, ternary
 from edgesnn.quantize.common import Options, Plan
+from edgesnn.quantize.pruning import CRITERIA
 from edgesnn.train import evaluate, train
 
-METHODS = {"qsnn": qsnn, "qpsnn": qpsnn, "bestformer": bestformer, "ternary": ternary}
+METHODS = {"qsnn": qsnn, "qpsnn": qpsnn, "bestformer": bestformer, "ternary": ternary, "ibra": ibra, "mpbn": mpbn,
+           "int8": int8}
 
 __all__ = ["METHODS", "Options", "Plan", "check_options", "quantize_checkpoint"]
 
@@ -39,11 +43,20 @@ def check_options(method: str, opts: Options) -> None:
         raise EdgesnnError(f"--prune must be in [0, 1), got {opts.prune}")
     if opts.prune and method != "qpsnn":
         raise EdgesnnError(f"--prune applies to the qpsnn method, not {method}")
+    if opts.prune_criterion not in CRITERIA:
+        raise EdgesnnError(f"--prune-criterion must be one of {', '.join(CRITERIA)}, got {opts.prune_criterion!r}")
+    if opts.prune_criterion != "svs" and not opts.prune:
+        raise EdgesnnError("--prune-criterion chooses the channels --prune removes; give --prune too (qpsnn)")
     if opts.membrane_bits is not None:
         if method != "qsnn":
             raise EdgesnnError(f"--membrane-bits applies to the qsnn method, not {method}")
         if not 2 <= opts.membrane_bits <= 16:
             raise EdgesnnError(f"--membrane-bits must be between 2 and 16, got {opts.membrane_bits}")
+    if opts.spike_bits is not None:
+        if method != "ibra":
+            raise EdgesnnError(f"--spike-bits applies to the ibra method, not {method}")
+        if not 1 <= opts.spike_bits <= 7:
+            raise EdgesnnError(f"--spike-bits must be between 1 and 7 (int8 spike counts), got {opts.spike_bits}")
     if opts.lr is not None and not opts.lr > 0:
         raise EdgesnnError(f"--lr must be positive, got {opts.lr}")
     if opts.epochs < 1:
@@ -76,10 +89,12 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
     metrics = train(plan.model, ds, opts.epochs, lr=lr, seed=opts.seed, on_epoch=on_epoch,
                     loss_fn=plan.loss_fn, before_epoch=plan.before_epoch)
     spec = {"method": method, **plan.spec}
+    if "stream_dtype" not in spec and neurons_read_streams(plan.model):
+        spec["stream_dtype"] = "int16"  # a residual sum read by a neuron: see export.neurons_read_streams
     new_config = {k: v for k, v in config.items() if k != "format_version"}
     new_config.update(kwargs=plan.kwargs, data=data_spec, quantization=spec,
                       source={"checkpoint": str(Path(ckpt).resolve())})
     metrics.update(method=method, float_accuracy=float_accuracy, notes=plan.notes,
-                   options={**vars(opts), "lr": lr})
+                   options={**vars(opts), "lr": lr}, threads=threads.current())
     checkpoint.save(plan.model.eval(), new_config, out, metrics)
     return metrics

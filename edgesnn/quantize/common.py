@@ -20,6 +20,8 @@ class Options:
     weight_bits: int | None = None
     membrane_bits: int | None = None
     prune: float = 0.0
+    prune_criterion: str = "svs"  # qpsnn: which channels go (pruning.CRITERIA)
+    spike_bits: int | None = None  # ibra: K, spike counts 0..2^K - 1 as K bit-plane steps
     epochs: int = 20
     first_last_bits: int = 8
     lr: float | None = None  # None: the method's DEFAULT_LR

@@ -5,6 +5,9 @@ Prunable channel groups are found on the fx graph, so any model built from edges
 works: a spiking neuron whose input is Conv2d/Linear (+ BatchNorm) used by nothing else, and
 whose spikes reach only Conv2d/Linear layers (through pooling, dropout or flatten). Channels
 tied to a residual add, a product or a grouped conv are left alone.
+
+Two controls choose the channels otherwise, to show what SVS itself contributes: ``random``
+(a seeded random choice per group) and ``inverted-svs`` (the highest-scoring channels go first).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from edgesnn.export import trace
 from edgesnn.neurons import MultiSpike
 from edgesnn.quantize.spec import get_module, narrowed, set_module
 
+CRITERIA = ("svs", "random", "inverted-svs")
 _PASS = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -122,29 +126,41 @@ def svs_scores(model: nn.Module, groups: list[ChannelGroup], calibration: torch.
     return scores
 
 
-def prune(model: nn.Module, ratio: float, calibration: torch.Tensor) -> dict[str, dict]:
-    """Remove ``ratio`` of the channels of every prunable group (lowest SVS scores first).
+def prune(model: nn.Module, ratio: float, calibration: torch.Tensor, criterion: str = "svs",
+          seed: int = 0) -> dict[str, dict]:
+    """Remove ``ratio`` of the channels of every prunable group: by ``criterion``, ``svs`` (lowest SVS
+    scores first, QP-SNN's), ``inverted-svs`` (highest first) or ``random`` (seeded by ``seed``).
 
     Returns the ``widths`` spec entry of every narrowed layer (see quantize/spec.py).
     """
     if not 0 <= ratio < 1:
         raise EdgesnnError(f"prune ratio must be in [0, 1), got {ratio}")
+    if criterion not in CRITERIA:
+        raise EdgesnnError(f"unknown pruning criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
     groups = channel_groups(model, calibration)
     if not groups and ratio > 0:
         raise EdgesnnError("the model has no prunable channels (spiking layers between two weight layers)")
-    scores = svs_scores(model, groups, calibration)
     widths: dict[str, dict] = {}
-    for g in groups:
+    for g, order in zip(groups, removal_orders(model, groups, calibration, criterion, seed)):
         n_remove = min(int(round(ratio * g.channels)), g.channels - 1)
         if n_remove == 0:
             continue
-        order = torch.argsort(scores[g.neuron], stable=True)
         keep = torch.sort(order[n_remove:]).values
         for name in g.producers:
             _narrow_out(model, name, keep, widths)
         for name, block in g.consumers:
             _narrow_in(model, name, keep, block, widths)
     return widths
+
+
+def removal_orders(model: nn.Module, groups: list[ChannelGroup], calibration: torch.Tensor, criterion: str = "svs",
+                   seed: int = 0) -> list[torch.Tensor]:
+    """Per group, its channel indices in the order ``criterion`` removes them (ties: lower index first)."""
+    if criterion == "random":
+        gen = torch.Generator().manual_seed(seed)
+        return [torch.randperm(g.channels, generator=gen) for g in groups]
+    scores = svs_scores(model, groups, calibration)
+    return [torch.argsort(scores[g.neuron], descending=criterion == "inverted-svs", stable=True) for g in groups]
 
 
 def _narrow_out(model, name: str, keep: torch.Tensor, widths: dict) -> None:

@@ -5,7 +5,8 @@ the structural changes before the weights load: narrower layers (pruning), neuro
 (ternary spikes), membrane quantizers (Q-SNN) and Brevitas weight quantizers. Keys:
 
 - ``widths``: {layer: {"in": n, "out": m}} for every Conv2d / Linear / BatchNorm that pruning narrowed
-- ``neurons``: {neuron: {"kind": "ternary_step", "channels": c}} for swapped neurons
+- ``neurons``: {neuron: {"kind": "ternary_step", "channels": c}} for swapped neurons; kinds "ibra"
+  and "mpbn" hold their neuron's own arguments (IBRALIF.spec(), MPBNSpike.spec())
 - ``membrane_bits``: bits of every MultiSpike's membrane, or null
 - ``weights``: {layer: {"quantizer": name, "bits": b}} (see quantize/quantizers.py)
 - ``stream_dtype``: the membrane stream dtype the export should use by default (BESTformer: int16)
@@ -17,7 +18,7 @@ from brevitas.nn import QuantConv2d, QuantLinear
 from torch import nn
 
 from edgesnn.errors import EdgesnnError
-from edgesnn.neurons import MembraneQuant, MultiSpike, TernaryStep
+from edgesnn.neurons import IBRALIF, MembraneQuant, MPBNSpike, MultiSpike, TernaryStep
 from edgesnn.quantize.quantizers import QUANTIZERS, injector
 
 WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
@@ -73,6 +74,10 @@ def apply(model: nn.Module, spec: dict) -> nn.Module:
     for name, w in spec.get("widths", {}).items():
         set_module(model, name, narrowed(get_module(model, name), w.get("in"), w.get("out")))
     for name, n in spec.get("neurons", {}).items():
+        seed = {"ibra": IBRALIF, "mpbn": MPBNSpike}.get(n.get("kind") if isinstance(n, dict) else None)
+        if seed is not None:
+            set_module(model, name, seed.from_spec(n, f"neuron {name!r}"))
+            continue
         if n.get("kind") != "ternary_step":
             raise EdgesnnError(f"neuron {name!r}: unknown replacement {n.get('kind')!r}")
         set_module(model, name, TernaryStep(int(n["channels"]), float(n.get("threshold", 0.5))))

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgesnn import spikes
 from edgesnn.backends.lava.network import MODES, describe, run_in_subprocess
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_dir, check_not_interrupted, read_artifact_json
@@ -57,6 +58,21 @@ class ReportFile(_Schema):
     neuron_updates_per_inference: _Amount
     energy_pj_per_inference: _Amount
     energy_uj_per_inference: _Amount
+
+
+def resolve_mode(lava_mode: str | None, spike_code: str | None) -> str | None:
+    """The Lava mode that ``--lava-mode`` and ``--spike-code`` ask for: the spike code names the
+    spike-train mode (rate-burst, bit-plane), so the two may be given together only when they agree.
+    None: neither was given."""
+    if lava_mode is not None and lava_mode not in MODES:
+        raise EdgesnnError(f"unknown Lava mode {lava_mode!r}; available: {', '.join(MODES)}")
+    if spike_code is None:
+        return lava_mode
+    code = spikes.code_name(spike_code)
+    if lava_mode is not None and lava_mode != code:
+        raise EdgesnnError(f"--lava-mode {lava_mode} and --spike-code {code} disagree: the spike code is the Lava "
+                           f"mode of spike trains (give one of them)")
+    return code
 
 
 def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -> dict:

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesnn import spikes as codes  # 'spikes' names a flag below
 from edgesnn.proc import run as run_child
 from edgesnn.backends.lava.arith import check_state, op_function
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
 
-MODES = ("graded", "rate-burst")
+MODES = ("graded", "rate-burst", "bit-plane")  # graded spikes, or spike trains of a code (edgesnn.spikes)
 
 
 def describe(graph: g.Graph, mode: str) -> dict:
@@ -51,7 +52,8 @@ def describe(graph: g.Graph, mode: str) -> dict:
                       "signed": bool(graph.tensors[op.output].signed)})
         producer[op.output], depth[op.output], burst[op.output] = op.output, d, spikes  # op names may repeat
     out = graph.outputs[0]
-    window = max([spec.spike_D for spec in graph.tensors.values() if spec.spike_D] or [1]) if mode == "rate-burst" else 1
+    D = max([spec.spike_D for spec in graph.tensors.values() if spec.spike_D] or [1])
+    window = 1 if mode == "graded" else codes.num_steps(D, mode)
     return {"mode": mode, "window": window, "processes": nodes, "output": producer[out], "output_depth": depth[out],
             "output_burst": burst[out], "timesteps_per_sample": window}
 
@@ -67,9 +69,9 @@ def simulate(graph: g.Graph, xq: np.ndarray, mode: str, workdir: Path) -> np.nda
     from edgesnn.backends.lava import processes as P
 
     net = describe(graph, mode)
-    window, rate_burst = net["window"], mode == "rate-burst"
+    window, trains = net["window"], mode != "graded"
     n = len(xq)
-    steps = (n + (net["output_depth"] if rate_burst else 0)) * window
+    steps = (n + (net["output_depth"] if trains else 0)) * window
     ops = {op.output: op for op in graph.ops}
     size = {name: int(np.prod(spec.shape)) for name, spec in graph.tensors.items()}
     source = P.Source(data=xq.reshape(n, -1).astype(np.int32), window=window)
@@ -78,7 +80,7 @@ def simulate(graph: g.Graph, xq: np.ndarray, mode: str, workdir: Path) -> np.nda
         op = ops[node["id"]]
         common = dict(size_out=size[op.output], fn=op_function(graph, op), name=op.name, burst_out=node["burst_out"],
                       burst_in=tuple(node["burst_in"]), delays=tuple(node["delays"]), window=window,
-                      signed=node["signed"])
+                      signed=node["signed"], code=mode)
         if len(op.inputs) == 1:
             proc = P.Op1(size_in=size[op.inputs[0]], **common)
         else:
@@ -96,10 +98,10 @@ def simulate(graph: g.Graph, xq: np.ndarray, mode: str, workdir: Path) -> np.nda
                                                                        exception_proc_model_map=models))
     sink.stop()
     rows = np.load(path)
-    if not rate_burst:
+    if not trains:
         return rows[:n]
     windows = rows.reshape(-1, window, rows.shape[1])[net["output_depth"]:net["output_depth"] + n]
-    return windows.sum(1) if net["output_burst"] else windows[:, -1]
+    return codes.decode(windows.transpose(1, 0, 2), mode) if net["output_burst"] else windows[:, -1]
 
 
 def run_in_subprocess(ir_path: Path, xq: np.ndarray, mode: str, timeout: float) -> np.ndarray:

@@ -1,7 +1,7 @@
 """edgesnn's Lava Processes and their fixed-point ProcessModels (tag ``fixed_pt``, CPU).
 
 Every process carries flat int32 vectors (24-bit payloads). An IR op is one ``Op1`` or ``Op2``
-process (one or two inputs); its arithmetic is :mod:`edgesnn.backends.lava.arith`'s. Two modes:
+process (one or two inputs); its arithmetic is :mod:`edgesnn.backends.lava.arith`'s. Three modes:
 
 - **graded**: one sample per timestep. Models are zero-delay (recv, compute, send in the same
   step; Lava's ports add no delay), so sample t is at every process at step t.
@@ -12,6 +12,10 @@ process (one or two inputs); its arithmetic is :mod:`edgesnn.backends.lava.arith
   computes at the window's last step and emits during the next window, so the output of a
   process at depth d carries sample i in window i + d; inputs of different depths are delayed
   to line up.
+- **bit-plane**: the same windows, W = ceil(log2(D + 1)) steps (D: the largest of the graph). A
+  spike tensor's neuron emits the bits of s, most significant first (the step k spike weighs
+  2^(W-1-k)); its consumers integrate them exactly by doubling the window's sum before adding
+  each step (total = 2 total + x), which leaves s after W steps.
 
 Importing this module imports Lava: call :func:`edgesnn.backends.lava.compat.ensure_lava_importable` first.
 """
@@ -53,12 +57,13 @@ class Sink(AbstractProcess):
 
 
 class Op1(AbstractProcess):
-    """An IR op with one input. ``fn`` (arith.op_function) is its arithmetic; ``burst``: see module doc."""
+    """An IR op with one input. ``fn`` (arith.op_function) is its arithmetic; ``burst`` and ``code`` (the
+    mode): see module doc."""
 
     def __init__(self, *, size_in: int, size_out: int, fn, name: str, burst_in=(False,), burst_out=False,
-                 delays=(0,), window=1, signed=False):
+                 delays=(0,), window=1, signed=False, code="graded"):
         super().__init__(fn=fn, burst_in=burst_in, burst_out=burst_out, delays=delays, window=window, signed=signed,
-                         name=name)
+                         code=code, name=name)
         self.in0 = InPort(shape=(size_in,))
         self.out = OutPort(shape=(size_out,))
 
@@ -67,9 +72,9 @@ class Op2(AbstractProcess):
     """An IR op with two inputs (add, mul)."""
 
     def __init__(self, *, size_in: tuple[int, int], size_out: int, fn, name: str, burst_in=(False, False),
-                 burst_out=False, delays=(0, 0), window=1, signed=False):
+                 burst_out=False, delays=(0, 0), window=1, signed=False, code="graded"):
         super().__init__(fn=fn, burst_in=burst_in, burst_out=burst_out, delays=delays, window=window, signed=signed,
-                         name=name)
+                         code=code, name=name)
         self.in0 = InPort(shape=(size_in[0],))
         self.in1 = InPort(shape=(size_in[1],))
         self.out = OutPort(shape=(size_out,))
@@ -123,14 +128,15 @@ class _Graded:
 
 
 class _Burst:
-    """Window-synchronous: spike inputs are summed over the window, others held; the result of
-    window w is emitted during window w + 1 (as a burst of unit spikes if it is a spike tensor)."""
+    """Window-synchronous: spike inputs are integrated over the window (rate-burst: summed;
+    bit-plane: doubled, then added), others held; the result of window w is emitted during
+    window w + 1 (as the spike train of its code if it is a spike tensor)."""
 
     def run_spk(self):
         p = self.proc_params
         if not hasattr(self, "_fn"):
             _one_blas_thread()
-            self._fn, self._window = p["fn"], p["window"]
+            self._fn, self._window, self._planes = p["fn"], p["window"], p["code"] == "bit-plane"
             self._current = np.zeros(self.out.shape, np.int64)
             self._sums = None
             self._lines = [deque(maxlen=d + 1) for d in p["delays"]]
@@ -139,6 +145,8 @@ class _Burst:
         if phase == 0:
             self._sums = [np.zeros_like(x) for x in xs]
         for total, x, burst in zip(self._sums, xs, p["burst_in"]):
+            if burst and self._planes:
+                total *= 2  # the exact bit-plane integration: acc = 2 acc + x
             total += x if burst else 0
         self.out.send(self._emit(phase).astype(np.int32))
         if phase == self._window - 1:
@@ -149,9 +157,12 @@ class _Burst:
                 self._current = self._fn([line[0] for line in self._lines]).astype(np.int64)
 
     def _emit(self, phase: int) -> np.ndarray:
-        """Held value, or the IF neuron's spike at this phase: one per unit of |s| (sign of s)."""
+        """Held value, or the neuron's spike at this phase (carrying the sign of s): rate-burst, the IF
+        neuron's, one per unit of |s|; bit-plane, bit W-1-phase of |s|."""
         if not self.proc_params["burst_out"]:
             return self._current
+        if self._planes:
+            return np.sign(self._current) * ((np.abs(self._current) >> (self._window - 1 - phase)) & 1)
         return np.sign(self._current) * (np.abs(self._current) > phase)
 
 
@@ -201,4 +212,5 @@ class BurstOp2(_Burst, PyLoihiProcessModel):
         return (self.in0, self.in1)
 
 
-MODELS = {("graded", 1): GradedOp1, ("graded", 2): GradedOp2, ("rate-burst", 1): BurstOp1, ("rate-burst", 2): BurstOp2}
+MODELS = {("graded", 1): GradedOp1, ("graded", 2): GradedOp2, ("rate-burst", 1): BurstOp1,
+          ("rate-burst", 2): BurstOp2, ("bit-plane", 1): BurstOp1, ("bit-plane", 2): BurstOp2}

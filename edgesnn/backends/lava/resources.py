@@ -21,9 +21,10 @@ The model (stated in the report under ``model`` too):
   whose value (minus its zero point) is nonzero costs one op per synapse it fans out to ("graded":
   one graded spike carries the value). In "rate-burst" mode an element carrying a spike count n
   (a spike tensor, its exact k x rescale, a sum pool of spikes) sends n unary spikes, so it costs n
-  ops per synapse; other tensors (the image, membrane streams) stay graded.
+  ops per synapse; in "bit-plane" mode it sends the set bits of n, popcount(n) ops per synapse;
+  other tensors (the image, membrane streams) stay graded.
 - Neuron updates: every neuron is updated once per timestep: one step in "graded" mode, D steps in
-  "rate-burst" mode (D: the largest spike_D of the graph).
+  "rate-burst" mode, ceil(log2(D + 1)) in "bit-plane" mode (D: the largest spike_D of the graph).
 - Energy = synops x E_synop + updates x E_update. No Loihi 2 per-operation figures were found, so
   both are Loihi 1 figures (Davies et al. 2018) used as proxies: read the result as an order of
   magnitude.
@@ -36,13 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesnn import limits
+from edgesnn import limits, spikes
 from edgesnn.boards import BOARDS_DIR
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 
 LIMITS_FILE = BOARDS_DIR / "loihi2.yaml"
-MODES = ("graded", "rate-burst")
+MODES = ("graded", "rate-burst", "bit-plane")
 BIAS_BITS = 32
 MULTIPLIER_BITS = 64  # int32 multiplier + int32 shift per channel, as the IR stores them
 FIGURES_USED = ("neuro_cores_per_chip", "neurons_per_core", "memory_per_core_bytes", "neuron_state_bits",
@@ -112,17 +113,19 @@ _MODEL = [
     "synapses: stored weights; synaptic_connections: (input, neuron) pairs incl. conv reuse, pools, add/mul",
     "synaptic_memory_bits: weights at their bit width + 32-bit bias + 64-bit multiplier/shift per channel",
     "cores: per layer max(ceil(neurons/neurons_per_core), ceil((memory + 24-bit state)/memory_per_core)), summed",
-    "synops: measured; one op per nonzero input per synapse (rate-burst: n ops for an input carrying n spikes)",
-    "neuron updates: neurons x timesteps (1 graded, max spike_D rate-burst)",
+    "synops: measured; one op per nonzero input per synapse (rate-burst: n ops for an input carrying n spikes; "
+    "bit-plane: popcount(n) ops)",
+    "neuron updates: neurons x timesteps (1 graded, max spike_D rate-burst, ceil(log2(max spike_D + 1)) bit-plane)",
     "energy figures are Loihi 1 proxies (Davies et al. 2018): an order-of-magnitude estimate",
 ]
 
 
 def _timesteps(graph: g.Graph, mode: str) -> int:
-    """Rate-burst runs every layer for D steps so a level up to D can be sent as unary spikes."""
+    """Rate-burst runs every layer for D steps so a level up to D can be sent as unary spikes;
+    bit-plane for ceil(log2(D + 1)) steps, one per bit."""
     if mode == "graded":
         return 1
-    return max([t.spike_D for t in graph.tensors.values() if t.spike_D], default=1)
+    return spikes.num_steps(max([t.spike_D for t in graph.tensors.values() if t.spike_D], default=1), mode)
 
 
 def _static_row(graph: g.Graph, op: g.Op, figures: dict) -> dict:
@@ -213,13 +216,14 @@ def _fan_in(graph: g.Graph, op: g.Op) -> int:
 def _measured_synops(graph: g.Graph, x: np.ndarray, mode: str) -> dict[str, float]:
     """Mean synaptic operations per inference, per op, from the golden interpreter's tensors."""
     fan_outs = {op.name: _fan_outs(graph, op) for op in graph.ops}
-    units = _spike_units(graph) if mode == "rate-burst" else {}
+    units = _spike_units(graph) if mode != "graded" else {}
     totals = dict.fromkeys(fan_outs, 0.0)
     for start in range(0, len(x), BATCH):
         values = graph.run_integer(graph.quantize_input(x[start:start + BATCH]), keep_all=True)
         for op in graph.ops:
             for name, fan_out in zip(op.inputs, fan_outs[op.name]):
-                sent = _spikes_sent(values[name].astype(np.int64) - graph.tensors[name].zero_point, units.get(name))
+                sent = _spikes_sent(values[name].astype(np.int64) - graph.tensors[name].zero_point, units.get(name),
+                                    mode)
                 totals[op.name] += float((sent * fan_out).sum())
     return {name: total / len(x) for name, total in totals.items()}
 
@@ -241,9 +245,10 @@ def _spike_units(graph: g.Graph) -> dict[str, int]:
     return units
 
 
-def _spikes_sent(v: np.ndarray, unit: int | None) -> np.ndarray:
-    """Spikes each element sends: 1 if its value is nonzero (graded), or in rate-burst mode, for a
-    tensor carrying spike counts (``unit``: one spike's value), its count |v| / unit."""
+def _spikes_sent(v: np.ndarray, unit: int | None, mode: str = "rate-burst") -> np.ndarray:
+    """Spikes each element sends: 1 if its value is nonzero (graded), or in a spike-train mode, for
+    a tensor carrying spike counts (``unit``: one spike's value), the spikes of its count |v| / unit
+    in that code (the count itself, or its set bits)."""
     if unit is None:
         return (v != 0).astype(np.int64)
-    return np.abs(v) // unit
+    return spikes.spike_ops(np.abs(v) // unit, mode)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesnn import spikes
 from edgesnn.boards import Board
 from edgesnn.errors import EdgesnnError
 from edgesnn.backends.mcu.project import PROJECT_FILE, ProjectFile
@@ -65,12 +66,22 @@ def choose_event_driven(graph: g.Graph, choice: str, x: np.ndarray) -> tuple[set
     return names, rates
 
 
-def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calibration: np.ndarray) -> dict:
+def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calibration: np.ndarray,
+               spike_code: str | None = None) -> dict:
+    """``spike_code`` (rate-burst, bit-plane): the event-driven layers that read spike counts run
+    them as spike trains of that code (additions only); None (default): they read the integer counts."""
+    from edgesnn.backends.mcu.kernels import train_layers
     from edgesnn.backends.mcu.project import write_project
 
     chosen, rates = choose_event_driven(graph, event_driven, calibration)
+    if spike_code is not None:
+        spike_code = spikes.code_name(spike_code)
+        if not train_layers(graph, chosen, spike_code):
+            raise EdgesnnError(f"--spike-code {spike_code}: no event-driven layer reads spike counts "
+                               f"(--event-driven {event_driven}; layers reading spikes: "
+                               f"{', '.join(event_candidates(graph)) or 'none'})")
     target = {"kind": "c", "mcpu": board.cpu} if board.kind == "mcu" else {"kind": "c"}
-    info = write_project(graph, board, out, chosen, target, rates)
+    info = write_project(graph, board, out, chosen, target, rates, spike_code)
     return info
 
 
@@ -110,4 +121,6 @@ def verify_mcu(project: Path, x: np.ndarray, qemu: bool = False, samples: int | 
     return {"project": str(project), "board": info["board"], "samples": len(xq),
             "mismatches": max(r["mismatches"] for r in runs.values()), "runs": runs,
             "arena_bytes": info["arena_bytes"], "const_bytes": info["const_bytes"],
-            "event_driven_layers": [k["op"] for k in info["kernels"] if k["event_driven"]]}
+            "event_driven_layers": [k["op"] for k in info["kernels"] if k["event_driven"]],
+            "spike_code": info.get("spike_code"),
+            "spike_train_layers": [k["op"] for k in info["kernels"] if k.get("spike_code")]}

@@ -18,6 +18,8 @@ Conventions of the generated functions:
   rounds differently from TFLite (see the tvmproto study), so the rules are written out here, once each.
 - Intermediates stay scalar (the accumulator is computed at the output element that consumes
   it), so no kernel needs a TVM workspace; the event-driven forms take an explicit scratch buffer.
+- Event-driven conv2d / dense reading spike counts have spike-train forms (``--spike-code``):
+  the counts are walked as rate-burst or bit-plane trains, additions only per synapse.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
+from edgesnn import spikes
 from edgesnn.ir import graph as g
 from edgesnn.ir.packing import pack, widening_shift
 
@@ -466,6 +469,113 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
 
 
 # ----------------------------------------------------------------------------------------------
+# Spike-train forms: the event-driven forms run on real spike trains (edgesnn.spikes). The input
+# buffer holds each element's spike count n (times the exporter's 2^u headroom); the kernel
+# expands it step by step, and every spike adds a weight (subtracts it for a negative spike).
+# Bit-plane: the accumulator doubles before each of the K planes (acc = 2 acc + W x_k), so after
+# the last one it is W n. Rate-burst: step d carries a spike for every |n| > d, so D steps add W n.
+# Additions only per synapse; once per output, acc x 2^u + bias and the requantization follow.
+
+
+def _train(code: str, counts: spikes.Counts):
+    """(steps, spike(|x|, step) expression, doubling?) of a train of ``code`` over counts ``counts``."""
+    steps, u = spikes.num_steps(counts.D, code), counts.unit_shift
+    if code == "bit-plane":
+        return steps, lambda mag, t: tirx.bitwise_and(tirx.shift_right(mag, (steps - 1 + u) - t), 1) != 0, True
+    return steps, lambda mag, t: tirx.shift_right(mag, u) > t, False
+
+
+def _magnitude(v, signed: bool):
+    """|v| of an int8 spike-count element, in int32 (unsigned counts are their own magnitude)."""
+    v = v.astype(I32)
+    return tirx.Select(v < 0, -v, v) if signed else v
+
+
+def _signed_weight(v, weight, signed: bool):
+    """The weight a spike of element ``v`` adds: negated for a negative (ternary) spike."""
+    return tirx.Select(v.astype(I32) < 0, -weight, weight) if signed else weight
+
+
+def conv2d_train(sig: _Signature, graph: g.Graph, op: g.Conv2D, code: str, counts: spikes.Counts) -> tirx.PrimFunc:
+    """:func:`conv2d_events` on spike trains: per virtual step, each input spiking at that step adds
+    its weights to the outputs it reaches (bit-plane: after the accumulator doubled)."""
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x_t = sig.input("x", op.inputs[0])
+    w_t, b_t, m_t, s_t = sig.linear_consts(op)
+    acc_dtype, rule = linear_rule(spec_in.dtype)
+    height, width, channels = spec_in.shape
+    oh, ow, oc_count = spec_out.shape
+    _, kh, kw, cg = op.weight.shape
+    per_group = oc_count // op.groups
+    (sh, sw), (top, _, left, _) = op.stride, op.padding
+    bits, wcode, out_dtype, signed = op.weight_bits, op.weight_code, spec_out.dtype, counts.signed
+    steps, spike, doubling = _train(code, counts)
+    unit = counts.unit
+    sig.scratch("acc", oh * ow * oc_count, acc_dtype)
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_t.shape, x_t.dtype), weight: T.Buffer(w_t.shape, w_t.dtype), bias: T.Buffer(b_t.shape, "int32"),
+             multiplier: T.Buffer(m_t.shape, "int32"), shift: T.Buffer(s_t.shape, "int32"),
+             acc: T.Buffer((oh, ow, oc_count), acc_dtype), out: T.Buffer((oh, ow, oc_count), out_dtype)):
+        for oy, ox, oc in T.grid(oh, ow, oc_count):
+            acc[oy, ox, oc] = T.Cast(acc_dtype, 0)
+        for t in range(steps):
+            if doubling:
+                for oy, ox, oc in T.grid(oh, ow, oc_count):
+                    acc[oy, ox, oc] = acc[oy, ox, oc] + acc[oy, ox, oc]
+            for iy, ix, ic in T.grid(height, width, channels):
+                if spike(_magnitude(x[iy, ix, ic], signed), t):
+                    for rh, rw, og in T.grid(kh, kw, per_group):
+                        row = T.meta_var(_tap(iy, rh, top, sh, oh))
+                        col = T.meta_var(_tap(ix, rw, left, sw, ow))
+                        oc = T.meta_var((ic // cg) * per_group + og)
+                        if row[0] and col[0]:
+                            acc[row[1], col[1], oc] = acc[row[1], col[1], oc] + T.Cast(acc_dtype, _signed_weight(
+                                x[iy, ix, ic], weight_value(weight, ((oc * kh + rh) * kw + rw) * cg + ic % cg, bits, wcode),
+                                signed))
+        for oy, ox, oc in T.grid(oh, ow, oc_count):
+            out[oy, ox, oc] = finish(acc[oy, ox, oc] * T.Cast(acc_dtype, unit) + T.Cast(acc_dtype, bias[oc]), rule,
+                                     _channel(multiplier, oc), _channel(shift, oc), spec_out.zero_point, op.clamp,
+                                     out_dtype)
+
+    return func
+
+
+def dense_train(sig: _Signature, graph: g.Graph, op: g.Dense, code: str, counts: spikes.Counts) -> tirx.PrimFunc:
+    """:func:`dense_events` on spike trains: per virtual step, each spiking x[k] adds w[:, k]."""
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x_t = sig.input("x", op.inputs[0])
+    w_t, b_t, m_t, s_t = sig.linear_consts(op)
+    acc_dtype, rule = linear_rule(spec_in.dtype)
+    m_out, k_in = op.weight.shape
+    bits, wcode, out_dtype, signed = op.weight_bits, op.weight_code, spec_out.dtype, counts.signed
+    steps, spike, doubling = _train(code, counts)
+    unit = counts.unit
+    sig.scratch("acc", m_out, acc_dtype)
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_t.shape, x_t.dtype), weight: T.Buffer(w_t.shape, w_t.dtype), bias: T.Buffer(b_t.shape, "int32"),
+             multiplier: T.Buffer(m_t.shape, "int32"), shift: T.Buffer(s_t.shape, "int32"),
+             acc: T.Buffer((m_out,), acc_dtype), out: T.Buffer((m_out,), out_dtype)):
+        for m in range(m_out):
+            acc[m] = T.Cast(acc_dtype, 0)
+        for t in range(steps):
+            if doubling:
+                for m in range(m_out):
+                    acc[m] = acc[m] + acc[m]
+            for k in range(k_in):
+                if spike(_magnitude(x[k], signed), t):
+                    for m in range(m_out):
+                        acc[m] = acc[m] + T.Cast(acc_dtype, _signed_weight(
+                            x[k], weight_value(weight, m * k_in + k, bits, wcode), signed))
+        for m in range(m_out):
+            out[m] = finish(acc[m] * T.Cast(acc_dtype, unit) + T.Cast(acc_dtype, bias[m]), rule, _channel(multiplier, m),
+                            _channel(shift, m), spec_out.zero_point, op.clamp, out_dtype)
+
+    return func
+
+
+# ----------------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -474,6 +584,7 @@ DENSE_FORMS = {
     "add": add, "sum_pool2d": sum_pool2d, "max_pool2d": max_pool2d,
 }
 EVENT_FORMS = {"conv2d": conv2d_events, "dense": dense_events}
+TRAIN_FORMS = {"conv2d": conv2d_train, "dense": dense_train}
 
 
 def spike_input(graph: g.Graph, op: g.Op) -> bool:
@@ -481,6 +592,29 @@ def spike_input(graph: g.Graph, op: g.Op) -> bool:
     (spikes widened by the exporter's headroom). Such inputs are mostly zero."""
     spec = graph.tensors[op.inputs[0]]
     return spec.spike_D is not None or (spec.dtype == "int8" and spec.zero_point == 0)
+
+
+def train_input(graph: g.Graph, op: g.Op) -> spikes.Counts | None:
+    """The spike counts a conv2d / dense reads, if it can read them as spike trains: int8 counts
+    of a power-of-two unit (edgesnn.spikes.count_tensors); None otherwise."""
+    if op.kind not in TRAIN_FORMS:
+        return None
+    counts = spikes.count_tensors(graph).get(op.inputs[0])
+    if counts is None or graph.tensors[op.inputs[0]].dtype != "int8" or counts.unit & (counts.unit - 1):
+        return None
+    return counts
+
+
+def train_layers(graph: g.Graph, event_driven: set[str], spike_code: str | None) -> dict[str, int]:
+    """The layers :func:`kernel` gives a spike-train form, with the virtual steps each runs."""
+    if not spike_code:
+        return {}
+    out = {}
+    for op in graph.ops:
+        counts = train_input(graph, op) if op.name in event_driven and spike_input(graph, op) else None
+        if counts is not None:
+            out[op.name] = spikes.num_steps(counts.D, spike_code)
+    return out
 
 
 def symbol(graph: g.Graph, op: g.Op) -> str:
@@ -496,18 +630,23 @@ def symbol(graph: g.Graph, op: g.Op) -> str:
     return name
 
 
-def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False) -> Kernel | None:
+def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str | None = None) -> Kernel | None:
     """The C kernel of ``op``; None for reshape (an alias of its input: no code, no copy).
 
     ``event_driven``: conv2d and dense with a spike input (:func:`spike_input`) take the form that
     skips zero inputs and accumulates in a scratch buffer (``Kernel.scratch_bytes``); other ops
-    ignore it.
+    ignore it. ``spike_code`` (rate-burst, bit-plane): an event-driven layer reading spike counts
+    (:func:`train_input`) runs them as spike trains of that code; None reads the integer counts.
     """
     if op.kind == "reshape":
         return None
     sig = _Signature(graph)
     events = event_driven and op.kind in EVENT_FORMS and spike_input(graph, op)
-    func = (EVENT_FORMS if events else DENSE_FORMS)[op.kind](sig, graph, op)
+    counts = train_input(graph, op) if events and spike_code else None
+    if counts is not None:
+        func = TRAIN_FORMS[op.kind](sig, graph, op, spikes.code_name(spike_code), counts)
+    else:
+        func = (EVENT_FORMS if events else DENSE_FORMS)[op.kind](sig, graph, op)
     sig.output(op.output)
     params = [p.name for p in func.params]
     if params != [a.name for a in sig.args]:

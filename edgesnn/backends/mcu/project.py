@@ -11,7 +11,7 @@ Files written to OUT:
   include/     stand-ins for the TVM headers the generated C includes (stdint and TVM_DLL only)
   harness/     main.c for verification (host stdio, or semihosting on QEMU), startup, linker scripts
   Makefile     host, Cortex-M (arm-none-eabi-gcc) and aarch64 Linux builds
-  project.json what verify and the report need (board, kernels, arena, constants)
+  project.json what verify and the report need (board, kernels, arena, constants, spike code)
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class _Schema(BaseModel):
 class _KernelEntry(_Schema):
     op: str
     event_driven: bool
+    spike_code: Literal["rate-burst", "bit-plane"] | None = None  # this kernel runs spike trains of the code
 
 
 class _TensorEntry(_Schema):
@@ -62,6 +63,7 @@ class ProjectFile(_Schema):
     input: _TensorEntry
     output: _TensorEntry
     kernels: Annotated[list[_KernelEntry], Field(max_length=MAX_GRAPH_NODES)]  # one per IR op at most
+    spike_code: Literal["rate-burst", "bit-plane"] | None = None  # None: the kernels read integer counts
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t"}
@@ -81,7 +83,7 @@ class Plan:
     const_bytes: int
 
 
-def make_plan(graph: g.Graph, event_driven: set[str]) -> Plan:
+def make_plan(graph: g.Graph, event_driven: set[str], spike_code: str | None = None) -> Plan:
     from edgesnn.backends.mcu.kernels import kernel
 
     alias: dict[str, str] = {}
@@ -93,7 +95,7 @@ def make_plan(graph: g.Graph, event_driven: set[str]) -> Plan:
 
     touch(graph.input, 0)
     for op in graph.ops:
-        k = kernel(graph, op, event_driven=op.name in event_driven)
+        k = kernel(graph, op, event_driven=op.name in event_driven, spike_code=spike_code)
         if k is None:  # a reshape: the output is the input's bytes
             alias[op.output] = alias.get(op.inputs[0], op.inputs[0])
             continue
@@ -116,11 +118,12 @@ def make_plan(graph: g.Graph, event_driven: set[str]) -> Plan:
 
 
 def write_project(graph: g.Graph, board: Board, out: Path, event_driven: set[str], target: dict,
-                  rates: dict[str, float]) -> dict:
-    """Plan, check the board, then write every file (into a temporary folder renamed at the end)."""
+                  rates: dict[str, float], spike_code: str | None = None) -> dict:
+    """Plan, check the board, then write every file (into a temporary folder renamed at the end).
+    ``spike_code``: event-driven layers reading spike counts run spike trains of this code."""
     from edgesnn.backends.mcu.tvm_pipeline import SHIM_HEADERS, build_c
 
-    p = make_plan(graph, event_driven)
+    p = make_plan(graph, event_driven, spike_code)
     check_fits(board, flash=p.const_bytes, ram=p.arena_bytes)  # lower bounds: code and stack come on top
     source = build_c({k.symbol: k.func for k in p.kernels}, target)
     with atomic_dir(out, PROJECT_FILE) as tmp:
@@ -135,7 +138,7 @@ def write_project(graph: g.Graph, board: Board, out: Path, event_driven: set[str
         (tmp / "board.mk").write_text(board_mk(board.cpu, board.qemu_machine))
         shutil.copytree(TEMPLATES, tmp, dirs_exist_ok=True)
         graph.save(tmp / "model.ir")  # the golden interpreter's graph, for verify
-        info = _project_json(graph, board, p, event_driven, rates)
+        info = _project_json(graph, board, p, event_driven, rates, spike_code)
         (tmp / PROJECT_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -223,12 +226,18 @@ def weights_h(p: Plan) -> str:
     return "\n".join(lines + ["#endif", ""])
 
 
-def _project_json(graph: g.Graph, board: Board, p: Plan, event_driven: set[str], rates: dict[str, float]) -> dict:
+def _project_json(graph: g.Graph, board: Board, p: Plan, event_driven: set[str], rates: dict[str, float],
+                  spike_code: str | None = None) -> dict:
+    from edgesnn.backends.mcu.kernels import train_layers
+
     i, o = graph.tensors[graph.input], graph.tensors[graph.outputs[0]]
+    trains = train_layers(graph, event_driven, spike_code)
     return {
         "board": board.name, "cpu": board.cpu, "kind": board.kind, "qemu_machine": board.qemu_machine,
         "input": {"shape": i.shape, "dtype": i.dtype}, "output": {"shape": o.shape, "dtype": o.dtype},
-        "arena_bytes": p.arena_bytes, "const_bytes": p.const_bytes,
+        "arena_bytes": p.arena_bytes, "const_bytes": p.const_bytes, "spike_code": spike_code,
         "kernels": [{"op": op.name, "kind": op.kind, "symbol": k.symbol, "event_driven": op.name in event_driven,
-                     "input_nonzero_rate": rates.get(op.name)} for op, k in zip(p.ops, p.kernels)],
+                     "input_nonzero_rate": rates.get(op.name),
+                     **({"spike_code": spike_code, "timesteps": trains[op.name]} if op.name in trains else {})}
+                    for op, k in zip(p.ops, p.kernels)],
     }

@@ -1,0 +1,48 @@
+"""How many threads torch computes with: one unless the user says otherwise.
+
+The thread count changes the model: torch splits reductions (convolution and matrix-product
+gradients, BatchNorm statistics) across threads, and float sums in another order round
+differently, so the same seed trains a different model with another count (the spiking CNN,
+seed 0, digits: 0.9911 with one thread, 0.9956 with two). With one thread by default the same seed
+gives the same model on any machine, whatever OMP_NUM_THREADS or MKL_NUM_THREADS say; one thread
+is also the fastest on a small, shared machine (two threads on a loaded 2-core machine trained 3x
+slower). ``--threads N`` / ``EDGESNN_THREADS=N`` (the CLI) or a recipe's ``threads`` choose another
+count: reproducible with that same count only.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+ENV = "EDGESNN_THREADS"
+DEFAULT = 1
+MAX = 1024  # more threads than any machine has cores: a typo, not a setting
+HELP = ("threads torch computes with, for every command (edgesnn --threads N COMMAND ...); the default, 1, trains the "
+        "same model from the same seed on any machine, another count may train a different one")
+
+
+def use(n: int) -> None:
+    """torch computes with ``n`` threads from now on."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def current() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@contextmanager
+def pinned(n: int | None):
+    """torch computes with ``n`` threads inside the block (None: unchanged), then as before."""
+    if n is None:
+        yield
+        return
+    before = current()
+    use(n)
+    try:
+        yield
+    finally:
+        use(before)
