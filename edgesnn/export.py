@@ -115,7 +115,7 @@ def neurons_read_streams(model: nn.Module) -> bool:
     gm = trace(model)
     modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], MultiSpike):
+        if node.op == "call_module" and isinstance(modules[node.target], tuple(NEURONS.values())):
             src = node.args[0]
             if isinstance(src, fx.Node) and src.op in ("call_function", "call_method") and src.target in (
                     operator.add, torch.add, "add"):

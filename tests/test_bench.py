@@ -152,12 +152,12 @@ def test_export_cost_covers_every_target_and_size(bench):
         assert int(column(r, "artifact bytes")) > 0
 
 
-def test_lava_is_bit_exact_in_both_modes(bench):
+def test_lava_is_bit_exact_in_every_mode(bench):
     _, tabs, res = bench
     rows = section(tabs, "5. Lava")
     samples = res["lava"]["samples"][1]
-    assert [r["mode"] for r in rows] == ["graded", "rate-burst"]
-    assert [r["timesteps per sample"] for r in rows] == ["1", "4"]
+    assert [r["mode"] for r in rows] == ["graded", "rate-burst", "bit-plane"]
+    assert [r["timesteps per sample"] for r in rows] == ["1", "4", "3"]  # D = 4: 4 rate steps, 3 bit planes
     for r in rows:
         assert r["samples differing from the IR"] == f"0 of {samples}"
         assert NUMBER.fullmatch(column(r, "incl. start-up"))

@@ -31,7 +31,7 @@ def edgesnn(*args):
 
 
 @pytest.mark.parametrize("name", ["digits-sfa-cnn", "mnist5k-qpsnn-4bit-pruned", "mnist5k-bestformer-1bit",
-                                  "mnist5k-spikeformer-qsnn"])
+                                  "mnist5k-spikeformer-qsnn", "mnist5k-ibra-bitplane"])
 def test_shipped_recipes_are_valid_and_cover_every_target_and_three_boards(name):
     """Every target, but NIR for the transformer, whose add / mul / reduce NIR cannot express (test_nir)."""
     r = recipes.load(name)
@@ -74,7 +74,7 @@ def test_a_spike_code_is_the_lava_mode_of_a_lava_export(tmp_path):
 
 
 def test_unknown_recipe_lists_the_shipped_ones():
-    with pytest.raises(EdgesnnError, match="unknown recipe 'nope'; available: digits-sfa-cnn, mnist5k-bestformer-1bit"):
+    with pytest.raises(EdgesnnError, match="unknown recipe 'nope'; available: digits-sfa-cnn, mnist5k-bestformer-1bit, mnist5k-ibra-bitplane"):
         recipes.load("nope")
 
 
