@@ -229,8 +229,10 @@ def test_the_program_applies_only_to_the_imported_weights(checkpoints, tmp_path)
 
 
 def test_export_refuses_what_nir_cannot_express(trained, tmp_path):
+    # the first op that breaks the chain: the stem's second conv (its first neuron reads the accumulator)
     assert_user_error(edgesnn("export", trained["resnet"], "--target", "nir", "--out", tmp_path / "out"),
-                      "(add) has no NIR form; NIR export takes a chain of conv2d, dense")
+                      "op 'blocks.0.sn1' (conv2d) reads ['input'], not only the previous op's output; "
+                      "NIR export takes a chain of conv2d, dense")
     assert not (tmp_path / "out").exists()
 
 
