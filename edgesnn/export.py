@@ -350,7 +350,7 @@ class _Exporter:
         qmax, scale = m.membrane.qmax, float(m.membrane.scale)
         dtype = "int8" if qmax <= 127 else "int16"
         if isinstance(src, _Linear):
-            return self.requantize(src, scale, [-qmax, qmax], dtype, name)
+            return self.materialize(src, scale, [-qmax, qmax], name, dtype=dtype, levels=range(1 - qmax, qmax + 1))
         x = _plain(self.as_int(src), f"layer '{name}'")
         real = np.float32(x.factor * self.tensors[x.name].scale)
 
@@ -476,12 +476,14 @@ class _Exporter:
         return float(_neuron_input_scale(scale, max(D)) if D else scale)
 
     def materialize(self, v: _Linear, scale: float, clamp: list[int], name: str, spike_D: int | None = None,
-                    dtype: str = "int8") -> _Int:
+                    dtype: str = "int8", levels: range | None = None) -> _Int:
+        """``levels``: the output integers whose thresholds must be torch's (a Q-SNN membrane's; a
+        neuron's 1..D are implied by its clamp)."""
         if dtype == "int16" and v.kind in ("conv2d", "dense"):
             v.src = self.int16_input(v.src)
         elif v.kind in ("conv2d", "dense") and self.tensors[v.src.name].dtype == "int16":
             # TFLite's 16x8 kernels write int16: compute there, then narrow (exact: the clamp fits int8)
-            wide = self.materialize(v, scale, clamp, f"{name}.int16", dtype="int16")
+            wide = self.materialize(v, scale, clamp, f"{name}.int16", dtype="int16", levels=levels)
             return self.rescale(wide, self.new_tensor(name, self.tensors[wide.name].shape, dtype, scale, spike_D=spike_D),
                                 clamp)
         spec_in = self.tensors[v.src.name]
@@ -511,10 +513,13 @@ class _Exporter:
         bias_q = np.round(bias / acc_scale)
         mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, w_scale, s_out))
         if v.qweight is not None and _is_neuron(clamp, s_out):
-            # torch's pre-activation is exactly coef * acc + bias on the lattice of accumulators
+            levels = range(1, clamp[1] + 1)
+        if v.qweight is not None and levels is not None:
+            # torch's output is exactly round(coef * acc + bias) on the lattice of accumulators
             coef = spec_in.scale * np.abs((v.qweight.scale * v.src.factor).numpy()) / 2 ** widening_shift(bits, code)
             lattice = self.lattice.get(v.src.name, 1) << widening_shift(bits, code)
-            bias_q = _neuron_bias(bias_q, bias, coef, lattice, mult, shift, clamp[1], linear_requantizer(spec_in.dtype))
+            bias_q = _neuron_bias(bias_q, bias / s_out, coef / s_out, lattice, mult, shift, levels,
+                                  linear_requantizer(spec_in.dtype))
         if np.abs(bias_q).max(initial=0) >= 2**31:
             raise EdgesnnError(f"layer '{v.attrs['layer']}': bias does not fit int32 at this input scale")
         common = dict(multiplier=mult, shift=shift, clamp=clamp, bias=bias_q.astype(np.int32),
@@ -726,38 +731,41 @@ def _is_neuron(clamp: list[int], s_out: float) -> bool:
     return s_out == 1.0 and clamp[0] == 0
 
 
-def _first_reaching(level: int, mult: int, shift: int, requantize=multiply_by_quantized_multiplier) -> int:
-    """The smallest accumulator the (monotone) requantization ``mult, shift`` maps to >= ``level``.
+def _first_reaching(level, mult: int, shift: int, requantize=multiply_by_quantized_multiplier):
+    """The smallest accumulator the (monotone) requantization ``mult, shift`` maps to >= ``level``
+    (an int, or an array of levels at once).
 
     Double rounding moves it by at most one accumulator step from the real-valued guess (the 16x8
     kernels' 16-bit multiplier by a few)."""
-    guess = int(np.ceil((level - 0.5) / (float(mult) * 2.0 ** (int(shift) - 31))))
-    acc = np.arange(guess - 8, guess + 9)
-    reached = requantize(acc, mult, shift) >= level
-    if not reached.any() or reached[0]:
-        raise EdgesnnError(f"requantization ({mult}, {shift}) does not reach {level} near its real threshold")
-    return int(acc[np.argmax(reached)])
+    levels = np.atleast_1d(np.asarray(level, dtype=np.int64))
+    guess = np.ceil((levels - 0.5) / (float(mult) * 2.0 ** (int(shift) - 31))).astype(np.int64)
+    acc = guess[:, None] + np.arange(-8, 9)
+    reached = requantize(acc, mult, shift) >= levels[:, None]
+    if not reached.any(axis=1).all() or reached[:, 0].any():
+        raise EdgesnnError(f"requantization ({mult}, {shift}) does not reach {int(levels[0])} near its real threshold")
+    first = acc[np.arange(len(levels)), np.argmax(reached, axis=1)]
+    return int(first[0]) if np.ndim(level) == 0 else first
 
 
-def _neuron_bias(bias_q: np.ndarray, bias: np.ndarray, coef: np.ndarray, lattice: int, mult, shift, D: int,
+def _neuron_bias(bias_q: np.ndarray, bias: np.ndarray, coef: np.ndarray, lattice: int, mult, shift, levels,
                  requantize=multiply_by_quantized_multiplier) -> np.ndarray:
-    """Per channel, the int32 bias nearest ``bias_q`` whose neuron fires at exactly torch's accumulators.
+    """Per channel, the int32 bias nearest ``bias_q`` whose output reaches each of ``levels`` at exactly torch's accumulators.
 
-    Torch's spike count is round_half_up(coef * acc + bias) with acc a multiple of ``lattice``
-    (spikes widened by 2^k times weights widened by 2^w). TFLite's requantization rounds twice, so
-    its threshold for count j sits up to one accumulator step below torch's; with 1-bit weights a
-    channel's few pre-activations then land on a wrong side systematically (e.g. u = 2.49975
-    fires 3 in the IR, 2 in torch, for every token). The accumulator grid is ``lattice`` times
-    finer than the values acc takes, so a bias a few steps off the rounded one puts every
-    threshold between the same two lattice points as torch's; when none does, the rounded one stays.
+    Torch's output is round(coef * acc + bias) with acc a multiple of ``lattice`` (spikes widened
+    by 2^k times weights widened by 2^w): a neuron's count (levels 1..D), or a Q-SNN membrane
+    integer (levels -qmax+1..qmax). TFLite's requantization rounds twice, so its threshold for a
+    level sits up to one accumulator step below torch's; with 1-bit weights a channel's few
+    pre-activations then land on a wrong side systematically (e.g. u = 2.49975 fires 3 in the IR,
+    2 in torch, for every token). The accumulator grid is ``lattice`` times finer than the values
+    acc takes, so a bias a few steps off the rounded one puts every threshold between the same
+    two lattice points as torch's; when none does, the rounded one stays.
     """
     out = bias_q.copy()
+    levels = np.asarray(list(levels), dtype=np.int64)
     for c in np.nonzero((coef > 0) & (np.asarray(mult) > 0))[0]:
-        lo, hi = -np.inf, np.inf
-        for level in range(1, D + 1):
-            torch_first = lattice * np.ceil((level - 0.5 - bias[c]) / (coef[c] * lattice))
-            ir_first = _first_reaching(level, int(mult[c]), int(shift[c]), requantize)
-            lo, hi = max(lo, ir_first - torch_first), min(hi, ir_first - torch_first + lattice - 1)
+        torch_first = lattice * np.ceil((levels - 0.5 - bias[c]) / (coef[c] * lattice))
+        offset = _first_reaching(levels, int(mult[c]), int(shift[c]), requantize) - torch_first
+        lo, hi = offset.max(), (offset + lattice - 1).min()
         if lo <= hi:
             out[c] = np.clip(out[c], lo, hi)
     return out
