@@ -189,10 +189,12 @@ class _Exporter:
         self.stream_dtype = stream_dtype
         self.widened: dict[str, str] = {}  # spike tensors scaled to fill int8 (headroom)
         self.widened16: dict[str, str] = {}  # int8 tensors widened into int16 for an exact requantization
-        # A linear op whose result a neuron and others read (a stem feeding a block and its shortcut):
+        # A first layer whose result a neuron and others read (a stem feeding a block and its shortcut):
         # the neuron gets its own requantization of the accumulator. Through the stream it would round
         # twice, and a channel whose constant background sits within a stream step of j + 1/2 (measured:
-        # 0.49995 in torch, 0.50001 in the IR) flipped 3 % of a resnet's first spikes.
+        # 0.49995 in torch, 0.50001 in the IR) flipped 3 % of a resnet's first spikes. Only the first
+        # layer: deeper shared ops (a downsample) gained nothing measurable on mnist5k and would store
+        # their weights twice (900 bytes of a 1-bit transformer's 6005).
         self.for_neurons: dict[fx.Node, _Linear] = {}
         self.lattice: dict[str, int] = {}  # widened spike tensors: every value is a multiple of this
 
@@ -218,7 +220,8 @@ class _Exporter:
             else:
                 raise EdgesnnError(f"unsupported graph node {node.name!r} ({node.op}); supported: {SUPPORTED}")
             if isinstance(env.get(node), _Linear) and len(node.users) > 1:
-                if any(u.op == "call_module" and type(self.modules[u.target]) is MultiSpike for u in node.users):
+                if env[node].src.name == input_name and any(
+                        u.op == "call_module" and type(self.modules[u.target]) is MultiSpike for u in node.users):
                     self.for_neurons[node] = replace(env[node])  # before as_int changes its source
                 env[node] = self.as_int(env[node])  # shared by several users: compute it once
         return g.Graph(tensors=self.tensors, ops=self.ops, input=input_name, outputs=outputs, meta=self.meta)
