@@ -102,3 +102,18 @@ def kd_loss(teacher: nn.Module, alpha: float = 0.5, temperature: float = 1.0) ->
         return (1 - alpha) * nn.functional.cross_entropy(logits, y) + alpha * kd
 
     return loss
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, x: torch.Tensor, hooks: list, batch_size: int = 256) -> None:
+    """Run ``model`` in eval mode over ``x`` in batches so ``hooks`` record what they watch; then
+    remove the hooks and restore the model's mode, whatever happens."""
+    training = model.training
+    try:
+        model.eval()
+        for batch in torch.split(x, batch_size):
+            model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(training)

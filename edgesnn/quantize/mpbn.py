@@ -17,7 +17,7 @@ from torch import nn
 from edgesnn.errors import EdgesnnError
 from edgesnn.export import neurons_read_streams
 from edgesnn.neurons import MPBNSpike, MultiSpike
-from edgesnn.quantize.common import Options, Plan, quantize_weights
+from edgesnn.quantize.common import Options, Plan, calibrate, quantize_weights
 from edgesnn.quantize.spec import set_module
 
 DEFAULT_WEIGHT_BITS = 8
@@ -52,15 +52,7 @@ def _membrane_stats(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[torch.
     seen: dict[str, list[torch.Tensor]] = {}
     hooks = [m.register_forward_pre_hook(lambda m, args, name=name: seen.setdefault(name, []).append(args[0]))
              for name, m in model.named_modules() if isinstance(m, MultiSpike)]
-    training = model.training
-    try:
-        model.eval()
-        for batch in torch.split(x, 256):
-            model(batch)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(training)
+    calibrate(model, x, hooks)
     stats = {}
     for name, inputs in seen.items():
         u = torch.cat([t.transpose(0, 1).reshape(t.shape[1], -1) for t in inputs], dim=1).double()

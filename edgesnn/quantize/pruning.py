@@ -21,6 +21,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from edgesnn.errors import EdgesnnError
 from edgesnn.export import trace
 from edgesnn.neurons import MultiSpike
+from edgesnn.quantize.common import calibrate
 from edgesnn.quantize.spec import get_module, narrowed, set_module
 
 CRITERIA = ("svs", "random", "inverted-svs")
@@ -109,15 +110,7 @@ def svs_scores(model: nn.Module, groups: list[ChannelGroup], calibration: torch.
     outputs: dict[str, list[torch.Tensor]] = {g.neuron: [] for g in groups}
     hooks = [get_module(model, g.neuron).register_forward_hook(
         lambda m, i, o, name=g.neuron: outputs[name].append(o.detach())) for g in groups]
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in torch.split(calibration, batch_size):
-            model(batch)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    calibrate(model, calibration, hooks, batch_size)
     scores = {}
     for name, outs in outputs.items():
         s = torch.cat(outs)
