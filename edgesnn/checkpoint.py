@@ -185,7 +185,7 @@ def _build(path: Path, config: dict, trust_code: custom.Trust) -> torch.nn.Modul
         from edgesnn.quantize import spec  # Brevitas is imported only for compressed checkpoints
 
         try:
-            spec.apply(model, config["quantization"])
+            model = spec.apply(model, config["quantization"])
         except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, OverflowError) as e:  # a hand-edited spec
             raise EdgesnnError(f"{where}: invalid quantization spec "
                                f"({type(e).__name__}: {_short((str(e).splitlines() or [''])[0], 200)})") from None

@@ -138,6 +138,9 @@ def quantize(
     membrane_bits: int = typer.Option(None, help="qsnn: membrane potential bits, 2..16 (default 8)"),
     spike_bits: int = typer.Option(None, help="ibra: K, spike counts 0..2^K-1 sent as K bit-plane steps, 1..7 "
                                               "(default 4)"),
+    stream_dtype: str = typer.Option(None, help="int8 or int16: the grid the residual streams (residual sums and "
+                                                "the branches they add) and the logits train on; export then uses it "
+                                                "(default int8)"),
     prune: float = typer.Option(0.0, help="qpsnn: fraction of channels to remove by SVS score, in [0, 1)"),
     prune_criterion: str = typer.Option("svs", help="qpsnn: which channels --prune removes: svs (lowest SVS score, "
                                                     "QP-SNN's), or the controls random (seeded by --seed) and "
@@ -155,7 +158,7 @@ def quantize(
     from edgesnn.quantize import Options, check_options, quantize_checkpoint
 
     opts = Options(weight_bits=weight_bits, membrane_bits=membrane_bits, spike_bits=spike_bits, prune=prune,
-                   prune_criterion=prune_criterion, epochs=epochs, first_last_bits=first_last_bits, lr=lr, seed=seed)
+                   prune_criterion=prune_criterion, stream_dtype=stream_dtype, epochs=epochs, first_last_bits=first_last_bits, lr=lr, seed=seed)
     check_options(method, opts)
     m = _with_epoch_bar(f"quantize {method}", epochs, lambda on_epoch: quantize_checkpoint(
         checkpoint, method, out, opts, data, on_epoch=on_epoch, trust_code=trust_code))

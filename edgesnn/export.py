@@ -24,7 +24,7 @@ from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import (ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, linear_requantizer,
                                    multiply_by_quantized_multiplier, quantize_multipliers)
 from edgesnn.ir.packing import weight_range, widening_shift
-from edgesnn.neurons import IBRALIF, NEURONS, MPBNSpike, MultiSpike, TernaryStep
+from edgesnn.neurons import IBRALIF, NEURONS, MPBNSpike, MultiSpike, StreamQuant, TernaryStep
 
 SUPPORTED = (
     "Conv2d, Linear, BatchNorm1d/2d (after Conv2d/Linear), MultiSpike, IBRALIF, MPBNSpike, AvgPool2d, "
@@ -33,7 +33,7 @@ SUPPORTED = (
 )
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
 # Leaf modules the exporter reads (modules with children are traced through).
-DEPLOYABLE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, MultiSpike, TernaryStep, IBRALIF, MPBNSpike,
+DEPLOYABLE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, MultiSpike, TernaryStep, IBRALIF, MPBNSpike, StreamQuant,
               nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Flatten, *_PASS_THROUGH)
 
 
@@ -95,7 +95,7 @@ class _Linear:
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         # Neurons, and Brevitas quant layers (their weight proxies are not traceable), stay whole.
-        return (isinstance(m, tuple(NEURONS.values())) or hasattr(m, "weight_quant")
+        return (isinstance(m, (*NEURONS.values(), StreamQuant)) or hasattr(m, "weight_quant")
                 or super().is_leaf_module(m, qualname))
 
 
@@ -104,23 +104,6 @@ def trace(model: nn.Module) -> fx.GraphModule:
         return fx.GraphModule(model, _Tracer().trace(model))
     except Exception as e:  # noqa: BLE001 - any tracing failure is a model the exporter cannot read
         raise EdgesnnError(f"cannot trace the model with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-
-
-def neurons_read_streams(model: nn.Module) -> bool:
-    """Whether a neuron reads a sum of two values (a residual stream), whose integer form is rounded.
-
-    The IR carries such a sum at the stream dtype's step while torch keeps its real value, so a
-    neuron threshold between the two flips: at int8 this decided 1-6 % of a resnet's mnist5k test
-    samples, at int16 < 0.5 %. Compression sets int16 streams by default for these models."""
-    gm = trace(model)
-    modules = dict(gm.named_modules())
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], tuple(NEURONS.values())):
-            src = node.args[0]
-            if isinstance(src, fx.Node) and src.op in ("call_function", "call_method") and src.target in (
-                    operator.add, torch.add, "add"):
-                return True
-    return False
 
 
 class _Recorder(fx.Interpreter):
@@ -145,6 +128,10 @@ def export(model: nn.Module, calibration: torch.Tensor, weight_bits: int | dict[
     if stream_dtype not in ADD_LEFT_SHIFT:
         raise EdgesnnError(f"stream dtype must be one of {', '.join(ADD_LEFT_SHIFT)}, got {stream_dtype!r}")
     model = model.eval()
+    trained = {m.bits for m in model.modules() if isinstance(m, StreamQuant)}
+    if trained and trained != {int(stream_dtype[3:])}:
+        raise EdgesnnError(f"this model's residual streams were trained as int{max(trained)} (quantize --stream-dtype); "
+                           f"export it with --stream-dtype int{max(trained)}, not {stream_dtype}")
     gm = trace(model)
     rec = _Recorder(gm)
     with torch.no_grad():
@@ -257,6 +244,8 @@ class _Exporter:
             return self.spike(self.for_neurons.get(node.args[0], src), m, node)
         if isinstance(m, TernaryStep):
             return self.ternary(src, m, node)
+        if isinstance(m, StreamQuant):
+            return self.stream(src, m, node)
         if isinstance(m, (IBRALIF, MPBNSpike)):
             from edgesnn import export_neurons  # builds on this module
 
@@ -339,10 +328,24 @@ class _Exporter:
         elif isinstance(src, _Linear):
             out = self.materialize(src, scale=1.0, clamp=clamp, spike_D=m.D, name=node.target)
         else:
-            x = _plain(self.as_int(src), f"layer '{node.target}'")
-            out = self.rescale(x, self.new_tensor(node.target, self.tensors[x.name].shape, "int8", 1.0, spike_D=m.D), clamp)
+            out = self.counts(_plain(self.as_int(src), f"layer '{node.target}'"), m.fire, node.target, m.D, clamp)
         out.factor = 1.0 / m.D if m.normalize else 1.0
         return out
+
+    def counts(self, x: _Int, fire, name: str, D: int, clamp: list[int]) -> _Int:
+        """A neuron reading a stream ``x``: torch's ``fire(z * scale)`` for every integer z it holds.
+
+        A plain requantization rounds twice, and at a trained stream's power-of-two scale the first
+        rounding (the doubling high-mul of multiplier 2^30) is half a stream step: it fired 7 % of a
+        resnet's second-block spikes early."""
+        real = torch.tensor(np.float32(x.factor * self.tensors[x.name].scale))
+
+        def wanted(z):
+            with torch.no_grad():
+                return fire(torch.as_tensor(z, dtype=torch.float32) * real).numpy()
+
+        return self.exact_requantize(x, wanted, self.new_tensor(name, self.tensors[x.name].shape, "int8", 1.0, spike_D=D),
+                                     clamp)
 
     def membrane(self, src, m: MultiSpike, name: str) -> _Int:
         """The Q-SNN membrane q = clamp(round(u / s), -qmax, qmax) as an integer tensor of its grid s.
@@ -391,22 +394,19 @@ class _Exporter:
         lo, hi = self.int_range(x.name)
         z = np.arange(lo, hi + 1, dtype=np.int64)
         target = np.asarray(wanted(z)).astype(np.int64)
-        k = int(np.floor(np.log2(32767 / max(abs(lo), abs(hi), 1)))) if spec.dtype == "int8" and spec.zero_point == 0 else 0
-        if k > 0:
-            if x.name not in self.widened16:
-                wide = self.new_tensor(f"{x.name}.x{2**k}", spec.shape, "int16", spec.scale / 2**k)
-                mult, shift = quantize_multipliers(effective_multiplier(spec.scale, 1.0, self.tensors[wide].scale))
-                self.ops.append(g.Requantize(wide, [x.name], wide, multiplier=mult, shift=shift, clamp=[lo << k, hi << k]))
-                self.widened16[x.name] = wide
-            x = _Int(self.widened16[x.name], x.factor)
+        k = 0
+        if spec.dtype == "int8" and spec.zero_point == 0:
+            x, k = self.widen16(x)
         base = np.float32(x.factor * self.tensors[x.name].scale)
         scale = _exact_scale(base, z << k, target, np.float32(self.tensors[out].scale), clamp)
         return self.rescale(_Int(x.name, factor=float(scale) / float(self.tensors[x.name].scale)), out, clamp)
 
     def ternary(self, src, m: TernaryStep, node) -> _Int:
         """o = clamp(round(u / (2 threshold)), -1, 1): signed 1-level spikes; a_c rides along."""
-        out = self.requantize(_scaled(src, 1.0 / (2 * m.threshold), node), 1.0, [-1, 1], "int8", node.target,
-                              spike_D=1)
+        if isinstance(src, _Linear):
+            out = self.materialize(_scaled(src, 1.0 / (2 * m.threshold), node), 1.0, [-1, 1], node.target, spike_D=1)
+        else:
+            out = self.counts(_plain(src, f"layer '{node.target}'"), m.integer, node.target, 1, [-1, 1])
         self.tensors[out.name].signed = True
         out.amplitude = m.amplitude.detach().double().numpy()
         return out
@@ -461,17 +461,68 @@ class _Exporter:
             self.lattice[out] = 2**k
         return _Int(self.widened[x.name], x.factor, x.perm, x.amplitude)
 
+    def lattice_input(self, x: _Int) -> _Int:
+        """An int8 input of a layer whose output levels must all be torch's, widened into int16 by 2^k.
+
+        The bias of an accumulator that takes every integer can place only a few thresholds exactly:
+        with 255 of them (a stream, a membrane) some always fall one accumulator step from torch's
+        (0.04 % of a resnet stem's stream integers). Widening makes the accumulator 2^k times finer
+        than the values it takes, so one bias fits every threshold (:func:`_neuron_bias`). The layer
+        then runs TFLite's 16x8 kernel. Spikes already have their int8 headroom (:meth:`headroom`)."""
+        spec = self.tensors[x.name]
+        if spec.dtype != "int8" or spec.spike_D is not None or self.lattice.get(x.name, 1) != 1:
+            return x
+        return self.widen16(x)[0]
+
+    def widen16(self, x: _Int) -> tuple[_Int, int]:
+        """An int8 tensor as int16 times 2^k, k as large as its integers allow (exact; made once per tensor)."""
+        spec = self.tensors[x.name]
+        lo, hi = self.int_range(x.name)
+        k = int(np.floor(np.log2(32767 / max(abs(lo), abs(hi), 1))))
+        if k > 0 and x.name not in self.widened16:
+            wide = self.new_tensor(f"{x.name}.x{2**k}", spec.shape, "int16", spec.scale / 2**k)
+            mult, shift = quantize_multipliers(effective_multiplier(spec.scale, 1.0, self.tensors[wide].scale))
+            self.ops.append(g.Requantize(wide, [x.name], wide, multiplier=mult, shift=shift, clamp=[lo << k, hi << k]))
+            self.widened16[x.name] = wide
+            self.lattice[wide] = 2**k
+        if k <= 0:
+            return x, 0
+        return _Int(self.widened16[x.name], x.factor, x.perm, x.amplitude), k
+
     def as_int(self, v, name: str | None = None) -> _Int:
-        """Materialize a pending linear op at its calibrated symmetric stream scale (:meth:`stream_scale`)."""
+        """Materialize a pending linear op at its symmetric stream scale (:meth:`stream_scale`); at a
+        trained one (StreamQuant) every output integer's threshold is torch's."""
         if isinstance(v, _Int):
             return v
         lo, hi = g.dtype_range(self.stream_dtype)
+        levels = range(lo + 1, hi + 1) if self.trained_stream(v.node) is not None else None
         return self.materialize(v, scale=self.stream_scale(v.node), clamp=[lo, hi], name=name or v.node.name,
-                                dtype=self.stream_dtype)
+                                dtype=self.stream_dtype, levels=levels)
+
+    def stream(self, src, m: StreamQuant, node) -> _Int:
+        """A trained stream quantizer: its input is already materialized on its grid (:meth:`as_int`,
+        :meth:`add`), or is a grid value the IR rescales (exact for power-of-two ratios)."""
+        feeds_output = any(u.op == "output" for u in node.users)
+        x = _plain(self.as_int(src, name="output" if feeds_output else None), f"layer '{node.target}'")
+        spec = self.tensors[x.name]
+        if x.factor == 1 and spec.scale == float(m.scale) and spec.dtype == self.stream_dtype and spec.zero_point == 0:
+            return x
+        lo, hi = m.clamp
+        name = "output" if feeds_output else node.target
+        return self.rescale(x, self.new_tensor(name, spec.shape, self.stream_dtype, float(m.scale)), [lo, hi])
+
+    def trained_stream(self, node: fx.Node) -> StreamQuant | None:
+        for u in node.users:
+            if u.op == "call_module" and isinstance(self.modules[u.target], StreamQuant):
+                return self.modules[u.target]
+        return None
 
     def stream_scale(self, node: fx.Node) -> float:
-        """The calibrated scale of a stream tensor (absmax / dtype max), raised by < 2x when neurons read it
-        until their requantization rounds once (see :func:`_neuron_input_scale`)."""
+        """The scale of a stream tensor: a StreamQuant's that reads it, else the calibrated absmax / dtype
+        max, raised by < 2x when neurons read it until their requantization rounds once (see
+        :func:`_neuron_input_scale`)."""
+        if (trained := self.trained_stream(node)) is not None:
+            return float(trained.scale)
         absmax = max(abs(self.rec.lo[node.name]), abs(self.rec.hi[node.name]))
         scale = np.float32(absmax / g.dtype_range(self.stream_dtype)[1] if absmax > 0 else 1.0)
         D = [self.modules[u.target].D for u in node.users
@@ -480,8 +531,10 @@ class _Exporter:
 
     def materialize(self, v: _Linear, scale: float, clamp: list[int], name: str, spike_D: int | None = None,
                     dtype: str = "int8", levels: range | None = None) -> _Int:
-        """``levels``: the output integers whose thresholds must be torch's (a Q-SNN membrane's; a
-        neuron's 1..D are implied by its clamp)."""
+        """``levels``: the output integers whose thresholds must be torch's (a Q-SNN membrane's, a
+        trained stream's; a neuron's 1..D are implied by its clamp)."""
+        if levels is not None and v.qweight is not None and v.kind in ("conv2d", "dense"):
+            v.src = self.lattice_input(v.src)
         if dtype == "int16" and v.kind in ("conv2d", "dense"):
             v.src = self.int16_input(v.src)
         elif v.kind in ("conv2d", "dense") and self.tensors[v.src.name].dtype == "int16":
@@ -738,16 +791,19 @@ def _first_reaching(level, mult: int, shift: int, requantize=multiply_by_quantiz
     """The smallest accumulator the (monotone) requantization ``mult, shift`` maps to >= ``level``
     (an int, or an array of levels at once).
 
-    Double rounding moves it by at most one accumulator step from the real-valued guess (the 16x8
-    kernels' 16-bit multiplier by a few)."""
+    Double rounding moves it a few accumulator steps from the real-valued guess (the 16x8
+    kernels' 16-bit multiplier by more, on large levels); a bisection around the guess finds it."""
     levels = np.atleast_1d(np.asarray(level, dtype=np.int64))
     guess = np.ceil((levels - 0.5) / (float(mult) * 2.0 ** (int(shift) - 31))).astype(np.int64)
-    acc = guess[:, None] + np.arange(-8, 9)
-    reached = requantize(acc, mult, shift) >= levels[:, None]
-    if not reached.any(axis=1).all() or reached[:, 0].any():
+    width = np.maximum(np.abs(guess) >> 8, 16)  # the 16-bit multiplier errs by < 2^-15 of the accumulator
+    lo, hi = guess - width, guess + width
+    if (requantize(lo, mult, shift) >= levels).any() or (requantize(hi, mult, shift) < levels).any():
         raise EdgesnnError(f"requantization ({mult}, {shift}) does not reach {int(levels[0])} near its real threshold")
-    first = acc[np.arange(len(levels)), np.argmax(reached, axis=1)]
-    return int(first[0]) if np.ndim(level) == 0 else first
+    while (hi - lo > 1).any():  # invariant: lo does not reach the level, hi does
+        mid = (lo + hi) // 2
+        reached = requantize(mid, mult, shift) >= levels
+        hi, lo = np.where(reached, mid, hi), np.where(reached, lo, mid)
+    return int(hi[0]) if np.ndim(level) == 0 else hi
 
 
 def _neuron_bias(bias_q: np.ndarray, bias: np.ndarray, coef: np.ndarray, lattice: int, mult, shift, levels,

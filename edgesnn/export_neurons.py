@@ -26,7 +26,10 @@ from edgesnn.neurons import IBRALIF, MPBNSpike
 
 
 def ibra(ex, src, m: IBRALIF, node) -> _Int:
-    out = ex.requantize(_scaled(src, m.N, node), 1.0, [0, m.D], "int8", node.target, spike_D=m.D)
+    if isinstance(src, _Linear):
+        out = ex.materialize(_scaled(src, m.N, node), 1.0, [0, m.D], node.target, spike_D=m.D)
+    else:
+        out = ex.counts(_plain(ex.as_int(src), f"layer '{node.target}'"), m.integer, node.target, m.D, [0, m.D])
     out.factor = 1.0 / m.D if m.normalize else 1.0 / m.N
     return out
 

@@ -72,7 +72,7 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
                  board: str | None = None, event_driven: str = "auto", lava_mode: str | None = None,
                  source_ref: str | None = None, trust_code: models.custom.Trust = False,
                  spike_code: str | None = None) -> Path:
-    """``stream_dtype`` None: the dtype the checkpoint's compression asks for (BESTformer: int16), else int8.
+    """``stream_dtype`` None: the dtype the checkpoint's streams trained at (quantize --stream-dtype), else int8.
     ``board`` and ``event_driven``: the mcu target (a board name or YAML file; see backends/mcu);
     ``lava_mode``: the lava target's neuron mode, graded (default), rate-burst or bit-plane.
     ``spike_code``: rate-burst or bit-plane spike trains where the target runs them (lava: the same

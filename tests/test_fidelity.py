@@ -82,18 +82,19 @@ def mnist_float(tmp_path_factory):
     ("cnn", "qsnn", dict(weight_bits=2), "int8"),  # the early-firing membrane of the issue
     ("cnn", "qsnn", dict(weight_bits=2), "int16"),
     ("cnn", "int8", {}, "int8"),
-    ("resnet", "qsnn", dict(weight_bits=2), None),  # default: int16 streams (a neuron reads a residual sum)
-    ("resnet", "int8", {}, None),  # its stem feeds a neuron and the shortcut: the neuron reads the accumulator
+    ("resnet", "qsnn", dict(weight_bits=2), None),  # default int8 streams, trained on their grid (StreamQuant)
+    ("resnet", "int8", {}, None),  # neurons read a power-of-two stream scale: exact counts
     ("resnet", "qpsnn", dict(weight_bits=4, prune=0.5), None),
+    ("resnet", "ternary", {}, None),  # ternary neurons read the stem's stream
 ])
 def test_ir_agrees_with_torch_on_mnist5k(mnist_float, tmp_path, model, method, opts, stream):
     from edgesnn import pipeline
     from edgesnn.quantize import Options, quantize_checkpoint
 
     ckpt = tmp_path / "q"
-    quantize_checkpoint(mnist_float / model, method, ckpt, Options(epochs=3, **opts), data_spec=MNIST)
-    if stream is None:
-        assert pipeline.default_stream_dtype(ckpt) == "int16"
-    r = pipeline.verify(pipeline.export_model(ckpt, "ir", tmp_path / "ir", stream_dtype=stream), MNIST)
+    quantize_checkpoint(mnist_float / model, method, ckpt, Options(epochs=3, stream_dtype=stream, **opts),
+                        data_spec=MNIST)
+    assert pipeline.default_stream_dtype(ckpt) == (stream or "int8")
+    r = pipeline.verify(pipeline.export_model(ckpt, "ir", tmp_path / "ir"), MNIST)
     assert r["samples"] == 1250
     assert r["agreement"] >= REQUIRED, r

@@ -117,7 +117,7 @@ def test_method_exports_with_its_real_bit_widths(float_ckpt, tmp_path, method, o
     graph = ir.load(ir_path)
     model, _ = checkpoint.load(out)
     for op in graph.weight_ops():  # the IR holds exactly the trained integers
-        layer = model.get_submodule(op.name if op.name != "output" else "classifier")
+        layer = model.get_submodule(op.name.removesuffix(".int16") if op.name != "output" else "classifier")
         tq = getattr(getattr(layer, "weight_quant", None), "tensor_quant", None)
         if tq is not None:
             assert op.weight_bits == tq.bits and op.weight_code == tq.code

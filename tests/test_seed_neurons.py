@@ -182,7 +182,7 @@ def float_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method, model, stream_dtype", [
-    ("ibra", "cnn", "int8"), ("mpbn", "cnn", "int8"), ("mpbn", "resnet", "int16"),
+    ("ibra", "cnn", "int8"), ("mpbn", "cnn", "int8"), ("mpbn", "resnet", "int8"),
 ])
 def test_seed_method_deploys_and_the_ir_agrees_with_torch(float_models, tmp_path, method, model, stream_dtype):
     out = tmp_path / method
@@ -192,7 +192,7 @@ def test_seed_method_deploys_and_the_ir_agrees_with_torch(float_models, tmp_path
     kind = IBRALIF if method == "ibra" else MPBNSpike
     neurons = [m for m in loaded.modules() if isinstance(m, kind)]
     assert neurons and len(neurons) == len(config["quantization"]["neurons"])
-    assert config["quantization"].get("stream_dtype", "int8") == stream_dtype  # residual sums read by neurons: int16
+    assert config["quantization"]["stream_dtype"] == stream_dtype  # quantize's default
     path = pipeline.export_model(out, "ir", out / "ir")
     r = pipeline.verify(path, "digits")
     assert r["samples"] == 450 and r["agreement"] >= 0.995, r

@@ -17,10 +17,9 @@ import torch
 from edgesnn import checkpoint, threads
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
-from edgesnn.export import neurons_read_streams
 from edgesnn.files import one_writer, replaceable_dir
 from edgesnn.models.custom import Trust
-from edgesnn.quantize import bestformer, ibra, int8, mpbn, qpsnn, qsnn, ternary
+from edgesnn.quantize import bestformer, ibra, int8, mpbn, qpsnn, qsnn, streams, ternary
 from edgesnn.quantize.common import Options, Plan
 from edgesnn.quantize.pruning import CRITERIA
 from edgesnn.train import evaluate, train
@@ -57,6 +56,8 @@ def check_options(method: str, opts: Options) -> None:
             raise EdgesnnError(f"--spike-bits applies to the ibra method, not {method}")
         if not 1 <= opts.spike_bits <= 7:
             raise EdgesnnError(f"--spike-bits must be between 1 and 7 (int8 spike counts), got {opts.spike_bits}")
+    if opts.stream_dtype is not None and opts.stream_dtype not in streams.BITS:
+        raise EdgesnnError(f"--stream-dtype must be one of {', '.join(streams.BITS)}, got {opts.stream_dtype!r}")
     if opts.lr is not None and not opts.lr > 0:
         raise EdgesnnError(f"--lr must be positive, got {opts.lr}")
     if opts.epochs < 1:
@@ -85,12 +86,14 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
     model.train()
     torch.manual_seed(opts.seed)  # new layers (BESTformer's second head) start the same every run
     plan = METHODS[method].prepare(model, config, ds, opts)
+    spec = {"method": method, **plan.spec}
+    stream_dtype = opts.stream_dtype or "int8"
+    # train on the integers the IR's streams and outputs hold (see quantize/streams.py)
+    plan.model = streams.insert(plan.model, streams.BITS[stream_dtype])
+    spec.update(stream_dtype=stream_dtype, stream_bits=streams.BITS[stream_dtype])
     lr = opts.lr or METHODS[method].DEFAULT_LR
     metrics = train(plan.model, ds, opts.epochs, lr=lr, seed=opts.seed, on_epoch=on_epoch,
                     loss_fn=plan.loss_fn, before_epoch=plan.before_epoch)
-    spec = {"method": method, **plan.spec}
-    if "stream_dtype" not in spec and neurons_read_streams(plan.model):
-        spec["stream_dtype"] = "int16"  # a residual sum read by a neuron: see export.neurons_read_streams
     new_config = {k: v for k, v in config.items() if k != "format_version"}
     new_config.update(kwargs=plan.kwargs, data=data_spec, quantization=spec,
                       source={"checkpoint": str(Path(ckpt).resolve())})

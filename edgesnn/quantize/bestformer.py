@@ -40,8 +40,6 @@ def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
         notes.append(f"BESTformer's binary attention and reversible block apply to the spike-driven transformer; "
                      f"on {config['model']} only the Conv2d/Linear weights are binarized")
     weights = quantize_weights(model, "sign", 1, opts.first_last_bits)
-    # int16 membrane streams: the reversible block's averaged streams feed every neuron, and at
-    # int8 their rounding alone flips ~4 % of the transformer's predictions.
-    spec = {"weights": weights, "stream_dtype": "int16"}
+    spec = {"weights": weights}
     return Plan(model, spec, models.resolved_kwargs(config["model"], kwargs),
                 loss_fn=kd_loss(teacher, DISTILL_ALPHA), notes=notes)

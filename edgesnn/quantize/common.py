@@ -22,6 +22,7 @@ class Options:
     prune: float = 0.0
     prune_criterion: str = "svs"  # qpsnn: which channels go (pruning.CRITERIA)
     spike_bits: int | None = None  # ibra: K, spike counts 0..2^K - 1 as K bit-plane steps
+    stream_dtype: str | None = None  # residual streams trained as int8 / int16 (None: int16 where a neuron reads one)
     epochs: int = 20
     first_last_bits: int = 8
     lr: float | None = None  # None: the method's DEFAULT_LR

@@ -15,7 +15,6 @@ from __future__ import annotations
 from torch import nn
 
 from edgesnn.errors import EdgesnnError
-from edgesnn.export import neurons_read_streams
 from edgesnn.neurons import IBRALIF, MultiSpike
 from edgesnn.quantize.common import Options, Plan, quantize_weights
 from edgesnn.quantize.spec import set_module
@@ -27,7 +26,6 @@ DEFAULT_LR = 1e-3
 
 def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
     bits = opts.spike_bits or DEFAULT_SPIKE_BITS
-    residual = neurons_read_streams(model)  # asked of the MultiSpike model, before the swap
     neurons = {}
     for name, m in list(model.named_modules()):
         if isinstance(m, MultiSpike):
@@ -37,5 +35,5 @@ def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
     if not neurons:
         raise EdgesnnError("ibra: the model has no MultiSpike neurons to replace")
     weights = quantize_weights(model, "uniform", opts.weight_bits or DEFAULT_WEIGHT_BITS, opts.first_last_bits)
-    spec = {"neurons": neurons, "weights": weights} | ({"stream_dtype": "int16"} if residual else {})
+    spec = {"neurons": neurons, "weights": weights}
     return Plan(model, spec, config["kwargs"])

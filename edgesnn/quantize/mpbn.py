@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from edgesnn.errors import EdgesnnError
-from edgesnn.export import neurons_read_streams
 from edgesnn.neurons import MPBNSpike, MultiSpike
 from edgesnn.quantize.common import Options, Plan, calibrate, quantize_weights
 from edgesnn.quantize.spec import set_module
@@ -29,7 +28,6 @@ def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
     stats = _membrane_stats(model, data.x_train[:CALIBRATION_SAMPLES])
     if not stats:
         raise EdgesnnError("mpbn: the model has no MultiSpike neurons to give a membrane BatchNorm")
-    residual = neurons_read_streams(model)  # asked of the MultiSpike model, before the swap
     neurons = {}
     for name, (mean, var) in stats.items():
         old = model.get_submodule(name)
@@ -42,7 +40,7 @@ def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
         set_module(model, name, n)
         neurons[name] = n.spec()
     weights = quantize_weights(model, "uniform", opts.weight_bits or DEFAULT_WEIGHT_BITS, opts.first_last_bits)
-    spec = {"neurons": neurons, "weights": weights} | ({"stream_dtype": "int16"} if residual else {})
+    spec = {"neurons": neurons, "weights": weights}
     return Plan(model, spec, config["kwargs"])
 
 

@@ -9,7 +9,9 @@ the structural changes before the weights load: narrower layers (pruning), neuro
   and "mpbn" hold their neuron's own arguments (IBRALIF.spec(), MPBNSpike.spec())
 - ``membrane_bits``: bits of every MultiSpike's membrane, or null
 - ``weights``: {layer: {"quantizer": name, "bits": b}} (see quantize/quantizers.py)
-- ``stream_dtype``: the membrane stream dtype the export should use by default (BESTformer: int16)
+- ``stream_dtype``: the stream dtype the export uses by default (quantize --stream-dtype)
+- ``stream_bits``: 8 or 16 when the residual streams were trained quantized (quantize/streams.py); the
+  export must then use that stream dtype
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ def apply(model: nn.Module, spec: dict) -> nn.Module:
         set_membrane_bits(model, int(spec["membrane_bits"]))
     for name, w in spec.get("weights", {}).items():
         set_module(model, name, quant_layer(get_module(model, name), w["quantizer"], int(w["bits"])))
+    if spec.get("stream_bits") is not None:
+        from edgesnn.quantize import streams
+
+        model = streams.insert(model, int(spec["stream_bits"]))  # last: it traces the model as it now is
     return model
 
 
