@@ -175,7 +175,7 @@ class _Exporter:
         self.meta = {"created_by": f"edgesnn {__version__}", **meta}
         self.stream_dtype = stream_dtype
         self.widened: dict[str, str] = {}  # spike tensors scaled to fill int8 (headroom)
-        self.widened16: dict[str, str] = {}  # int8 tensors widened into int16 for an exact requantization
+        self.widened16: dict[tuple[str, int], str] = {}  # int8 tensors widened into int16 (by 2^k)
         # A first layer whose result a neuron and others read (a stem feeding a block and its shortcut):
         # the neuron gets its own requantization of the accumulator. Through the stream it would round
         # twice, and a channel whose constant background sits within a stream step of j + 1/2 (measured:
@@ -461,33 +461,37 @@ class _Exporter:
             self.lattice[out] = 2**k
         return _Int(self.widened[x.name], x.factor, x.perm, x.amplitude)
 
-    def lattice_input(self, x: _Int) -> _Int:
+    def lattice_input(self, x: _Int, weight_sum: int) -> _Int:
         """An int8 input of a layer whose output levels must all be torch's, widened into int16 by 2^k.
 
         The bias of an accumulator that takes every integer can place only a few thresholds exactly:
         with 255 of them (a stream, a membrane) some always fall one accumulator step from torch's
         (0.04 % of a resnet stem's stream integers). Widening makes the accumulator 2^k times finer
         than the values it takes, so one bias fits every threshold (:func:`_neuron_bias`). The layer
-        then runs TFLite's 16x8 kernel. Spikes already have their int8 headroom (:meth:`headroom`)."""
+        then runs TFLite's 16x8 kernel. Spikes already have their int8 headroom (:meth:`headroom`).
+        ``weight_sum``: the layer's largest row sum of |integer weights|; the widened accumulator
+        stays within half of Loihi 2's 24-bit neuron state, the narrowest accumulator of the targets."""
         spec = self.tensors[x.name]
         if spec.dtype != "int8" or spec.spike_D is not None or self.lattice.get(x.name, 1) != 1:
             return x
-        return self.widen16(x)[0]
+        lo, hi = self.int_range(x.name)
+        return self.widen16(x, limit=int(np.floor(np.log2(2**22 / max(weight_sum * max(abs(lo), abs(hi)), 1)))))[0]
 
-    def widen16(self, x: _Int) -> tuple[_Int, int]:
-        """An int8 tensor as int16 times 2^k, k as large as its integers allow (exact; made once per tensor)."""
+    def widen16(self, x: _Int, limit: int = 15) -> tuple[_Int, int]:
+        """An int8 tensor as int16 times 2^k, k as large as its integers allow, at most ``limit``
+        (exact; made once per tensor)."""
         spec = self.tensors[x.name]
         lo, hi = self.int_range(x.name)
-        k = int(np.floor(np.log2(32767 / max(abs(lo), abs(hi), 1))))
-        if k > 0 and x.name not in self.widened16:
+        k = min(int(np.floor(np.log2(32767 / max(abs(lo), abs(hi), 1)))), limit)
+        if k > 0 and (x.name, k) not in self.widened16:
             wide = self.new_tensor(f"{x.name}.x{2**k}", spec.shape, "int16", spec.scale / 2**k)
             mult, shift = quantize_multipliers(effective_multiplier(spec.scale, 1.0, self.tensors[wide].scale))
             self.ops.append(g.Requantize(wide, [x.name], wide, multiplier=mult, shift=shift, clamp=[lo << k, hi << k]))
-            self.widened16[x.name] = wide
+            self.widened16[x.name, k] = wide
             self.lattice[wide] = 2**k
         if k <= 0:
             return x, 0
-        return _Int(self.widened16[x.name], x.factor, x.perm, x.amplitude), k
+        return _Int(self.widened16[x.name, k], x.factor, x.perm, x.amplitude), k
 
     def as_int(self, v, name: str | None = None) -> _Int:
         """Materialize a pending linear op at its symmetric stream scale (:meth:`stream_scale`); at a
@@ -534,7 +538,9 @@ class _Exporter:
         """``levels``: the output integers whose thresholds must be torch's (a Q-SNN membrane's, a
         trained stream's; a neuron's 1..D are implied by its clamp)."""
         if levels is not None and v.qweight is not None and v.kind in ("conv2d", "dense"):
-            v.src = self.lattice_input(v.src)
+            q = v.qweight.q
+            v.src = self.lattice_input(v.src, int(q.abs().reshape(q.shape[0], -1).sum(1).max())
+                                       << widening_shift(v.qweight.bits, v.qweight.code))
         if dtype == "int16" and v.kind in ("conv2d", "dense"):
             v.src = self.int16_input(v.src)
         elif v.kind in ("conv2d", "dense") and self.tensors[v.src.name].dtype == "int16":

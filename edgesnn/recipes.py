@@ -155,7 +155,7 @@ def load(spec: str | Path) -> Recipe:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = " ".join(".".join(str(p) for p in err["loc"]).split()) or "(top level)"
         raise EdgesnnError(f"{path}: {key}: {err['msg'].lower()}") from None
     folders = [e.folder() for e in recipe.export]
     for kind, names in (("export", folders), ("profile", [p.file() for p in recipe.profile])):
