@@ -12,7 +12,8 @@ sections of the file are kept; a new path is created):
 3. LiteRT (reference and XNNPACK kernels) on the .tflite vs onnxruntime on the ONNX export.
 4. Export cost per target for spike-driven transformers of growing size (random weights).
 5. Lava: simulated samples per second, graded and rate-burst modes.
-6. Compression: weight bytes of each quantization recipe vs sum(bits x weights) / 8 and float32.
+6. Compression: weight bytes of each quantization recipe vs sum(bits x weights) / 8 and float32, and
+   the IR's accuracy, each trained and tested on the recipe's own data (mnist5k-14; the demo digits).
 
 Every number comes from this run. Times are medians of repeated passes, interleaved between the
 contenders of a table (A B C, A B C, ...) so a change of load on a shared machine hits all of them;
@@ -107,12 +108,12 @@ class Work:
         self.train_seconds: dict[str, float] = {}
 
     def checkpoint(self, model: str, epochs: int, kwargs: dict | None = None, D: int = 4, lr: float = 3e-3,
-                   seed: int = 0) -> Path:
-        key = json.dumps([model, kwargs or {}, D, epochs, lr, seed], sort_keys=True)
+                   seed: int = 0, data: str = "digits") -> Path:
+        key = json.dumps([model, kwargs or {}, D, epochs, lr, seed, data], sort_keys=True)
         if key not in self._ckpts:
             out = self.root / f"ckpt{len(self._ckpts)}-{model}"
             t0 = time.perf_counter()
-            pipeline.train_model(model, "digits", epochs, out, D=D, lr=lr, seed=seed, model_kwargs=kwargs)
+            pipeline.train_model(model, data, epochs, out, D=D, lr=lr, seed=seed, model_kwargs=kwargs)
             self.train_seconds[out.name] = time.perf_counter() - t0
             self._ckpts[key] = out
         return self._ckpts[key]
@@ -559,18 +560,20 @@ def compression(work: Work, s: Settings) -> dict:
     for path in sorted(recipes.RECIPES_DIR.glob("*.yaml")):
         rc = recipes.load(path)
         q = rc.quantize
-        jobs.append({"label": f"recipe `{rc.name}`", "model": rc.model.name, "kwargs": rc.model.kwargs, "D": rc.model.D,
+        jobs.append({"label": f"recipe `{rc.name}`", "data": rc.data, "model": rc.model.name, "kwargs": rc.model.kwargs,
+                     "D": rc.model.D,
                      "train": rc.train, "method": q.method if q else None,
                      "options": None if q is None else dict(weight_bits=q.weight_bits, membrane_bits=q.membrane_bits,
                                                              prune=q.prune, lr=q.lr, seed=rc.train.seed),
                      "q_epochs": None if q is None else q.epochs})
     base = recipes.Train()
-    jobs.append({"label": "`edgesnn quantize --method ternary` (no shipped recipe)", "model": "cnn", "kwargs": {},
+    jobs.append({"label": "`edgesnn quantize --method ternary` (no shipped recipe)", "data": "mnist5k-14", "model": "cnn",
+                 "kwargs": {},
                  "D": 4, "train": base, "method": "ternary", "options": dict(seed=base.seed), "q_epochs": 20})
     rows = []
     for j in jobs:
         epochs = s.epochs if s.quantize_epochs is not None else j["train"].epochs
-        ckpt = work.checkpoint(j["model"], epochs, j["kwargs"] or None, j["D"], j["train"].lr, j["train"].seed)
+        ckpt = work.checkpoint(j["model"], epochs, j["kwargs"] or None, j["D"], j["train"].lr, j["train"].seed, j["data"])
         source, q_epochs = ckpt, None
         if j["method"]:
             q_epochs = s.quantize_epochs or j["q_epochs"]
@@ -584,8 +587,8 @@ def compression(work: Work, s: Settings) -> dict:
         actual = memory.weight_bytes(graph)
         bits = Counter(int(op.weight_bits) for op in ops)
         info = pipeline.inspect(ir_path)
-        accuracy = pipeline.verify(ir_path, "digits")["accuracy"]
-        rows.append({"label": j["label"], "model": j["model"], "method": j["method"] or "none (8-bit post-training)",
+        accuracy = pipeline.verify(ir_path, j["data"])["accuracy"]
+        rows.append({"label": j["label"], "data": j["data"], "model": j["model"], "method": j["method"] or "none (8-bit post-training)",
                      "layers": len(ops), "weights": weights, "bits": dict(sorted(bits.items(), reverse=True)),
                      "weight_bytes": actual, "bound_bytes": bound, "vs_bound": actual / bound,
                      "float32_bytes": 4 * weights, "vs_float32": 4 * weights / actual,
@@ -597,13 +600,13 @@ def compression(work: Work, s: Settings) -> dict:
 
 
 def compression_table(r: dict) -> str:
-    lines = ["| what | model | compression | weight layers (bits x count) | weights | IR weight bytes (packed) | "
+    lines = ["| what | data | model | compression | weight layers (bits x count) | weights | IR weight bytes (packed) | "
              "bound sum(bits x weights) / 8 | IR / bound | float32 bytes of these weights | float32 / IR | float32 "
              "bytes of the float model | float model / IR | IR bytes with int32 biases and requantization constants "
-             "| IR accuracy |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| IR accuracy (test split) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for w in r["rows"]:
         bits = ", ".join(f"{b}-bit x {n}" for b, n in w["bits"].items())
-        lines.append(f"| {w['label']} | {w['model']} | {w['method']} | {w['layers']}: {bits} | {w['weights']} | "
+        lines.append(f"| {w['label']} | {w['data']} | {w['model']} | {w['method']} | {w['layers']}: {bits} | {w['weights']} | "
                      f"{w['weight_bytes']} | {w['bound_bytes']:.1f} | {w['vs_bound']:.4f} | {w['float32_bytes']} | "
                      f"{w['vs_float32']:.2f}x | {w['float_model_bytes']} | {w['vs_float_model']:.2f}x | "
                      f"{w['all_param_bytes']} | {w['accuracy']:.4f} |")

@@ -170,6 +170,7 @@ def test_compression_bytes_against_the_bound(bench):
     recipes = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
     assert [r["what"] for r in rows[:len(recipes)]] == [f"recipe `{name}`" for name in recipes]
     assert "ternary" in rows[-1]["compression"]
+    assert {r["data"] for r in rows} == {"digits", "mnist5k-14"}  # each recipe's own data; the demo stays on digits
     for r, j in zip(rows, res["compression"]["rows"], strict=True):
         weights, actual = int(r["weights"]), int(r["IR weight bytes (packed)"])
         bound = float(r["bound sum(bits x weights) / 8"])
