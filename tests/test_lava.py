@@ -132,8 +132,8 @@ def test_verify_runs_a_lava_folder_in_another_spike_code_and_refuses_a_contradic
 
 
 def test_int16_streams_and_compressed_models(trained, tmp_path):
-    quantize_checkpoint(trained["spikeformer"], "bestformer", tmp_path / "q", Options(epochs=1))
-    out = pipeline.export_model(tmp_path / "q", "lava", tmp_path / "lava")  # int16 streams, 1-bit weights
+    quantize_checkpoint(trained["spikeformer"], "bestformer", tmp_path / "q", Options(epochs=1, stream_dtype="int16"))
+    out = pipeline.export_model(tmp_path / "q", "lava", tmp_path / "lava")  # int16 streams (trained), 1-bit weights
     assert pipeline.verify(out, "digits", samples=50)["mismatches"] == 0
     assert pipeline.verify(out, "digits", samples=50, lava_mode="rate-burst")["mismatches"] == 0
 

@@ -114,7 +114,7 @@ def test_int16_streams_run_in_the_16x8_kernels(trained, tmp_path, family):
 
 
 def test_bestformer_is_bit_exact(trained, tmp_path):
-    """1-bit weights, binary attention, reversible blocks (factor-carrying adds) and int16 streams."""
+    """1-bit weights, binary attention, reversible blocks (factor-carrying adds) and trained int8 streams."""
     quantize_checkpoint(trained["spikeformer"], "bestformer", tmp_path / "q", Options(epochs=1))
     path = pipeline.export_model(tmp_path / "q", "tflite", tmp_path / "out")
     assert_bit_exact(pipeline.verify(path, "digits"))
