@@ -520,6 +520,8 @@ QUANTIZE = [
     ("first-last-bits", lambda c: [c.ckpt, "--method", "qsnn", "--first-last-bits", 1], "--first-last-bits must be between 2 and 8, got 1"),
     ("membrane-bits", lambda c: [c.ckpt, "--method", "qsnn", "--membrane-bits", 1], "--membrane-bits must be between 2 and 16, got 1"),
     ("epochs-0", lambda c: [c.ckpt, "--method", "qsnn", "--epochs", 0], "--epochs must be at least 1, got 0"),
+    ("stream-dtype", lambda c: [c.ckpt, "--method", "qsnn", "--stream-dtype", "int4"],
+     "--stream-dtype must be one of int8, int16, got 'int4'"),
     ("checkpoint-missing", lambda c: [c.tmp / "nope", "--method", "qsnn"], "nope: no such checkpoint folder"),
     ("data-unknown", lambda c: [c.ckpt, "--method", "qsnn", "--data", "mnist"], "unknown data set 'mnist'"),
     ("data-shape", lambda c: [c.ckpt, "--method", "qsnn", "--data", _small_images(c)],
