@@ -106,6 +106,12 @@ def trace(model: nn.Module) -> fx.GraphModule:
         raise EdgesnnError(f"cannot trace the model with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
+def is_add(node: fx.Node) -> bool:
+    """A tensor + tensor node (the exporter's ADD; a residual sum)."""
+    return (node.op in ("call_function", "call_method") and node.target in (operator.add, torch.add, "add")
+            and len(node.args) == 2 and all(isinstance(a, fx.Node) for a in node.args))
+
+
 class _Recorder(fx.Interpreter):
     """Runs the float model and records each node's output range for calibration."""
 
@@ -278,7 +284,7 @@ class _Exporter:
     def function(self, node: fx.Node, env) -> object:
         fn, args = node.target, node.args
         where = f"operation '{node.name}' ({getattr(fn, '__name__', fn)})"
-        if fn in (operator.add, torch.add, "add") and len(args) == 2 and all(isinstance(a, fx.Node) for a in args):
+        if is_add(node):
             return self.add(*(_plain(self.as_int(env[x]), where) for x in args), node)
         if fn in (operator.mul, torch.mul, "mul") and len(args) == 2:
             a, b = args
@@ -325,19 +331,22 @@ class _Exporter:
         clamp = [0, m.D]
         if m.membrane is not None:  # Q-SNN: the membrane is an integer tensor of its own grid first
             out = self.membrane_spikes(self.membrane(src, m, f"{node.target}.membrane"), m, node.target)
-        elif isinstance(src, _Linear):
-            out = self.materialize(src, scale=1.0, clamp=clamp, spike_D=m.D, name=node.target)
         else:
-            out = self.counts(_plain(self.as_int(src), f"layer '{node.target}'"), m.fire, node.target, m.D, clamp)
+            out = self.counts(src, node, 1.0, m.fire, m.D, clamp)
         out.factor = 1.0 / m.D if m.normalize else 1.0
         return out
 
-    def counts(self, x: _Int, fire, name: str, D: int, clamp: list[int]) -> _Int:
-        """A neuron reading a stream ``x``: torch's ``fire(z * scale)`` for every integer z it holds.
+    def counts(self, src, node, gain: float, fire, D: int, clamp: list[int]) -> _Int:
+        """A neuron's integer counts ``fire(u)``, ``fire`` being round(gain * u) clamped to ``clamp``.
 
-        A plain requantization rounds twice, and at a trained stream's power-of-two scale the first
-        rounding (the doubling high-mul of multiplier 2^30) is half a stream step: it fired 7 % of a
-        resnet's second-block spikes early."""
+        A pending linear op requantizes to them directly (times ``gain``). A stream ``x`` maps each
+        integer z it holds to torch's ``fire(z * scale)``: a plain requantization rounds twice, and at
+        a trained stream's power-of-two scale the first rounding (the doubling high-mul of multiplier
+        2^30) is half a stream step: it fired 7 % of a resnet's second-block spikes early."""
+        name = node.target
+        if isinstance(src, _Linear):
+            return self.materialize(_scaled(src, gain, node) if gain != 1 else src, 1.0, clamp, name, spike_D=D)
+        x = _plain(self.as_int(src), f"layer '{name}'")
         real = torch.tensor(np.float32(x.factor * self.tensors[x.name].scale))
 
         def wanted(z):
@@ -403,10 +412,7 @@ class _Exporter:
 
     def ternary(self, src, m: TernaryStep, node) -> _Int:
         """o = clamp(round(u / (2 threshold)), -1, 1): signed 1-level spikes; a_c rides along."""
-        if isinstance(src, _Linear):
-            out = self.materialize(_scaled(src, 1.0 / (2 * m.threshold), node), 1.0, [-1, 1], node.target, spike_D=1)
-        else:
-            out = self.counts(_plain(src, f"layer '{node.target}'"), m.integer, node.target, 1, [-1, 1])
+        out = self.counts(src, node, 1.0 / (2 * m.threshold), m.integer, 1, [-1, 1])
         self.tensors[out.name].signed = True
         out.amplitude = m.amplitude.detach().double().numpy()
         return out

@@ -21,15 +21,12 @@ import numpy as np
 import torch
 
 from edgesnn.errors import EdgesnnError
-from edgesnn.export import _Int, _Linear, _plain, _QuantWeight, _scaled
+from edgesnn.export import _Int, _Linear, _plain, _QuantWeight
 from edgesnn.neurons import IBRALIF, MPBNSpike
 
 
 def ibra(ex, src, m: IBRALIF, node) -> _Int:
-    if isinstance(src, _Linear):
-        out = ex.materialize(_scaled(src, m.N, node), 1.0, [0, m.D], node.target, spike_D=m.D)
-    else:
-        out = ex.counts(_plain(ex.as_int(src), f"layer '{node.target}'"), m.integer, node.target, m.D, [0, m.D])
+    out = ex.counts(src, node, m.N, m.integer, m.D, [0, m.D])
     out.factor = 1.0 / m.D if m.normalize else 1.0 / m.N
     return out
 

@@ -3,8 +3,8 @@
 The model is traced with torch.fx and a StreamQuant goes on the output of every tensor + tensor,
 on each operand that is not already on an integer grid (a Conv2d / Linear / BatchNorm result,
 say), and on the model's outputs, for all their readers: a neuron reading the stem that a
-shortcut also adds reads the stem's stream integers, as the IR computes it once. Operands on a grid (another stream, spikes, a stream times a
-constant) are left alone: the IR's ADD reads them exactly. The outputs are the IR's int8 / int16
+shortcut also adds reads the stem's stream integers, as the IR computes it once. Operands on a
+grid (another stream, spikes, a stream times a constant) are left alone: the IR's ADD reads them exactly. The outputs are the IR's int8 / int16
 logits: rounded in the IR only, two close classes tie there and not in torch (every mismatch of
 an int8-stream resnet on mnist5k was such a tie). The result is a GraphModule whose submodules
 keep their names, so the checkpoint's other weights load as before; the quantizers are
@@ -20,16 +20,11 @@ import torch
 from torch import fx, nn
 
 from edgesnn.errors import EdgesnnError
-from edgesnn.export import trace
+from edgesnn.export import is_add, trace
 from edgesnn.neurons import NEURONS, StreamQuant
 
 BITS = {"int8": 8, "int16": 16}
 _PASSING = (nn.Identity, nn.Dropout, nn.Flatten, nn.MaxPool2d)  # a value on a grid stays on it
-
-
-def is_add(node: fx.Node) -> bool:
-    return (node.op in ("call_function", "call_method") and node.target in (operator.add, torch.add, "add")
-            and len(node.args) == 2 and all(isinstance(a, fx.Node) for a in node.args))
 
 
 def insert(model: nn.Module, bits: int) -> nn.Module:
