@@ -359,22 +359,29 @@ class _Exporter:
     def membrane(self, src, m: MultiSpike, name: str) -> _Int:
         """The Q-SNN membrane q = clamp(round(u / s), -qmax, qmax) as an integer tensor of its grid s.
 
-        From a pending linear op it is one requantization of the accumulator. From a stream (a
+        From a pending linear op it is one requantization of the accumulator. From an int8 stream (a
         residual sum) it is the stream's integers mapped to torch's q for every value the stream
-        can hold (:meth:`exact_requantize`), so the second rounding adds nothing to the first."""
+        can hold (:meth:`exact_requantize`), so the second rounding adds nothing to the first; from
+        an int16 stream it is the plain requantization, which torch computes too
+        (:meth:`MembraneQuant.integers`)."""
         qmax, scale = m.membrane.qmax, float(m.membrane.scale)
         dtype = "int8" if qmax <= 127 else "int16"
         if isinstance(src, _Linear):
             return self.materialize(src, scale, [-qmax, qmax], name, dtype=dtype, levels=range(1 - qmax, qmax + 1))
         x = _plain(self.as_int(src), f"layer '{name}'")
         real = np.float32(x.factor * self.tensors[x.name].scale)
+        out = self.new_tensor(name, self.tensors[x.name].shape, dtype, scale)
+        if m.membrane.stream is not None and m.membrane.stream.bits == 16:  # torch computes this requantization
+            if real != np.float32(m.membrane.stream.scale):
+                raise EdgesnnError(f"layer '{name}': its membrane reads a stream of scale {real}, trained at "
+                                   f"{float(m.membrane.stream.scale)}")
+            return self.rescale(x, out, [-qmax, qmax])
 
         def wanted(z):
             with torch.no_grad():
                 return m.membrane.integers(torch.as_tensor(z, dtype=torch.float32) * torch.tensor(real)).numpy()
 
-        return self.exact_requantize(x, wanted, self.new_tensor(name, self.tensors[x.name].shape, dtype, scale),
-                                     [-qmax, qmax])
+        return self.exact_requantize(x, wanted, out, [-qmax, qmax])
 
     def membrane_spikes(self, x: _Int, m: MultiSpike, name: str) -> _Int:
         """Spikes of a Q-SNN membrane q at exactly torch's counts, clamp(floor(q * s + 0.5), 0, D).

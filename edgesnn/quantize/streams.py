@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from edgesnn.errors import EdgesnnError
 from edgesnn.export import is_add, trace
-from edgesnn.neurons import NEURONS, StreamQuant
+from edgesnn.neurons import NEURONS, MultiSpike, StreamQuant
 
 BITS = {"int8": 8, "int16": 16}
 _PASSING = (nn.Identity, nn.Dropout, nn.Flatten, nn.MaxPool2d)  # a value on a grid stays on it
@@ -48,6 +48,12 @@ def insert(model: nn.Module, bits: int) -> nn.Module:
     for result in list(output.all_input_nodes):
         if not (result.op == "call_module" and isinstance(gm.get_submodule(result.target), StreamQuant)):
             output.replace_input_with(result, quantizer(result, output, after=False))
+    for node in gm.graph.nodes:  # a Q-SNN membrane reading an int16 stream rounds as the IR does
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), StreamQuant):
+            for user in node.users:
+                m = gm.get_submodule(user.target) if user.op == "call_module" else None
+                if isinstance(m, MultiSpike) and m.membrane is not None and user.args[0] is node:
+                    m.membrane.read_stream(gm.get_submodule(node.target))
     gm.graph.lint()
     gm.recompile()
     return gm.train(model.training)
