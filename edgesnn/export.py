@@ -332,7 +332,7 @@ class _Exporter:
         if m.membrane is not None:  # Q-SNN: the membrane is an integer tensor of its own grid first
             out = self.membrane_spikes(self.membrane(src, m, f"{node.target}.membrane"), m, node.target)
         else:
-            out = self.counts(src, node, 1.0, m.fire, m.D, clamp)
+            out = self.counts(src, node, m.gain, m.fire, m.D, clamp)
         out.factor = 1.0 / m.D if m.normalize else 1.0
         return out
 

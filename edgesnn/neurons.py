@@ -180,12 +180,17 @@ class MultiSpike(nn.Module, SpikeExpansion):
 
     With ``normalize`` the output is s / D in [0, 1]; the exporter folds 1/D into the next layer.
     ``membrane`` (None, or a :class:`MembraneQuant` set by Q-SNN) quantizes u before firing.
+    ``gain`` scales u first: a library's neuron mapped onto this one keeps its threshold (a binary
+    neuron firing at u >= theta is D = 1 with gain 1 / (2 theta)).
     """
 
-    def __init__(self, D: int = 4, normalize: bool = True):
+    def __init__(self, D: int = 4, normalize: bool = True, gain: float = 1.0):
         super().__init__()
         self.D = _check_D(D)
         self.normalize = normalize
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 < gain < float("inf"):
+            raise EdgesnnError(f"a neuron's gain must be a positive finite number, got {gain!r}")
+        self.gain = float(gain)
         self.membrane: MembraneQuant | None = None
 
     def integer(self, u: torch.Tensor) -> torch.Tensor:
@@ -195,14 +200,14 @@ class MultiSpike(nn.Module, SpikeExpansion):
 
     def fire(self, u: torch.Tensor) -> torch.Tensor:
         """The integer count of a (possibly quantized) membrane u."""
-        return _SFAQuant.apply(u, self.D)
+        return _SFAQuant.apply(u * self.gain if self.gain != 1 else u, self.D)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         s = self.integer(u)
         return s / self.D if self.normalize else s
 
     def extra_repr(self) -> str:
-        return f"D={self.D}, normalize={self.normalize}"
+        return f"D={self.D}, normalize={self.normalize}" + (f", gain={self.gain:g}" if self.gain != 1 else "")
 
 
 class IntegerIF(nn.Module, SpikeExpansion):
