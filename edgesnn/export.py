@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from edgesnn import __version__
+from edgesnn import __version__, source_lines
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import (ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, linear_requantizer,
@@ -32,9 +32,26 @@ SUPPORTED = (
     "sum over (H, W), flatten"
 )
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
+_TORCH_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d,
+                 nn.Flatten, *_PASS_THROUGH)
 # Leaf modules the exporter reads (modules with children are traced through).
-DEPLOYABLE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, MultiSpike, TernaryStep, IBRALIF, MPBNSpike, StreamQuant,
-              nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Flatten, *_PASS_THROUGH)
+DEPLOYABLE = (*_TORCH_LAYERS, MultiSpike, TernaryStep, IBRALIF, MPBNSpike, StreamQuant)
+_ADD = (operator.add, torch.add, "add")
+_MUL = (operator.mul, torch.mul, "mul")
+_FLATTEN = (torch.flatten, "flatten")
+_FUNCTIONS = (*_ADD, *_MUL, *_FLATTEN, "sum")  # what _Exporter.function reads (with conditions on the arguments)
+
+
+def torch_layer(m: nn.Module) -> type | None:
+    """The torch layer ``m`` exports as: its own class, or the torch.nn layer a subclass extends
+    without changing the computation (no ``forward`` of its own, or SpikingJelly's single-step
+    mode, whose forward is the torch layer's). A subclass with its own forward is traced through."""
+    base = next((c for c in type(m).__mro__ if c in _TORCH_LAYERS), None)
+    if base is None or type(m) is base:
+        return base
+    if type(m).forward is base.forward or getattr(m, "step_mode", None) == "s":
+        return base
+    return None
 
 
 def undeployable_layers(model: nn.Module) -> list[str]:
@@ -43,6 +60,9 @@ def undeployable_layers(model: nn.Module) -> list[str]:
 
     def walk(m: nn.Module, name: str) -> None:
         if isinstance(m, DEPLOYABLE) or hasattr(m, "weight_quant"):
+            if getattr(m, "step_mode", "s") != "s":
+                found.append(f"{name} ({type(m).__module__}.{type(m).__qualname__} in multi-step mode: edgesnn "
+                             f"deploys one step; set step_mode='s')")
             return  # its own submodules (quantizers, membrane) are the layer's business
         children = list(m.named_children())
         if not children and name:
@@ -93,22 +113,65 @@ class _Linear:
 
 
 class _Tracer(fx.Tracer):
+    record_stack_traces = True  # messages name the user's source line (edgesnn.source_lines)
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        # Neurons, and Brevitas quant layers (their weight proxies are not traceable), stay whole.
+        # Neurons, and Brevitas quant layers (their weight proxies are not traceable), stay whole;
+        # so do subclasses of torch layers that compute what the layer computes (SpikingJelly's).
         return (isinstance(m, (*NEURONS.values(), StreamQuant)) or hasattr(m, "weight_quant")
-                or super().is_leaf_module(m, qualname))
+                or torch_layer(m) is not None or super().is_leaf_module(m, qualname))
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
     try:
         return fx.GraphModule(model, _Tracer().trace(model))
     except Exception as e:  # noqa: BLE001 - any tracing failure is a model the exporter cannot read
-        raise EdgesnnError(f"cannot trace the model with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        line = source_lines.exception_line(e)
+        raise EdgesnnError(f"cannot trace the model with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]})"
+                           + (f" at {line}" if line else "") + "; Python that depends on tensor values or shapes in "
+                           "forward (int(x.shape[1] * r), if on a tensor) must move to __init__") from None
+
+
+def unsupported_nodes(gm: fx.GraphModule) -> list[str]:
+    """Every node the exporter cannot read, with its module path and source line: all at once,
+    before any training (the exporter itself stops at the first)."""
+    found = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            m = gm.get_submodule(node.target)
+            if isinstance(m, DEPLOYABLE) or hasattr(m, "weight_quant"):
+                continue
+            what = f"module {type(m).__module__}.{type(m).__qualname__}"
+        elif node.op in ("call_function", "call_method"):
+            if node.target in _FUNCTIONS:
+                continue
+            what = f"{'method .' if node.op == 'call_method' else 'function '}{getattr(node.target, '__name__', node.target)}"
+        elif node.op == "get_attr":
+            what = f"a direct read of parameter {node.target!r} (a layer's forward of its own, traced through)"
+        else:
+            continue
+        found.append(f"{what} at {source_lines.where(node)}")
+    return found
+
+
+def check(model: nn.Module, sample: torch.Tensor, stream_dtype: str = "int8") -> None:
+    """Refuse, before any epoch or calibration, a model the exporter cannot read: trace it, list
+    every unsupported module or function, then export it once on ``sample`` (its weights may be
+    untrained: only what a later export would refuse for the model's structure is reported)."""
+    gm = trace(model)
+    bad = unsupported_nodes(gm)
+    if bad:
+        raise EdgesnnError(f"the exporter cannot read {len(bad)} operation(s): {'; '.join(bad)}. Supported: {SUPPORTED}")
+    training = model.training
+    try:
+        export(model, sample, stream_dtype=stream_dtype)
+    finally:
+        model.train(training)
 
 
 def is_add(node: fx.Node) -> bool:
     """A tensor + tensor node (the exporter's ADD; a residual sum)."""
-    return (node.op in ("call_function", "call_method") and node.target in (operator.add, torch.add, "add")
+    return (node.op in ("call_function", "call_method") and node.target in _ADD
             and len(node.args) == 2 and all(isinstance(a, fx.Node) for a in node.args))
 
 
@@ -138,7 +201,9 @@ def export(model: nn.Module, calibration: torch.Tensor, weight_bits: int | dict[
     if trained and trained != {int(stream_dtype[3:])}:
         raise EdgesnnError(f"this model's residual streams were trained as int{max(trained)} (quantize --stream-dtype); "
                            f"export it with --stream-dtype int{max(trained)}, not {stream_dtype}")
-    gm = trace(model)
+    from edgesnn import pool_order  # builds on this module
+
+    gm = pool_order.rewrite(trace(model))
     rec = _Recorder(gm)
     with torch.no_grad():
         for batch in torch.split(calibration.float(), 256):
@@ -190,34 +255,42 @@ class _Exporter:
         # their weights twice (900 bytes of a 1-bit transformer's 6005).
         self.for_neurons: dict[fx.Node, _Linear] = {}
         self.lattice: dict[str, int] = {}  # widened spike tensors: every value is a multiple of this
+        self.input_name: str | None = None
 
     # ---- graph walk -------------------------------------------------------------------------
     def run(self) -> g.Graph:
         env: dict[fx.Node, object] = {}
         outputs: list[str] = []
-        input_name = None
         for node in self.gm.graph.nodes:
-            if node.op == "placeholder":
-                if input_name is not None:
-                    raise EdgesnnError("the exporter supports models with one input tensor")
-                env[node] = self.input(node)
-                input_name = env[node].name
-            elif node.op == "output":
-                results = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
-                for r in results:
-                    outputs.append(_plain(self.as_int(env[r], name="output"), "the model output").name)
-            elif node.op == "call_module":
-                env[node] = self.module(node, self.modules[node.target], env)
-            elif node.op in ("call_function", "call_method"):
-                env[node] = self.function(node, env)
-            else:
-                raise EdgesnnError(f"unsupported graph node {node.name!r} ({node.op}); supported: {SUPPORTED}")
-            if isinstance(env.get(node), _Linear) and len(node.users) > 1:
-                if env[node].src.name == input_name and any(
-                        u.op == "call_module" and type(self.modules[u.target]) is MultiSpike for u in node.users):
-                    self.for_neurons[node] = replace(env[node])  # before as_int changes its source
-                env[node] = self.as_int(env[node])  # shared by several users: compute it once
-        return g.Graph(tensors=self.tensors, ops=self.ops, input=input_name, outputs=outputs, meta=self.meta)
+            try:
+                self.step(node, env, outputs)
+            except EdgesnnError as e:  # name the user's source line, not only the fx node
+                line = source_lines.node_line(node)
+                raise EdgesnnError(f"{e} (at {line})" if line and line not in str(e) else str(e)) from None
+        return g.Graph(tensors=self.tensors, ops=self.ops, input=self.input_name, outputs=outputs, meta=self.meta)
+
+    def step(self, node: fx.Node, env: dict, outputs: list[str]) -> None:
+        if node.op == "placeholder":
+            if self.input_name is not None:
+                raise EdgesnnError("the exporter supports models with one input tensor")
+            env[node] = self.input(node)
+            self.input_name = env[node].name
+        elif node.op == "output":
+            results = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
+            for r in results:
+                outputs.append(_plain(self.as_int(env[r], name="output"), "the model output").name)
+        elif node.op == "call_module":
+            env[node] = self.module(node, self.modules[node.target], env)
+        elif node.op in ("call_function", "call_method"):
+            env[node] = self.function(node, env)
+        else:
+            raise EdgesnnError(f"unsupported graph node {node.name!r} ({node.op}) at {source_lines.where(node)}; "
+                               f"supported: {SUPPORTED}")
+        if isinstance(env.get(node), _Linear) and len(node.users) > 1:
+            if env[node].src.name == self.input_name and any(
+                    u.op == "call_module" and type(self.modules[u.target]) is MultiSpike for u in node.users):
+                self.for_neurons[node] = replace(env[node])  # before as_int changes its source
+            env[node] = self.as_int(env[node])  # shared by several users: compute it once
 
     def input(self, node: fx.Node) -> _Int:
         x = self.calibration
@@ -283,17 +356,17 @@ class _Exporter:
 
     def function(self, node: fx.Node, env) -> object:
         fn, args = node.target, node.args
-        where = f"operation '{node.name}' ({getattr(fn, '__name__', fn)})"
+        where = f"operation {getattr(fn, '__name__', fn)} at {source_lines.where(node)}"
         if is_add(node):
             return self.add(*(_plain(self.as_int(env[x]), where) for x in args), node)
-        if fn in (operator.mul, torch.mul, "mul") and len(args) == 2:
+        if fn in _MUL and len(args) == 2:
             a, b = args
             if isinstance(a, fx.Node) and isinstance(b, fx.Node):
                 return self.mul(_plain(self.as_int(env[a]), where), _plain(self.as_int(env[b]), where), node)
             value, const = (env[a], b) if isinstance(a, fx.Node) else (env[b], a)
             if isinstance(const, (int, float)):
                 return _scaled(value, float(const), node)
-        if fn in (torch.flatten, "flatten"):
+        if fn in _FLATTEN:
             start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 1 if fn == "flatten" else 0)
             end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
             if start == 1 and end == -1:
