@@ -154,11 +154,16 @@ def unsupported_nodes(gm: fx.GraphModule) -> list[str]:
     return found
 
 
+CHECK_SAMPLES = 64  # the batch export.check exports on: enough for BatchNorm and every calibrated range to exist
+
+
 def check(model: nn.Module, sample: torch.Tensor, stream_dtype: str = "int8") -> None:
     """Refuse, before any epoch or calibration, a model the exporter cannot read: trace it, list
     every unsupported module or function, then export it once on ``sample`` (its weights may be
     untrained: only what a later export would refuse for the model's structure is reported)."""
-    gm = trace(model)
+    from edgesnn import pool_order  # builds on this module
+
+    gm = pool_order.rewrite(trace(model))
     bad = unsupported_nodes(gm)
     if bad:
         raise EdgesnnError(f"the exporter cannot read {len(bad)} operation(s): {'; '.join(bad)}. Supported: {SUPPORTED}")

@@ -24,14 +24,24 @@ model is left as it is (the combined conv is a new module of that GraphModule).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from edgesnn.export import torch_layer
 from edgesnn.neurons import MultiSpike
 
 
+# snnTorch's tutorials pool with F.max_pool2d: as modules, they take the same paths as nn.MaxPool2d.
+_FUNCTIONAL = {
+    F.max_pool2d: (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")),
+    torch.max_pool2d: (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
+    F.avg_pool2d: (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                  "divisor_override")),
+}
+
+
 def rewrite(gm: fx.GraphModule) -> fx.GraphModule:
-    changed = False
+    changed = _pool_modules(gm)
     for node in list(gm.graph.nodes):
         m = _module(gm, node)
         if isinstance(m, nn.MaxPool2d):
@@ -42,6 +52,31 @@ def rewrite(gm: fx.GraphModule) -> fx.GraphModule:
         gm.graph.lint()
         gm.recompile()
     return gm
+
+
+def _pool_modules(gm: fx.GraphModule) -> bool:
+    """Functional 2-D pools with constant arguments become pooling modules (``<name>_module``)."""
+    changed = False
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in _FUNCTIONAL or not node.args:
+            continue
+        cls, names = _FUNCTIONAL[node.target]
+        params = {**dict(zip(names, node.args[1:])), **node.kwargs}
+        if len(node.args) - 1 > len(names) or any(isinstance(v, fx.Node) for v in params.values()):
+            continue
+        if params.pop("return_indices", False):
+            continue
+        if params.get("stride") in (None, []):
+            params.pop("stride", None)
+        name = f"{node.name}_module"
+        gm.add_submodule(name, cls(**params))
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_module(name, (node.args[0],))
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        changed = True
+    return changed
 
 
 def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:

@@ -9,12 +9,13 @@ new checkpoint's ``quantization`` spec (see spec.py), so loading rebuilds the sa
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from edgesnn import checkpoint, threads
+from edgesnn import checkpoint, export, threads
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import one_writer, replaceable_dir
@@ -91,6 +92,7 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
     # train on the integers the IR's streams and outputs hold (see quantize/streams.py)
     plan.model = streams.insert(plan.model, streams.BITS[stream_dtype])
     spec.update(stream_dtype=stream_dtype, stream_bits=streams.BITS[stream_dtype])
+    _check_deployable(plan.model, ds, stream_dtype)
     lr = opts.lr or METHODS[method].DEFAULT_LR
     metrics = train(plan.model, ds, opts.epochs, lr=lr, seed=opts.seed, on_epoch=on_epoch,
                     loss_fn=plan.loss_fn, before_epoch=plan.before_epoch)
@@ -101,3 +103,15 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
                    options={**vars(opts), "lr": lr}, threads=threads.current())
     checkpoint.save(plan.model.eval(), new_config, out, metrics)
     return metrics
+
+
+def _check_deployable(model: torch.nn.Module, ds: datasets.Dataset, stream_dtype: str) -> None:
+    """Export a copy of the compressed model once before fine-tuning, so that what the exporter
+    refuses (ternary spikes into a grouped conv, say) shows now rather than after the epochs. The
+    copy's quantizers take their first scales from one training-mode batch; the model itself and
+    the random state are untouched."""
+    probe = copy.deepcopy(model).train()
+    sample = ds.x_train[:export.CHECK_SAMPLES]
+    with torch.no_grad():
+        probe(sample)
+    export.check(probe, sample, stream_dtype)
