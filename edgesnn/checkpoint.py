@@ -37,6 +37,8 @@ def save(model: torch.nn.Module, config: dict, out_dir: str | Path, metrics: dic
     """Write the checkpoint into a temporary sibling folder and rename it into place."""
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     _check_finite(state, f"{out_dir}: the model to save")
+    if custom.mapped_layers(model) and "neuron_layers" not in config:  # what the neuron map made of each layer
+        config = {**config, "neuron_layers": custom.mapped_layers(model)}
     texts = {CONFIG: dumps_json({"format_version": FORMAT_VERSION, **config}, Path(out_dir) / CONFIG)}
     if metrics is not None:
         texts[METRICS] = dumps_json(metrics, Path(out_dir) / METRICS)
@@ -54,7 +56,7 @@ def load(path: str | Path, trust_code: custom.Trust = False) -> tuple[torch.nn.M
     or the collection of names the user gave; see models/custom.py). Zoo models need none."""
     path = Path(path)
     config = read_config(path)
-    for name in custom.named_code(config["model"], config.get("neuron_map")):
+    for name in custom.config_code(config):
         custom.require_trust(name, trust_code, str(path / CONFIG))
     tensors = weights_header(path)
     _check_model_size(path, config, tensors, trust_code)
@@ -110,9 +112,11 @@ def _check_config(config: dict, where: Path) -> None:
     neuron_map = config.get("neuron_map")
     if neuron_map is not None:
         if not isinstance(neuron_map, dict) or not all(
-                isinstance(k, str) and custom.CLASS_PATH.fullmatch(k) and isinstance(v, str) for k, v in neuron_map.items()):
-            raise EdgesnnError(f"{where}: 'neuron_map' must map class paths (module.Class) to edgesnn neurons, "
+                isinstance(k, str) and custom.MAP_KEY.fullmatch(k) and isinstance(v, str) for k, v in neuron_map.items()):
+            raise EdgesnnError(f"{where}: 'neuron_map' must map class paths (module.Class) or layers to edgesnn neurons, "
                                f"got {_short(neuron_map)}")
+    if config.get("neuron_layers") is not None:
+        custom.check_layers(config["neuron_layers"], str(where))
     quantization = config.get("quantization")
     if quantization is not None and not isinstance(quantization, dict):
         raise EdgesnnError(f"{where}: invalid quantization spec (a mapping expected, got {_short(quantization)})")
@@ -172,15 +176,16 @@ def describe(path: str | Path) -> dict:
     imports = [{"name": n, "kind": "factory" if custom.is_factory(n) else "neuron class",
                 "module": n.partition(":")[0] if custom.is_factory(n) else n.rpartition(".")[0],
                 "object": n.partition(":")[2] if custom.is_factory(n) else n.rpartition(".")[2]}
-               for n in custom.named_code(config["model"], config.get("neuron_map"))]
+               for n in custom.config_code(config)]
     return {"config": config, "imports": imports, "tensors": tensors}
 
 
 def _build(path: Path, config: dict, trust_code: custom.Trust) -> torch.nn.Module:
     """The model config.json describes (on the current default device), its compression replayed."""
     where = str(path / CONFIG)
-    model = models.build(config["model"], config["kwargs"], config.get("neuron_map"), config.get("D", 4),
+    model = models.build(config["model"], config["kwargs"], custom.rebuild_map(config), config.get("D", 4),
                          trust_code=trust_code, where=where)
+    custom.check_rebuilt(model, config, where)
     if config.get("quantization"):
         from edgesnn.quantize import spec  # Brevitas is imported only for compressed checkpoints
 

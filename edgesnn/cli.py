@@ -20,7 +20,10 @@ app = typer.Typer(help="Deploy quantized spiking neural networks to edge targets
                   pretty_exceptions_enable=False, no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
-DATA_HELP = "'digits' (bundled), 'mnist5k' or 'mnist5k-14' (MNIST, 28x28 or 14x14) or a .npz file with x and y"
+DATA_HELP = ("'digits' (bundled), 'mnist5k' or 'mnist5k-14' (MNIST, 28x28 or 14x14), a .npz file with x and y, a "
+             "folder of class subfolders of images, or a CIFAR-10/100 python folder; a folder takes options such as "
+             "'DIR?size=32x32&mean=0.5&std=0.25' (size=WxH, channels=1|3, mean and std: 1 or 3 values; CIFAR-100: "
+             "labels=coarse)")
 
 
 @app.callback()
@@ -99,9 +102,10 @@ def _with_epoch_bar(label: str, epochs: int, run):
 
 
 def _train(model: str, data: str, epochs: int, out_dir: Path, D: int, lr: float, seed: int,
-           neuron_map: dict | None = None) -> dict:
+           neuron_map: dict | None = None, weights: Path | None = None, strip_prefix: list[str] | None = None) -> dict:
     return _with_epoch_bar(f"train {model}", epochs, lambda on_epoch: pipeline.train_model(
-        model, data, epochs, out_dir, D=D, lr=lr, seed=seed, on_epoch=on_epoch, neuron_map=neuron_map))
+        model, data, epochs, out_dir, D=D, lr=lr, seed=seed, on_epoch=on_epoch, neuron_map=neuron_map,
+        weights=weights, strip_prefix=tuple(strip_prefix or ())))
 
 
 @app.command()
@@ -111,19 +115,30 @@ def train(
                                           "function or class returning a torch.nn.Module; the current folder is "
                                           "importable)"),
     data: str = typer.Option("digits", help=DATA_HELP),
-    epochs: int = typer.Option(30, help="training epochs"),
+    epochs: int = typer.Option(30, help="training epochs; 0 with --weights: the trained weights as they are"),
     out: Path = typer.Option(..., help="checkpoint folder to write"),
     D: int = typer.Option(4, "--D", "-D", help="largest integer activation of the SFA neurons"),
     lr: float = typer.Option(3e-3, help="AdamW learning rate (cosine schedule)"),
     seed: int = typer.Option(0, help="random seed"),
-    neuron_map: list[str] = typer.Option(None, help="your own model: map a third-party neuron class onto an edgesnn "
-                                                    "neuron, CLASS=sfa[:D=N[,normalize=false]] (repeatable)"),
+    neuron_map: list[str] = typer.Option(None, help="your own model: map third-party neurons onto edgesnn's "
+                                                    "(repeatable): CLASS=TARGET for every instance of a class "
+                                                    "(import path), LAYER=TARGET for one layer (module path, e.g. "
+                                                    "head.lif; overrides CLASS); TARGET is sfa[:D=N,normalize=B,"
+                                                    "threshold=X] or readout[:scale=X] (the logits); a library "
+                                                    "neuron's own settings are kept unless given"),
+    weights: Path = typer.Option(None, help="trained weights to start from: model.state_dict() saved as .safetensors "
+                                            "or with torch.save (read with weights_only=True, never a pickled "
+                                            "object); with --epochs 0 nothing is trained"),
+    strip_prefix: list[str] = typer.Option(None, help="remove this prefix from the start of every --weights key, "
+                                                      "e.g. module. (DDP) or model. (repeatable, applied in order)"),
 ):
-    """Train a spiking model with one-timestep SFA and write a safetensors + JSON checkpoint."""
+    """Train a spiking model with one-timestep SFA (or bring trained weights) and write a safetensors + JSON checkpoint."""
     from edgesnn.models.custom import parse_neuron_map
 
-    metrics = _train(model, data, epochs, out, D, lr, seed, parse_neuron_map(neuron_map))
-    print(f"wrote {out}  test_accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} samples")
+    metrics = _train(model, data, epochs, out, D, lr, seed, parse_neuron_map(neuron_map), weights, strip_prefix)
+    source = metrics.get("weights")
+    came = "" if source is None else f"  (weights {source['file']}{', not trained' if not metrics['epochs'] else ''})"
+    print(f"wrote {out}  test_accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} samples{came}")
 
 
 @app.command()
@@ -345,8 +360,21 @@ def inspect(
         for row in r["weight_layers"]:
             weights.add_row(row["layer"], row["type"], str(row["in"]), str(row["out"]), str(row["weights"]), row["format"])
         console.print(weights)
+        _print_neuron_layers(r["neuron_layers"])
         method = (r["config"].get("quantization") or {}).get("method", "none")
         print(f"model {r['model']}  compression {method}  params {r['params']}  bytes {r['bytes']}")
+
+
+def _print_neuron_layers(rows: list[dict]) -> None:
+    """What the neuron map made of each layer: the class replaced, the edgesnn neuron (exact), the map
+    entry that chose it and what the instance said."""
+    from edgesnn.limits import _short
+
+    if rows:
+        print("neuron map by layer (layer: class replaced -> edgesnn neuron [map entry; read from the instance]):")
+    for row in rows:
+        print(f"  {_short(row['layer'])}: {_short(row['class'])} -> {_short(row['target'])} "
+              f"[{_short(row['key'])}; {_short(row['instance'] or 'nothing read', 200)}]")
 
 
 def _print_unbuilt_checkpoint(r: dict, table: Table) -> None:
@@ -366,6 +394,7 @@ def _print_unbuilt_checkpoint(r: dict, table: Table) -> None:
     print(f"kwargs {_short(config['kwargs'], 400)}")
     if config.get("neuron_map"):
         print(f"neuron map {_short(config['neuron_map'], 400)}")
+    _print_neuron_layers(r["neuron_layers"])
     method = (config.get("quantization") or {}).get("method", "none")
     print(f"model {r['model']}  compression {_short(method)}  params {r['params']}  bytes {r['bytes']}")
 
@@ -416,8 +445,12 @@ def run(
     out: Path = typer.Option(..., help="output folder (every artifact and manifest.json go here)"),
     model: str = typer.Option(None, help="your own model instead of the recipe's: module:factory (a function or "
                                          "class returning a torch.nn.Module; the current folder is importable)"),
-    neuron_map: list[str] = typer.Option(None, help="with --model: map a third-party neuron class onto an edgesnn "
-                                                    "neuron, CLASS=sfa[:D=N[,normalize=false]] (repeatable)"),
+    neuron_map: list[str] = typer.Option(None, help="with --model: map third-party neurons onto edgesnn's "
+                                                    "(repeatable): CLASS=TARGET for every instance of a class "
+                                                    "(import path), LAYER=TARGET for one layer (module path, e.g. "
+                                                    "head.lif; overrides CLASS); TARGET is sfa[:D=N,normalize=B,"
+                                                    "threshold=X] or readout[:scale=X] (the logits); a library "
+                                                    "neuron's own settings are kept unless given"),
     trust_code: bool = _trust_option("run the code the recipe names (its model factory, module:factory, and neuron "
                                      "classes); --model naming the same factory trusts just that one"),
 ):

