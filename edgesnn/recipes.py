@@ -124,7 +124,7 @@ class Profile(_Strict):
 
 class Recipe(_Strict):
     name: str
-    data: str = "digits"  # a built-in set (edgesnn.data.BUILTIN) or an .npz file
+    data: str = "digits"  # a built-in set (edgesnn.data.BUILTIN), an .npz file or a data folder (edgesnn.data_folders)
     threads: int | None = Field(None, ge=1, le=MAX_THREADS)  # pins torch's count for every stage (edgesnn/threads.py)
     model: Model
     train: Train = Field(default_factory=Train)
@@ -144,9 +144,17 @@ class Recipe(_Strict):
     @classmethod
     def _data(cls, v: str) -> str:
         from edgesnn.data import BUILTIN
+        from edgesnn.data_folders import FOLDER_FORMS, split_spec
 
-        if v not in BUILTIN and not v.endswith(".npz"):
-            raise ValueError(f"{v!r} is not a data set: use {', '.join(map(repr, BUILTIN))} or an .npz file")
+        if v in BUILTIN or v.endswith(".npz"):
+            return v
+        try:
+            folder, _ = split_spec(v)  # the options' syntax; the folder is read when the run trains
+        except EdgesnnError as e:
+            raise ValueError(str(e)) from None
+        if not Path(folder).is_dir():
+            raise ValueError(f"{v!r} is not a data set: use {', '.join(map(repr, BUILTIN))}, an .npz file or a "
+                             f"folder ({FOLDER_FORMS})")
         return v
 
 

@@ -54,6 +54,8 @@ def test_shipped_recipes_are_valid_and_cover_every_target_and_three_boards(name)
      "export.3: value error, lava_mode graded and spike_code bit-plane disagree"),
     (TINY.replace("{target: nir}", "{target: lava, spike_code: morse}"),
      "export.3.spike_code: input should be 'rate-burst' or 'bit-plane'"),
+    (TINY.replace("data: digits", "data: no/such/folder"), "data: value error, 'no/such/folder' is not a data set"),
+    (TINY.replace("data: digits", "data: '.?size=9x'"), "bad data option 'size=9x'"),
 ])
 def test_bad_recipes_name_the_key_and_the_file(tmp_path, text, fragment):
     path = tmp_path / "r.yaml"
@@ -182,3 +184,10 @@ def test_a_manifest_naming_paths_outside_the_folder_is_refused(tmp_path, artifac
     r = edgesnn("run", path, "--out", out)
     assert r.exit_code == 1 and "names paths outside" in r.output
     assert (tmp_path / "outside.txt").read_text() == "keep me"
+
+
+def test_a_recipe_names_a_data_folder(tmp_path):
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    path = tmp_path / "r.yaml"
+    path.write_text(TINY.replace("data: digits", f"data: '{tmp_path / 'imgs'}?size=8x8&channels=1'"))
+    assert recipes.load(path).data == f"{tmp_path / 'imgs'}?size=8x8&channels=1"
