@@ -284,7 +284,13 @@ class _Exporter:
         elif node.op == "output":
             results = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
             for r in results:
-                outputs.append(_plain(self.as_int(env[r], name="output"), "the model output").name)
+                x = _plain(self.as_int(env[r], name="output"), "the model output")
+                if x.factor != 1:  # a factor still riding along (a readout's scale after a pool): into the scale
+                    spec = self.tensors[x.name]
+                    name = "output" if "output" not in self.tensors else f"{x.name}.output"
+                    x = self.rescale(x, self.new_tensor(name, spec.shape, spec.dtype, x.factor * spec.scale),
+                                     list(self.int_range(x.name)))
+                outputs.append(x.name)
         elif node.op == "call_module":
             env[node] = self.module(node, self.modules[node.target], env)
         elif node.op in ("call_function", "call_method"):

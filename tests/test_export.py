@@ -132,3 +132,25 @@ def test_multistep_neuron_is_rejected_with_its_name():
     model = nn.Sequential(nn.Linear(4, 4), LIF())
     with pytest.raises(EdgesnnError, match=r"layer '1' \(LIF\)"):
         export.export(model, torch.rand(8, 4))
+
+
+def test_a_factor_left_at_the_output_goes_into_its_scale(digits):
+    """A constant after the last pool (a mapped readout's 1/tau) has no layer to fold into: the
+    output tensor's scale carries it, so the IR's real logits are torch's, not a multiple of them."""
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.sn, self.pool = torch.nn.Conv2d(1, 4, 3, padding=1), MultiSpike(4), torch.nn.AvgPool2d(8)
+
+        def forward(self, x):
+            return (self.pool(self.sn(self.conv(x))) * 0.5).flatten(1)
+
+    torch.manual_seed(0)
+    model = Head().eval()
+    graph = export.export(model, digits.x_train[:256])
+    spec = graph.tensors[graph.outputs[0]]
+    ir = graph.run(to_nhwc(digits.x_test)).astype(np.float64) * spec.scale
+    with torch.no_grad():
+        want = model(digits.x_test).numpy()
+    assert np.abs(ir - want).max() <= spec.scale + 1e-6 < np.abs(want).max() / 2  # not off by the factor 0.5
