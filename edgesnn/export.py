@@ -438,8 +438,9 @@ class _Exporter:
             with torch.no_grad():
                 return fire(torch.as_tensor(z, dtype=torch.float32) * real).numpy()
 
-        return self.exact_requantize(x, wanted, self.new_tensor(name, self.tensors[x.name].shape, "int8", 1.0, spike_D=D),
-                                     clamp)
+        scaled = _Int(x.name, x.factor * gain, x.perm, x.amplitude)  # the requantization starts from gain * u
+        return self.exact_requantize(scaled, wanted, self.new_tensor(name, self.tensors[x.name].shape, "int8", 1.0,
+                                                                     spike_D=D), clamp)
 
     def membrane(self, src, m: MultiSpike, name: str) -> _Int:
         """The Q-SNN membrane q = clamp(round(u / s), -qmax, qmax) as an integer tensor of its grid s.
