@@ -134,5 +134,5 @@ def test_recipes_take_the_names_and_refuse_others(tmp_path):
         assert recipes.load(tmp_path / "r.yaml").data == name
     (tmp_path / "r.yaml").write_text(text.format("mnist"))
     with pytest.raises(EdgesnnError, match="data: value error, 'mnist' is not a data set: use 'digits', 'mnist5k', "
-                                           "'mnist5k-14' or an .npz file"):
+                                           "'mnist5k-14', an .npz file or a folder"):
         recipes.load(tmp_path / "r.yaml")
