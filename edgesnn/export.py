@@ -210,6 +210,8 @@ def export(model: nn.Module, calibration: torch.Tensor, weight_bits: int | dict[
     from edgesnn import pool_order  # builds on this module
 
     gm = pool_order.rewrite(trace(model))
+    if sum(n.op == "placeholder" for n in gm.graph.nodes) != 1:
+        raise EdgesnnError("the exporter supports models with one input tensor")
     rec = _Recorder(gm)
     with torch.no_grad():
         for batch in torch.split(calibration.float(), 256):
@@ -276,9 +278,7 @@ class _Exporter:
         return g.Graph(tensors=self.tensors, ops=self.ops, input=self.input_name, outputs=outputs, meta=self.meta)
 
     def step(self, node: fx.Node, env: dict, outputs: list[str]) -> None:
-        if node.op == "placeholder":
-            if self.input_name is not None:
-                raise EdgesnnError("the exporter supports models with one input tensor")
+        if node.op == "placeholder":  # the one input (export checks there is one)
             env[node] = self.input(node)
             self.input_name = env[node].name
         elif node.op == "output":

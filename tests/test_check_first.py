@@ -147,3 +147,17 @@ def test_functional_pools_take_the_module_paths(digits):
     export.check(model, digits.x_train[:export.CHECK_SAMPLES])  # nothing unsupported
     with torch.no_grad():
         assert (gm(digits.x_test).argmax(1) == model(digits.x_test).argmax(1)).float().mean() >= 0.995
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x, y):
+        return self.fc(x.flatten(1)) + self.fc(y.flatten(1))
+
+
+def test_a_second_input_is_refused(digits):
+    with pytest.raises(EdgesnnError, match="the exporter supports models with one input tensor"):
+        export.export(TwoInputs(), digits.x_train[:8])
