@@ -153,13 +153,36 @@ class MaxPool2D(Op):
 
 @dataclass
 class Reshape(Op):
-    """Row-major reshape of the NHWC tensor (flatten before a dense layer)."""
+    """Row-major reshape of a tensor to its output's shape (any rank): flatten before a dense layer,
+    the token reshapes of attention. Values, dtype and quantization are unchanged."""
 
     kind = "reshape"
 
 
+@dataclass
+class Transpose(Op):
+    """Permute a tensor's axes: output axis i is input axis ``perm[i]`` (per sample: no batch axis).
+    Values, dtype and quantization are unchanged."""
+
+    perm: list[int] = field(default_factory=list)
+    kind = "transpose"
+
+
+@dataclass
+class BatchMatMul(Requantized):
+    """The product of two activation tensors, batched over leading axes: a [..., M, K] x b [..., K, N]
+    (b read as [..., N, K] when ``adj_y``), the leading axes equal. Inputs and output have one dtype
+    (as TFLite's BATCH_MATMUL), the inputs zero point 0 (spike counts). int8: int32 accumulator and the int8 requantization; int16: int64
+    accumulator and the 16x16 requantization (TFLite BATCH_MATMUL's). One multiplier (per tensor).
+    """
+
+    adj_y: bool = False
+    kind = "batch_matmul"
+
+
 OP_TYPES: dict[str, type[Op]] = {
-    cls.kind: cls for cls in (Conv2D, Dense, ReduceSum, Mul, Requantize, Add, SumPool2D, MaxPool2D, Reshape)
+    cls.kind: cls for cls in (Conv2D, Dense, ReduceSum, Mul, Requantize, Add, SumPool2D, MaxPool2D, Reshape, Transpose,
+                              BatchMatMul)
 }
 
 

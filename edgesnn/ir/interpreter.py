@@ -109,9 +109,21 @@ def reshape(op: g.Reshape, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.Ten
     return x.reshape((x.shape[0], *spec_out.shape))
 
 
+def transpose(op: g.Transpose, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    return x.transpose(0, *(p + 1 for p in op.perm))
+
+
+def batch_matmul(op: g.BatchMatMul, a: np.ndarray, b: np.ndarray, spec_a, spec_b, spec_out) -> np.ndarray:
+    """Exact integer products summed over K; int16 operands accumulate in int64 (TFLite's 16x16)."""
+    b = np.swapaxes(b, -1, -2) if op.adj_y else b
+    acc = _int_matmul(a.astype(np.int64), b.astype(np.int64))
+    return _finish(acc, op, spec_out, spec_a.dtype)
+
+
 KERNELS = {
     "conv2d": conv2d, "dense": dense, "reduce_sum": reduce_sum, "mul": mul, "requantize": requantize,
-    "add": add, "sum_pool2d": sum_pool2d, "max_pool2d": max_pool2d, "reshape": reshape,
+    "add": add, "sum_pool2d": sum_pool2d, "max_pool2d": max_pool2d, "reshape": reshape, "transpose": transpose,
+    "batch_matmul": batch_matmul,
 }
 
 
@@ -180,7 +192,7 @@ def op_bytes(graph: g.Graph, op: g.Op) -> int:
         ho, wo, _ = graph.tensors[op.output].shape
         padded, window = (h + t + b) * (w + l + r) * c, ho * wo * op.groups * kh * kw * cg
         return 8 * (ins + padded + 3 * window + 8 * out)
-    if op.kind == "reshape":
+    if op.kind in ("reshape", "transpose"):
         return 0
     if op.kind in ("sum_pool2d", "max_pool2d"):
         return 8 * (ins + 3 * out)

@@ -191,7 +191,7 @@ def graph_from_header(header: dict, arrays: dict) -> g.Graph:
     return graph
 
 
-_ARITY = {"mul": 2, "add": 2}
+_ARITY = {"mul": 2, "add": 2, "batch_matmul": 2}
 
 
 def _is_int(v) -> bool:
@@ -233,7 +233,7 @@ def _check_requant(op, channels: int, in_dtype: str) -> None:
     _require(op.kind == "add" or mult.shape[0] in (1, channels), f"op {op.name}: multiplier must have 1 or {channels} entries")
     shift = _array(op, "shift", np.int32, mult.shape[0] if n is None else n)
     _require(mult.size and mult.min() >= 0, f"op {op.name}: multipliers must be non-negative")
-    top = 14 if in_dtype == "int16" and op.kind in ("conv2d", "dense") else 30
+    top = 14 if in_dtype == "int16" and op.kind in ("conv2d", "dense", "batch_matmul") else 30
     _require(shift.size and shift.min() >= -62 and shift.max() <= top, f"op {op.name}: shift outside [-62, {top}]")
 
 
@@ -294,6 +294,21 @@ def _check_graph(graph: g.Graph) -> None:
                 _require(op.input_scales is None or (isinstance(op.input_scales, list) and all(map(_is_number, op.input_scales))),
                          f"op {name}: input_scales must be null or a list of numbers")
                 _array(op, "multiplier", np.int32, 3)
+        elif op.kind == "transpose":
+            _require(_is_int_list(op.perm, len(ins[0])) and sorted(op.perm) == list(range(len(ins[0]))),
+                     f"op {name}: perm must be a permutation of the input's {len(ins[0])} axes")
+            want = [ins[0][p] for p in op.perm]
+        elif op.kind == "batch_matmul":
+            a, b = ins
+            _require(isinstance(op.adj_y, bool), f"op {name}: adj_y must be true or false")
+            _require(ts[op.inputs[1]].dtype == in_dtype == ts[op.output].dtype and in_dtype in ("int8", "int16")
+                     and ts[op.inputs[0]].zero_point == 0 and ts[op.inputs[1]].zero_point == 0,
+                     f"op {name}: inputs and output must all be int8 or all int16, the inputs with zero point 0")
+            b = [*b[:-2], b[-1], b[-2]] if op.adj_y and len(b) >= 2 else b
+            _require(len(a) >= 2 and len(a) == len(b) and a[:-2] == b[:-2] and a[-1] == b[-2],
+                     f"op {name}: inputs {ins[0]} and {ins[1]} (adj_y {op.adj_y}) do not multiply")
+            want = [*a[:-1], b[-1]]
+            _require(np.size(op.multiplier) == 1, f"op {name}: batch_matmul takes one multiplier (per tensor)")
         elif op.kind == "requantize":
             _require(op.input_scale is None or _is_number(op.input_scale), f"op {name}: input_scale must be null or a number")
             want = ins[0]
