@@ -11,14 +11,17 @@ linear op's weights, as SFA prescribes.
 
 from __future__ import annotations
 
+import inspect
 import operator
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import fx, nn
+from torch.fx.experimental import meta_tracer
 
-from edgesnn import __version__, source_lines
+from edgesnn import __version__, export_tensors, source_lines
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import (ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, linear_requantizer,
@@ -33,14 +36,14 @@ SUPPORTED = (
     "F.max_pool2d, F.avg_pool2d"
 )
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
-_TORCH_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d,
+_TORCH_LAYERS = (nn.Conv2d, nn.Conv1d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d,
                  nn.Flatten, *_PASS_THROUGH)
 # Leaf modules the exporter reads (modules with children are traced through).
 DEPLOYABLE = (*_TORCH_LAYERS, MultiSpike, TernaryStep, IBRALIF, MPBNSpike, StreamQuant)
 _ADD = (operator.add, torch.add, "add")
 _MUL = (operator.mul, torch.mul, "mul")
 _FLATTEN = (torch.flatten, "flatten")
-_FUNCTIONS = (*_ADD, *_MUL, *_FLATTEN, "sum")  # what _Exporter.function reads (with conditions on the arguments)
+_FUNCTIONS = (*_ADD, *_MUL, *_FLATTEN, "sum", *export_tensors.FUNCTIONS)  # what _Exporter.function reads (with conditions on the arguments)
 
 
 def torch_layer(m: nn.Module) -> type | None:
@@ -87,6 +90,7 @@ class _Int:
     factor: float = 1.0
     perm: np.ndarray | None = None
     amplitude: np.ndarray | None = None
+    index: np.ndarray | None = None  # torch element -> IR storage position, when not the default (export_tensors)
 
 
 @dataclass
@@ -113,24 +117,68 @@ class _Linear:
     qweight: _QuantWeight | None = None  # set for layers trained with a weight quantizer
 
 
+def _is_leaf(m: nn.Module) -> bool:
+    # Neurons, and Brevitas quant layers (their weight proxies are not traceable), stay whole;
+    # so do subclasses of torch layers that compute what the layer computes (SpikingJelly's).
+    return isinstance(m, (*NEURONS.values(), StreamQuant)) or hasattr(m, "weight_quant") or torch_layer(m) is not None
+
+
 class _Tracer(fx.Tracer):
     record_stack_traces = True  # messages name the user's source line (edgesnn.source_lines)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        # Neurons, and Brevitas quant layers (their weight proxies are not traceable), stay whole;
-        # so do subclasses of torch layers that compute what the layer computes (SpikingJelly's).
-        return (isinstance(m, (*NEURONS.values(), StreamQuant)) or hasattr(m, "weight_quant")
-                or torch_layer(m) is not None or super().is_leaf_module(m, qualname))
+        return _is_leaf(m) or super().is_leaf_module(m, qualname)
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
+class _ShapeTracer(meta_tracer.MetaTracer):
+    """fx tracing that runs a real sample along, so a forward may read shapes as numbers
+    (``B, C, H, W = x.shape``, ``int(C * ratio)``), as models written for training do."""
+
+    record_stack_traces = True
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return _is_leaf(m) or super().is_leaf_module(m, qualname)
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        with warnings.catch_warnings():  # a value it cannot compute stays symbolic (and a shape read of it fails)
+            warnings.simplefilter("ignore")
+            rv = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        value = getattr(rv, "_tensor_meta", None)
+        if isinstance(value, torch.Tensor):
+            rv.node.meta["edgesnn_shape"] = tuple(value.shape)
+        return rv
+
+
+_RESHAPES = ("reshape", "view", torch.reshape)
+TRACE_BATCH = 2  # the sample a shape-reading forward is traced with
+
+
+def trace(model: nn.Module, sample: torch.Tensor | None = None) -> fx.GraphModule:
+    """The model's fx graph; with ``sample`` (one input batch), shapes read in forward are numbers
+    and each reshape's batch size is made -1 again, so the graph runs on any batch."""
     try:
-        return fx.GraphModule(model, _Tracer().trace(model))
+        if sample is None:
+            return fx.GraphModule(model, _Tracer().trace(model))
+        arg = next(iter(inspect.signature(model.forward).parameters))
+        with torch.no_grad():
+            graph = _ShapeTracer().trace(model, meta_args={arg: sample[:TRACE_BATCH].float()})
+        gm = fx.GraphModule(model, graph)
     except Exception as e:  # noqa: BLE001 - any tracing failure is a model the exporter cannot read
         line = source_lines.exception_line(e)
         raise EdgesnnError(f"cannot trace the model with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]})"
-                           + (f" at {line}" if line else "") + "; Python that depends on tensor values or shapes in "
-                           "forward (int(x.shape[1] * r), if on a tensor) must move to __init__") from None
+                           + (f" at {line}" if line else "") + "; Python that depends on tensor values in "
+                           "forward (if on a tensor) must move to __init__") from None
+    batch = min(TRACE_BATCH, len(sample))
+    for node in gm.graph.nodes:
+        if node.op in ("call_method", "call_function") and node.target in _RESHAPES and "edgesnn_shape" in node.meta:
+            shape = node.meta["edgesnn_shape"]
+            if not shape or shape[0] != batch:
+                raise EdgesnnError(f"a reshape at {source_lines.where(node)} mixes the batch axis into the sample "
+                                   f"(output shape {tuple(shape)} for a batch of {batch})")
+            node.args = (node.args[0], -1, *shape[1:])
+            node.kwargs = {}
+    gm.recompile()
+    return gm
 
 
 def unsupported_nodes(gm: fx.GraphModule) -> list[str]:
@@ -164,7 +212,7 @@ def check(model: nn.Module, sample: torch.Tensor, stream_dtype: str = "int8") ->
     untrained: only what a later export would refuse for the model's structure is reported)."""
     from edgesnn import pool_order  # builds on this module
 
-    gm = pool_order.rewrite(trace(model))
+    gm = pool_order.rewrite(trace(model, sample))
     bad = unsupported_nodes(gm)
     if bad:
         raise EdgesnnError(f"the exporter cannot read {len(bad)} operation(s): {'; '.join(bad)}. Supported: {SUPPORTED}")
@@ -188,9 +236,12 @@ class _Recorder(fx.Interpreter):
         super().__init__(gm)
         self.lo: dict[str, float] = {}
         self.hi: dict[str, float] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # per-sample torch shape of each tensor node
 
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
+        if isinstance(out, torch.Tensor):
+            self.shapes[n.name] = tuple(out.shape[1:])
         if isinstance(out, torch.Tensor) and out.is_floating_point():
             self.lo[n.name] = min(self.lo.get(n.name, 0.0), float(out.min()))
             self.hi[n.name] = max(self.hi.get(n.name, 0.0), float(out.max()))
@@ -209,7 +260,7 @@ def export(model: nn.Module, calibration: torch.Tensor, weight_bits: int | dict[
                            f"export it with --stream-dtype int{max(trained)}, not {stream_dtype}")
     from edgesnn import pool_order  # builds on this module
 
-    gm = pool_order.rewrite(trace(model))
+    gm = pool_order.rewrite(trace(model, calibration))
     if sum(n.op == "placeholder" for n in gm.graph.nodes) != 1:
         raise EdgesnnError("the exporter supports models with one input tensor")
     rec = _Recorder(gm)
@@ -317,9 +368,13 @@ class _Exporter:
         src = env[node.args[0]]
         where = f"layer '{node.target}' ({type(m).__name__})"
         if isinstance(m, nn.Conv2d):
-            return self.conv(node, m, self.as_int(src), where)
+            return self.conv(node, m, self.image(self.as_int(src), where), where)
+        if isinstance(m, nn.Conv1d):
+            return export_tensors.conv1d(self, node, m, self.as_int(src), self.rec.shapes[node.name], where)
         if isinstance(m, nn.Linear):
             x = self.as_int(src)
+            if x.index is not None:
+                x = export_tensors.arrange(self, x, [0], [int(np.prod(export_tensors.torch_shape(self, x)))], where)
             x = self.headroom(x)
             w, qw = _absorb_amplitude(m.weight.detach().double(), _quantized_weight(m), x, where)
             if x.perm is not None:
@@ -344,6 +399,8 @@ class _Exporter:
         if isinstance(m, tuple(NEURONS.values())):
             raise EdgesnnError(f"{where}: multi-step neurons deploy through their integer SFA form; "
                                f"the IR exporter takes MultiSpike. Supported: {SUPPORTED}")
+        if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d)):
+            src = self.image(self.as_int(src), where)
         if isinstance(m, nn.AvgPool2d):
             return self.avg_pool(self.as_int(src), _pair(m.kernel_size), _pair(m.stride or m.kernel_size), m.padding,
                                  node.target, where)
@@ -358,6 +415,9 @@ class _Exporter:
             if _pair(m.padding) != [0, 0] or _pair(m.dilation) != [1, 1] or m.ceil_mode:
                 raise EdgesnnError(f"{where}: only unpadded, undilated max pooling is supported")
             return self.pool_op(g.MaxPool2D, x, _pair(m.kernel_size), _pair(m.stride or m.kernel_size), node.target)
+        if isinstance(m, nn.Flatten) and (src.index is not None if isinstance(src, _Int) else m.start_dim != 1):
+            x = self.as_int(src)
+            return export_tensors.with_index(x, export_tensors.index_of(self, x).reshape(self.rec.shapes[node.name]), self)
         if isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:
                 raise EdgesnnError(f"{where}: only flatten(start_dim=1) is supported")
@@ -366,15 +426,47 @@ class _Exporter:
             return src
         raise EdgesnnError(f"{where} is not supported by the IR exporter; supported: {SUPPORTED}")
 
+    def common_layout(self, a: _Int, b: _Int, where: str) -> tuple[_Int, _Int]:
+        """Two operands of an elementwise op with one storage order: b arranged as a is (an image
+        stays an image), or both in torch's order."""
+        if a.index is None and b.index is None:
+            return a, b
+        ia, ib = export_tensors.index_of(self, a), export_tensors.index_of(self, b)
+        if ia.shape == ib.shape and np.array_equal(ia, ib):
+            shape = self.tensors[a.name].shape
+            if self.tensors[b.name].shape != shape:  # the same storage in another IR shape: a free reshape
+                b = replace(b, name=export_tensors.reshape_op(self, b.name, shape), index=a.index)
+            return a, b
+        if ia.shape != ib.shape:
+            raise EdgesnnError(f"{where}: shapes {ia.shape} and {ib.shape} differ (broadcasting a rearranged tensor "
+                               "is not supported)")
+        if a.index is None and len(self.tensors[a.name].shape) == 3:
+            return a, self.image(b, where)
+        if b.index is None and len(self.tensors[b.name].shape) == 3:
+            return self.image(a, where), b
+        order = list(range(ia.ndim))
+        return (export_tensors.arrange(self, a, order, list(ia.shape), where),
+                export_tensors.arrange(self, b, order, list(ib.shape), where))
+
+    def image(self, x: _Int, where: str) -> _Int:
+        """``x`` stored as the IR's image (HWC of torch's CHW), for a conv or pool to read."""
+        if x.index is None:
+            return x
+        c, h, w = export_tensors.torch_shape(self, x)
+        return export_tensors.arrange(self, x, [1, 2, 0], [h, w, c], where)
+
     def function(self, node: fx.Node, env) -> object:
         fn, args = node.target, node.args
         where = f"operation {getattr(fn, '__name__', fn)} at {source_lines.where(node)}"
+        if fn in export_tensors.FUNCTIONS and not self.classic(node, env):
+            return export_tensors.function(self, node, env, self.rec.shapes)
         if is_add(node):
-            return self.add(*(_plain(self.as_int(env[x]), where) for x in args), node)
+            return self.add(*self.common_layout(*(_plain(self.as_int(env[x]), where) for x in args), where), node)
         if fn in _MUL and len(args) == 2:
             a, b = args
             if isinstance(a, fx.Node) and isinstance(b, fx.Node):
-                return self.mul(_plain(self.as_int(env[a]), where), _plain(self.as_int(env[b]), where), node)
+                return self.mul(*self.common_layout(_plain(self.as_int(env[a]), where), _plain(self.as_int(env[b]), where),
+                                                    where), node)
             value, const = (env[a], b) if isinstance(a, fx.Node) else (env[b], a)
             if isinstance(const, (int, float)):
                 return _scaled(value, float(const), node)
@@ -390,6 +482,22 @@ class _Exporter:
             if tuple(dims or ()) in ((2, 3), (-2, -1)) and keep and len(self.tensors[x.name].shape) == 3:
                 return _Linear("reduce_sum", x, node, scale=x.factor, attrs={"layer": node.name})
         raise EdgesnnError(f"{where} is not supported by the IR exporter; supported: {SUPPORTED}")
+
+    def classic(self, node: fx.Node, env) -> bool:
+        """flatten(1) of an image and sum over (H, W): the forms the exporter read before export_tensors."""
+        fn, args = node.target, node.args
+        value = env.get(args[0]) if args and isinstance(args[0], fx.Node) else None
+        if isinstance(value, _Int) and value.index is not None:
+            return False
+        if fn in _FLATTEN:
+            start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 1 if fn == "flatten" else 0)
+            end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
+            return start == 1 and end == -1
+        if fn == "sum":
+            dims = args[1] if len(args) > 1 else node.kwargs.get("dim")
+            keep = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
+            return tuple(dims or ()) in ((2, 3), (-2, -1)) and bool(keep) and len(self.rec.shapes[args[0].name]) == 3
+        return False
 
     # ---- values -----------------------------------------------------------------------------
     def conv(self, node, m: nn.Conv2d, x: _Int, where: str) -> _Linear:
@@ -438,7 +546,7 @@ class _Exporter:
             with torch.no_grad():
                 return fire(torch.as_tensor(z, dtype=torch.float32) * real).numpy()
 
-        scaled = _Int(x.name, x.factor * gain, x.perm, x.amplitude)  # the requantization starts from gain * u
+        scaled = replace(x, factor=x.factor * gain)  # the requantization starts from gain * u
         return self.exact_requantize(scaled, wanted, self.new_tensor(name, self.tensors[x.name].shape, "int8", 1.0,
                                                                      spike_D=D), clamp)
 
@@ -501,7 +609,7 @@ class _Exporter:
             x, k = self.widen16(x)
         base = np.float32(x.factor * self.tensors[x.name].scale)
         scale = _exact_scale(base, z << k, target, np.float32(self.tensors[out].scale), clamp)
-        return self.rescale(_Int(x.name, factor=float(scale) / float(self.tensors[x.name].scale)), out, clamp)
+        return self.rescale(_Int(x.name, factor=float(scale) / float(self.tensors[x.name].scale), index=x.index), out, clamp)
 
     def ternary(self, src, m: TernaryStep, node) -> _Int:
         """o = clamp(round(u / (2 threshold)), -1, 1): signed 1-level spikes; a_c rides along."""
@@ -523,7 +631,7 @@ class _Exporter:
         mult, shift = quantize_multipliers(effective_multiplier(scale_in, 1.0, self.tensors[out].scale))
         self.ops.append(g.Requantize(out, [x.name], out, multiplier=mult, shift=shift, clamp=clamp,
                                      input_scale=None if x.factor == 1 else scale_in))
-        return _Int(out)
+        return _Int(out, index=x.index)
 
     def int16_input(self, x: _Int) -> _Int:
         """``x`` as an int16 tensor of the same scale (exact): convolutions with an int16 output read
@@ -537,7 +645,7 @@ class _Exporter:
             self.tensors[name].signed = spec.signed
             mult, shift = quantize_multipliers(effective_multiplier(spec.scale, 1.0, spec.scale))
             self.ops.append(g.Requantize(name, [x.name], name, multiplier=mult, shift=shift, clamp=list(g.dtype_range("int16"))))
-        return _Int(name, x.factor, x.perm, x.amplitude)
+        return replace(x, name=name)
 
     def headroom(self, x: _Int) -> _Int:
         """Spikes (0..D) scaled up by 2^k to fill int8 before a conv/dense reads them: exact, and
@@ -558,7 +666,7 @@ class _Exporter:
             self.ops.append(g.Requantize(out, [x.name], out, multiplier=mult, shift=shift, clamp=[lo << k, hi << k]))
             self.widened[x.name] = out
             self.lattice[out] = 2**k
-        return _Int(self.widened[x.name], x.factor, x.perm, x.amplitude)
+        return replace(x, name=self.widened[x.name])
 
     def lattice_input(self, x: _Int, weight_sum: int) -> _Int:
         """An int8 input of a layer writing a trained stream, widened into int16 by 2^k.
@@ -594,7 +702,7 @@ class _Exporter:
             self.lattice[wide] = 2**k
         if k <= 0:
             return x, 0
-        return _Int(self.widened16[x.name, k], x.factor, x.perm, x.amplitude), k
+        return replace(x, name=self.widened16[x.name, k]), k
 
     def as_int(self, v, name: str | None = None) -> _Int:
         """Materialize a pending linear op at its symmetric stream scale (:meth:`stream_scale`); at a
@@ -664,7 +772,7 @@ class _Exporter:
             mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, sum_scale, s_out))
             self.ops.append(g.ReduceSum(name, [v.src.name], out, multiplier=mult, shift=shift, clamp=clamp,
                                         scale=float(sum_scale)))
-            return _Int(out)
+            return _Int(out, index=v.attrs.get("index"))
         if v.qweight is not None:
             wq, w_scale, bits, code = _trained_grid(v.qweight, v.src.factor)
             w = wq
@@ -702,7 +810,7 @@ class _Exporter:
         else:
             out = self.new_tensor(name, [w.shape[0]], dtype, s_out, spike_D=spike_D)
             self.ops.append(g.Dense(name, [v.src.name], out, weight=wq.numpy().astype(np.int8), **common))
-        return _Int(out)
+        return _Int(out, index=v.attrs.get("index"))
 
     def add(self, a: _Int, b: _Int, node) -> _Int:
         """a + b at the calibrated stream scale, with TFLite's ADD arithmetic.
@@ -729,7 +837,7 @@ class _Exporter:
         own = [float(np.float32(self.tensors[x.name].scale)) for x in (a, b)]
         self.ops.append(g.Add(node.name, [a.name, b.name], out, left_shift=left_shift, multiplier=mult, shift=shift,
                               clamp=[lo, hi], input_scales=None if scales == own else scales))
-        return _Int(out)
+        return _Int(out, index=a.index)
 
     def _add_input_scale(self, x: _Int, node) -> float:
         """The scale an ADD input carries into its multiplier: factor * scale (checked to be addable)."""
@@ -764,7 +872,7 @@ class _Exporter:
         out = self.new_tensor(node.name, shape, dtype, s_out)
         mult, shift = quantize_multipliers(effective_multiplier(sa.scale, sb.scale, s_out))
         self.ops.append(g.Mul(node.name, [a.name, b.name], out, multiplier=mult, shift=shift, clamp=list(g.dtype_range(dtype))))
-        return _Int(out, factor=a.factor * b.factor)
+        return _Int(out, factor=a.factor * b.factor, index=a.index if sa.shape == sb.shape else None)
 
     def avg_pool(self, x: _Int, kernel, stride, padding, name: str, where: str) -> _Int:
         if _pair(padding) != [0, 0]:
@@ -838,7 +946,7 @@ def _fold_bn(v: _Linear, bn: nn.modules.batchnorm._BatchNorm, node) -> _Linear:
 def _scaled(v, c: float, node: fx.Node):
     """A value times a constant: a factor on an integer tensor, folded into a pending linear op."""
     if isinstance(v, _Int):
-        return _Int(v.name, v.factor * c, v.perm, v.amplitude)
+        return replace(v, factor=v.factor * c)
     if v.kind == "reduce_sum":
         return _Linear(v.kind, v.src, node, scale=v.scale * c, attrs=v.attrs)
     qw = None if v.qweight is None else _QuantWeight(v.qweight.q, v.qweight.scale * c, v.qweight.bits, v.qweight.code)

@@ -2,8 +2,9 @@
 SFA, Q-SNN and QP-SNN): a 32-bit float multiply-accumulate costs 4.6 pJ, an accumulate 0.9 pJ.
 The SNN's first layer reads the image, not spikes, so it counts as MACs; every spike-driven
 layer costs its SOPs as accumulates, SOPs counted in the spike code the network deploys with
-(rate-burst: one per spike of s; bit-plane: one per set bit of s). The same network as an ANN
-costs all its MACs at 4.6 pJ."""
+(rate-burst: one per spike of s; bit-plane: one per set bit of s). A product of two activations
+is spike-driven only when both operands are spikes (one accumulate per pair of spikes, see
+:mod:`.ops`), else all its MACs count. The same network as an ANN costs all its MACs at 4.6 pJ."""
 
 from __future__ import annotations
 

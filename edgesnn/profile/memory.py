@@ -1,8 +1,10 @@
 """Memory of the IR itself, target-independent: parameters, weight bytes at their real bit widths,
-the peak of live activation bytes (batch 1, tensors alive from their producer to their last
-reader; a reshape is a view), and neuron state."""
+the peak of live activation bytes (batch 1, tensors of any rank alive from their producer to their
+last reader; a reshape is a view, a transpose a copy), and neuron state."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -13,7 +15,7 @@ STATE_BYTES = 4  # an SFA neuron's membrane (its int32 accumulator) while it fir
 
 
 def tensor_bytes(spec: g.TensorSpec) -> int:
-    return int(np.prod(spec.shape)) * np.dtype(g.DTYPES[spec.dtype]).itemsize
+    return math.prod(spec.shape) * np.dtype(g.DTYPES[spec.dtype]).itemsize
 
 
 def weight_bytes(graph: g.Graph) -> int:
@@ -45,5 +47,19 @@ def peak_activation_bytes(graph: g.Graph) -> int:
 
 
 def neuron_state_bytes(graph: g.Graph) -> int:
-    neurons = sum(int(np.prod(s.shape)) for s in graph.tensors.values() if s.spike_D is not None)
+    """State of the neurons: spike tensors an op fires. A reshape, transpose or max pool moves or
+    picks spikes already fired, and an exact x 2^k requantize of spikes to the same D only changes
+    their dtype or unit (the int16 operands of an activation product): their outputs carry spike_D
+    but are no neurons."""
+    neurons = sum(math.prod(graph.tensors[op.output].shape) for op in graph.ops if _fires(graph, op))
     return neurons * STATE_BYTES
+
+
+def _fires(graph: g.Graph, op: g.Op) -> bool:
+    out = graph.tensors[op.output]
+    if out.spike_D is None or op.kind in ("reshape", "transpose", "max_pool2d"):
+        return False
+    if op.kind == "requantize":
+        exact = np.all(np.asarray(op.multiplier) == 1 << 30) and np.all(np.asarray(op.shift) >= 1)
+        return not (exact and graph.tensors[op.inputs[0]].spike_D == out.spike_D)
+    return True

@@ -2,7 +2,8 @@
 
 The page is self-contained (inline CSS, relative image paths, no script, nothing fetched from the
 network), so the folder can be copied, zipped or opened from disk. It shows the profile's summary
-(fit, memory, operations, energy), the per-layer table and three plots:
+(fit, memory, operations, energy), the per-layer table (each row says whether its operations count
+as additions, MACs, or data moves only: a transpose) and three plots:
 
 - ``firing_rate.png``: each layer's firing rate (mean spike count per neuron per inference);
   layers without neurons are marked as such, not drawn as zero.
@@ -113,7 +114,7 @@ def _layer_axis(ax, names: list[str]) -> None:
 
 
 def _no_layers(ax) -> None:
-    ax.text(0.5, 0.5, "no conv/dense layers in the result", ha="center", va="center", transform=ax.transAxes)
+    ax.text(0.5, 0.5, "no conv, dense or activation-product layers in the result", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -359,10 +360,14 @@ def _summary_rows(r: dict) -> list[tuple[str, str, bool, str | None]]:
     return rows
 
 
+_COUNTED = {"additions": "additions (AC, spike-driven)", "MACs": "MACs", "moves data": "moves data (0 ops)"}
+_NO_SOPS = {"MACs": "— (multiplies)", "moves data": "— (moves data)"}
+
+
 def _layer_table(r: dict) -> str:
     layers = r.get("layers") or []
     if not layers:
-        return '<p class="none">No conv/dense layers in the result.</p>'
+        return '<p class="none">No conv, dense or activation-product layers in the result.</p>'
     code = r.get("spike_code")
     head = "".join(f"<th>{_e(h)}</th>" for h in ("Layer", "Kind", "MACs", "SOPs", "Timesteps", "Firing rate",
                                                    "Counted as", "Energy (45 nm)"))
@@ -370,14 +375,15 @@ def _layer_table(r: dict) -> str:
     for i, row in enumerate(layers):
         mac_e, ac_e = layer_energy_pj(r, row)
         spiking = row.get("sops") is not None
+        counted = row.get("counted_as") or ("additions" if spiking else "MACs")  # results written before the key
         steps = (row.get("timesteps") or {}).get(code)
         cells = [
             _cell(row.get("name", f"layer {i}")), _cell(row.get("kind", "")), _cell(_num(row.get("macs")), True),
-            _cell(_num(row.get("sops")) if spiking else "— (multiplies)", True, None if spiking else "none"),
+            _cell(_num(row.get("sops")) if spiking else _NO_SOPS.get(counted, "—"), True, None if spiking else "none"),
             _cell(_num(steps) if steps is not None else "—", True, None if steps is not None else "none"),
             _cell(_num(row.get("firing_rate")) if row.get("firing_rate") is not None else "no neurons", True,
                   None if row.get("firing_rate") is not None else "none"),
-            _cell("AC (spike-driven)" if spiking else "MAC"), _cell(_energy(mac_e + ac_e), True),
+            _cell(_COUNTED.get(counted, counted)), _cell(_energy(mac_e + ac_e), True),
         ]
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
@@ -397,7 +403,8 @@ def render_html(result: dict) -> str:
         (ENERGY_PNG, "Bar charts of the energy per layer, split into MAC energy and AC energy in the 45 nm "
                      "convention, and of the SNN's total energy beside the same network run as an ANN.",
          "Energy per inference in the 45 nm convention: layers reading non-spikes count MACs, "
-         "spike-driven layers count one accumulate per synaptic operation."),
+         "spike-driven layers count one accumulate per synaptic operation; a product of two activations "
+         "counts additions when both are spikes, MACs otherwise; a transpose costs none."),
         (MEMORY_PNG, f"Horizontal bar charts of the flash and RAM needed against what {board_name} has, "
                      "with the margin left.",
          "Memory needed (flash: constants and code; RAM: activations) against the board's limits."),

@@ -44,7 +44,8 @@ def build(project: Path, target: str) -> Path:
 
 def run(project: Path, target: str, inputs: np.ndarray, out_dtype: str, out_size: int, machine: str | None = None,
         timeout: float = 600) -> tuple[np.ndarray, dict]:
-    """Outputs (samples x out_size) and the harness's statistics (cost per inference)."""
+    """Outputs (samples x out_size) and the harness's statistics (cost per inference). ``inputs``:
+    the model's input integers, int16 for an int16 input (any other dtype is written as int8)."""
     if target == "arm" and machine not in MACHINES:  # before the build: it has no linker script for it
         raise EdgesnnError(f"no QEMU machine emulates this board's core (qemu_machine: {machine}); "
                            f"available: {', '.join(MACHINES)}")
@@ -54,7 +55,8 @@ def run(project: Path, target: str, inputs: np.ndarray, out_dtype: str, out_size
     work = Path(project) / "build" / f"run-{target}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    np.ascontiguousarray(inputs, dtype=np.int8).tofile(work / "inputs.bin")
+    in_dtype = np.int16 if np.asarray(inputs).dtype == np.int16 else np.int8  # the model's input integers
+    np.ascontiguousarray(inputs, dtype=in_dtype).tofile(work / "inputs.bin")
     if target == "host":
         cmd = [str(binary.resolve())]
     elif target == "arm":

@@ -32,6 +32,7 @@ from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
 from edgesnn import spikes
+from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.packing import pack, widening_shift
 
@@ -388,6 +389,42 @@ def max_pool2d(sig: _Signature, graph: g.Graph, op: g.MaxPool2D) -> tirx.PrimFun
     return te.create_prim_func([x, out])
 
 
+def transpose(sig: _Signature, graph: g.Graph, op: g.Transpose) -> tirx.PrimFunc:
+    """out[o_0, .., o_r] = x[i] with i[perm[j]] = o_j: a gather into a buffer of its own (an element
+    moves, so unlike reshape it cannot share its input's bytes)."""
+    x = sig.input("x", op.inputs[0])
+    perm = [int(p) for p in op.perm]
+
+    def element(*o):
+        index = [None] * len(perm)
+        for j, p in enumerate(perm):
+            index[p] = o[j]
+        return x[tuple(index)]
+
+    return te.create_prim_func([x, te.compute(tuple(graph.tensors[op.output].shape), element, "out")])
+
+
+def batch_matmul(sig: _Signature, graph: g.Graph, op: g.BatchMatMul) -> tirx.PrimFunc:
+    """acc[..., m, n] = sum_k (a[..., m, k] - za) * (b[..., k, n] - zb) (b[..., n, k] with adj_y); int8
+    operands accumulate in int32 with double rounding, int16 ones in int64 with the 16x8 rule, as
+    conv2d / dense of the same input dtype (interpreter.batch_matmul). One multiplier per tensor."""
+    spec_a, spec_b, spec_out = (graph.tensors[n] for n in (*op.inputs, op.output))
+    a, b = sig.input("a", op.inputs[0]), sig.input("b", op.inputs[1])
+    mult, shift = sig.requant_consts(op)
+    acc_dtype, rule = linear_rule(spec_a.dtype)
+
+    def summand(*index):
+        *lead, m, n, k = index
+        bv = b[(*lead, n, k)] if op.adj_y else b[(*lead, k, n)]
+        return _offset(a[(*lead, m, k)], spec_a.zero_point) * _offset(bv, spec_b.zero_point)  # int16 x int16 fits int32
+
+    def epilogue(acc, *_):
+        return finish(acc, rule, mult[0], shift[0], spec_out.zero_point, op.clamp, spec_out.dtype)
+
+    axes = [te.reduce_axis((0, int(spec_a.shape[-1])), "k")]
+    return _accumulate_and_finish([a, b, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, acc_dtype)
+
+
 # ----------------------------------------------------------------------------------------------
 # Event-driven forms: iterate over the input, skip zeros, scatter into a scratch accumulator.
 
@@ -581,7 +618,8 @@ def dense_train(sig: _Signature, graph: g.Graph, op: g.Dense, code: str, counts:
 
 DENSE_FORMS = {
     "conv2d": conv2d, "dense": dense, "reduce_sum": reduce_sum, "mul": mul, "requantize": requantize,
-    "add": add, "sum_pool2d": sum_pool2d, "max_pool2d": max_pool2d,
+    "add": add, "sum_pool2d": sum_pool2d, "max_pool2d": max_pool2d, "transpose": transpose,
+    "batch_matmul": batch_matmul,
 }
 EVENT_FORMS = {"conv2d": conv2d_events, "dense": dense_events}
 TRAIN_FORMS = {"conv2d": conv2d_train, "dense": dense_train}
@@ -631,7 +669,8 @@ def symbol(graph: g.Graph, op: g.Op) -> str:
 
 
 def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str | None = None) -> Kernel | None:
-    """The C kernel of ``op``; None for reshape (an alias of its input: no code, no copy).
+    """The C kernel of ``op``; None for reshape of any rank (activations are flat row-major
+    arrays, so a reshape is an alias of its input: no code, no copy).
 
     ``event_driven``: conv2d and dense with a spike input (:func:`spike_input`) take the form that
     skips zero inputs and accumulates in a scratch buffer (``Kernel.scratch_bytes``); other ops
@@ -640,6 +679,8 @@ def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str
     """
     if op.kind == "reshape":
         return None
+    if op.kind not in DENSE_FORMS:
+        raise EdgesnnError(f"mcu: op {op.name}: no C kernel for {op.kind} ops")
     sig = _Signature(graph)
     events = event_driven and op.kind in EVENT_FORMS and spike_input(graph, op)
     counts = train_input(graph, op) if events and spike_code else None

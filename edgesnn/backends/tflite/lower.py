@@ -6,7 +6,8 @@ derived its own the same way (edgesnn.ir.fixedpoint). Every tensor here carries 
 every lowering *re-derives the multiplier TFLite will compute and compares it with the IR's*:
 a mismatch is refused with the op's name instead of written into a file that would disagree.
 
-How each IR op becomes TFLite ops (batch 1, NHWC, every activation 4-D, the IR's tensor names):
+How each IR op becomes TFLite ops (batch 1 in front of the IR's per-sample shape, a vector as
+[1, 1, 1, n], the IR's tensor names):
 
 - conv2d -> CONV_2D, or DEPTHWISE_CONV_2D for one channel per group; padding is SAME when it is
   exactly TFLite's SAME, else an explicit PAD (int8 PAD pads with the zero point: the IR's real
@@ -17,7 +18,14 @@ How each IR op becomes TFLite ops (batch 1, NHWC, every activation 4-D, the IR's
 - requantize -> QUANTIZE (int8/int16 -> int8/int16; TFLite's Requantize is the IR's arithmetic).
 - add -> ADD (int8: left shift 20; int16: the general-scale kernel, pot_scale_int16 = false,
   left shift 15; int8 inputs of an int16 add are cast by an exact QUANTIZE), mul -> MUL,
-  max_pool2d -> MAX_POOL_2D, reshape -> RESHAPE.
+  max_pool2d -> MAX_POOL_2D, reshape (any rank: row-major, as the IR's) -> RESHAPE.
+- transpose -> TRANSPOSE, the batch axis kept first (perm 0, 1 + the IR's perm).
+- batch_matmul -> BATCH_MATMUL (adj_y as the IR's): int8 accumulates in int32 with the int8
+  requantization, int16 in int64 with the 16x16 kernel's reduced multiplier, the IR's two
+  arithmetics. Its multiplier comes from the three tensors' scales; where the IR's does not (a
+  factor folded in), the output, or else one operand, is relabeled by a RESHAPE at a float32 scale
+  that gives exactly the IR's multiplier. The clamp follows as MAXIMUM / MINIMUM (no fused
+  activation). TFLite takes ranks 2..5 with the batch axis: IR operands of rank 2..4.
 - reduce_sum and sum_pool2d -> DEPTHWISE_CONV_2D with an all-ones kernel: the accumulation is
   the IR's exact int32 window sum and the per-channel multiplier the IR's (identity for a pool).
 - A clamp narrower than what the op can produce (an SFA neuron's [0, D], ternary [-1, 1]) is the
@@ -36,10 +44,12 @@ import numpy as np
 from edgesnn.backends.tflite import flatbuffer as fb
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
-from edgesnn.ir.fixedpoint import add_multipliers, effective_multiplier, multiply_by_quantized_multiplier, quantize_multipliers
+from edgesnn.ir.fixedpoint import (add_multipliers, effective_multiplier, linear_requantizer, multiply_by_quantized_multiplier,
+                                   quantize_multipliers)
 from edgesnn.ir.packing import widen
 
 FUSED = {"NONE": 0, "RELU": 1}
+MAX_RANK = 5  # TRANSPOSE and BATCH_MATMUL, batch axis included: TFLite Micro's and LiteRT's common limit
 
 
 def lower(graph: g.Graph) -> fb.Model:
@@ -74,22 +84,23 @@ class _Lowering:
         return self.tensors[name]
 
     def activation(self, name: str) -> int:
-        """Every activation is 4-D NHWC inside the model; a vector ([n]) is [1, 1, 1, n]."""
+        """An activation inside the model is the IR shape with the batch axis (1) in front; a vector
+        ([n]) is [1, 1, 1, n], the NHWC input of the 1x1 convolution a dense layer becomes."""
         if name not in self.index:
             s = self.spec(name)
-            internal = name if len(s.shape) == 3 or name not in self.g.outputs else f"{name}.nhwc"
-            self.index[name] = self.model.add_tensor(fb.Tensor(internal, self.shape4(name), s.dtype, [float(s.scale)],
+            internal = name if self.shape_of(name) == [1, *s.shape] or name not in self.g.outputs else f"{name}.nhwc"
+            self.index[name] = self.model.add_tensor(fb.Tensor(internal, self.shape_of(name), s.dtype, [float(s.scale)],
                                                                [s.zero_point]))
         return self.index[name]
 
-    def shape4(self, name: str) -> list[int]:
+    def shape_of(self, name: str) -> list[int]:
         shape = self.spec(name).shape
-        return [1, *shape] if len(shape) == 3 else [1, 1, 1, *shape]
+        return [1, 1, 1, *shape] if len(shape) == 1 else [1, *shape]
 
     def graph_output(self, name: str) -> int:
         """A vector output leaves the model as [1, n] (class scores), through one RESHAPE."""
         s = self.spec(name)
-        if len(s.shape) == 3:
+        if self.shape_of(name) == [1, *s.shape]:
             return self.index[name]
         out = self.model.add_tensor(fb.Tensor(name, [1, *s.shape], s.dtype, [float(s.scale)], [s.zero_point]))
         self.emit("RESHAPE", [self.index[name], self.shape_const(f"{name}.output", [1, *s.shape])], [out],
@@ -134,10 +145,10 @@ class _Lowering:
         steps = [("MAXIMUM", lo)] * need_lo + [("MINIMUM", hi)] * need_hi
         if not steps:
             return target, fused
-        first = self.temp(f"{op.output}.unclamped", self.shape4(op.output), out)
+        first = self.temp(f"{op.output}.unclamped", self.shape_of(op.output), out)
         src = first
         for i, (opcode, bound) in enumerate(steps):
-            dst = target if i == len(steps) - 1 else self.temp(f"{op.output}.{opcode.lower()}", self.shape4(op.output), out)
+            dst = target if i == len(steps) - 1 else self.temp(f"{op.output}.{opcode.lower()}", self.shape_of(op.output), out)
             c = self.const(f"{op.output}.{opcode.lower()}.bound", np.array([bound], fb.NUMPY_TYPES[out.dtype]),
                            out.scale, [out.zero_point])
             self.queued.append(fb.Operator(opcode, [src, c], [dst]))
@@ -161,13 +172,13 @@ class _Lowering:
         sh, sw = op.stride
         if depthwise:
             weight = self.const(f"{op.name}.weight", w.transpose(3, 1, 2, 0), op.weight_scale, dim=3)  # 1HWO
-            self.emit("DEPTHWISE_CONV_2D", [src, weight, acc], [res], "DepthwiseConv2DOptions", Padding=padding,
-                      StrideW=sw, StrideH=sh, DepthMultiplier=o // op.groups, FusedActivationFunction=FUSED[fused],
-                      DilationWFactor=1, DilationHFactor=1)
+            self.emit_linear(op, "DEPTHWISE_CONV_2D", [src, weight, acc], res, "DepthwiseConv2DOptions", Padding=padding,
+                             StrideW=sw, StrideH=sh, DepthMultiplier=o // op.groups,
+                             FusedActivationFunction=FUSED[fused], DilationWFactor=1, DilationHFactor=1)
         else:
             weight = self.const(f"{op.name}.weight", w, op.weight_scale, dim=0)
-            self.emit("CONV_2D", [src, weight, acc], [res], "Conv2DOptions", Padding=padding, StrideW=sw,
-                      StrideH=sh, FusedActivationFunction=FUSED[fused], DilationWFactor=1, DilationHFactor=1)
+            self.emit_linear(op, "CONV_2D", [src, weight, acc], res, "Conv2DOptions", Padding=padding, StrideW=sw,
+                             StrideH=sh, FusedActivationFunction=FUSED[fused], DilationWFactor=1, DilationHFactor=1)
 
     def op_dense(self, op: g.Dense) -> None:
         """A 1x1 CONV_2D on the [1, 1, 1, n] vector: LiteRT's FULLY_CONNECTED rounds once, not like the IR."""
@@ -177,9 +188,9 @@ class _Lowering:
         w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int8)
         res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
         weight = self.const(f"{op.name}.weight", w.reshape(*w.shape, 1, 1).transpose(0, 2, 3, 1), op.weight_scale, dim=0)
-        self.emit("CONV_2D", [self.activation(op.inputs[0]), weight, self.bias(op, spec_in)], [res], "Conv2DOptions",
-                  Padding=tflite_padding("VALID"), StrideW=1, StrideH=1, FusedActivationFunction=FUSED[fused],
-                  DilationWFactor=1, DilationHFactor=1)
+        self.emit_linear(op, "CONV_2D", [self.activation(op.inputs[0]), weight, self.bias(op, spec_in)], res,
+                         "Conv2DOptions", Padding=tflite_padding("VALID"), StrideW=1, StrideH=1,
+                         FusedActivationFunction=FUSED[fused], DilationWFactor=1, DilationHFactor=1)
 
     def op_requantize(self, op: g.Requantize) -> None:
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
@@ -258,9 +269,61 @@ class _Lowering:
 
     def op_reshape(self, op: g.Reshape) -> None:
         self.bounds[op.output] = self.bounds[op.inputs[0]]
-        shape = self.shape4(op.output)
+        shape = self.shape_of(op.output)
         self.emit("RESHAPE", [self.activation(op.inputs[0]), self.shape_const(op.name, shape)],
                   [self.activation(op.output)], "ReshapeOptions", NewShape=shape)
+
+    def op_transpose(self, op: g.Transpose) -> None:
+        spec_in = self.spec(op.inputs[0])
+        shape = self.shape_of(op.inputs[0])
+        _require(len(shape) <= MAX_RANK, op, f"permutes a tensor of rank {len(spec_in.shape)}; TFLite's TRANSPOSE takes "
+                 f"at most {MAX_RANK - 1} axes besides the batch axis (TFLite Micro's limit)")
+        lead = len(shape) - len(spec_in.shape)  # the batch axis (and a vector's two unit axes) stay in front
+        perm = np.array([*range(lead), *(lead + p for p in op.perm)], np.int32)
+        self.bounds[op.output] = self.bounds[op.inputs[0]]
+        self.emit("TRANSPOSE", [self.activation(op.inputs[0]), self.const(f"{op.name}.perm", perm)],
+                  [self.activation(op.output)], "TransposeOptions")
+
+    def op_batch_matmul(self, op: g.BatchMatMul) -> None:
+        (a, b), out = [self.spec(n) for n in op.inputs], self.spec(op.output)
+        _require(a.dtype == b.dtype == out.dtype and a.dtype in ("int8", "int16"), op,
+                 f"multiplies {a.dtype} by {b.dtype} into {out.dtype}; TFLite's BATCH_MATMUL keeps one type, int8 or int16")
+        _require(a.zero_point == b.zero_point == 0, op, "has an operand with a zero point; the IR's product has none")
+        _require(a.dtype == "int8" or out.zero_point == 0, op, "is an int16 product with an output zero point; "
+                 "TFLite's int16 BATCH_MATMUL is symmetric")
+        rank = len(a.shape) + 1
+        _require(2 <= len(a.shape) and rank <= MAX_RANK, op, f"multiplies tensors of rank {len(a.shape)}; TFLite's "
+                 f"BATCH_MATMUL takes at most {MAX_RANK - 1} axes besides the batch axis")
+        _require(np.size(op.multiplier) == 1, op, "has per-channel multipliers; TFLite's BATCH_MATMUL has one")
+        want = (int(np.ravel(op.multiplier)[0]), int(np.ravel(op.shift)[0]))
+        scales = _matmul_scales(a.scale, b.scale, out.scale, want)
+        _require(scales is not None, op, f"has a requantization multiplier ({want[0]}, shift {want[1]}) that no float32 "
+                 "relabeling of its output or one operand makes TFLite derive from the tensors' scales")
+        sa, sb, so = scales
+        inputs = [self.relabel(op.inputs[0], sa), self.relabel(op.inputs[1], sb)]
+        res, _ = self.finish(op, self.product_range(op, a.dtype), fusable=False)
+        if np.float32(so) != np.float32(out.scale):  # the product written at so, then copied to the output's scale
+            shape = self.shape_of(op.output)
+            at = self.model.add_tensor(fb.Tensor(f"{op.output}.at_{np.float32(so):.6g}", shape, out.dtype,
+                                                 [float(np.float32(so))], [out.zero_point]))
+            self.emit("BATCH_MATMUL", inputs, [at], "BatchMatMulOptions", last=False, AdjX=False, AdjY=bool(op.adj_y))
+            self.emit("RESHAPE", [at, self.shape_const(f"{op.output}.relabel", shape)], [res], "ReshapeOptions",
+                      NewShape=shape)
+        else:
+            self.emit("BATCH_MATMUL", inputs, [res], "BatchMatMulOptions", AdjX=False, AdjY=bool(op.adj_y))
+
+    def product_range(self, op: g.BatchMatMul, dtype: str) -> tuple[int, int]:
+        """What the requantized product can be, from its operands' bounds (the clamp it needs after)."""
+        (alo, ahi), (blo, bhi) = self.bounds[op.inputs[0]], self.bounds[op.inputs[1]]
+        depth = self.spec(op.inputs[0]).shape[-1]
+        corners = [x * y for x in (alo, ahi) for y in (blo, bhi)]
+        acc = np.array([depth * min(corners), depth * max(corners)], np.int64)
+        lo, hi = g.dtype_range(self.spec(op.output).dtype)
+        try:
+            ends = linear_requantizer(dtype)(acc, op.multiplier[0], op.shift[0]) + self.spec(op.output).zero_point
+        except OverflowError:  # the IR refuses such sums when it runs; nothing is known here
+            return lo, hi
+        return int(np.clip(ends[0], lo, hi)), int(np.clip(ends[1], lo, hi))
 
     # -- pieces -------------------------------------------------------------------------------
 
@@ -273,12 +336,29 @@ class _Lowering:
         _require(ok, op, "has a requantization multiplier TFLite would not derive from the tensors' float32 scales")
 
     def check_linear_types(self, op) -> None:
-        """int8 -> int8 (TFLite's int8 kernels) or int16 -> int16 (its 16x8 kernels): the IR's two conv arithmetics."""
+        """int8 -> int8 (TFLite's int8 kernels) or int16 -> int16 / int8 (its 16x8 kernels, see :meth:`emit_linear`):
+        the IR's two conv arithmetics."""
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
-        _require(spec_in.dtype == out.dtype, op, f"maps {spec_in.dtype} to {out.dtype}; TFLite's convolutions keep the "
-                 "activation type (int8 -> int8, or int16 -> int16 with 8-bit weights)")
-        _require(spec_in.dtype == "int8" or spec_in.zero_point == out.zero_point == 0, op,
+        _require(spec_in.dtype == out.dtype or (spec_in.dtype, out.dtype) == ("int16", "int8"), op,
+                 f"maps {spec_in.dtype} to {out.dtype}; TFLite's convolutions keep the activation type (int8 -> int8, "
+                 "or int16 -> int16 with 8-bit weights)")
+        _require(spec_in.dtype == "int8" or spec_in.zero_point == 0, op,
                  "is an int16 convolution with a zero point; TFLite's int16 activations are symmetric")
+        _require(out.dtype == "int8" or out.zero_point == 0, op,
+                 "writes int16 with a zero point; TFLite's int16 activations are symmetric")
+
+    def emit_linear(self, op, opcode: str, inputs, res: int, options: str, **fields) -> None:
+        """The convolution writing ``res``. An int16 -> int8 one (the 16x8 kernels write int16) writes an
+        int16 tensor at the output's scale, zero point 0, and an exact QUANTIZE (multiplier 1) narrows it:
+        clamping to int16, then adding the zero point and clamping to int8, is the IR's single clamp; a
+        fused RELU at 0 there is the IR's clamp at the output's zero point."""
+        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        if spec_in.dtype == out.dtype:
+            self.emit(opcode, inputs, [res], options, **fields)
+            return
+        wide = self.temp(f"{op.output}.int16", self.shape_of(op.output), g.TensorSpec(out.shape, "int16", out.scale, 0))
+        self.emit(opcode, inputs, [wide], options, last=False, **fields)
+        self.emit("QUANTIZE", [wide], [res])
 
     def bias(self, op, spec_in: g.TensorSpec) -> int:
         """int32 for int8 activations, int64 for the 16x8 kernels."""
@@ -306,7 +386,7 @@ class _Lowering:
             return self.activation(name)
         key = (name, float(np.float32(scale)))
         if key not in self.relabeled:
-            shape = self.shape4(name)
+            shape = self.shape_of(name)
             out = self.model.add_tensor(fb.Tensor(f"{name}.at_{np.float32(scale):.6g}", shape, spec.dtype,
                                                   [float(np.float32(scale))], [spec.zero_point]))
             self.emit("RESHAPE", [self.activation(name), self.shape_const(f"{name}.relabel", shape)], [out],
@@ -359,6 +439,40 @@ def _identity_weight_scale(s_in: float, s_out: float) -> np.float32 | None:
         if mult[0] == 1 << 30 and shift[0] == 1:
             return candidate
     return None
+
+
+def _matmul_scales(sa: float, sb: float, so: float, want: tuple[int, int]):
+    """(lhs, rhs, output) float32 scales from which TFLite derives exactly the multiplier ``want``:
+    the tensors' own, else one of them replaced (output first, then rhs, then lhs) by a float32
+    near the value that gives the IR's real multiplier; None when none does."""
+    derives = lambda x, y, z: tuple(int(v[0]) for v in quantize_multipliers(effective_multiplier(x, y, z))) == want  # noqa: E731
+    if derives(sa, sb, so):
+        return sa, sb, so
+    if want[0] == 0:
+        return None
+    real = want[0] * 2.0 ** (want[1] - 31)
+    f32 = lambda v: float(np.float32(v))  # noqa: E731
+    for slot, center in ((2, f32(sa) * f32(sb) / real), (1, real * f32(so) / f32(sa)), (0, real * f32(so) / f32(sb))):
+        if not 0 < center < 3.4e38:
+            continue
+        for candidate in _float32_around(center):
+            scales = [sa, sb, so]
+            scales[slot] = candidate
+            if derives(*scales):
+                return tuple(scales)
+    return None
+
+
+def _float32_around(value: float, steps: int = 8):
+    """The float32 nearest ``value``, then its neighbours outwards, ``steps`` ulps each way."""
+    center = np.float32(value)
+    yield float(center)
+    down = up = center
+    for _ in range(steps):
+        down, up = np.nextafter(down, np.float32(0)), np.nextafter(up, np.float32(np.inf))
+        yield float(up)
+        if down > 0:
+            yield float(down)
 
 
 def _require(ok: bool, op: g.Op, message: str) -> None:

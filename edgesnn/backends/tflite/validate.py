@@ -275,7 +275,9 @@ OPS = {  # builtin code -> (name, input counts, options type it needs or None)
     3: ("CONV_2D", (3,), 1), 4: ("DEPTHWISE_CONV_2D", (3,), 2), 17: ("MAX_POOL_2D", (1,), 5),
     22: ("RESHAPE", (1, 2), None), 0: ("ADD", (2,), None), 18: ("MUL", (2,), None), 55: ("MAXIMUM", (2,), None),
     57: ("MINIMUM", (2,), None), 114: ("QUANTIZE", (1,), None), 34: ("PAD", (2,), None),
+    39: ("TRANSPOSE", (2,), None), 126: ("BATCH_MATMUL", (2,), 101),
 }
+MAX_RANK = 5  # TRANSPOSE, BATCH_MATMUL, MAXIMUM and MINIMUM: TFLite Micro's kernels index fixed 5-d arrays
 _ADD_LEFT_SHIFT = {9: 20, 7: 15}  # TFLite's ADD: int8 inputs shifted left by 20, int16 by 15
 
 
@@ -308,6 +310,10 @@ def _check_op(r: _Reader, op: dict, code: int, tensors: list[dict], spans: list)
         want = _broadcast(x, tensors[ins[1]], out, name, where)
     elif name == "QUANTIZE":
         want = x["shape"]
+    elif name == "TRANSPOSE":
+        want = _transposed_shape(r, x, tensors[ins[1]], spans, where)
+    elif name == "BATCH_MATMUL":
+        want = _product_shape(r, op, x, tensors[ins[1]], out, where)
     else:  # PAD
         want = _padded_shape(r, x, tensors[ins[1]], spans, where)
     if want != out["shape"]:
@@ -353,18 +359,52 @@ def _window_shape(r: _Reader, o, x: dict, kernel, dilation, where: str) -> list[
 
 
 def _broadcast(a: dict, b: dict, out: dict, name: str, where: str) -> list[int] | None:
-    if b["type"] != a["type"] or max(len(a["shape"]), len(b["shape"])) > 4 or 0 in b["shape"]:
-        raise EdgesnnError(f"{where}: needs two tensors of one type, of rank at most 4")
+    rank = MAX_RANK if name in ("MAXIMUM", "MINIMUM") else 4  # TFLite Micro's int8 ADD and MUL broadcast in 4-d
+    if b["type"] != a["type"] or max(len(a["shape"]), len(b["shape"])) > rank or 0 in b["shape"]:
+        raise EdgesnnError(f"{where}: needs two tensors of one type, of rank at most {rank}")
     if name == "ADD" and a["scale"] and b["scale"] and out["scale"]:  # its kernels refuse (abort) a multiplier >= 1
         twice = 2 * max(a["scale"][0], b["scale"][0])
         if twice / ((1 << _ADD_LEFT_SHIFT[a["type"]]) * out["scale"][0]) >= 1:
             raise EdgesnnError(f"{where}: its output scale is too small for its inputs' scales")
     shape = []
-    for da, db in zip([1] * (4 - len(a["shape"])) + a["shape"], [1] * (4 - len(b["shape"])) + b["shape"]):
+    for da, db in zip([1] * (rank - len(a["shape"])) + a["shape"], [1] * (rank - len(b["shape"])) + b["shape"]):
         if da != db and 1 not in (da, db):
             return None
         shape.append(max(da, db))
-    return shape[4 - max(len(a["shape"]), len(b["shape"])):]
+    return shape[rank - max(len(a["shape"]), len(b["shape"])):]
+
+
+def _transposed_shape(r: _Reader, x: dict, perm: dict, spans: list, where: str) -> list[int]:
+    rank = len(x["shape"])
+    if perm["buffer"] is None or perm["type"] != 2 or perm["shape"] != [rank] or not 1 <= rank <= MAX_RANK:
+        raise EdgesnnError(f"{where}: needs a constant int32 permutation of shape [rank] for an input of rank 1..{MAX_RANK}")
+    start, _ = spans[perm["buffer"]]
+    values = struct.unpack_from(f"<{rank}i", r.data, start)
+    if sorted(values) != list(range(rank)):
+        raise EdgesnnError(f"{where}: {list(values)} is not a permutation of its input's {rank} axes")
+    return [x["shape"][p] for p in values]
+
+
+def _product_shape(r: _Reader, op: dict, a: dict, b: dict, out: dict, where: str) -> list[int] | None:
+    """The output shape TFLite's BATCH_MATMUL computes: batch axes broadcast, [M, K] x [K, N] (adj_x, adj_y)."""
+    ranks = (len(a["shape"]), len(b["shape"]))
+    if b["type"] != a["type"] or not all(2 <= n <= MAX_RANK for n in ranks) or 0 in b["shape"]:
+        raise EdgesnnError(f"{where}: needs two tensors of one type, of rank 2..{MAX_RANK}")
+    if any(len(t["scale"]) != 1 for t in (a, b, out)) or (a["type"] == 7 and any(t["zero_point"] != [0] for t in (a, b, out))):
+        raise EdgesnnError(f"{where}: its tensors need one scale each (and zero point 0 when int16)")
+    adj_x, adj_y = r.scalar(op["options"], 0, "<B"), r.scalar(op["options"], 1, "<B")
+    sa, sb = a["shape"], b["shape"]
+    m, k = (sa[-1], sa[-2]) if adj_x else (sa[-2], sa[-1])
+    kb, n = (sb[-1], sb[-2]) if adj_y else (sb[-2], sb[-1])
+    rank = max(ranks)
+    batch = []
+    for da, db in zip([1] * (rank - ranks[0]) + sa[:-2], [1] * (rank - ranks[1]) + sb[:-2]):
+        if da != db and 1 not in (da, db):
+            raise EdgesnnError(f"{where}: batch axes of {sa} and {sb} do not broadcast")
+        batch.append(max(da, db))
+    if k != kb:
+        raise EdgesnnError(f"{where}: {sa} and {sb} (adj_x {bool(adj_x)}, adj_y {bool(adj_y)}) do not multiply")
+    return [*batch, m, n]
 
 
 def _padded_shape(r: _Reader, x: dict, pads: dict, spans: list, where: str) -> list[int]:

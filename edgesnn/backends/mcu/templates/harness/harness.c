@@ -1,4 +1,4 @@
-/* Portable inference harness: reads N x EDGESNN_INPUT_SIZE int8 from inputs.bin, writes
+/* Portable inference harness: reads N x EDGESNN_INPUT_SIZE inputs (int8 or int16) from inputs.bin, writes
  * N x EDGESNN_OUTPUT_SIZE outputs (int8 or int16, little-endian) to outputs.bin, reports cost per inference on stdout and in
  * stats.txt. Same source for bare metal (stdio over semihosting via librdimon), host, aarch64. */
 #include <stdio.h>
@@ -6,7 +6,7 @@
 #include "model.h"
 #include "plat.h"
 
-static int8_t in[EDGESNN_INPUT_SIZE];
+static edgesnn_input_t in[EDGESNN_INPUT_SIZE];
 static edgesnn_output_t out[EDGESNN_OUTPUT_SIZE];
 
 int main(void)
