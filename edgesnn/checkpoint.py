@@ -190,7 +190,10 @@ def _build(path: Path, config: dict, trust_code: custom.Trust) -> torch.nn.Modul
         from edgesnn.quantize import spec  # Brevitas is imported only for compressed checkpoints
 
         try:
-            model = spec.apply(model, config["quantization"])
+            from edgesnn.export import input_shape
+
+            with input_shape(config.get("input_shape")):
+                model = spec.apply(model, config["quantization"])
         except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, OverflowError) as e:  # a hand-edited spec
             raise EdgesnnError(f"{where}: invalid quantization spec "
                                f"({type(e).__name__}: {_short((str(e).splitlines() or [''])[0], 200)})") from None

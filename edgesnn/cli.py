@@ -551,13 +551,13 @@ def profile(
     if json_out:
         write_json(json_out, r)
     table = Table(title=f"{r['artifact']} ({r['target']}) per layer, {r['samples']} samples")
-    for col in ("layer", "op", "MACs", f"SOPs ({r['spike_code']})", "steps", "firing rate"):
-        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    for col in ("layer", "op", "MACs", f"SOPs ({r['spike_code']})", "steps", "firing rate", "counted as"):
+        table.add_column(col, justify="left" if col in ("layer", "op", "counted as") else "right")
     for row in r["layers"]:
         steps = (row.get("timesteps") or {}).get(r["spike_code"])
         table.add_row(row["name"], row["kind"], str(row["macs"]), "-" if row["sops"] is None else f"{row['sops']:.0f}",
                       "-" if steps is None else str(steps),
-                      "-" if row["firing_rate"] is None else f"{row['firing_rate']:.3f}")
+                      "-" if row["firing_rate"] is None else f"{row['firing_rate']:.3f}", row.get("counted_as", "-"))
     console.print(table)
     need, have = r["needed_bytes"], r["available_bytes"]
     room = ", ".join(f"{k} {need[k]} of {have[k] if have[k] is not None else 'unlimited'} bytes" for k in need)

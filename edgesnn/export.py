@@ -11,8 +11,11 @@ linear op's weights, as SFA prescribes.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import operator
+import sys
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -151,23 +154,53 @@ class _ShapeTracer(meta_tracer.MetaTracer):
 
 _RESHAPES = ("reshape", "view", torch.reshape)
 TRACE_BATCH = 2  # the sample a shape-reading forward is traced with
+_INPUT_SHAPE: contextvars.ContextVar[tuple[int, ...] | None] = contextvars.ContextVar("input_shape", default=None)
+
+
+@contextlib.contextmanager
+def input_shape(shape):
+    """Within it, :func:`trace` without a sample traces on zeros of this per-sample shape (the
+    compression methods and the checkpoint loader trace models whose forward reads shapes)."""
+    token = _INPUT_SHAPE.set(None if shape is None else tuple(int(d) for d in shape))
+    try:
+        yield
+    finally:
+        _INPUT_SHAPE.reset(token)
+
+
+def _reads_shape(node: fx.Node) -> bool:
+    """A node that reads a tensor's shape (x.shape, x.size(), x.dim()): symbolic without a sample."""
+    return ((node.op == "call_function" and node.target is getattr and node.args[1:2] == ("shape",))
+            or (node.op == "call_method" and node.target in ("size", "dim")))
+
+
+def _trace_error(e: Exception) -> EdgesnnError:
+    line = source_lines.exception_line(e)
+    return EdgesnnError(f"cannot trace the model with torch.fx ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+                        + (f" at {line}" if line else "") + "; Python that depends on tensor values in forward "
+                        "(if on a tensor) must move to __init__")
 
 
 def trace(model: nn.Module, sample: torch.Tensor | None = None) -> fx.GraphModule:
-    """The model's fx graph; with ``sample`` (one input batch), shapes read in forward are numbers
-    and each reshape's batch size is made -1 again, so the graph runs on any batch."""
+    """The model's fx graph; with ``sample`` (one input batch, or zeros of :func:`input_shape`),
+    shapes read in forward are numbers and each reshape's batch size is made -1 again, so the
+    graph runs on any batch."""
+    if sample is None and _INPUT_SHAPE.get() is not None:
+        sample = torch.zeros(TRACE_BATCH, *_INPUT_SHAPE.get())
     try:
+        plain = fx.GraphModule(model, _Tracer().trace(model))
+        if sample is None or not any(_reads_shape(n) for n in plain.graph.nodes):
+            return plain
+    except Exception:  # noqa: BLE001 - e.g. int() of a shape: traced again with the sample, below
         if sample is None:
-            return fx.GraphModule(model, _Tracer().trace(model))
+            raise _trace_error(sys.exc_info()[1]) from None
+    try:
         arg = next(iter(inspect.signature(model.forward).parameters))
         with torch.no_grad():
             graph = _ShapeTracer().trace(model, meta_args={arg: sample[:TRACE_BATCH].float()})
         gm = fx.GraphModule(model, graph)
     except Exception as e:  # noqa: BLE001 - any tracing failure is a model the exporter cannot read
-        line = source_lines.exception_line(e)
-        raise EdgesnnError(f"cannot trace the model with torch.fx ({type(e).__name__}: {str(e).splitlines()[0]})"
-                           + (f" at {line}" if line else "") + "; Python that depends on tensor values in "
-                           "forward (if on a tensor) must move to __init__") from None
+        raise _trace_error(e) from None
     batch = min(TRACE_BATCH, len(sample))
     for node in gm.graph.nodes:
         if node.op in ("call_method", "call_function") and node.target in _RESHAPES and "edgesnn_shape" in node.meta:

@@ -256,8 +256,9 @@ def conv1d(ex, node: fx.Node, m: nn.Conv1d, x, out_shape, where: str):
     _plain(x, where)
     if m.padding_mode != "zeros" or m.dilation[0] != 1 or isinstance(m.padding, str):
         raise EdgesnnError(f"{where}: only undilated Conv1d with numeric zero padding is supported")
-    if _quantized_weight(m) is not None:
-        raise EdgesnnError(f"{where}: a Conv1d trained with a weight quantizer is not supported yet")
+    qw = _quantized_weight(m)
+    if qw is not None:
+        qw.q = qw.q.unsqueeze(2)
     c, length = torch_shape(ex, x)
     image = _as_plain(arrange(ex, x, [1, 0], [1, length, c], where))
     image = ex.headroom(image)
@@ -266,4 +267,4 @@ def conv1d(ex, node: fx.Node, m: nn.Conv1d, x, out_shape, where: str):
              "groups": m.groups}
     o, l_out = out_shape
     attrs["index"] = np.arange(l_out * o).reshape(l_out, o).T  # IR (1, L', O) holds torch (O, L')
-    return _Linear("conv2d", image, node, weight, _bias(m), attrs=attrs)
+    return _Linear("conv2d", image, node, weight, _bias(m), attrs=attrs, qweight=qw)

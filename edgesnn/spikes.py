@@ -117,7 +117,7 @@ class Counts:
 
 def count_tensors(graph) -> dict[str, Counts]:
     """Tensors of ``graph`` (an edgesnn.ir Graph) that carry spike counts, with zero point 0: a
-    neuron's output (spike_D set), and what keeps its integers counts: reshapes, max pools, sum
+    neuron's output (spike_D set), and what keeps its integers counts: reshapes, transposes, max pools, sum
     pools (the window's spikes add up: D x window) and exact x 2^k widenings (multiplier 2^30,
     shift k + 1, clamp never binding)."""
     found = {name: Counts(1, int(spec.spike_D), bool(spec.signed)) for name, spec in graph.tensors.items()
@@ -126,7 +126,7 @@ def count_tensors(graph) -> dict[str, Counts]:
         src = found.get(op.inputs[0]) if op.inputs else None
         if src is None or graph.tensors[op.output].zero_point != 0 or op.output in found:
             continue
-        if op.kind in ("reshape", "max_pool2d"):
+        if op.kind in ("reshape", "transpose", "max_pool2d"):
             found[op.output] = src
         elif op.kind == "sum_pool2d":
             found[op.output] = Counts(src.unit, src.D * int(np.prod(op.kernel)), src.signed)

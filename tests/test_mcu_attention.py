@@ -20,7 +20,7 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import quantize_multipliers
 from edgesnn.ir.interpreter import KERNELS
-from edgesnn.profile.memory import peak_activation_bytes
+from edgesnn.profile.memory import peak_activation_bytes, tensor_bytes
 
 pytest.importorskip("tvm")
 from edgesnn.backends.mcu import export_mcu, verify_mcu  # noqa: E402
@@ -45,10 +45,10 @@ def product_graph() -> g.Graph:
         m, s = quantize_multipliers([real])
         ops.append(g.BatchMatMul(name, [a, b], name, adj_y=adj_y, multiplier=m, shift=s, clamp=[-128, 127]))
 
-    product("p", "x", "xT", False, [2, 6, 6], 1 / 400)  # x x^T via an explicit transpose
-    product("pa", "x", "x", True, [2, 6, 6], 1 / 150)  # the same product read transposed
-    product("q", "pa", "p", True, [2, 6, 6], 1 / 40)
-    product("y", "q", "x", False, [2, 6, 8], 1 / 60, zero_point=-3)
+    product("p", "x", "xT", False, [2, 6, 6], 1 / 500)  # x x^T via an explicit transpose
+    product("pa", "x", "x", True, [2, 6, 6], 1 / 600)  # the same product read transposed
+    product("q", "pa", "p", True, [2, 6, 6], 1 / 180)
+    product("y", "q", "x", False, [2, 6, 8], 1 / 280, zero_point=-3)
     t["y4"] = g.TensorSpec([2, 3, 2, 8], "int8", 0.1, -3)
     ops.append(g.Reshape("split", ["y"], "y4"))
     t["y4T"] = g.TensorSpec([8, 3, 2, 2], "int8", 0.1, -3)
@@ -161,7 +161,7 @@ def test_arena_gives_transposes_and_products_their_own_bytes(name):
     life, alias = _lifetimes(graph)
     assert plan.alias == alias and all(r in alias for r in (op.output for op in graph.ops if op.kind == "reshape"))
     assert not set(alias) & set(plan.offsets)
-    nbytes = {n: int(np.prod(graph.tensors[n].shape)) * np.dtype(g.DTYPES[graph.tensors[n].dtype]).itemsize for n in life}
+    nbytes = {n: tensor_bytes(graph.tensors[n]) for n in life}
     assert set(plan.offsets) == set(life)
     span = {n: (plan.offsets[n], plan.offsets[n] + nbytes[n]) for n in life}
     for a in life:
@@ -174,11 +174,12 @@ def test_arena_gives_transposes_and_products_their_own_bytes(name):
             for src in op.inputs:
                 s = span[alias.get(src, src)]
                 assert o[1] <= s[0] or s[1] <= o[0], (op.name, src)
-    live = [sum(nbytes[n] for n, (f, la) in life.items() if f <= i <= la) for i in range(max(la for _, la in life.values()) + 1)]
+    steps = range(max(last for _, last in life.values()) + 1)
+    live = [sum(nbytes[n] for n, (first, last) in life.items() if first <= i <= last) for i in steps]
     assert max(live) == peak_activation_bytes(graph) and plan.arena_bytes >= max(live)
     # flash: every constant (conv weights at 8 bits, biases, a multiplier and shift per product and requantize)
     consts = sum(op.weight.size + 4 * op.bias.size if op.kind == "conv2d" else 0 for op in graph.ops)
-    consts += sum(4 * (np.size(op.multiplier) + np.size(op.shift)) for op in graph.ops if isinstance(op, g.Requantized))
+    consts += sum(4 * (op.multiplier.size + op.shift.size) for op in graph.ops if isinstance(op, g.Requantized))
     assert plan.const_bytes == consts
 
 
@@ -201,9 +202,10 @@ def test_kernels_equal_the_interpreter_op_by_op(tmp_path):
     product("bmm8_adj", a8, kt8, True, 1 / 310, "int8", zero_point=6)
     s8, st8 = b.tensor("s8", [6, 5], spike_D=3), b.tensor("st8", [4, 5], spike_D=3)
     product("spikes8_adj", s8, st8, True, 9.3, "int8")  # multiplier > 1: a left shift before the rounding
-    a16, k16, kt16 = b.tensor("a16", [3, 4, 9], "int16"), b.tensor("k16", [3, 9, 5], "int16"), b.tensor("kt16", [3, 5, 9], "int16")
-    product("bmm16", a16, k16, False, 1 / 300, "int16", zero_point=0)
-    product("bmm16_adj", a16, kt16, True, 1 / 400, "int16")
+    a16, k16, kt16 = (b.tensor(n, shape, "int16") for n, shape in (("a16", [3, 4, 9]), ("k16", [3, 9, 5]),
+                                                                     ("kt16", [3, 5, 9])))
+    product("bmm16", a16, k16, False, 1 / 600, "int16")
+    product("bmm16_adj", a16, kt16, True, 1 / 700, "int16")
     s16, v16 = b.tensor("s16", [2, 6, 6], "int16", spike_D=4), b.tensor("v16", [2, 6, 3], "int16", spike_D=4)
     product("spikes16", s16, v16, False, 2.7, "int16")
     for name, src, perm in [("t4", a8, [2, 0, 3, 1]), ("t2", s8, [1, 0]), ("t3_16", a16, [2, 1, 0]),
@@ -221,21 +223,23 @@ def test_int16_products_accumulate_beyond_int32(tmp_path):
     """Large int16 operands: sums past 2**31 need the int64 accumulator (the 16x8 rule), adj_y both ways."""
     b = Builder(12)
     rng = np.random.default_rng(5)
-    a, k, kt = b.tensor("a", [2, 3, 8], "int16"), b.tensor("k", [2, 8, 4], "int16"), b.tensor("kt", [2, 4, 8], "int16")
+    a, k, kt = (b.tensor(n, shape, "int16") for n, shape in (("a", [2, 3, 8]), ("k", [2, 8, 4]), ("kt", [2, 4, 8])))
     m, s = quantize_multipliers([3e-6])
     ops = []
     for name, rhs, adj_y in (("wide", k, False), ("wide_adj", kt, True)):
         out = b.tensor(name + ".out", [2, 3, 4], "int16")
-        ops.append(b.add_op(g.BatchMatMul(name, [a, rhs], out, adj_y=adj_y, multiplier=m, shift=s, clamp=[-32768, 32767])))
+        ops.append(b.add_op(g.BatchMatMul(name, [a, rhs], out, adj_y=adj_y, multiplier=m, shift=s,
+                                          clamp=[-32768, 32767])))
     big = {n: (rng.integers(20000, 32768, (SAMPLES, *b.tensors[n].shape)) * rng.choice([-1, 1], (SAMPLES, 1, 1, 1)))
            .astype(np.int16) for n in (a, k, kt)}
     graph = b.graph()
     feeds, wants = [], []
     for op in ops:
-        acc = np.abs(np.matmul(big[a].astype(np.int64), np.swapaxes(big[op.inputs[1]], -1, -2) if op.adj_y
-                               else big[op.inputs[1]].astype(np.int64)))
-        assert acc.max() > 2**31  # beyond int32
-        want = KERNELS["batch_matmul"](op, big[a], big[op.inputs[1]], *[graph.tensors[n] for n in (*op.inputs, op.output)])
+        rhs = big[op.inputs[1]].astype(np.int64)
+        acc = np.matmul(big[a].astype(np.int64), np.swapaxes(rhs, -1, -2) if op.adj_y else rhs)
+        assert np.abs(acc).max() > 2**31  # beyond int32
+        specs = [graph.tensors[n] for n in (*op.inputs, op.output)]
+        want = KERNELS["batch_matmul"](op, big[a], big[op.inputs[1]], *specs)
         feeds.append({a: big[a], op.inputs[1]: big[op.inputs[1]], op.output: want})
         wants.append(want)
     for op, got, want in zip(ops, run_c([kernel(graph, op) for op in ops], feeds, tmp_path), wants):

@@ -54,7 +54,8 @@ def _measure_c(project: Path, xq: np.ndarray) -> tuple[list[float], int]:
     binary = build(project, "host").resolve()
     work = project / "build" / "measure"
     work.mkdir(parents=True, exist_ok=True)
-    np.ascontiguousarray(xq.reshape(len(xq), -1), dtype=np.int8).tofile(work / "inputs.bin")
+    np.ascontiguousarray(xq.reshape(len(xq), -1), dtype=np.int16 if xq.dtype == np.int16 else np.int8).tofile(
+        work / "inputs.bin")  # the project's input type (edgesnn_input_t)
     latencies, peak = [], 0
     for _ in range(REPEATS):
         _, rss = _run_child([str(binary)], work)

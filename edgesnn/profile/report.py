@@ -114,7 +114,8 @@ def _layer_axis(ax, names: list[str]) -> None:
 
 
 def _no_layers(ax) -> None:
-    ax.text(0.5, 0.5, "no conv, dense or activation-product layers in the result", ha="center", va="center", transform=ax.transAxes)
+    ax.text(0.5, 0.5, "no conv, dense or activation-product layers in the result", ha="center", va="center",
+            transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -379,7 +380,8 @@ def _layer_table(r: dict) -> str:
         steps = (row.get("timesteps") or {}).get(code)
         cells = [
             _cell(row.get("name", f"layer {i}")), _cell(row.get("kind", "")), _cell(_num(row.get("macs")), True),
-            _cell(_num(row.get("sops")) if spiking else _NO_SOPS.get(counted, "—"), True, None if spiking else "none"),
+            _cell(_num(row.get("sops")) if spiking else _NO_SOPS.get(counted, "—"), True,
+                  None if spiking else "none"),
             _cell(_num(steps) if steps is not None else "—", True, None if steps is not None else "none"),
             _cell(_num(row.get("firing_rate")) if row.get("firing_rate") is not None else "no neurons", True,
                   None if row.get("firing_rate") is not None else "none"),

@@ -86,11 +86,12 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
     float_accuracy = evaluate(model, ds.x_test, ds.y_test)
     model.train()
     torch.manual_seed(opts.seed)  # new layers (BESTformer's second head) start the same every run
-    plan = METHODS[method].prepare(model, config, ds, opts)
+    with export.input_shape(ds.in_shape):  # a forward that reads shapes traces on a sample
+        plan = METHODS[method].prepare(model, config, ds, opts)
+        stream_dtype = opts.stream_dtype or "int8"
+        # train on the integers the IR's streams and outputs hold (see quantize/streams.py)
+        plan.model = streams.insert(plan.model, streams.BITS[stream_dtype])
     spec = {"method": method, **plan.spec}
-    stream_dtype = opts.stream_dtype or "int8"
-    # train on the integers the IR's streams and outputs hold (see quantize/streams.py)
-    plan.model = streams.insert(plan.model, streams.BITS[stream_dtype])
     spec.update(stream_dtype=stream_dtype, stream_bits=streams.BITS[stream_dtype])
     _check_deployable(plan.model, ds, stream_dtype)
     lr = opts.lr or METHODS[method].DEFAULT_LR

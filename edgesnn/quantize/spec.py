@@ -16,14 +16,14 @@ the structural changes before the weights load: narrower layers (pruning), neuro
 
 from __future__ import annotations
 
-from brevitas.nn import QuantConv2d, QuantLinear
+from brevitas.nn import QuantConv1d, QuantConv2d, QuantLinear
 from torch import nn
 
 from edgesnn.errors import EdgesnnError
 from edgesnn.neurons import IBRALIF, MembraneQuant, MPBNSpike, MultiSpike, TernaryStep
 from edgesnn.quantize.quantizers import QUANTIZERS, injector
 
-WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+WEIGHT_LAYERS = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
@@ -63,10 +63,13 @@ def quant_layer(m: nn.Module, quantizer: str, bits: int) -> nn.Module:
     if isinstance(m, nn.Conv2d):
         q = QuantConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
                         bias=m.bias is not None, padding_mode=m.padding_mode, weight_quant=wq)
+    elif isinstance(m, nn.Conv1d):
+        q = QuantConv1d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+                        bias=m.bias is not None, padding_mode=m.padding_mode, weight_quant=wq)
     elif isinstance(m, nn.Linear):
         q = QuantLinear(m.in_features, m.out_features, bias=m.bias is not None, weight_quant=wq)
     else:
-        raise EdgesnnError(f"only Conv2d and Linear weights are quantized, not {type(m).__name__}")
+        raise EdgesnnError(f"only Conv2d, Conv1d and Linear weights are quantized, not {type(m).__name__}")
     q.weight, q.bias = m.weight, m.bias  # the same Parameters: an optimizer holding them keeps training them
     return q.train(m.training)
 

@@ -21,6 +21,7 @@ from torch import fx, nn
 
 from edgesnn.errors import EdgesnnError
 from edgesnn.export import is_add, trace
+from edgesnn.export_tensors import VIEWS
 from edgesnn.neurons import NEURONS, MultiSpike, StreamQuant
 
 BITS = {"int8": 8, "int16": 16}
@@ -41,7 +42,7 @@ def insert(model: nn.Module, bits: int) -> nn.Module:
             return gm.graph.call_module(f"streams.{len(quantizers) - 1}", (src,))
 
     for add in [n for n in gm.graph.nodes if is_add(n)]:
-        for value in [*dict.fromkeys(a for a in add.args if not _on_grid(a, gm)), add]:
+        for value in [*dict.fromkeys(_before_views(a) for a in add.args if not _on_grid(a, gm)), add]:
             q = quantizer(value, value, after=True)  # every reader sees the stream's integers, as in the IR
             value.replace_all_uses_with(q, delete_user_cb=lambda user, q=q: user is not q)
     output = next(n for n in gm.graph.nodes if n.op == "output")
@@ -59,8 +60,22 @@ def insert(model: nn.Module, bits: int) -> nn.Module:
     return gm.train(model.training)
 
 
+def _is_view(node: fx.Node) -> bool:
+    return node.op in ("call_method", "call_function") and node.target in VIEWS
+
+
+def _before_views(node: fx.Node) -> fx.Node:
+    """The value a chain of reshapes / transposes rearranges: the stream quantizer goes there, on
+    the layer's result, which the exporter then materializes on the trained grid directly."""
+    while _is_view(node) and isinstance(node.args[0], fx.Node) and len(node.args[0].users) == 1:
+        node = node.args[0]
+    return node
+
+
 def _on_grid(node: fx.Node, gm: fx.GraphModule) -> bool:
     """Whether the IR holds ``node`` exactly as an integer tensor times a power-of-two-friendly factor."""
+    if _is_view(node):
+        return _on_grid(node.args[0], gm)
     if node.op == "call_module":
         m = gm.get_submodule(node.target)
         if isinstance(m, (StreamQuant, *NEURONS.values())):

@@ -84,6 +84,9 @@ class Plan:
 
 
 def make_plan(graph: g.Graph, event_driven: set[str], spike_code: str | None = None) -> Plan:
+    """Kernels in IR order and the arena. Step i is the i-th kernel: every input it reads (a product
+    reads two) and its output are alive at i, so they never share bytes (a transpose moves elements
+    and so gets its own output). A reshape of any rank has no kernel: its output is its input's bytes."""
     from edgesnn.backends.mcu.kernels import kernel
 
     alias: dict[str, str] = {}

@@ -44,8 +44,8 @@ import numpy as np
 from edgesnn.backends.tflite import flatbuffer as fb
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
-from edgesnn.ir.fixedpoint import (add_multipliers, effective_multiplier, linear_requantizer, multiply_by_quantized_multiplier,
-                                   quantize_multipliers)
+from edgesnn.ir.fixedpoint import (INT32_MAX, INT32_MIN, add_multipliers, effective_multiplier, linear_requantizer,
+                                   multiply_by_quantized_multiplier, quantize_multipliers)
 from edgesnn.ir.packing import widen
 
 FUSED = {"NONE": 0, "RELU": 1}
@@ -313,16 +313,24 @@ class _Lowering:
             self.emit("BATCH_MATMUL", inputs, [res], "BatchMatMulOptions", AdjX=False, AdjY=bool(op.adj_y))
 
     def product_range(self, op: g.BatchMatMul, dtype: str) -> tuple[int, int]:
-        """What the requantized product can be, from its operands' bounds (the clamp it needs after)."""
+        """What the requantized product can be, from its operands' bounds (the clamp it needs after).
+
+        TFLite's int16 kernel casts the requantized int64 sum to int32 before it clamps, where the IR
+        saturates: a product that can leave int32 there is refused."""
         (alo, ahi), (blo, bhi) = self.bounds[op.inputs[0]], self.bounds[op.inputs[1]]
         depth = self.spec(op.inputs[0]).shape[-1]
         corners = [x * y for x in (alo, ahi) for y in (blo, bhi)]
         acc = np.array([depth * min(corners), depth * max(corners)], np.int64)
         lo, hi = g.dtype_range(self.spec(op.output).dtype)
         try:
-            ends = linear_requantizer(dtype)(acc, op.multiplier[0], op.shift[0]) + self.spec(op.output).zero_point
-        except OverflowError:  # the IR refuses such sums when it runs; nothing is known here
+            ends = linear_requantizer(dtype)(acc, op.multiplier[0], op.shift[0])
+        except OverflowError:  # the IR refuses such sums when it runs: no result to differ from
             return lo, hi
+        worst = int(ends[0] if ends[0] < INT32_MIN else ends[1])
+        _require(INT32_MIN <= ends[0] and ends[1] <= INT32_MAX, op, f"can requantize its product to {worst:,} "
+                 f"(operands in [{alo}, {ahi}] and [{blo}, {bhi}], {depth} terms), beyond int32, where TFLite's int16 "
+                 "BATCH_MATMUL wraps and the IR saturates")
+        ends = ends + self.spec(op.output).zero_point
         return int(np.clip(ends[0], lo, hi)), int(np.clip(ends[1], lo, hi))
 
     # -- pieces -------------------------------------------------------------------------------

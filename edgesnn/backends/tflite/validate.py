@@ -277,7 +277,7 @@ OPS = {  # builtin code -> (name, input counts, options type it needs or None)
     57: ("MINIMUM", (2,), None), 114: ("QUANTIZE", (1,), None), 34: ("PAD", (2,), None),
     39: ("TRANSPOSE", (2,), None), 126: ("BATCH_MATMUL", (2,), 101),
 }
-MAX_RANK = 5  # TRANSPOSE, BATCH_MATMUL, MAXIMUM and MINIMUM: TFLite Micro's kernels index fixed 5-d arrays
+MAX_RANK = 5  # TFLite Micro's TRANSPOSE and BATCH_MATMUL refuse more; its MAXIMUM / MINIMUM broadcast in 5-d
 _ADD_LEFT_SHIFT = {9: 20, 7: 15}  # TFLite's ADD: int8 inputs shifted left by 20, int16 by 15
 
 
@@ -359,7 +359,7 @@ def _window_shape(r: _Reader, o, x: dict, kernel, dilation, where: str) -> list[
 
 
 def _broadcast(a: dict, b: dict, out: dict, name: str, where: str) -> list[int] | None:
-    rank = MAX_RANK if name in ("MAXIMUM", "MINIMUM") else 4  # TFLite Micro's int8 ADD and MUL broadcast in 4-d
+    rank = MAX_RANK if name in ("MAXIMUM", "MINIMUM") else 4  # ADD and MUL: 4-d, all edgesnn writes for them
     if b["type"] != a["type"] or max(len(a["shape"]), len(b["shape"])) > rank or 0 in b["shape"]:
         raise EdgesnnError(f"{where}: needs two tensors of one type, of rank at most {rank}")
     if name == "ADD" and a["scale"] and b["scale"] and out["scale"]:  # its kernels refuse (abort) a multiplier >= 1
