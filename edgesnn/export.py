@@ -801,7 +801,8 @@ class _Exporter:
             out = self.new_tensor(name, [1, 1, c], dtype, s_out, spike_D=spike_D)
             sum_scale = np.float32(v.scale)
             if _is_neuron(clamp, s_out):  # the count's real value is exact: fire at exactly torch's counts
-                sum_scale = _neuron_sum_scale(sum_scale, float(spec_in.scale) * v.scale, np.float32(spec_in.scale), clamp[1])
+                sum_scale = _neuron_sum_scale(sum_scale, float(spec_in.scale) * v.scale, np.float32(spec_in.scale), clamp[1],
+                                              linear_requantizer(spec_in.dtype))
             mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, sum_scale, s_out))
             self.ops.append(g.ReduceSum(name, [v.src.name], out, multiplier=mult, shift=shift, clamp=clamp,
                                         scale=float(sum_scale)))
@@ -1082,7 +1083,8 @@ def _neuron_bias(bias_q: np.ndarray, bias: np.ndarray, coef: np.ndarray, lattice
     return out
 
 
-def _neuron_sum_scale(scale: np.float32, coef: float, s_in: np.float32, D: int) -> np.float32:
+def _neuron_sum_scale(scale: np.float32, coef: float, s_in: np.float32, D: int,
+                      requantize=multiply_by_quantized_multiplier) -> np.float32:
     """The float32 sum scale nearest ``scale`` whose neuron fires at exactly torch's counts (coef * n >= j + 0.5).
 
     A power-of-two multiplier (binary attention: 1/16 * 0.125) makes torch's threshold an exact
@@ -1092,7 +1094,7 @@ def _neuron_sum_scale(scale: np.float32, coef: float, s_in: np.float32, D: int) 
     for step in range(64):
         for candidate in (np.float32(scale - step * np.spacing(scale)), np.float32(scale + step * np.spacing(scale))):
             mult, shift = quantize_multipliers(effective_multiplier(s_in, candidate, 1.0))
-            if [_first_reaching(level, int(mult[0]), int(shift[0])) for level in range(1, D + 1)] == torch_first:
+            if [_first_reaching(level, int(mult[0]), int(shift[0]), requantize) for level in range(1, D + 1)] == torch_first:
                 return candidate
     return scale
 

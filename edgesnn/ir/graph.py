@@ -93,7 +93,8 @@ class Dense(Requantized):
 
 @dataclass
 class ReduceSum(Requantized):
-    """Sum over H and W (keeping them as 1); ``scale`` plays the weight scale in the multiplier."""
+    """Sum over H and W (keeping them as 1); ``scale`` plays the weight scale in the multiplier.
+    An int16 input sums as TFLite's 16x8 all-ones depthwise convolution does (int64, 16-bit multiplier)."""
 
     scale: float = 1.0
     kind = "reduce_sum"

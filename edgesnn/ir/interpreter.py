@@ -37,7 +37,7 @@ def _check_int32(acc: np.ndarray, op: g.Op) -> np.ndarray:
 def _finish(acc: np.ndarray, op: g.Requantized, out: g.TensorSpec, input_dtype: str = "int8") -> np.ndarray:
     """Requantize per output channel (last axis), add the output zero point, clamp, cast.
 
-    ``input_dtype`` int16 (conv2d / dense only): TFLite's 16x8 arithmetic, int64 accumulator."""
+    ``input_dtype`` int16 (conv2d, dense, reduce_sum, batch_matmul): TFLite's 16x8 arithmetic, int64 accumulator."""
     if input_dtype != "int16":
         acc = _check_int32(acc, op)
     y = linear_requantizer(input_dtype)(acc, op.multiplier, op.shift) + out.zero_point
@@ -69,7 +69,7 @@ def dense(op: g.Dense, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorS
 
 def reduce_sum(op: g.ReduceSum, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
     acc = (x.astype(np.int64) - spec_in.zero_point).sum(axis=(1, 2), keepdims=True)
-    return _finish(acc, op, spec_out)
+    return _finish(acc, op, spec_out, spec_in.dtype)
 
 
 def mul(op: g.Mul, a: np.ndarray, b: np.ndarray, spec_a, spec_b, spec_out) -> np.ndarray:

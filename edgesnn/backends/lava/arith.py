@@ -109,7 +109,7 @@ def _reduce_sum(graph, op):
 
     def f(xs):
         x = xs[0].astype(np.int64).reshape(spec_in.shape) - spec_in.zero_point
-        return _finish(multiply_by_quantized_multiplier(x.sum(axis=(0, 1)), op.multiplier, op.shift), op, out)
+        return _finish(linear_requantizer(spec_in.dtype)(x.sum(axis=(0, 1)), op.multiplier, op.shift), op, out)
     return f
 
 

@@ -299,21 +299,22 @@ def dense(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
 
 
 def reduce_sum(sig: _Signature, graph: g.Graph, op: g.ReduceSum) -> tirx.PrimFunc:
-    """Per-channel sum over H and W of (x - zp) in int32, requantized per channel (double rounding)."""
+    """Per-channel sum over H and W of (x - zp), requantized per channel: int8 input as an int8
+    conv (int32, double rounding), int16 as a 16x8 one (int64, the 16-bit multiplier)."""
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x = sig.input("x", op.inputs[0])
     mult, shift = sig.requant_consts(op)
+    acc_dtype, rule = linear_rule(spec_in.dtype)
     h, w, _ = spec_in.shape
 
     def summand(_y, _x, c, rh, rw):
         return _offset(x[rh, rw, c], spec_in.zero_point)
 
     def epilogue(acc, _y, _x, c):
-        return finish(acc, requantize_double_rounding, _channel(mult, c), _channel(shift, c),
-                      spec_out.zero_point, op.clamp, spec_out.dtype)
+        return finish(acc, rule, _channel(mult, c), _channel(shift, c), spec_out.zero_point, op.clamp, spec_out.dtype)
 
     axes = [te.reduce_axis((0, h), "h"), te.reduce_axis((0, w), "w")]
-    return _accumulate_and_finish([x, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, I32)
+    return _accumulate_and_finish([x, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, acc_dtype)
 
 
 def mul(sig: _Signature, graph: g.Graph, op: g.Mul) -> tirx.PrimFunc:

@@ -229,7 +229,8 @@ class _Lowering:
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
         self.check_multiplier(op, effective_multiplier(spec_in.scale, op.scale, out.scale))
         h, w, c = spec_in.shape
-        _require(spec_in.dtype == "int8", op, "sums an int16 tensor; only TFLite's int8 depthwise kernel rounds like the IR")
+        _require(spec_in.dtype == "int8" or spec_in.zero_point == 0, op,
+                 "sums an int16 tensor with a zero point; TFLite's int16 activations are symmetric")
         self.window_sum(op, op.inputs[0], (h, w), (1, 1), np.full(c, op.scale, np.float32), g.dtype_range(out.dtype))
 
     def op_sum_pool2d(self, op: g.SumPool2D) -> None:
@@ -248,17 +249,21 @@ class _Lowering:
     def window_sum(self, op: g.Op, src: str, kernel, stride, weight_scale: np.ndarray, produced) -> None:
         """Exact window sums as a depthwise convolution with an all-ones kernel."""
         spec_in, out = self.spec(src), self.spec(op.output)
-        _require(spec_in.dtype == out.dtype, op, f"sums {spec_in.dtype} into {out.dtype} with a multiplier that is not "
-                 "1; TFLite's depthwise kernels keep the activation type")
+        _require(spec_in.dtype == out.dtype or (spec_in.dtype, out.dtype) == ("int16", "int8"), op,
+                 f"sums {spec_in.dtype} into {out.dtype}; TFLite's depthwise kernels keep the activation type")
         c = spec_in.shape[-1]
         ones = self.const(f"{op.name}.ones", np.ones((1, *kernel, c), np.int8), weight_scale, dim=3)
-        zeros = self.const(f"{op.name}.bias", np.zeros(c, np.int64 if out.dtype == "int16" else np.int32),
+        zeros = self.const(f"{op.name}.bias", np.zeros(c, np.int64 if spec_in.dtype == "int16" else np.int32),
                            np.float32(spec_in.scale) * weight_scale)
         lo, hi = g.dtype_range(out.dtype)
         res, fused = self.finish(op, (max(lo, int(produced[0])), min(hi, int(produced[1]))), fusable=True)
-        self.emit("DEPTHWISE_CONV_2D", [self.activation(src), ones, zeros], [res], "DepthwiseConv2DOptions",
-                  Padding=tflite_padding("VALID"), StrideW=stride[1], StrideH=stride[0], DepthMultiplier=1,
-                  FusedActivationFunction=FUSED[fused], DilationWFactor=1, DilationHFactor=1)
+        fields = dict(Padding=tflite_padding("VALID"), StrideW=stride[1], StrideH=stride[0], DepthMultiplier=1,
+                      FusedActivationFunction=FUSED[fused], DilationWFactor=1, DilationHFactor=1)
+        if spec_in.dtype == out.dtype:
+            self.emit("DEPTHWISE_CONV_2D", [self.activation(src), ones, zeros], [res], "DepthwiseConv2DOptions", **fields)
+        else:  # int16 -> int8 (a mean of an int16 stream into a neuron): as emit_linear, the 16x8 kernel then a QUANTIZE
+            self.emit_linear(op, "DEPTHWISE_CONV_2D", [self.activation(src), ones, zeros], res, "DepthwiseConv2DOptions",
+                             **fields)
 
     def op_max_pool2d(self, op: g.MaxPool2D) -> None:
         self.bounds[op.output] = self.bounds[op.inputs[0]]
