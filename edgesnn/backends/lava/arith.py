@@ -6,6 +6,12 @@
   graph whose worst case does not, before any process exists.
 - The neuron then requantizes (the IR's fixed-point rule, edgesnn.ir.fixedpoint) and clamps; an
   SFA neuron's output is a **graded spike**, its integer payload in [0, D].
+- The **product of two activation tensors** (batch_matmul) has no synapse form: Loihi 2's weights
+  are stored, not another layer's activity. It is computed as the resource report maps it
+  (resources.py): a product compartment per term a[m, k] * b[k, n] (two operand inputs, one
+  multiply in the neuron program), then a sum neuron per output element adding its K products
+  (unit synapses) and requantizing as any neuron does. Both states must fit 24 bits.
+- reshape and transpose compute nothing: they are wiring (network.py), not processes.
 Vectors on Lava ports are flat; each function reshapes to the IR's NHWC shapes.
 """
 
@@ -36,6 +42,19 @@ def _finish(y: np.ndarray, op, out: g.TensorSpec) -> np.ndarray:
     return np.clip(y + out.zero_point, op.clamp[0], op.clamp[1]).reshape(-1)
 
 
+def requantizer(op: g.Op, graph: g.Graph):
+    """The neuron's requantization of op's accumulator: the IR's rule by its first input's dtype
+    (int16: the 16x8 / 16x16 one), the one definition every accumulating process here uses."""
+    return linear_requantizer(graph.tensors[op.inputs[0]].dtype)
+
+
+def matmul_shapes(graph: g.Graph, op: g.BatchMatMul) -> tuple[int, int, int, int]:
+    """(batch, M, K, N) of a batch_matmul: a [..., M, K] x b [..., K, N] (b [..., N, K] with adj_y)."""
+    a = graph.tensors[op.inputs[0]].shape
+    out = graph.tensors[op.output].shape
+    return int(np.prod(a[:-2], dtype=np.int64)), int(a[-2]), int(a[-1]), int(out[-1])
+
+
 def _synapses(op) -> tuple[np.ndarray, int]:
     """(weight mantissas as int64, shared exponent)."""
     return op.weight.astype(np.int64), widening_shift(op.weight_bits, op.weight_code)
@@ -44,7 +63,7 @@ def _synapses(op) -> tuple[np.ndarray, int]:
 def _dense(graph, op):
     spec_in, out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     mant, exp = _synapses(op)
-    requantize = linear_requantizer(spec_in.dtype)
+    requantize = requantizer(op, graph)
 
     def f(xs):
         acc = ((mant @ (xs[0].astype(np.int64) - spec_in.zero_point)) << exp) + op.bias
@@ -57,7 +76,7 @@ def _conv2d(graph, op):
     mant, exp = _synapses(op)  # OHWI
     o, kh, kw, cg = mant.shape
     (sh, sw), (t, b, l, r), groups = op.stride, op.padding, op.groups
-    requantize = linear_requantizer(spec_in.dtype)
+    requantize = requantizer(op, graph)
     ho, wo = out.shape[:2]
     w = mant.reshape(groups, o // groups, kh * kw * cg)
 
@@ -106,10 +125,28 @@ def _mul(graph, op):
 
 def _reduce_sum(graph, op):
     spec_in, out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    requantize = requantizer(op, graph)
 
     def f(xs):
         x = xs[0].astype(np.int64).reshape(spec_in.shape) - spec_in.zero_point
-        return _finish(linear_requantizer(spec_in.dtype)(x.sum(axis=(0, 1)), op.multiplier, op.shift), op, out)
+        return _finish(requantize(x.sum(axis=(0, 1)), op.multiplier, op.shift), op, out)
+    return f
+
+
+def _batch_matmul(graph, op):
+    """Product compartments p[.., m, k, n] = a[.., m, k] * b[.., k, n] (zero points are 0: spike
+    counts), sum neurons acc[.., m, n] = sum_k p (unit synapses), then the neuron's requantization.
+    The K products are summed in int64 (exact), the order a sum neuron adds them in does not matter."""
+    (spec_a, spec_b), out = [graph.tensors[n] for n in op.inputs], graph.tensors[op.output]
+    batch, m, k, n = matmul_shapes(graph, op)
+    requantize = requantizer(op, graph)
+
+    def f(xs):
+        a = xs[0].astype(np.int64).reshape(batch, m, k) - spec_a.zero_point
+        b = xs[1].astype(np.int64).reshape(batch, n, k) if op.adj_y else xs[1].astype(np.int64).reshape(batch, k, n)
+        b = b - spec_b.zero_point
+        acc = np.einsum("bmk,bnk->bmn" if op.adj_y else "bmk,bkn->bmn", a, b)
+        return _finish(requantize(acc, op.multiplier, op.shift), op, out)
     return f
 
 
@@ -129,13 +166,22 @@ def _pool(reduce):
 
 
 _BUILDERS = {"dense": _dense, "conv2d": _conv2d, "requantize": _requantize, "add": _add, "mul": _mul,
-             "reduce_sum": _reduce_sum, "sum_pool2d": _pool(np.sum), "max_pool2d": _pool(np.max)}
+             "reduce_sum": _reduce_sum, "sum_pool2d": _pool(np.sum), "max_pool2d": _pool(np.max),
+             "batch_matmul": _batch_matmul}
+WIRING = ("reshape", "transpose")  # no process: the consumer's input axons in another order (network.py)
 
 
 def check_state(graph: g.Graph) -> None:
-    """Refuse a conv/dense whose worst-case accumulator leaves the 24-bit neuron state."""
-    bounds = _bounds(graph)
+    """Refuse an op whose worst-case state leaves the 24-bit neuron state: a conv/dense accumulator,
+    a product compartment's a * b or a sum neuron's K products (batch_matmul)."""
+    bounds = tensor_bounds(graph)
     for op in graph.ops:
+        if op.kind == "batch_matmul":
+            term, total = product_bounds(graph, op, bounds)
+            where = "a product compartment" if term > STATE_MAX else "a sum neuron"
+            if max(term, total) > STATE_MAX:
+                raise EdgesnnError(f"lava: IR op '{op.name}' ({op.kind}): {where} can reach {max(term, total)}, beyond "
+                                   f"Loihi 2's {STATE_BITS}-bit neuron state (|state| <= {STATE_MAX})")
         if op.kind not in ("conv2d", "dense"):
             continue
         spec_in = graph.tensors[op.inputs[0]]
@@ -148,18 +194,42 @@ def check_state(graph: g.Graph) -> None:
                                f"{STATE_BITS}-bit neuron state (|state| <= {STATE_MAX})")
 
 
-def _bounds(graph: g.Graph) -> dict[str, tuple[int, int]]:
-    """Integer range of every tensor: its producer's clamp (a requantize maps its input's range,
-    monotonically), else its dtype's."""
+def product_bounds(graph: g.Graph, op: g.BatchMatMul, bounds: dict | None = None) -> tuple[int, int]:
+    """(largest |a * b| of one product compartment, largest |sum of K products| of a sum neuron)."""
+    bounds = tensor_bounds(graph) if bounds is None else bounds
+    reach = [max(abs(lo - graph.tensors[n].zero_point), abs(hi - graph.tensors[n].zero_point))
+             for n, (lo, hi) in ((n, bounds[n]) for n in op.inputs)]
+    term = reach[0] * reach[1]
+    return term, term * matmul_shapes(graph, op)[2]
+
+
+def _accumulator_range(graph: g.Graph, op: g.BatchMatMul, bounds: dict) -> tuple[int, int]:
+    """Least and largest accumulator of a batch_matmul: K times the extreme products of the operands' ranges."""
+    (a_lo, a_hi), (b_lo, b_hi) = [(lo - graph.tensors[n].zero_point, hi - graph.tensors[n].zero_point)
+                                  for n, (lo, hi) in ((n, bounds[n]) for n in op.inputs)]
+    corners = [a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi]
+    k = matmul_shapes(graph, op)[2]
+    return min(corners) * k, max(corners) * k
+
+
+def tensor_bounds(graph: g.Graph) -> dict[str, tuple[int, int]]:
+    """Integer range of every tensor: its producer's clamp (a requantize, and a batch_matmul from its
+    operands' ranges, map their accumulator's range monotonically), else its dtype's; wiring keeps it."""
     out = {name: g.dtype_range(spec.dtype) for name, spec in graph.tensors.items()}
     for op in graph.ops:
-        if op.kind == "requantize":
+        if op.kind in ("requantize", "batch_matmul"):
             spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
-            ends = multiply_by_quantized_multiplier(np.array(out[op.inputs[0]])[:, None] - spec_in.zero_point,
-                                                    op.multiplier, op.shift) + spec_out.zero_point  # per channel
+            if op.kind == "requantize":
+                acc, requantize = np.array(out[op.inputs[0]]) - spec_in.zero_point, multiply_by_quantized_multiplier
+            else:
+                acc, requantize = np.array(_accumulator_range(graph, op, out)), requantizer(op, graph)
+            try:
+                ends = requantize(acc[:, None], op.multiplier, op.shift) + spec_out.zero_point  # per channel
+            except OverflowError:  # beyond the requantizer's accumulator: only the clamp bounds it
+                ends = np.array(op.clamp)
             out[op.output] = (max(op.clamp[0], int(ends.min())), min(op.clamp[1], int(ends.max())))
         elif hasattr(op, "clamp") and op.kind != "add":
             out[op.output] = tuple(op.clamp)
-        elif op.kind in ("reshape", "max_pool2d"):
+        elif op.kind in ("reshape", "transpose", "max_pool2d"):
             out[op.output] = out[op.inputs[0]]
     return out

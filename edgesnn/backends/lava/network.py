@@ -1,5 +1,9 @@
-"""The IR as a Lava process graph: one process per op (a reshape is only a different view of the
-same flat vector, so it has none), a Source of input samples and a Sink on the output.
+"""The IR as a Lava process graph: one process per op, a Source of input samples and a Sink on the
+output. A reshape or a transpose computes nothing, so it has no process: a reshape is the same
+flat vector seen in another shape, a transpose the consumer's input read in another order (on
+Loihi, the order of the axons the producer's neurons are routed to). The consumer's model gathers
+its input through that permutation; Lava's own TransposePort would say the same, but a chain of
+virtual ports hung lava-nc 0.10's simulator here, so the gather is explicit.
 
 :func:`describe` is the graph as JSON (what ``export --target lava`` writes); :func:`simulate`
 builds the processes and runs them in Lava's CPU simulator (``Loihi2SimCfg``, tag ``fixed_pt``).
@@ -19,7 +23,7 @@ import numpy as np
 
 from edgesnn import spikes as codes  # 'spikes' names a flag below
 from edgesnn.proc import run as run_child
-from edgesnn.backends.lava.arith import check_state, op_function
+from edgesnn.backends.lava.arith import WIRING, check_state, op_function
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
@@ -28,34 +32,59 @@ MODES = ("graded", "rate-burst", "bit-plane")  # graded spikes, or spike trains 
 
 
 def describe(graph: g.Graph, mode: str) -> dict:
-    """Processes (id: the tensor they write, op name, kind, input ids, depth, input delays, spike
-    coding), the window and step counts."""
+    """Processes (id: the tensor they write, op name, kind, input ids, the permutation each input is
+    read through, depth, input delays, spike coding), the window and step counts."""
     if mode not in MODES:
         raise EdgesnnError(f"unknown Lava mode {mode!r}; available: {', '.join(MODES)}")
     check_state(graph)
     for op in graph.ops:
-        if op.kind != "reshape":
+        if op.kind not in WIRING:
             op_function(graph, op)  # an op with no Lava process fails here, before any file
     producer = {graph.input: graph.input}  # the Source process goes by the input tensor's name
-    depth, burst = {graph.input: 0}, {graph.input: False}
+    depth, burst, view = {graph.input: 0}, {graph.input: False}, {graph.input: []}
     nodes = []
     for op in graph.ops:
-        if op.kind == "reshape":
+        if op.kind in WIRING:
             src = op.inputs[0]
             producer[op.output], depth[op.output], burst[op.output] = producer[src], depth[src], burst[src]
+            step = [{"shape": list(graph.tensors[src].shape), "perm": list(op.perm)}] if op.kind == "transpose" else []
+            view[op.output] = view[src] + step  # a row-major reshape keeps the flat order
             continue
         d = max(depth[n] for n in op.inputs) + 1
         spikes = graph.tensors[op.output].spike_D is not None
         nodes.append({"id": op.output, "name": op.name, "kind": op.kind, "inputs": [producer[n] for n in op.inputs],
+                      "views": [view[n] for n in op.inputs],
                       "depth": d, "delays": [d - 1 - depth[n] for n in op.inputs],
                       "burst_in": [burst[n] for n in op.inputs], "burst_out": spikes,
                       "signed": bool(graph.tensors[op.output].signed)})
         producer[op.output], depth[op.output], burst[op.output] = op.output, d, spikes  # op names may repeat
+        view[op.output] = []
     out = graph.outputs[0]
     D = max([spec.spike_D for spec in graph.tensors.values() if spec.spike_D] or [1])
     window = 1 if mode == "graded" else codes.num_steps(D, mode)
     return {"mode": mode, "window": window, "processes": nodes, "output": producer[out], "output_depth": depth[out],
-            "output_burst": burst[out], "timesteps_per_sample": window}
+            "output_burst": burst[out], "output_view": view[out], "timesteps_per_sample": window}
+
+
+def gather_index(size: int, steps: list[dict]) -> np.ndarray | None:
+    """The flat indices a consumer reads a producer's vector through (None: in order): each step
+    is a transpose, ``x.reshape(shape).transpose(perm)`` flattened row-major."""
+    if not steps:
+        return None
+    index = np.arange(size)
+    for step in steps:
+        index = index.reshape(step["shape"]).transpose(step["perm"]).ravel()
+    return index
+
+
+class _Wired:
+    """An op's arithmetic behind its input wiring: each input read through its permutation."""
+
+    def __init__(self, fn, gathers):
+        self.fn, self.gathers = fn, gathers
+
+    def __call__(self, xs):
+        return self.fn([x if index is None else x[index] for x, index in zip(xs, self.gathers)])
 
 
 def simulate(graph: g.Graph, xq: np.ndarray, mode: str, workdir: Path) -> np.ndarray:
@@ -78,7 +107,10 @@ def simulate(graph: g.Graph, xq: np.ndarray, mode: str, workdir: Path) -> np.nda
     procs, models = {graph.input: source}, {source: P.SourceModel}
     for node in net["processes"]:
         op = ops[node["id"]]
-        common = dict(size_out=size[op.output], fn=op_function(graph, op), name=op.name, burst_out=node["burst_out"],
+        fn = op_function(graph, op)
+        gathers = [gather_index(size[name], steps) for name, steps in zip(op.inputs, node["views"])]
+        fn = _Wired(fn, gathers) if any(index is not None for index in gathers) else fn
+        common = dict(size_out=size[op.output], fn=fn, name=op.name, burst_out=node["burst_out"],
                       burst_in=tuple(node["burst_in"]), delays=tuple(node["delays"]), window=window,
                       signed=node["signed"], code=mode)
         if len(op.inputs) == 1:
@@ -98,6 +130,8 @@ def simulate(graph: g.Graph, xq: np.ndarray, mode: str, workdir: Path) -> np.nda
                                                                        exception_proc_model_map=models))
     sink.stop()
     rows = np.load(path)
+    index = gather_index(size[graph.outputs[0]], net["output_view"])
+    rows = rows if index is None else rows[:, index]  # the sink reads the output through its wiring too
     if not trains:
         return rows[:n]
     windows = rows.reshape(-1, window, rows.shape[1])[net["output_depth"]:net["output_depth"] + n]

@@ -58,6 +58,9 @@ LAVA_ONLY_REASONS = {
     "mul": "netx blocks have no multiplicative interaction between two streams",
     "reduce_sum": "netx has no reduction layer",
     "max_pool2d": "netx's `pool` layer raises NotImplementedError and no CUBA/SDNN neuron computes a max",
+    "transpose": "netx has no layer that permutes a tensor's axes (its only reshape is a flatten before a dense)",
+    "batch_matmul": "netx layers hold trained weights and read one stream; a product of two activation tensors has "
+                    "no netx layer",
 }
 STATE_EXP = 6  # netx's bias_exp / state_exp: Lava shifts a_in, bias and vth 6 bits up
 UNIT_WEIGHT = 1 << STATE_EXP  # a weight of 64 passes a value through an SDNN neuron unchanged

@@ -3,10 +3,25 @@ synaptic operations and the energy those imply, with every hardware figure's sou
 
 The model (stated in the report under ``model`` too):
 
-- Neurons: every op except ``reshape`` computes a new tensor, so each output element is one neuron
-  (compartment): conv2d, dense, requantize, add, mul, reduce_sum and both pools. A requantize that
-  only rescales spikes could be folded into the next layer's weights; it is still counted, so the
-  figure is an upper bound for a hand-optimised mapping.
+- Neurons: every op except ``reshape`` and ``transpose`` computes a new tensor, so each output
+  element is one neuron (compartment): conv2d, dense, requantize, add, mul, reduce_sum and both
+  pools. A requantize that only rescales spikes could be folded into the next layer's weights; it
+  is still counted, so the figure is an upper bound for a hand-optimised mapping. A reshape or a
+  transpose is wiring: the order of the axons its consumer reads (no neurons, no synapses).
+- The product of two activation tensors (batch_matmul, a [B, M, K] x b [B, K, N]) has no native
+  Loihi 2 synapse: a synapse multiplies a spike's payload by a *stored* weight, and nothing writes
+  one layer's activity into another's weights at spike rate. It is counted as the Lava processes
+  compute it (arith.py): B*M*K*N **product compartments**, each receiving a[m, k] and b[k, n] on
+  two inputs (2 unit synapses; two 24-bit input states) and multiplying them in its neuron program,
+  plus B*M*N **sum neurons**, each adding its K products (K unit synapses) and requantizing. This
+  assumes a Loihi 2 neuron program can keep two synaptic inputs apart and multiply them (Intel
+  describes the microcode as supporting basic arithmetic; two-input models exist, such as the
+  resonate-and-fire neuron); it is not verified on hardware. When both operands are binary spikes a
+  product is an AND (a coincidence) and the sum neuron only adds. Each layer row of a batch_matmul
+  has a ``product`` entry with these counts, and an ``alternative``: b written into synaptic memory
+  as weights (B*M*N neurons, B*K*N stored weights), which is what the Loihi 2 synapse computes
+  natively per spike but needs b's values written into the weights every sample (host or embedded
+  cores), so it is not counted.
 - Synapses: ``synapses`` is the number of stored weights (the IR's weights: a conv kernel is stored
   once and reused at every position); ``synaptic_connections`` is the number of (input, neuron)
   pairs the ops connect, i.e. a conv's weights times their reuse (padding excluded), a dense's
@@ -38,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesnn import limits, spikes
+from edgesnn.backends.lava.arith import WIRING, matmul_shapes, product_bounds, tensor_bounds
 from edgesnn.boards import BOARDS_DIR
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
@@ -109,8 +125,14 @@ def loihi2_report(graph: g.Graph, x_calibration_nhwc: np.ndarray, limits_path: s
 
 
 _MODEL = [
-    "neurons: one per output element of every op except reshape (requantize/add/mul/pools included)",
-    "synapses: stored weights; synaptic_connections: (input, neuron) pairs incl. conv reuse, pools, add/mul",
+    "neurons: one per output element of every op except reshape and transpose (wiring: the consumer's axon "
+    "order); requantize/add/mul/pools included",
+    "batch_matmul (a [B,M,K] x b [B,K,N]): no native Loihi 2 synapse (weights are stored, not another layer's "
+    "activity); counted as B*M*K*N product compartments (a and b on two inputs, multiplied in the neuron program: "
+    "assumed, unverified on hardware; an AND when both are binary spikes) + B*M*N sum neurons (K unit synapses, "
+    "requantize); the row's 'product' entry has the counts and the not-native alternative (b as weights)",
+    "synapses: stored weights; synaptic_connections: (input, neuron) pairs incl. conv reuse, pools, add/mul, "
+    "the product's operand and sum wiring",
     "synaptic_memory_bits: weights at their bit width + 32-bit bias + 64-bit multiplier/shift per channel",
     "cores: per layer max(ceil(neurons/neurons_per_core), ceil((memory + 24-bit state)/memory_per_core)), summed",
     "synops: measured; one op per nonzero input per synapse (rate-burst: n ops for an input carrying n spikes; "
@@ -130,7 +152,7 @@ def _timesteps(graph: g.Graph, mode: str) -> int:
 
 def _static_row(graph: g.Graph, op: g.Op, figures: dict) -> dict:
     """Counts that do not depend on data: neurons, weights, connections, memory and cores of one op."""
-    neurons = 0 if op.kind == "reshape" else int(np.prod(graph.tensors[op.output].shape))
+    neurons = 0 if op.kind in WIRING else int(np.prod(graph.tensors[op.output].shape))
     weight = getattr(op, "weight", None)
     stored = 0 if weight is None else int(weight.size)
     bits = getattr(op, "weight_bits", 0)
@@ -139,12 +161,55 @@ def _static_row(graph: g.Graph, op: g.Op, figures: dict) -> dict:
     state_bits = neurons * int(figures["neuron_state_bits"]["value"])
     memory = stored * bits + _channel_state_bits(op)
     unshared = connections * bits + _channel_state_bits(op) if weight is not None else memory
-    return {
+    product = None
+    if op.kind == "batch_matmul":
+        product = _product(graph, op, figures)
+        neurons = product["product_compartments"] + product["sum_neurons"]
+        connections += product["sum_synapses"]
+        state_bits = product["state_bits"]
+    row = {
         "name": op.name, "op": op.kind, "neurons": neurons, "synapses": stored,
         "synaptic_connections": connections, "fan_in": _fan_in(graph, op),
         "synaptic_memory_bits": memory, "neuron_state_bits": state_bits,
         "cores": _cores(neurons, memory + state_bits, figures),
         "cores_unshared": _cores(neurons, unshared + state_bits, figures),
+    }
+    return row if product is None else {**row, "product": product}
+
+
+def _product(graph: g.Graph, op: g.BatchMatMul, figures: dict) -> dict:
+    """How a batch_matmul maps onto Loihi 2 (the module docstring): product compartments and sum
+    neurons, counted; b held as synaptic weights, the alternative that is not native."""
+    batch, m, k, n = matmul_shapes(graph, op)
+    terms, outs = batch * m * k * n, batch * m * n
+    state = int(figures["neuron_state_bits"]["value"])
+    bounds = tensor_bounds(graph)
+    term_max, sum_max = product_bounds(graph, op, bounds)
+    binary = all(bounds[name][0] >= 0 and bounds[name][1] <= 1 and graph.tensors[name].zero_point == 0
+                 for name in op.inputs)
+    b_lo, b_hi = bounds[op.inputs[1]]
+    b_bits = max(int(b_lo).bit_length(), int(b_hi).bit_length()) + (1 if b_lo < 0 else 0)  # b as a weight
+    alt_memory = batch * k * n * b_bits + outs * state + _channel_state_bits(op)
+    return {
+        "mapping": "product compartments + sum neurons (counted in this row)",
+        "batch": batch, "m": m, "k": k, "n": n,
+        "product_compartments": terms, "sum_neurons": outs,
+        "operand_synapses": 2 * terms, "sum_synapses": terms,
+        "fan_in": {"product_compartment": 2, "sum_neuron": k},
+        "fan_out": {"a": n, "b": m},
+        "state_bits": (2 * terms + outs) * state,  # two operand inputs per compartment, one state per sum neuron
+        "max_state": {"product_compartment": term_max, "sum_neuron": sum_max},
+        "products": "AND of binary spikes: additions only" if binary else "integer multiplies (one MAC per term)",
+        "native": False,
+        "note": "Loihi 2 synapses only scale spikes by stored weights: the multiply runs in the product "
+                "compartment's neuron program (assumed possible, unverified on hardware)",
+        "alternative": {
+            "mapping": "b as synaptic weights (a's spikes read them)", "neurons": outs, "synapses": batch * k * n,
+            "synaptic_connections": terms, "weight_bits": b_bits,
+            "cores": _cores(outs, alt_memory, figures), "native": False,
+            "note": "the synapse is native, but b's values must be written into synaptic memory every sample "
+                    "(by the host or the embedded cores), which no layer does at spike rate",
+        },
     }
 
 
@@ -168,8 +233,11 @@ def _fan_outs(graph: g.Graph, op: g.Op) -> list[np.ndarray]:
     """Per input tensor, how many synapses each of its elements (one sample) drives in this op."""
     shapes = [tuple(graph.tensors[name].shape) for name in op.inputs]
     out = tuple(graph.tensors[op.output].shape)
-    if op.kind == "reshape":
+    if op.kind in WIRING:
         return []
+    if op.kind == "batch_matmul":  # each a[m, k] feeds its N product compartments, each b[k, n] its M
+        _, m, _, n = matmul_shapes(graph, op)
+        return [np.full(shapes[0], n, dtype=np.int64), np.full(shapes[1], m, dtype=np.int64)]
     if op.kind == "dense":
         return [np.full(shapes[0], len(op.weight), dtype=np.int64)]
     if op.kind == "conv2d":
@@ -201,8 +269,10 @@ def _cover(n_in: int, n_out: int, k: int, stride: int, pad: int) -> np.ndarray:
 
 def _fan_in(graph: g.Graph, op: g.Op) -> int:
     """Inputs of one neuron: the synapses it sums (for the per-core axon limit, informational)."""
-    if op.kind == "reshape":
+    if op.kind in WIRING:
         return 0
+    if op.kind == "batch_matmul":  # a sum neuron's K products (a product compartment has 2 inputs)
+        return matmul_shapes(graph, op)[2]
     if op.kind in ("dense", "conv2d"):
         return int(np.prod(op.weight.shape[1:]))
     if op.kind in ("sum_pool2d", "max_pool2d"):
@@ -225,7 +295,18 @@ def _measured_synops(graph: g.Graph, x: np.ndarray, mode: str) -> dict[str, floa
                 sent = _spikes_sent(values[name].astype(np.int64) - graph.tensors[name].zero_point, units.get(name),
                                     mode)
                 totals[op.name] += float((sent * fan_out).sum())
+            if op.kind == "batch_matmul":
+                totals[op.name] += _nonzero_products(graph, op, values)
     return {name: total / len(x) for name, total in totals.items()}
+
+
+def _nonzero_products(graph: g.Graph, op: g.BatchMatMul, values: dict) -> float:
+    """Graded spikes product compartments send their sum neurons: one per nonzero a[m, k] * b[k, n]."""
+    batch, m, k, n = matmul_shapes(graph, op)
+    a, b = ((values[name].astype(np.int64) != graph.tensors[name].zero_point).astype(np.float64) for name in op.inputs)
+    a = a.reshape(len(a), batch, m, k)
+    b = b.reshape(len(b), batch, n, k).swapaxes(-1, -2) if op.adj_y else b.reshape(len(b), batch, k, n)
+    return float((a @ b).sum())  # counts: exact in float64
 
 
 def _spike_units(graph: g.Graph) -> dict[str, int]:
@@ -240,7 +321,7 @@ def _spike_units(graph: g.Graph) -> dict[str, int]:
             k = spike_rescale(graph, op)
             if k is not None:
                 units[op.output] = k
-        elif op.kind == "sum_pool2d" and source in units:
+        elif op.kind in ("sum_pool2d", *WIRING) and source in units:
             units[op.output] = units[source]
     return units
 

@@ -30,6 +30,11 @@ from edgesnn.ir import graph as g
 CHAIN_OPS = ("conv2d", "dense", "requantize", "sum_pool2d", "reshape")
 SUPPORTED = ("a chain of conv2d, dense, sum_pool2d, reshape (flatten) and requantize ops with unsigned spikes "
              "(the mlp and cnn families, compressed or not)")
+NO_NIR_NODE = {  # IR ops NIR 1.0 has no node for, wherever they are in the graph
+    "transpose": "NIR has no node that permutes a tensor's axes (its Flatten only merges them, in place)",
+    "batch_matmul": "NIR has no node for the product of two activation tensors (its synapses, Affine, Linear and "
+                    "Conv, hold fixed weights)",
+}
 
 
 @dataclass
@@ -100,8 +105,8 @@ def lower(graph: g.Graph):
                 name = add(op.name, nir.Flatten(input_type={"input": np.array(_torch_shape(shape_in))},
                                                 start_dim=0, end_dim=-1))
                 v = _Value(name, v.kind, synapse=None, hwc=list(shape_in))
-            elif shape_in != spec_out.shape:
-                raise EdgesnnError(f"{where}: only flattening an image is supported by NIR export")
+            elif shape_in != spec_out.shape:  # _check_reshapes refused it already
+                raise EdgesnnError(f"{where}: {_reshape_refusal(shape_in, spec_out.shape)}")
         else:
             raise EdgesnnError(f"{where} has no NIR form; NIR export takes {SUPPORTED}")
     out_shape = _torch_shape(graph.tensors[graph.outputs[0]].shape)
@@ -138,7 +143,16 @@ def _neuron(nir, spec: g.TensorSpec):
 
 
 def _check_chain(graph: g.Graph) -> None:
-    """Each op reads the previous op's output, and the last op writes the one output."""
+    """No op NIR has no node for, no reshape NIR cannot express (both named before the topology), then:
+    each op reads the previous op's output, and the last op writes the one output."""
+    for op in graph.ops:
+        if op.kind in NO_NIR_NODE:
+            raise EdgesnnError(f"op '{op.name}' ({op.kind}) cannot be exported to NIR: {NO_NIR_NODE[op.kind]}")
+    for op in graph.ops:
+        shape_in, shape_out = graph.tensors[op.inputs[0]].shape, graph.tensors[op.output].shape
+        if op.kind == "reshape" and shape_in != shape_out and not (len(shape_in) == 3 and len(shape_out) == 1):
+            raise EdgesnnError(f"op '{op.name}' (reshape) cannot be exported to NIR: "
+                               f"{_reshape_refusal(shape_in, shape_out)}")
     previous = graph.input
     for op in graph.ops:
         if op.kind not in CHAIN_OPS:
@@ -149,6 +163,12 @@ def _check_chain(graph: g.Graph) -> None:
         previous = op.output
     if graph.outputs != [previous]:
         raise EdgesnnError(f"the graph's outputs {graph.outputs} are not its last op's; NIR export takes {SUPPORTED}")
+
+
+def _reshape_refusal(shape_in, shape_out) -> str:
+    return (f"reshaping {tuple(shape_in)} (rank {len(shape_in)}) to {tuple(shape_out)} (rank {len(shape_out)}) has no "
+            "NIR form; NIR export flattens an (H, W, C) image to a vector (NIR's Flatten in torch's C, H, W order) "
+            "and nothing else")
 
 
 def _torch_shape(shape) -> list[int]:
