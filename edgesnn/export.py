@@ -28,7 +28,7 @@ from edgesnn import __version__, export_tensors, source_lines
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import (ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, linear_requantizer,
-                                   multiply_by_quantized_multiplier, quantize_multipliers)
+                                   multiply_by_quantized_multiplier, quantize_multipliers, reduced_multiplier_ratio)
 from edgesnn.ir.packing import weight_range, widening_shift
 from edgesnn.neurons import IBRALIF, NEURONS, MPBNSpike, MultiSpike, StreamQuant, TernaryStep
 
@@ -347,6 +347,7 @@ class _Exporter:
         # their weights twice (900 bytes of a 1-bit transformer's 6005).
         self.for_neurons: dict[fx.Node, _Linear] = {}
         self.lattice: dict[str, int] = {}  # widened spike tensors: every value is a multiple of this
+        self.bounds: dict[str, tuple[int, int]] = {}  # integer range of a tensor narrower than its dtype's (products)
         self.input_name: str | None = None
 
     # ---- graph walk -------------------------------------------------------------------------
@@ -678,6 +679,10 @@ class _Exporter:
             self.tensors[name].signed = spec.signed
             mult, shift = quantize_multipliers(effective_multiplier(spec.scale, 1.0, spec.scale))
             self.ops.append(g.Requantize(name, [x.name], name, multiplier=mult, shift=shift, clamp=list(g.dtype_range("int16"))))
+            if x.name in self.lattice:  # widened spikes stay multiples of 2^k
+                self.lattice[name] = self.lattice[x.name]
+            if x.name in self.bounds:
+                self.bounds[name] = self.bounds[x.name]
         return replace(x, name=name)
 
     def headroom(self, x: _Int) -> _Int:
@@ -712,12 +717,17 @@ class _Exporter:
         off (measured: 0.01 % of that stem's integers). On the spike-driven transformers it took the
         mnist5k mismatches from 7-8 to 1-5 of 1250. A Q-SNN membrane's first layer is not widened: its
         spikes absorbed the few missed levels (0 of 1250 on the cnn either way), and with the 16x8 kernel
-        the cnn's event-driven Cortex-M4 inference took 22.2 M instructions instead of 7.6 M. Spikes have their own int8 headroom (:meth:`headroom`).
+        the cnn's event-driven Cortex-M4 inference took 22.2 M instructions instead of 7.6 M. Spikes have their own int8 headroom (:meth:`headroom`);
+        into an int16 stream (a 16x8 kernel either way) they are widened further: there one
+        accumulator step of spikes x 16 was 1.4 stream steps on E-SpikeFormer, and the rounded bias
+        put 40 % of a block's stream integers one step off torch.
         ``weight_sum``: the layer's largest row sum of |integer weights|; the widened accumulator
         stays within half of Loihi 2's 24-bit neuron state, the narrowest accumulator of the targets."""
         spec = self.tensors[x.name]
-        if spec.dtype != "int8" or spec.spike_D is not None or self.lattice.get(x.name, 1) != 1:
+        if spec.dtype != "int8" or spec.spike_D is not None:
             return x
+        if self.lattice.get(x.name, 1) != 1 and self.stream_dtype != "int16":
+            return x  # spikes with their int8 headroom: into an int8 stream the accumulator is fine enough
         lo, hi = self.int_range(x.name)
         return self.widen16(x, limit=int(np.floor(np.log2(2**22 / max(weight_sum * max(abs(lo), abs(hi)), 1)))))[0]
 
@@ -732,7 +742,7 @@ class _Exporter:
             mult, shift = quantize_multipliers(effective_multiplier(spec.scale, 1.0, self.tensors[wide].scale))
             self.ops.append(g.Requantize(wide, [x.name], wide, multiplier=mult, shift=shift, clamp=[lo << k, hi << k]))
             self.widened16[x.name, k] = wide
-            self.lattice[wide] = 2**k
+            self.lattice[wide] = self.lattice.get(x.name, 1) * 2**k
         if k <= 0:
             return x, 0
         return replace(x, name=self.widened16[x.name, k]), k
@@ -750,8 +760,10 @@ class _Exporter:
                 q = v.qweight.q
                 v.src = self.lattice_input(v.src, int(q.abs().reshape(q.shape[0], -1).sum(1).max())
                                            << widening_shift(v.qweight.bits, v.qweight.code))
+        trained = self.trained_stream(v.node)
         return self.materialize(v, scale=self.stream_scale(v.node), clamp=[lo, hi], name=name or v.node.name,
-                                dtype=self.stream_dtype, levels=levels)
+                                dtype=self.stream_dtype, levels=levels,
+                                ratio16=trained is not None and trained.writer_ratio is not None)
 
     def stream(self, src, m: StreamQuant, node) -> _Int:
         """A trained stream quantizer: its input is already materialized on its grid (:meth:`as_int`,
@@ -784,18 +796,21 @@ class _Exporter:
         return float(_neuron_input_scale(scale, max(D)) if D else scale)
 
     def materialize(self, v: _Linear, scale: float, clamp: list[int], name: str, spike_D: int | None = None,
-                    dtype: str = "int8", levels: range | None = None) -> _Int:
+                    dtype: str = "int8", levels: range | None = None, ratio16: bool = False) -> _Int:
         """``levels``: the output integers whose thresholds must be torch's (a Q-SNN membrane's, a
-        trained stream's; a neuron's 1..D are implied by its clamp)."""
+        trained stream's; a neuron's 1..D are implied by its clamp). ``ratio16``: torch's stream
+        quantizer scales by the 16x8 kernel's M16 / M (StreamQuant.writer_ratio), so thresholds do."""
         if dtype == "int16" and v.kind in ("conv2d", "dense"):
             v.src = self.int16_input(v.src)
         elif v.kind in ("conv2d", "dense") and self.tensors[v.src.name].dtype == "int16":
             # TFLite's 16x8 kernels write int16: compute there, then narrow (exact: the clamp fits int8)
-            wide = self.materialize(v, scale, clamp, f"{name}.int16", dtype="int16", levels=levels)
+            wide = self.materialize(v, scale, clamp, f"{name}.int16", dtype="int16", levels=levels, ratio16=ratio16)
             return self.rescale(wide, self.new_tensor(name, self.tensors[wide.name].shape, dtype, scale, spike_D=spike_D),
                                 clamp)
         spec_in = self.tensors[v.src.name]
         s_out = float(np.float32(scale))
+        if v.kind == "batch_matmul":
+            return export_tensors.requantized_product(self, v, s_out, clamp, name, dtype, spike_D)
         if v.kind == "reduce_sum":
             h, w, c = spec_in.shape
             out = self.new_tensor(name, [1, 1, c], dtype, s_out, spike_D=spike_D)
@@ -827,7 +842,10 @@ class _Exporter:
             # torch's output is exactly round(coef * acc + bias) on the lattice of accumulators
             coef = spec_in.scale * np.abs((v.qweight.scale * v.src.factor).numpy()) / 2 ** widening_shift(bits, code)
             lattice = self.lattice.get(v.src.name, 1) << widening_shift(bits, code)
-            bias_q = _neuron_bias(bias_q, bias / s_out, coef / s_out, lattice, mult, shift, levels,
+            r = 1.0
+            if ratio16 and spec_in.dtype == "int16":
+                r = reduced_multiplier_ratio(effective_multiplier(spec_in.scale, w_scale, s_out))
+            bias_q = _neuron_bias(bias_q, bias * r / s_out, coef * r / s_out, lattice, mult, shift, levels,
                                   linear_requantizer(spec_in.dtype))
         if np.abs(bias_q).max(initial=0) >= 2**31:
             raise EdgesnnError(f"layer '{v.attrs['layer']}': bias does not fit int32 at this input scale")
@@ -953,6 +971,8 @@ class _Exporter:
 
     def int_range(self, name: str) -> tuple[int, int]:
         spec = self.tensors[name]
+        if name in self.bounds:
+            return self.bounds[name]
         if spec.spike_D is not None:
             return (-spec.spike_D if spec.signed else 0), spec.spike_D
         lo, hi = g.dtype_range(spec.dtype)
@@ -981,7 +1001,7 @@ def _scaled(v, c: float, node: fx.Node):
     """A value times a constant: a factor on an integer tensor, folded into a pending linear op."""
     if isinstance(v, _Int):
         return replace(v, factor=v.factor * c)
-    if v.kind == "reduce_sum":
+    if v.kind in ("reduce_sum", "batch_matmul"):
         return _Linear(v.kind, v.src, node, scale=v.scale * c, attrs=v.attrs)
     qw = None if v.qweight is None else _QuantWeight(v.qweight.q, v.qweight.scale * c, v.qweight.bits, v.qweight.code)
     return _Linear(v.kind, v.src, node, v.weight * c, None if v.bias is None else v.bias * c, v.scale, v.attrs, qw)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch import fx, nn
 from edgesnn import source_lines
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
-from edgesnn.ir.fixedpoint import effective_multiplier, quantize_multipliers
+from edgesnn.ir.fixedpoint import effective_multiplier, linear_requantizer, quantize_multipliers
 
 VIEWS = ("reshape", "view", "flatten", "transpose", "permute", "contiguous", "clone", torch.reshape, torch.flatten,
          torch.transpose, torch.permute)
@@ -147,21 +148,29 @@ def function(ex, node: fx.Node, env, shapes: dict) -> object:
         return src
     if fn in REDUCE:
         return reduce(ex, ex.as_int(src), node, in_shape, where)
-    if fn in ("reshape", "view", "flatten", torch.reshape, torch.flatten):
-        if tuple(out_shape) == tuple(in_shape):
-            return src  # e.g. SDT-V3's .reshape(B, C, H, W) of what is already (B, C, H, W)
-        x = ex.as_int(src)
-        return with_index(x, index_of(ex, x).reshape(out_shape), ex)
-    x = ex.as_int(src)
+    if fn in ("reshape", "view", "flatten", torch.reshape, torch.flatten) and tuple(out_shape) == tuple(in_shape):
+        return src  # e.g. SDT-V3's .reshape(B, C, H, W) of what is already (B, C, H, W)
+    x = src if _pending_product(src) else ex.as_int(src)
+    index = x.attrs["index"] if _pending_product(x) else index_of(ex, x)
     rank = len(in_shape)
-    if fn in ("transpose", torch.transpose):
+    if fn in ("reshape", "view", "flatten", torch.reshape, torch.flatten):
+        index = index.reshape(out_shape)
+    elif fn in ("transpose", torch.transpose):
         d0, d1 = (_axis(d, rank, where) for d in args[1:3])
-        return with_index(x, np.swapaxes(index_of(ex, x), d0, d1), ex)
-    dims = args[1:] if len(args) > 2 or not isinstance(args[1], (list, tuple)) else args[1]
-    dims = [int(d) % (rank + 1) for d in dims]
-    if dims[0] != 0:
-        raise EdgesnnError(f"{where}: a permute must keep the batch axis first")
-    return with_index(x, index_of(ex, x).transpose([d - 1 for d in dims[1:]]), ex)
+        index = np.swapaxes(index, d0, d1)
+    else:
+        dims = args[1:] if len(args) > 2 or not isinstance(args[1], (list, tuple)) else args[1]
+        dims = [int(d) % (rank + 1) for d in dims]
+        if dims[0] != 0:
+            raise EdgesnnError(f"{where}: a permute must keep the batch axis first")
+        index = index.transpose([d - 1 for d in dims[1:]])
+    if _pending_product(x):  # rearranged before it is requantized: the index rides along
+        return replace(x, attrs={**x.attrs, "index": index})
+    return with_index(x, index, ex)
+
+
+def _pending_product(v) -> bool:
+    return getattr(v, "kind", None) == "batch_matmul"
 
 
 def _axis(d: int, rank: int, where: str) -> int:
@@ -204,7 +213,7 @@ def matmul(ex, a_val, b_val, node: fx.Node, where: str):
     (the output scale is the product of the inputs', their factors ride along) in int8 or int16,
     whichever holds every product sum; both operands are widened to it, as TFLite's BATCH_MATMUL
     takes one type. b is read transposed (adj_y) when its storage is already that way round."""
-    from edgesnn.export import _Int, _plain
+    from edgesnn.export import _Int, _Linear, _plain
 
     a, b = (_plain(ex.as_int(v), where) for v in (a_val, b_val))
     sa, sb = torch_shape(ex, a), torch_shape(ex, b)
@@ -217,9 +226,10 @@ def matmul(ex, a_val, b_val, node: fx.Node, where: str):
     k = sa[-1]
     corners = [p * q for p in ex.int_range(a.name) for q in ex.int_range(b.name)]
     bound = k * max(abs(c) for c in corners)
-    if bound > g.dtype_range("int16")[1]:
+    wide = bound > g.dtype_range("int16")[1]
+    if wide and bound >= 2**31:
         raise EdgesnnError(f"{where}: the integer product reaches {bound:,} ({k} terms of up to "
-                           f"{max(abs(c) for c in corners)}), beyond int16; the IR keeps it exact only up to 32767")
+                           f"{max(abs(c) for c in corners)}), beyond int32")
     dtype = "int8" if bound <= 127 and all(ex.tensors[x.name].dtype == "int8" for x in (a, b)) else "int16"
     rank = len(sa)
     ident = list(range(rank))
@@ -230,6 +240,11 @@ def matmul(ex, a_val, b_val, node: fx.Node, where: str):
     b = arrange(ex, b, swapped, [*sb[:-2], sb[-1], sb[-2]], where) if adj_y else arrange(ex, b, ident, list(sb), where)
     if dtype == "int16":
         a, b = ex.int16_input(_as_plain(a)), ex.int16_input(_as_plain(b))
+    shape = [*sa[:-1], sb[-1]]
+    if wide:  # too wide for an exact int16 tensor: requantized straight into what reads it (a neuron)
+        return _Linear("batch_matmul", _as_plain(a), node, scale=a.factor * b.factor,
+                       attrs={"layer": node.name, "b": _as_plain(b), "adj_y": bool(adj_y), "shape": shape,
+                              "index": np.arange(math.prod(shape)).reshape(shape), "where": where})
     s_out = float(np.float32(ex.tensors[a.name].scale) * np.float32(ex.tensors[b.name].scale))
     out = ex.new_tensor(node.name, [*sa[:-1], sb[-1]], dtype, s_out)
     mult, shift = quantize_multipliers(effective_multiplier(ex.tensors[a.name].scale, ex.tensors[b.name].scale, s_out))
@@ -237,8 +252,37 @@ def matmul(ex, a_val, b_val, node: fx.Node, where: str):
         raise EdgesnnError(f"{where}: the product's scale {s_out} is not exactly the inputs' product in float32")
     ex.ops.append(g.BatchMatMul(out, [a.name, b.name], out, adj_y=bool(adj_y), multiplier=mult, shift=shift,
                                 clamp=list(g.dtype_range(dtype))))
+    ex.bounds[out] = (k * min(corners), k * max(corners))
     return _Int(out, a.factor * b.factor, index=None if rank != 3 else np.arange(math.prod(ex.tensors[out].shape))
                 .reshape(ex.tensors[out].shape))
+
+
+def requantized_product(ex, v, s_out: float, clamp: list[int], name: str, dtype: str, spike_D: int | None):
+    """A product whose sums pass int16, requantized once from its int64 accumulator (TFLite's
+    int16 BATCH_MATMUL) into what reads it; a neuron's D thresholds at exactly torch's sums
+    (the float32 product scale moved a few steps where needed, as for a reduce_sum)."""
+    from edgesnn.export import _Int, _is_neuron, _neuron_sum_scale
+
+    a, b = v.src, v.attrs["b"]
+    in_dtype = ex.tensors[a.name].dtype
+    s_ab = np.float32(ex.tensors[a.name].scale) * np.float32(ex.tensors[b.name].scale)
+    sum_scale = np.float32(v.scale)
+    if _is_neuron(clamp, s_out):
+        sum_scale = _neuron_sum_scale(sum_scale, float(s_ab) * v.scale, s_ab, clamp[1], linear_requantizer(in_dtype))
+    mult, shift = quantize_multipliers(effective_multiplier(s_ab, sum_scale, s_out))
+    if shift[0] > 14:
+        raise EdgesnnError(f"{v.attrs['where']}: the product's requantization is too large for int16 kernels")
+    lo, hi = g.dtype_range(in_dtype)
+    clamp16 = [max(clamp[0], lo), min(clamp[1], hi)]
+    shape = v.attrs["shape"]
+    wide = ex.new_tensor(name if dtype == in_dtype else f"{name}.{in_dtype}", shape, in_dtype, s_out,
+                         spike_D=spike_D if dtype == in_dtype else None)
+    ex.ops.append(g.BatchMatMul(wide, [a.name, b.name], wide, adj_y=v.attrs["adj_y"], multiplier=mult, shift=shift,
+                                clamp=clamp16))
+    out = _Int(wide)
+    if dtype != in_dtype:  # narrowed exactly: the clamp fits
+        out = ex.rescale(out, ex.new_tensor(name, shape, dtype, s_out, spike_D=spike_D), clamp)
+    return _Int(out.name, index=v.attrs.get("index"))
 
 
 def _as_plain(x):

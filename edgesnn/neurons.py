@@ -152,6 +152,11 @@ class StreamQuant(nn.Module):
         self.bits, self.momentum = int(bits), momentum
         self.register_buffer("absmax", torch.zeros(()))
         self.register_buffer("scale", torch.zeros(()))  # 0 until the first training batch
+        # int16 streams written by a quantized conv / linear: per-channel ratio of the 16x8 kernel's
+        # real multiplier to the exact one, a callable of the scale (set by quantize/streams.py);
+        # kept in a buffer for torch.export, which cannot run it
+        self.writer_ratio = None
+        self.register_buffer("ratio16", torch.ones(1), persistent=False)
 
     @property
     def clamp(self) -> tuple[int, int]:
@@ -167,6 +172,10 @@ class StreamQuant(nn.Module):
             raise EdgesnnError("stream quantizer has no scale yet: train (fine-tune) the model first")
         lo, hi = self.clamp
         z = x / self.scale
+        if self.writer_ratio is not None and not self.training:  # the IR's 16x8 kernel rounds x * M16 / M
+            if not torch.compiler.is_exporting():  # (training needs no such detail: the gradient passes straight)
+                self.ratio16 = self.writer_ratio(self.scale).to(z.dtype)
+            z = z * self.ratio16.view(1, -1, *([1] * (z.dim() - 2)))
         q = torch.clamp(torch.sign(z) * torch.floor(z.abs() + 0.5), lo, hi)
         inside = (z >= lo) & (z <= hi)
         return (q * self.scale).detach() + (x - x.detach()) * inside  # forward: exactly q * s

@@ -121,27 +121,58 @@ def test_nir_refuses_the_attention_by_name(graph, tmp_path):
     assert not (tmp_path / "model.nir").exists()
 
 
-def test_a_product_beyond_int16_is_refused_naming_the_layer(ds):
-    """A product of 2,048 spike counts of up to 4 per term can reach 2,048 * 16 = 32,768: one past
-    int16, where the IR would no longer hold it exactly."""
+def test_a_product_beyond_int32_is_refused_naming_the_layer(ds):
+    """Two int16 streams (not spikes) multiplied over 8 channels can reach 8 * 32768^2 = 2^33: no
+    accumulator of the targets' holds that, so the exporter refuses it, naming the line."""
+
+    class Streams(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 16, 16)
+            self.b = nn.Conv2d(3, 8, 16, 16)
+
+        def forward(self, x):
+            return (self.a(x).flatten(2).transpose(-1, -2) @ self.b(x).flatten(2)).flatten(1)
+
+    with pytest.raises(EdgesnnError) as e:
+        export.export(Streams().eval(), ds.x_train[:16], stream_dtype="int16")
+    msg = str(e.value)
+    assert "the integer product reaches 8,589,934,592" in msg and "beyond int32" in msg and "\n" not in msg
+    assert "test_espikeformer.py:" in msg and "return (self.a(x).flatten(2)" in msg
+
+
+def test_a_product_past_int16_is_requantized_once_into_its_neuron(ds):
+    """Spike counts over 2,048 terms: sums up to 32,768 pass int16, so the product is requantized
+    from its accumulator straight into the neuron that reads it, at exactly torch's counts."""
 
     class Wide(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 2048, 16, 16)
             self.spike = sdt_v3_nets.MultiSpike()
+            self.out = sdt_v3_nets.MultiSpike()
+            self.head = nn.Linear(16, 10)
 
         def forward(self, x):
             s = self.spike(self.conv(x)).flatten(2)  # (B, 2048, 4)
-            return (s.transpose(-1, -2) @ s).flatten(1)
+            return self.head(self.out((s.transpose(-1, -2) @ s) * 0.005).flatten(1))
 
+    torch.manual_seed(0)
     model = Wide()
     map_neurons(model, NEURONS, 4, trust_code=True)
-    with pytest.raises(EdgesnnError) as e:
-        export.export(model.eval(), ds.x_train[:16])
-    msg = str(e.value)
-    assert "the integer product reaches 32,768" in msg and "beyond int16" in msg and "\n" not in msg
-    assert "test_espikeformer.py:" in msg and "return (s.transpose(-1, -2) @ s)" in msg
+    with torch.no_grad():  # spikes that depend on the image, so the sums spread over several counts
+        model.conv.weight.mul_(20)
+        model.conv.bias.uniform_(-1.0, 1.0)
+    g = export.export(model.eval(), ds.x_train[:64])
+    (product,) = [op for op in g.ops if op.kind == "batch_matmul"]
+    assert g.tensors[product.output].dtype == "int16" and product.clamp == [0, 4]
+    values = g.run_integer(g.quantize_input(_nhwc(ds.x_test[:64])), keep_all=True)
+    counts = values[product.output]
+    assert len(np.unique(counts)) >= 3
+    with torch.no_grad():  # torch's counts of the neuron, from the IR's spikes (HWC -> (B, C, tokens))
+        s = torch.as_tensor(values["spike"].reshape(64, 4, 2048).transpose(0, 2, 1) / 4, dtype=torch.float32)
+        want = model.out((s.transpose(-1, -2) @ s) * 0.005) * 4
+    np.testing.assert_array_equal(counts.reshape(want.shape), want.round().numpy().astype(np.int16))
 
 
 def test_the_published_configurations_have_their_sizes():

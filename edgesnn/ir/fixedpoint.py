@@ -114,6 +114,17 @@ def multiply_by_quantized_multiplier_16x8(x, multiplier, shift) -> np.ndarray:
     return (x * reduced + (np.int64(1) << (total - 1))) >> total
 
 
+def reduced_multiplier_ratio(real_multipliers) -> np.ndarray:
+    """M16 / M per channel: the real multiplier a 16x8 kernel applies (its multiplier reduced to
+    16 bits, ``multiply_by_quantized_multiplier_16x8``) over the real one it stands for. A layer
+    writing an int16 stream scales by it; torch's stream quantizer does too (quantize/streams.py)."""
+    real = np.atleast_1d(np.asarray(real_multipliers, dtype=np.float64))
+    mult, shift = quantize_multipliers(real)
+    mult = mult.astype(np.int64)
+    reduced = np.where(mult < 0x7FFF0000, (mult + (1 << 15)) >> 16, 0x7FFF)
+    return np.where(real > 0, reduced * np.exp2(shift.astype(np.float64) - 15) / np.where(real > 0, real, 1.0), 1.0)
+
+
 def linear_requantizer(input_dtype: str):
     """The requantization of a conv2d / dense by its input dtype: int16 inputs take the 16x8 kernels'."""
     return multiply_by_quantized_multiplier_16x8 if input_dtype == "int16" else multiply_by_quantized_multiplier

@@ -15,17 +15,24 @@ from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import INT32_MAX, INT32_MIN, linear_requantizer, multiply_by_quantized_multiplier
 from edgesnn.ir.packing import widen
 
-# float64 matrix products are exact for integer sums below 2**53; int8 x int8 products over any
-# realistic fan-in stay far below that, and we check.
-_EXACT_LIMIT = 2**53
+# Integer sums are computed in floating point where that is exact: every partial sum of integer
+# products is an integer no larger than max|a| * max|b| * K, which float32 holds exactly below
+# 2**24 and float64 below 2**53 (in any summation order, so BLAS may block and reorder freely).
+# float32 where it suffices, since it is twice as fast and half the memory; int64 beyond 2**53.
+_F32_LIMIT, _EXACT_LIMIT = 2**24, 2**53
+
+
+def _exact_dtype(bound: int) -> type:
+    return np.float32 if bound < _F32_LIMIT else np.float64 if bound < _EXACT_LIMIT else np.int64
+
+
+def _absmax(x: np.ndarray) -> int:
+    return max(abs(int(x.min())), abs(int(x.max()))) if x.size else 0
 
 
 def _int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.matmul(a.astype(np.float64), b.astype(np.float64))
-    bound = np.abs(a).max(initial=0) * np.abs(b).max(initial=0) * a.shape[-1]
-    if bound >= _EXACT_LIMIT:
-        return np.matmul(a.astype(np.int64), b.astype(np.int64))
-    return out.astype(np.int64)
+    dtype = _exact_dtype(_absmax(a) * _absmax(b) * a.shape[-1])
+    return np.matmul(a.astype(dtype), b.astype(dtype)).astype(np.int64)
 
 
 def _check_int32(acc: np.ndarray, op: g.Op) -> np.ndarray:
@@ -37,27 +44,54 @@ def _check_int32(acc: np.ndarray, op: g.Op) -> np.ndarray:
 def _finish(acc: np.ndarray, op: g.Requantized, out: g.TensorSpec, input_dtype: str = "int8") -> np.ndarray:
     """Requantize per output channel (last axis), add the output zero point, clamp, cast.
 
-    ``input_dtype`` int16 (conv2d, dense, reduce_sum, batch_matmul): TFLite's 16x8 arithmetic, int64 accumulator."""
+    ``input_dtype`` int16 (conv2d, dense, reduce_sum, batch_matmul): TFLite's 16x8 arithmetic, int64 accumulator.
+    A large tensor goes through in blocks of rows, so the fixed-point temporaries stay in cache."""
     if input_dtype != "int16":
         acc = _check_int32(acc, op)
-    y = linear_requantizer(input_dtype)(acc, op.multiplier, op.shift) + out.zero_point
-    return np.clip(y, op.clamp[0], op.clamp[1]).astype(g.DTYPES[out.dtype])
+    requantizer, dtype = linear_requantizer(input_dtype), g.DTYPES[out.dtype]
+    if acc.ndim == 0 or acc.size <= _BLOCK or not acc.shape[-1]:
+        y = requantizer(acc, op.multiplier, op.shift) + out.zero_point
+        return np.clip(y, op.clamp[0], op.clamp[1]).astype(dtype)
+    rows = acc.reshape(-1, acc.shape[-1])
+    y = np.empty(rows.shape, dtype)
+    step = max(1, _BLOCK // rows.shape[1])
+    for i in range(0, len(rows), step):
+        part = requantizer(rows[i:i + step], op.multiplier, op.shift) + out.zero_point
+        y[i:i + step] = np.clip(part, op.clamp[0], op.clamp[1])
+    return y.reshape(acc.shape)
+
+
+_BLOCK = 1 << 16  # elements requantized at a time
 
 
 def conv2d(op: g.Conv2D, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
-    xo = x.astype(np.int64) - spec_in.zero_point  # padding contributes real zero: pad the offset input
-    t, b, l, r = op.padding
-    xo = np.pad(xo, ((0, 0), (t, b), (l, r), (0, 0)))
+    """Summed tap by tap (one strided view of the padded input per kernel position): the exact
+    integer sum of an im2col product, without the window matrix (kh * kw times the input)."""
     o, kh, kw, cg = op.weight.shape
     sh, sw = op.stride
-    win = np.lib.stride_tricks.sliding_window_view(xo, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
-    n, ho, wo = win.shape[:3]
+    t, b, l, r = op.padding
     groups = op.groups
-    win = win.reshape(n, ho, wo, groups, cg, kh, kw).transpose(0, 1, 2, 3, 5, 6, 4)  # -> kh, kw, cg (HWI)
-    win = win.reshape(n * ho * wo, groups, kh * kw * cg)
-    w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int64).reshape(groups, o // groups, kh * kw * cg)
-    acc = np.stack([_int_matmul(win[:, gi], w[gi].T) for gi in range(groups)], axis=1)
-    acc = acc.reshape(n, ho, wo, o) + op.bias.astype(np.int64)
+    w = widen(op.weight, op.weight_bits, op.weight_code)
+    lo, hi = (int(x.min()) - spec_in.zero_point, int(x.max()) - spec_in.zero_point) if x.size else (0, 0)
+    dtype = _exact_dtype(max(abs(lo), abs(hi)) * _absmax(w) * kh * kw * cg)
+    xo = np.pad(x.astype(dtype) - dtype(spec_in.zero_point), ((0, 0), (t, b), (l, r), (0, 0)))  # padding: real zero
+    n, hp, wp, c = xo.shape
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    w = w.astype(dtype)
+    depthwise = cg == 1 and groups == c
+    acc = np.zeros((n, ho, wo, o) if groups == 1 else (n, ho, wo, groups, o // groups), dtype)
+    for i in range(kh):
+        for j in range(kw):
+            tap = xo[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]  # (n, ho, wo, c)
+            if groups == 1:
+                acc += np.matmul(tap.reshape(-1, c), w[:, i, j].T).reshape(acc.shape)
+            elif depthwise:  # output channel ci * m + k reads input channel ci
+                acc += tap[..., None] * w[:, i, j, 0].reshape(groups, o // groups)
+            else:
+                per_group = tap.reshape(n * ho * wo, groups, cg).transpose(1, 0, 2)  # (groups, rows, cg)
+                wg = w[:, i, j].reshape(groups, o // groups, cg).transpose(0, 2, 1)  # (groups, cg, o/g)
+                acc += np.matmul(per_group, wg).transpose(1, 0, 2).reshape(acc.shape)
+    acc = acc.reshape(n, ho, wo, o).astype(np.int64) + op.bias.astype(np.int64)
     return _finish(acc, op, spec_out, spec_in.dtype)
 
 
@@ -78,10 +112,38 @@ def mul(op: g.Mul, a: np.ndarray, b: np.ndarray, spec_a, spec_b, spec_out) -> np
 
 
 def requantize(op: g.Requantize, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    """Elementwise, so a large tensor is requantized once per distinct input value (a table from
+    its minimum to its maximum, both of which occur: any overflow the whole tensor would raise,
+    the table raises too) and then indexed; channels = the multiplier's (1, or the last axis)."""
+    channels = len(op.multiplier)
+    if x.size:
+        lo, hi = int(x.min()), int(x.max())
+        span = hi - lo + 1
+        if channels in (1, x.shape[-1]) and span * channels * _TABLE_RATIO <= x.size:
+            values = np.arange(lo, hi + 1, dtype=np.int64)[:, None] - spec_in.zero_point  # (span, 1)
+            table = _finish(np.broadcast_to(values, (span, channels)), op, spec_out).ravel()
+            index = x.astype(np.intp) - lo
+            if channels > 1:
+                index *= channels
+                index += np.arange(channels)
+            return table[index]
     return _finish(x.astype(np.int64) - spec_in.zero_point, op, spec_out)
 
 
+_TABLE_RATIO = 8  # the table is used when the tensor has at least this many elements per entry
+
+
 def add(op: g.Add, a: np.ndarray, b: np.ndarray, spec_a, spec_b, spec_out) -> np.ndarray:
+    if a.shape == b.shape and a.size > _BLOCK:  # elementwise: in blocks, as _finish
+        y = np.empty(a.shape, g.DTYPES[spec_out.dtype])
+        fa, fb, fy = a.reshape(-1), b.reshape(-1), y.reshape(-1)
+        for i in range(0, a.size, _BLOCK):
+            fy[i:i + _BLOCK] = _add(op, fa[i:i + _BLOCK], fb[i:i + _BLOCK], spec_a, spec_b, spec_out)
+        return y
+    return _add(op, a, b, spec_a, spec_b, spec_out)
+
+
+def _add(op: g.Add, a: np.ndarray, b: np.ndarray, spec_a, spec_b, spec_out) -> np.ndarray:
     m, s = op.multiplier, op.shift
     sa = multiply_by_quantized_multiplier((a.astype(np.int64) - spec_a.zero_point) << op.left_shift, m[0], s[0])
     sb = multiply_by_quantized_multiplier((b.astype(np.int64) - spec_b.zero_point) << op.left_shift, m[1], s[1])
@@ -116,7 +178,7 @@ def transpose(op: g.Transpose, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g
 def batch_matmul(op: g.BatchMatMul, a: np.ndarray, b: np.ndarray, spec_a, spec_b, spec_out) -> np.ndarray:
     """Exact integer products summed over K; int16 operands accumulate in int64 (TFLite's 16x16)."""
     b = np.swapaxes(b, -1, -2) if op.adj_y else b
-    acc = _int_matmul(a.astype(np.int64), b.astype(np.int64))
+    acc = _int_matmul(a, b)
     return _finish(acc, op, spec_out, spec_a.dtype)
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
 import torch
 from torch import fx, nn
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.ir.fixedpoint import reduced_multiplier_ratio
 from edgesnn.export import is_add, trace
 from edgesnn.export_tensors import VIEWS
 from edgesnn.neurons import NEURONS, MultiSpike, StreamQuant
@@ -49,6 +51,9 @@ def insert(model: nn.Module, bits: int) -> nn.Module:
     for result in list(output.all_input_nodes):
         if not (result.op == "call_module" and isinstance(gm.get_submodule(result.target), StreamQuant)):
             output.replace_input_with(result, quantizer(result, output, after=False))
+    for node in gm.graph.nodes:  # an int16 stream a quantized layer writes rounds as the 16x8 kernel does
+        if bits == 16 and node.op == "call_module" and isinstance(gm.get_submodule(node.target), StreamQuant):
+            gm.get_submodule(node.target).writer_ratio = _writer(gm, node.args[0])
     for node in gm.graph.nodes:  # a Q-SNN membrane reading an int16 stream rounds as the IR does
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), StreamQuant):
             for user in node.users:
@@ -58,6 +63,47 @@ def insert(model: nn.Module, bits: int) -> nn.Module:
     gm.graph.lint()
     gm.recompile()
     return gm.train(model.training)
+
+
+class _WriterRatio:
+    """M16 / M per output channel of the quantized layer (and BatchNorm) writing a stream, computed
+    as the exporter computes it: weight scale x BN gain x the input spikes' 1/D, in float32."""
+
+    def __init__(self, layer: nn.Module, bn: nn.Module | None, factor: float):
+        self.layer, self.bn, self.factor = layer, bn, factor
+
+    def __call__(self, stream_scale: torch.Tensor) -> torch.Tensor:
+        from edgesnn.quantize.quantizers import weight_quant
+
+        with torch.no_grad():
+            scale = weight_quant(self.layer).integers(self.layer.weight)[1].double()
+            if self.bn is not None:
+                std = torch.sqrt(self.bn.running_var.double() + self.bn.eps)
+                scale = scale * ((self.bn.weight.detach().double() if self.bn.affine else torch.ones_like(std)) / std)
+            w = (scale * self.factor).abs().numpy().astype(np.float32)
+            real = w.astype(np.float64) / np.float64(np.float32(float(stream_scale)))
+            return torch.as_tensor(reduced_multiplier_ratio(real))
+
+
+def _writer(gm: fx.GraphModule, node: fx.Node) -> _WriterRatio | None:
+    """The ratio of the layer writing the stream ``node`` feeds, when it is a quantized conv /
+    linear (+ BatchNorm) reading spikes: the IR runs it in a 16x8 kernel on the spikes scaled by
+    a power of two, so its multiplier's mantissa is the weight scale's over the stream's. (The
+    stem's also involves the input's scale, which only the exporter knows.)"""
+    module = lambda n: gm.get_submodule(n.target) if n.op == "call_module" else None  # noqa: E731
+    bn = module(node)
+    if isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) and len(node.users) == 1:
+        node = node.args[0]
+    else:
+        bn = None
+    layer = module(node)
+    if layer is None or not hasattr(layer, "weight_quant") or len(node.users) != 1:
+        return None
+    src = _before_views(node.args[0])
+    spikes = module(src)
+    if isinstance(spikes, MultiSpike) and spikes.membrane is None and (spikes.D & (spikes.D - 1)) == 0:
+        return _WriterRatio(layer, bn, 1.0 / spikes.D if spikes.normalize else 1.0)
+    return None
 
 
 def _is_view(node: fx.Node) -> bool:

@@ -143,8 +143,7 @@ def _batch_matmul(graph, op):
 
     def f(xs):
         a = xs[0].astype(np.int64).reshape(batch, m, k) - spec_a.zero_point
-        b = xs[1].astype(np.int64).reshape(batch, n, k) if op.adj_y else xs[1].astype(np.int64).reshape(batch, k, n)
-        b = b - spec_b.zero_point
+        b = xs[1].astype(np.int64).reshape((batch, n, k) if op.adj_y else (batch, k, n)) - spec_b.zero_point
         acc = np.einsum("bmk,bnk->bmn" if op.adj_y else "bmk,bkn->bmn", a, b)
         return _finish(requantize(acc, op.multiplier, op.shift), op, out)
     return f
@@ -178,9 +177,9 @@ def check_state(graph: g.Graph) -> None:
     for op in graph.ops:
         if op.kind == "batch_matmul":
             term, total = product_bounds(graph, op, bounds)
-            where = "a product compartment" if term > STATE_MAX else "a sum neuron"
-            if max(term, total) > STATE_MAX:
-                raise EdgesnnError(f"lava: IR op '{op.name}' ({op.kind}): {where} can reach {max(term, total)}, beyond "
+            where, reach = ("a product compartment", term) if term > STATE_MAX else ("a sum neuron", total)
+            if reach > STATE_MAX:
+                raise EdgesnnError(f"lava: IR op '{op.name}' ({op.kind}): {where} can reach {reach}, beyond "
                                    f"Loihi 2's {STATE_BITS}-bit neuron state (|state| <= {STATE_MAX})")
         if op.kind not in ("conv2d", "dense"):
             continue
@@ -196,17 +195,19 @@ def check_state(graph: g.Graph) -> None:
 
 def product_bounds(graph: g.Graph, op: g.BatchMatMul, bounds: dict | None = None) -> tuple[int, int]:
     """(largest |a * b| of one product compartment, largest |sum of K products| of a sum neuron)."""
-    bounds = tensor_bounds(graph) if bounds is None else bounds
-    reach = [max(abs(lo - graph.tensors[n].zero_point), abs(hi - graph.tensors[n].zero_point))
-             for n, (lo, hi) in ((n, bounds[n]) for n in op.inputs)]
-    term = reach[0] * reach[1]
+    (a_lo, a_hi), (b_lo, b_hi) = _operand_ranges(graph, op, tensor_bounds(graph) if bounds is None else bounds)
+    term = max(abs(a_lo), abs(a_hi)) * max(abs(b_lo), abs(b_hi))
     return term, term * matmul_shapes(graph, op)[2]
 
 
+def _operand_ranges(graph: g.Graph, op: g.BatchMatMul, bounds: dict) -> list[tuple[int, int]]:
+    """Each operand's range less its zero point (the values the products multiply)."""
+    return [(bounds[n][0] - graph.tensors[n].zero_point, bounds[n][1] - graph.tensors[n].zero_point) for n in op.inputs]
+
+
 def _accumulator_range(graph: g.Graph, op: g.BatchMatMul, bounds: dict) -> tuple[int, int]:
-    """Least and largest accumulator of a batch_matmul: K times the extreme products of the operands' ranges."""
-    (a_lo, a_hi), (b_lo, b_hi) = [(lo - graph.tensors[n].zero_point, hi - graph.tensors[n].zero_point)
-                                  for n, (lo, hi) in ((n, bounds[n]) for n in op.inputs)]
+    """Least and largest accumulator of a batch_matmul: K times the operands' extreme products."""
+    (a_lo, a_hi), (b_lo, b_hi) = _operand_ranges(graph, op, bounds)
     corners = [a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi]
     k = matmul_shapes(graph, op)[2]
     return min(corners) * k, max(corners) * k

@@ -1,7 +1,10 @@
 """edgesnn's Lava Processes and their fixed-point ProcessModels (tag ``fixed_pt``, CPU).
 
 Every process carries flat int32 vectors (24-bit payloads). An IR op is one ``Op1`` or ``Op2``
-process (one or two inputs); its arithmetic is :mod:`edgesnn.backends.lava.arith`'s. Three modes:
+process (one or two inputs); its arithmetic is :mod:`edgesnn.backends.lava.arith`'s: the product of
+two activation tensors (batch_matmul) is an ``Op2`` whose models run arith's product compartments
+and sum neurons on its two operand streams. A reshape or transpose has no process (network.py: it
+is the order the consumer reads its input in). Three modes:
 
 - **graded**: one sample per timestep. Models are zero-delay (recv, compute, send in the same
   step; Lava's ports add no delay), so sample t is at every process at step t.

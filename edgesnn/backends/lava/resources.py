@@ -311,7 +311,7 @@ def _nonzero_products(graph: g.Graph, op: g.BatchMatMul, values: dict) -> float:
 
 def _spike_units(graph: g.Graph) -> dict[str, int]:
     """Tensors that carry spike counts, and the integer value of one spike in them: spike tensors (1),
-    their exact k x rescales (k) and sum pools of either (a window's spikes add up)."""
+    their exact k x rescales (k), sum pools of either (a window's spikes add up) and reshapes or transposes of any."""
     from edgesnn.backends.lava.netx import spike_rescale
 
     units = {name: 1 for name, t in graph.tensors.items() if t.spike_D is not None and not t.signed}

@@ -8,6 +8,7 @@ plans RAM; :mod:`.project` writes the files; :mod:`.build` compiles and runs the
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,26 @@ def event_candidates(graph: g.Graph) -> list[str]:
     return out
 
 
+RATE_CHUNK_BYTES = 256 * 2**20  # every tensor of this many bytes of samples at a time, counted then dropped
+
+
 def firing_rates(graph: g.Graph, x: np.ndarray) -> dict[str, float]:
-    """Fraction of nonzero inputs of each event-driven candidate, measured on ``x`` (NHWC floats)."""
-    values = graph.run_integer(graph.quantize_input(x), keep_all=True)
+    """Fraction of nonzero inputs of each event-driven candidate, measured on ``x`` (NHWC floats).
+
+    Counted over chunks of samples, so memory holds one chunk's tensors, not the whole batch's."""
+    from edgesnn.ir.interpreter import tensor_bytes
+
     ops = {op.name: op for op in graph.ops}
-    return {name: float((values[ops[name].inputs[0]] != 0).mean()) for name in event_candidates(graph)}
+    inputs = {name: ops[name].inputs[0] for name in event_candidates(graph)}
+    nonzero = dict.fromkeys(inputs, 0)
+    xq = graph.quantize_input(x)
+    chunk = max(1, RATE_CHUNK_BYTES // max(1, sum(map(tensor_bytes, graph.tensors.values()))))
+    for start in range(0, len(xq), chunk):
+        values = graph.run_integer(xq[start:start + chunk], keep_all=True)
+        for name, tensor in inputs.items():
+            nonzero[name] += int(np.count_nonzero(values[tensor]))
+    total = {name: len(xq) * math.prod(graph.tensors[tensor].shape) for name, tensor in inputs.items()}
+    return {name: nonzero[name] / total[name] if total[name] else float("nan") for name in inputs}
 
 
 def choose_event_driven(graph: g.Graph, choice: str, x: np.ndarray) -> tuple[set[str], dict[str, float]]:

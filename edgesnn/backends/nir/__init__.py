@@ -6,6 +6,8 @@
 - :func:`import_nir` (importer.py) builds a checkpoint from a NIR graph: exactly, from the
   metadata, when edgesnn wrote it; otherwise a float model whose SFA neurons stand for the
   graph's IF / LIF / CubaLIF neurons over a window of timesteps.
+- NIR has no node for a transpose or a product of two activation tensors (batch_matmul), nor for a
+  reshape other than flattening an image: export refuses such a graph naming the first such op.
 - :func:`exact_graph` gives the export pipeline the imported program (None when there is none).
 - verify.py checks an exported file: its program read back vs the IR, and its nodes alone
   (simulate.py) as other tools read them.

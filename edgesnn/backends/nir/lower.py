@@ -147,12 +147,11 @@ def _check_chain(graph: g.Graph) -> None:
     each op reads the previous op's output, and the last op writes the one output."""
     for op in graph.ops:
         if op.kind in NO_NIR_NODE:
-            raise EdgesnnError(f"op '{op.name}' ({op.kind}) cannot be exported to NIR: {NO_NIR_NODE[op.kind]}")
+            raise EdgesnnError(f"op '{op.name}' ({op.kind}) has no NIR form: {NO_NIR_NODE[op.kind]}")
     for op in graph.ops:
         shape_in, shape_out = graph.tensors[op.inputs[0]].shape, graph.tensors[op.output].shape
         if op.kind == "reshape" and shape_in != shape_out and not (len(shape_in) == 3 and len(shape_out) == 1):
-            raise EdgesnnError(f"op '{op.name}' (reshape) cannot be exported to NIR: "
-                               f"{_reshape_refusal(shape_in, shape_out)}")
+            raise EdgesnnError(f"op '{op.name}' (reshape) has no NIR form: {_reshape_refusal(shape_in, shape_out)}")
     previous = graph.input
     for op in graph.ops:
         if op.kind not in CHAIN_OPS:
@@ -166,9 +165,9 @@ def _check_chain(graph: g.Graph) -> None:
 
 
 def _reshape_refusal(shape_in, shape_out) -> str:
-    return (f"reshaping {tuple(shape_in)} (rank {len(shape_in)}) to {tuple(shape_out)} (rank {len(shape_out)}) has no "
-            "NIR form; NIR export flattens an (H, W, C) image to a vector (NIR's Flatten in torch's C, H, W order) "
-            "and nothing else")
+    return (f"reshaping {tuple(shape_in)} (rank {len(shape_in)}) to {tuple(shape_out)} (rank {len(shape_out)}) is not "
+            "a flatten; NIR export flattens an (H, W, C) image to a vector (NIR's Flatten, in torch's C, H, W order) "
+            "and reshapes nothing else")
 
 
 def _torch_shape(shape) -> list[int]:
