@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 import sdt_v3_nets
 from edgesnn import boards, export, threads
 from edgesnn import data as datasets
+from edgesnn.backends.lava import export_lava
+from edgesnn.backends.lava.network import run_in_subprocess
 from edgesnn.backends.mcu import export_mcu, verify_mcu
 from edgesnn.backends.nir import export_nir
 from edgesnn.backends.tflite import LITERT_REFERENCE, MICRO, export_tflite, run
@@ -101,6 +103,9 @@ def test_every_target_is_bit_exact_with_the_ir(graph, ds, tmp_path):
     res = verify_mcu(project, x, trust_code=True)
     assert res["samples"] == len(x) and res["mismatches"] == 0
     assert res["runs"]["host"]["mismatched_elements"] == 0
+    export_lava(graph, tmp_path / "lava", "graded", _nhwc(ds.x_train[:64]))  # Lava's simulator: 32 samples
+    got = run_in_subprocess(tmp_path / "lava" / "model.ir", xq[:32], "graded", 600)
+    np.testing.assert_array_equal(got, want[:32].reshape(32, -1))
 
 
 def test_cortex_m4_on_qemu_is_bit_exact(ds, tmp_path):

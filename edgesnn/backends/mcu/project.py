@@ -81,6 +81,7 @@ class Plan:
     alias: dict[str, str]  # reshape outputs -> the buffer they share
     arena_bytes: int
     const_bytes: int
+    calls: dict[str, str]  # kernel symbol -> the C function it calls (see shared_functions)
 
 
 def make_plan(graph: g.Graph, event_driven: set[str], spike_code: str | None = None) -> Plan:
@@ -117,7 +118,26 @@ def make_plan(graph: g.Graph, event_driven: set[str], spike_code: str | None = N
     sizes.update({f"{k.symbol}.scratch": k.scratch_bytes for k in kernels if k.scratch_bytes})
     offsets, arena = plan([Buffer(n, sizes[n], *steps[n]) for n in steps])
     const_bytes = sum(a.data.nbytes for k in kernels for a in k.args if a.role == "const")
-    return Plan(kernels, ops, offsets, alias, arena, const_bytes)
+    return Plan(kernels, ops, offsets, alias, arena, const_bytes, shared_functions(kernels))
+
+
+def shared_functions(kernels: list) -> dict[str, str]:
+    """Kernel symbol -> the symbol of the first kernel with the same code. Kernels whose PrimFuncs
+    are structurally equal (shapes, zero points, clamps and arithmetic are in the code; weights and
+    multipliers are arguments) call one C function: a network of repeated blocks has a few dozen
+    distinct kernels among hundreds of ops, and TVM lowers (and the C compiler compiles) each once."""
+    import tvm_ffi
+
+    seen: dict[tuple, list] = {}
+    calls = {}
+    for k in kernels:
+        key = (tvm_ffi.structural_hash(k.func), tuple((a.role, a.c_type) for a in k.args), k.scratch_bytes)
+        same = seen.setdefault(key, [])
+        first = next((o for o in same if tvm_ffi.structural_equal(k.func, o.func)), None)
+        if first is None:
+            same.append(k)
+        calls[k.symbol] = (first or k).symbol
+    return calls
 
 
 def write_project(graph: g.Graph, board: Board, out: Path, event_driven: set[str], target: dict,
@@ -128,7 +148,7 @@ def write_project(graph: g.Graph, board: Board, out: Path, event_driven: set[str
 
     p = make_plan(graph, event_driven, spike_code)
     check_fits(board, flash=p.const_bytes, ram=p.arena_bytes)  # lower bounds: code and stack come on top
-    source = build_c({k.symbol: k.func for k in p.kernels}, target)
+    source = build_c({k.symbol: k.func for k in p.kernels if p.calls[k.symbol] == k.symbol}, target)
     with atomic_dir(out, PROJECT_FILE) as tmp:
         (tmp / "kernels.c").write_text(source)
         for rel, text in SHIM_HEADERS.items():
@@ -182,8 +202,9 @@ def _model_c(graph: g.Graph, p: Plan) -> str:
              f"#define EDGESNN_ARENA_BYTES {p.arena_bytes}",
              "static uint8_t edgesnn_arena[EDGESNN_ARENA_BYTES] __attribute__((aligned(16)));", ""]
     for k in p.kernels:
-        params = ", ".join(f"{a.c_type} *{a.name}" for a in k.args)
-        lines.append(f"int32_t {k.symbol}({params});")
+        if p.calls[k.symbol] == k.symbol:
+            params = ", ".join(f"{a.c_type} *{a.name}" for a in k.args)
+            lines.append(f"int32_t {k.symbol}({params});")
     i_name, o_name = graph.input, graph.outputs[0]
     lines += ["", "int edgesnn_infer(const edgesnn_input_t *input, edgesnn_output_t *output)", "{",
               f"    memcpy({at(i_name, 'edgesnn_input_t')}, input, sizeof(edgesnn_input_t) * EDGESNN_INPUT_SIZE);"]
@@ -196,7 +217,7 @@ def _model_c(graph: g.Graph, p: Plan) -> str:
                 args.append(f"({a.c_type} *)(edgesnn_arena + {p.offsets[f'{k.symbol}.scratch']})")
             else:
                 args.append(at(a.tensor, a.c_type))
-        lines.append(f"    if ({k.symbol}({', '.join(args)}) != 0) return -1;")
+        lines.append(f"    if ({p.calls[k.symbol]}({', '.join(args)}) != 0) return -1;")
     lines += [f"    memcpy(output, {at(o_name, 'edgesnn_output_t')}, sizeof(edgesnn_output_t) * EDGESNN_OUTPUT_SIZE);",
               "    return 0;", "}", ""]
     return "\n".join(lines)
@@ -214,7 +235,7 @@ def _weights_c(p: Plan) -> str:
             if a.role != "const":
                 continue
             flat = np.ascontiguousarray(a.data).ravel()
-            body = ",".join(str(int(v)) for v in flat)
+            body = ",".join(map(str, flat.tolist()))
             lines.append(f"const {a.c_type} {_const_name(k, a)}[{max(flat.size, 1)}] __attribute__((aligned(4))) = "
                          f"{{{body or '0'}}};")
     return "\n".join(lines) + "\n"
@@ -240,7 +261,7 @@ def _project_json(graph: g.Graph, board: Board, p: Plan, event_driven: set[str],
         "board": board.name, "cpu": board.cpu, "kind": board.kind, "qemu_machine": board.qemu_machine,
         "input": {"shape": i.shape, "dtype": i.dtype}, "output": {"shape": o.shape, "dtype": o.dtype},
         "arena_bytes": p.arena_bytes, "const_bytes": p.const_bytes, "spike_code": spike_code,
-        "kernels": [{"op": op.name, "kind": op.kind, "symbol": k.symbol, "event_driven": op.name in event_driven,
+        "kernels": [{"op": op.name, "kind": op.kind, "symbol": p.calls[k.symbol], "event_driven": op.name in event_driven,
                      "input_nonzero_rate": rates.get(op.name),
                      **({"spike_code": spike_code, "timesteps": trains[op.name]} if op.name in trains else {})}
                     for op, k in zip(p.ops, p.kernels)],
