@@ -266,3 +266,16 @@ def test_project_json_lists_the_new_kernels(projects):
     assert [k["op"] for k in info["kernels"] if k["kind"] == "transpose"] == ["q_heads", "k_heads", "v_heads", "k_T",
                                                                                "merge_heads"]
     assert [k["op"] for k in info["kernels"] if k["kind"] == "batch_matmul"] == ["q_kT", "qk_v"]
+
+
+@pytest.mark.parametrize("board", ["stm32h743", "nrf5340"])
+def test_cortex_m7_and_m33_on_qemu_are_bit_exact(board, tmp_path):
+    """The int16 attention graph (products, transposes, int16 input) on the other two cores QEMU
+    emulates: Cortex-M7 (mps2-an500) and Cortex-M33 (mps2-an505), a few samples each."""
+    graph = attention_graph("int16", 0, False)
+    xq = _inputs(graph, 4)
+    export_mcu(graph, boards.load(board), tmp_path / "mcu", "none", _floats(graph, _inputs(graph, 16)))
+    res = verify_mcu(tmp_path / "mcu", _floats(graph, xq), qemu=True, trust_code=True)
+    arm = res["runs"]["arm"]
+    assert arm["machine"] == boards.load(board).qemu_machine and arm["samples"] == 4
+    assert arm["mismatched_elements"] == 0 and res["mismatches"] == 0
