@@ -236,7 +236,7 @@ EXPORT = [
     ("spec-bits", lambda c: [c.ck(edit=_quantization({"method": "qsnn", "weights": {"features.0": {"quantizer": "rescaw", "bits": 99}}}))],
      "rescaw weights: odd-level weights take 1..7 bits, got 99"),
     ("spec-quantized-bn", lambda c: [c.ck(edit=_quantization({"method": "qsnn", "weights": {"features.1": {"quantizer": "rescaw", "bits": 2}}}))],
-     "only Conv2d and Linear weights are quantized, not BatchNorm1d"),
+     "only Conv2d, Conv1d and Linear weights are quantized, not BatchNorm1d"),
     ("spec-neuron", lambda c: [c.ck(edit=_quantization({"method": "qsnn", "neurons": {"features.2": {"kind": "lif"}}}))],
      "neuron 'features.2': unknown replacement 'lif'"),
     ("spec-membrane-bits", lambda c: [c.ck(edit=_quantization({"method": "qsnn", "membrane_bits": 40}))],

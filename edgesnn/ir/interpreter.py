@@ -65,34 +65,56 @@ _BLOCK = 1 << 16  # elements requantized at a time
 
 
 def conv2d(op: g.Conv2D, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
-    """Summed tap by tap (one strided view of the padded input per kernel position): the exact
-    integer sum of an im2col product, without the window matrix (kh * kw times the input)."""
+    """The exact integer sums of an im2col product, block by block of output rows: each block's
+    window matrix (a few MiB, not kh * kw times the whole input) times the weights, or for a
+    depthwise conv its kernel taps summed on the block; then the block is requantized."""
     o, kh, kw, cg = op.weight.shape
     sh, sw = op.stride
     t, b, l, r = op.padding
-    groups = op.groups
+    groups, og = op.groups, o // op.groups
     w = widen(op.weight, op.weight_bits, op.weight_code)
     lo, hi = (int(x.min()) - spec_in.zero_point, int(x.max()) - spec_in.zero_point) if x.size else (0, 0)
     dtype = _exact_dtype(max(abs(lo), abs(hi)) * _absmax(w) * kh * kw * cg)
     xo = np.pad(x.astype(dtype) - dtype(spec_in.zero_point), ((0, 0), (t, b), (l, r), (0, 0)))  # padding: real zero
     n, hp, wp, c = xo.shape
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    w = w.astype(dtype)
+    windows = np.lib.stride_tricks.sliding_window_view(xo, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # n ho wo c kh kw
     depthwise = cg == 1 and groups == c
-    acc = np.zeros((n, ho, wo, o) if groups == 1 else (n, ho, wo, groups, o // groups), dtype)
-    for i in range(kh):
-        for j in range(kw):
-            tap = xo[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]  # (n, ho, wo, c)
-            if groups == 1:
-                acc += np.matmul(tap.reshape(-1, c), w[:, i, j].T).reshape(acc.shape)
-            elif depthwise:  # output channel ci * m + k reads input channel ci
-                acc += tap[..., None] * w[:, i, j, 0].reshape(groups, o // groups)
-            else:
-                per_group = tap.reshape(n * ho * wo, groups, cg).transpose(1, 0, 2)  # (groups, rows, cg)
-                wg = w[:, i, j].reshape(groups, o // groups, cg).transpose(0, 2, 1)  # (groups, cg, o/g)
-                acc += np.matmul(per_group, wg).transpose(1, 0, 2).reshape(acc.shape)
-    acc = acc.reshape(n, ho, wo, o).astype(np.int64) + op.bias.astype(np.int64)
-    return _finish(acc, op, spec_out, spec_in.dtype)
+    w = w.astype(dtype)
+    w = w.reshape(groups, og, kh, kw) if depthwise else w.reshape(groups, og, kh * kw * cg).transpose(0, 2, 1)
+    bias = op.bias.astype(np.int64)
+    y = np.empty((n, ho, wo, o), g.DTYPES[spec_out.dtype])
+    for s, rows in _row_blocks(n, ho, wo * c * kh * kw):
+        win = windows[s, rows]  # (samples, rows, wo, c, kh, kw)
+        if depthwise:  # output channel ci * og + k reads input channel ci
+            acc = np.zeros((*win.shape[:3], groups, og), dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    acc += win[..., i, j, None] * w[:, :, i, j]
+        else:
+            cols = win.reshape(*win.shape[:3], groups, cg, kh, kw).transpose(3, 0, 1, 2, 5, 6, 4)
+            acc = np.matmul(cols.reshape(groups, -1, kh * kw * cg), w)  # (groups, elements, og)
+            acc = acc.transpose(1, 0, 2)
+        acc = acc.reshape(*win.shape[:3], o).astype(np.int64) + bias
+        y[s, rows] = _finish(acc, op, spec_out, spec_in.dtype)
+    return y
+
+
+_CONV_BLOCK = 1 << 21  # window elements per block
+
+
+def _row_blocks(n: int, ho: int, per_row: int):
+    """(sample slice, row slice) blocks of about _CONV_BLOCK window elements: whole samples
+    together while one fits, else the rows of one sample in runs."""
+    rows = max(1, _CONV_BLOCK // max(1, per_row))
+    if rows >= ho:
+        step = max(1, rows // max(1, ho))
+        for s in range(0, n, step):
+            yield slice(s, s + step), slice(0, ho)
+        return
+    for s in range(n):
+        for r in range(0, ho, rows):
+            yield slice(s, s + 1), slice(r, r + rows)
 
 
 def dense(op: g.Dense, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
