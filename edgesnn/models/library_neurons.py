@@ -16,8 +16,15 @@ instance's threshold, largest count and normalisation, and ``readout`` its membr
 (v0: SpikingJelly's resting membrane, v_reset, or 0 when v_reset is None; a LIF with
 decay_input=False charges as an IF.) edgesnn's MultiSpike
 fires clamp(floor(gain x + 0.5), 0, D), whose first count comes at x >= 1 / (2 gain): a neuron
-with threshold theta maps to gain = 1 / (2 theta). Ties differ on a set of measure zero: snnTorch
-fires only above its threshold, SDT-V3 rounds halves to even, edgesnn rounds them up.
+with threshold theta maps to gain = 1 / (2 theta). Ties: snnTorch fires only above its threshold
+and edgesnn rounds halves up, a difference on a set of measure zero. SDT-V3 rounds halves to even
+(torch.round), and in E-SpikeFormer's attention that is not measure zero: with 16 channels per head
+its scale 2 / sqrt(16) puts the attention neuron's input on a 1/128 grid, where exact halves are
+common (about 1 in 1,000 of its inputs on random data). edgesnn keeps rounding them up: the
+integer targets' requantization rounds halves one way, and an odd count's strict threshold next
+to an even count's inclusive one is no single multiplier's. Fine-tuning (``edgesnn quantize``)
+trains the mapped neuron; the mapped model of a checkpoint trained with to-even ties can differ
+from it on those inputs.
 
 A library class is recognised by its defining module and name anywhere in the instance's MRO
 (so a subclass that keeps the step is read as its library base; no library is imported here),
