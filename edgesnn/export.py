@@ -177,8 +177,8 @@ def _reads_shape(node: fx.Node) -> bool:
 def _trace_error(e: Exception) -> EdgesnnError:
     line = source_lines.exception_line(e)
     return EdgesnnError(f"cannot trace the model with torch.fx ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
-                        + (f" at {line}" if line else "") + "; Python that depends on tensor values in forward "
-                        "(if on a tensor) must move to __init__")
+                        + (f" at {line}" if line else "") + "; the exporter cannot follow Python that depends on "
+                        "tensor values (if on a tensor) or writes into a tensor (x[..] = v) in forward")
 
 
 def trace(model: nn.Module, sample: torch.Tensor | None = None) -> fx.GraphModule:
