@@ -24,6 +24,7 @@ Conventions of the generated functions:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -447,18 +448,31 @@ def conv2d_events(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFun
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
     w_t, b_t, m_t, s_t = sig.linear_consts(op)
-    acc_dtype, rule = linear_rule(spec_in.dtype)
-    height, width, channels = spec_in.shape
     oh, ow, oc_count = spec_out.shape
-    _, kh, kw, cg = op.weight.shape
-    per_group = oc_count // op.groups
-    (sh, sw), (top, _, left, _) = op.stride, op.padding
-    zp, bits, code, out_dtype = spec_in.zero_point, op.weight_bits, op.weight_code, spec_out.dtype
-    sig.scratch("acc", oh * ow * oc_count, acc_dtype)
+    sig.scratch("acc", oh * ow * oc_count, linear_rule(spec_in.dtype)[0])
+    shapes = tuple(tuple(int(d) for d in t.shape) for t in (x_t, w_t, b_t, m_t, s_t))
+    return _conv2d_events_func(shapes, str(x_t.dtype), str(w_t.dtype), spec_in.dtype, tuple(spec_out.shape),
+                               tuple(op.weight.shape), op.groups, tuple(op.stride), tuple(op.padding),
+                               spec_in.zero_point, op.weight_bits, op.weight_code, spec_out.dtype,
+                               spec_out.zero_point, tuple(op.clamp))
+
+
+@functools.lru_cache(maxsize=256)
+def _conv2d_events_func(shapes, x_dtype, w_dtype, in_dtype, out_shape, weight_shape, groups, stride, padding, zp,
+                        bits, code, out_dtype, out_zero_point, clamp) -> tirx.PrimFunc:
+    """The PrimFunc of :func:`conv2d_events`, one per distinct signature: parsing TVMScript takes
+    tens of milliseconds, and a network of repeated blocks has many event-driven convs alike."""
+    x_shape, w_shape, b_shape, m_shape, s_shape = shapes
+    acc_dtype, rule = linear_rule(in_dtype)
+    height, width, channels = x_shape
+    oh, ow, oc_count = out_shape
+    _, kh, kw, cg = weight_shape
+    per_group = oc_count // groups
+    (sh, sw), (top, _, left, _) = stride, padding
 
     @T.prim_func(private=True)
-    def func(x: T.Buffer(x_t.shape, x_t.dtype), weight: T.Buffer(w_t.shape, w_t.dtype), bias: T.Buffer(b_t.shape, "int32"),
-             multiplier: T.Buffer(m_t.shape, "int32"), shift: T.Buffer(s_t.shape, "int32"),
+    def func(x: T.Buffer(x_shape, x_dtype), weight: T.Buffer(w_shape, w_dtype), bias: T.Buffer(b_shape, "int32"),
+             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
              acc: T.Buffer((oh, ow, oc_count), acc_dtype), out: T.Buffer((oh, ow, oc_count), out_dtype)):
         for oy, ox, oc in T.grid(oh, ow, oc_count):
             acc[oy, ox, oc] = T.Cast(acc_dtype, bias[oc])
@@ -474,7 +488,7 @@ def conv2d_events(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFun
                             * weight_value(weight, ((oc * kh + rh) * kw + rw) * cg + ic % cg, bits, code))
         for oy, ox, oc in T.grid(oh, ow, oc_count):
             out[oy, ox, oc] = finish(acc[oy, ox, oc], rule, _channel(multiplier, oc), _channel(shift, oc),
-                                     spec_out.zero_point, op.clamp, out_dtype)
+                                     out_zero_point, list(clamp), out_dtype)
 
     return func
 
