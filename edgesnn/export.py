@@ -275,9 +275,10 @@ class _Recorder(fx.Interpreter):
         out = super().run_node(n)
         if isinstance(out, torch.Tensor):
             self.shapes[n.name] = tuple(out.shape[1:])
-        if isinstance(out, torch.Tensor) and out.is_floating_point():
-            self.lo[n.name] = min(self.lo.get(n.name, 0.0), float(out.min()))
-            self.hi[n.name] = max(self.hi.get(n.name, 0.0), float(out.max()))
+        if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel():
+            lo, hi = torch.aminmax(out)
+            self.lo[n.name] = min(self.lo.get(n.name, 0.0), float(lo))
+            self.hi[n.name] = max(self.hi.get(n.name, 0.0), float(hi))
         return out
 
 
@@ -1138,10 +1139,11 @@ def _neuron_input_scale(scale: np.float32, D: int) -> np.float32:
     where the thresholds fall between grid points and where the multiplier sits in its binade,
     so a slightly coarser scale makes every threshold exact: IR and torch then agree whenever the
     stream value itself is on the same side."""
+    levels = np.arange(1, D + 1)
     for candidate in (scale * (1 + np.arange(4096) / 4096)).astype(np.float32):
         mult, shift = quantize_multipliers(effective_multiplier(candidate, 1.0, 1.0))
-        exact = [int(np.ceil((level - 0.5) / np.float64(candidate))) for level in range(1, D + 1)]
-        if [_first_reaching(level, int(mult[0]), int(shift[0])) for level in range(1, D + 1)] == exact:
+        exact = np.ceil((levels - 0.5) / np.float64(candidate)).astype(np.int64)
+        if np.array_equal(_first_reaching(levels, int(mult[0]), int(shift[0])), exact):
             return candidate
     return scale
 

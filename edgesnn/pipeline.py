@@ -25,6 +25,17 @@ from edgesnn.train import evaluate, predict, train
 TARGETS = ("ir", "onnx", "tflite", "mcu", "lava", "nir")
 IR_FILE, ONNX_FILE, TFLITE_FILE = "model.ir", "model.onnx", "model.tflite"
 CALIBRATION_SAMPLES = 1024
+# ... but at most this many input values in all (1024 CIFAR-sized images), and at least 64 images:
+# calibration runs the float model over every image, and at 224 x 224 1024 images took E-SpikeFormer-T
+# 151 s of a 60 s export goal (BENCHMARKS.md, "E-SpikeFormer at full width"); 64 of them take ~10 s.
+CALIBRATION_VALUES = 1024 * 3 * 32 * 32
+CALIBRATION_MIN_SAMPLES = 64
+
+
+def calibration_samples(sample_shape) -> int:
+    """How many training images calibrate an export of inputs of ``sample_shape``."""
+    per_sample = max(1, math.prod(sample_shape))
+    return min(CALIBRATION_SAMPLES, max(CALIBRATION_MIN_SAMPLES, CALIBRATION_VALUES // per_sample))
 
 
 @one_writer
@@ -119,7 +130,7 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     if not config.get("data"):
         raise EdgesnnError(f"{Path(ckpt) / checkpoint.CONFIG}: records no data set, which calibration needs")
     ds = _data_for(config, config["data"], ckpt)
-    calibration = ds.x_train[:CALIBRATION_SAMPLES]
+    calibration = ds.x_train[:calibration_samples(ds.x_train.shape[1:])]
     source_ref = source_ref or str(Path(ckpt).resolve())
     if target == "onnx":  # the torch-side interchange export (Brevitas QCDQ), checked against torch
         from edgesnn.backends.onnx import export_onnx

@@ -20,8 +20,8 @@ pipeline takes (the first 256 images for mcu and lava, 2 for onnx). The peak is 
 resident high-water mark (VmHWM: interpreter, imports, model and calibration batch included),
 polled by the parent, which also kills a child past ``--timeout`` or ``--max-mib``. Everything computes with one
 thread (torch, as edgesnn does by default, and the BLAS). A second table repeats ``--cli-config``
-for ir, mcu and lava at ``--cli-samples`` calibration images (``edgesnn export`` takes up to 1024
-training images); 0 skips it. The tables go into the ``espikeformer-scale`` section of ``--out``.
+for ir, mcu and lava at ``--cli-samples`` calibration images (default: what ``edgesnn export`` takes
+for 3x224x224 inputs, ``pipeline.calibration_samples``); 0 skips it. The tables go into the ``espikeformer-scale`` section of ``--out``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ GOAL_S, GOAL_BYTES = 60.0, 4 * 2**30
 NEURONS = {"sdt_v3_nets.MultiSpike": "sfa"}
 IN_SHAPE = (3, 224, 224)
 MIB = 2**20
+
+from edgesnn import pipeline  # noqa: E402  (after the path setup; the children import the rest)
 
 
 # ---- the child: one target of one config --------------------------------------------------------------------
@@ -296,9 +298,11 @@ def section(res: dict, a) -> str:
         verdict(rows),
     ]
     if cli:
-        parts += ["", f"Config {a.cli_config} at the calibration counts `edgesnn export` uses on a data set of "
-                      f"{a.cli_samples} or more training images ({a.cli_samples} for the IR export, the first "
-                      f"{min(a.cli_samples, 256)} of them for mcu's firing rates and lava's report):", "", table(cli, params), "", verdict(cli)]
+        parts += ["", f"Config {a.cli_config} at {a.cli_samples} calibration images ({a.cli_samples} for the IR export, the "
+                      f"first {min(a.cli_samples, 256)} of them for mcu's firing rates and lava's report); `edgesnn "
+                      f"export` takes {pipeline.calibration_samples(IN_SHAPE)} training images of 3x224x224 "
+                      "(`pipeline.calibration_samples`: up to 1024, but at most 1024 CIFAR-sized images' worth of "
+                      "values and at least 64):", "", table(cli, params), "", verdict(cli)]
     return "\n".join(parts)
 
 
@@ -308,7 +312,8 @@ def main(argv=None) -> None:
     p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated targets")
     p.add_argument("--samples", type=int, default=16, help="calibration images of the main table")
     p.add_argument("--cli-config", default="t", help="config of the second table")
-    p.add_argument("--cli-samples", type=int, default=1024, help="calibration images of the second table (0: none)")
+    p.add_argument("--cli-samples", type=int, default=pipeline.calibration_samples(IN_SHAPE),
+                   help="calibration images of the second table (0: none; default: what edgesnn export takes)")
     p.add_argument("--board", default="raspberry-pi-4", help="the aarch64 board the mcu target builds for")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before a child is killed")
     p.add_argument("--max-mib", type=int, default=8192, help="resident MiB at which a child is killed (2x the goal)")

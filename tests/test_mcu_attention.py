@@ -279,3 +279,10 @@ def test_cortex_m7_and_m33_on_qemu_are_bit_exact(board, tmp_path):
     arm = res["runs"]["arm"]
     assert arm["machine"] == boards.load(board).qemu_machine and arm["samples"] == 4
     assert arm["mismatched_elements"] == 0 and res["mismatches"] == 0
+
+
+def test_a_board_the_backend_cannot_build_for_is_refused_before_anything_is_written(tmp_path):
+    graph = attention_graph("int8", 0, True)
+    with pytest.raises(EdgesnnError) as e:
+        export_mcu(graph, boards.load("host"), tmp_path / "mcu", "none", _floats(graph, _inputs(graph, 4)))
+    assert "board host (host) cannot run --target mcu" in str(e.value) and not (tmp_path / "mcu").exists()

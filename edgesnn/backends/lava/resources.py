@@ -64,7 +64,8 @@ BIAS_BITS = 32
 MULTIPLIER_BITS = 64  # int32 multiplier + int32 shift per channel, as the IR stores them
 FIGURES_USED = ("neuro_cores_per_chip", "neurons_per_core", "memory_per_core_bytes", "neuron_state_bits",
                 "energy_per_synop_pj", "energy_per_neuron_update_pj", "max_fan_in_axons_per_core")
-BATCH = 256  # calibration samples per interpreter run: bounds the memory keep_all needs
+BATCH = 256  # calibration samples per interpreter run: bounds the memory keep_all needs ...
+BATCH_BYTES = 512 * 2**20  # ... as does this many bytes of every tensor of a run (224 x 224 inputs)
 
 
 def load_limits(path: str | Path | None = None) -> dict:
@@ -288,8 +289,10 @@ def _measured_synops(graph: g.Graph, x: np.ndarray, mode: str) -> dict[str, floa
     fan_outs = {op.name: _fan_outs(graph, op) for op in graph.ops}
     units = _spike_units(graph) if mode != "graded" else {}
     totals = dict.fromkeys(fan_outs, 0.0)
-    for start in range(0, len(x), BATCH):
-        values = graph.run_integer(graph.quantize_input(x[start:start + BATCH]), keep_all=True)
+    per_sample = sum(math.prod(t.shape) * np.dtype(g.DTYPES[t.dtype]).itemsize for t in graph.tensors.values())
+    batch = max(1, min(BATCH, BATCH_BYTES // max(per_sample, 1)))
+    for start in range(0, len(x), batch):
+        values = graph.run_integer(graph.quantize_input(x[start:start + batch]), keep_all=True)
         for op in graph.ops:
             for name, fan_out in zip(op.inputs, fan_outs[op.name]):
                 sent = _spikes_sent(values[name].astype(np.int64) - graph.tensors[name].zero_point, units.get(name),

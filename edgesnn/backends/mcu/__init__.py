@@ -93,7 +93,11 @@ def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calib
     them as spike trains of that code (additions only); None (default): they read the integer counts."""
     from edgesnn.backends.mcu.kernels import train_layers
     from edgesnn.backends.mcu.project import write_project
+    from edgesnn.boards import BUILD_KINDS
 
+    if board.kind not in BUILD_KINDS:  # before anything is computed or written (the CLI checks this too)
+        raise EdgesnnError(f"board {board.name} ({board.kind}) cannot run --target mcu; it builds for "
+                           f"{' or '.join(BUILD_KINDS)} boards")
     chosen, rates = choose_event_driven(graph, event_driven, calibration)
     if spike_code is not None:
         spike_code = spikes.code_name(spike_code)
