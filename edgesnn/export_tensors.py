@@ -197,15 +197,9 @@ def reduce(ex, x, node: fx.Node, in_shape, where: str):
     image = arrange(ex, x, [*axes, *kept], [1, count, channels], where)
     out_shape = [1 if a in axes else in_shape[a] for a in range(rank)] if keep else [in_shape[a] for a in kept]
     scale = image.factor / count if node.target in ("mean", torch.mean) else image.factor
-    image = _as_plain_image(image)
+    image = _as_plain(image)
     return _Linear("reduce_sum", image, node, scale=scale,
                    attrs={"layer": node.name, "index": np.arange(channels).reshape(out_shape)})
-
-
-def _as_plain_image(x):
-    from edgesnn.export import _Int
-
-    return _Int(x.name, x.factor, amplitude=x.amplitude)
 
 
 def matmul(ex, a_val, b_val, node: fx.Node, where: str):
