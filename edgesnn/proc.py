@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
+from pathlib import Path
 from collections.abc import Iterator
 
 
@@ -24,6 +26,17 @@ def popen(cmd: list[str], **kwargs) -> Iterator[subprocess.Popen]:
             yield p
         finally:
             kill_group(p)
+
+
+def resident_peak(pid: int) -> int:
+    """A running process's resident high-water mark in bytes (its VmHWM), 0 once it has exited.
+    Polled by the parent: a child's rusage would count the pages it was forked with."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(m.group(1)) * 1024 if m else 0
 
 
 def kill_group(p: subprocess.Popen) -> None:

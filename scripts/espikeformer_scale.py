@@ -35,7 +35,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -63,7 +62,9 @@ from edgesnn import pipeline  # noqa: E402  (after the path setup; the children 
 
 def _hwm() -> int:
     """This process's resident high-water mark so far, in bytes."""
-    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+    from edgesnn.proc import resident_peak
+
+    return resident_peak(os.getpid())
 
 
 def _cpu() -> float:
@@ -72,9 +73,8 @@ def _cpu() -> float:
 
 
 def build(config: str, seed: int = 0):
-    """The untrained model with firing BatchNorm statistics (tests/test_espikeformer.py's draw)."""
+    """The untrained model with firing BatchNorm statistics (sdt_v3_nets.with_firing_statistics)."""
     import torch
-    from torch import nn
 
     import sdt_v3_nets
     from edgesnn.models.custom import map_neurons
@@ -82,15 +82,7 @@ def build(config: str, seed: int = 0):
     torch.manual_seed(seed)
     model = sdt_v3_nets.espikeformer_config(config)
     map_neurons(model, NEURONS, 4, trust_code=True)
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.3, 1.5)
-                m.weight.uniform_(0.8, 1.6)
-                attention_input = name.endswith(("q_conv.1", "k_conv.1", "v_conv.1"))
-                m.bias.uniform_(1.0, 3.0) if attention_input else m.bias.uniform_(0.0, 0.6)
-    return model.eval()
+    return sdt_v3_nets.with_firing_statistics(model).eval()
 
 
 def child(config: str, target: str, samples: int, board: str, out: Path, seed: int) -> dict:
@@ -155,18 +147,13 @@ def measured(cmd: list[str], timeout: float, max_bytes: int) -> tuple[dict, int,
     The peak is the child's VmHWM, polled (the rusage of a child would count the pages it was
     forked with); a child past ``timeout`` seconds or ``max_bytes`` resident is killed with its
     process group (edgesnn.proc), so a runaway target cannot take a shared machine's memory."""
-    from edgesnn.proc import popen
+    from edgesnn.proc import popen, resident_peak
 
     peak, t0, stopped = 0, time.perf_counter(), None
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
             popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err) as proc:
-        status = Path(f"/proc/{proc.pid}/status")
         while proc.poll() is None:
-            try:
-                m = re.search(r"VmHWM:\s+(\d+) kB", status.read_text())
-            except OSError:  # exited between poll and read
-                m = None
-            peak = max(peak, int(m.group(1)) * 1024 if m else 0)
+            peak = max(peak, resident_peak(proc.pid))
             if time.perf_counter() - t0 > timeout:
                 stopped = f"killed after {timeout:.0f} s"
             elif peak > max_bytes:

@@ -216,6 +216,21 @@ def espikeformer(in_shape=(3, 32, 32), num_classes=10, **kwargs) -> nn.Module:
     return ESpikeFormer(in_shape[0], num_classes, **kwargs)
 
 
+def with_firing_statistics(model: nn.Module) -> nn.Module:
+    """Untrained BatchNorm statistics drawn so every neuron fires some of the time (identity
+    statistics leave the deep layers silent), q, k and v more, so the attention's own neuron fires
+    too; for tests and benchmarks of an untrained model. Draws from torch's global generator."""
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.3, 1.5)
+                m.weight.uniform_(0.8, 1.6)
+                attention_input = name.endswith(("q_conv.1", "k_conv.1", "v_conv.1"))
+                m.bias.uniform_(1.0, 3.0) if attention_input else m.bias.uniform_(0.0, 0.6)
+    return model
+
+
 CONFIGS = {"t": (24, 48, 96, 128), "s": (32, 64, 128, 192), "m": (48, 96, 192, 240), "l": (64, 128, 256, 360)}
 
 

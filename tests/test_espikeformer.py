@@ -50,15 +50,7 @@ def untrained(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = sdt_v3_nets.espikeformer()
     map_neurons(model, NEURONS, 4, trust_code=True)
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.3, 1.5)
-                m.weight.uniform_(0.8, 1.6)
-                # q, k and v fire more, so the attention's own neuron fires too
-                m.bias.uniform_(1.0, 3.0) if name.endswith(("q_conv.1", "k_conv.1", "v_conv.1")) else m.bias.uniform_(0.0, 0.6)
-    return model.eval()
+    return sdt_v3_nets.with_firing_statistics(model).eval()
 
 
 @pytest.fixture(scope="module", params=["int8", "int16"])

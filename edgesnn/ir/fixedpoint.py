@@ -109,9 +109,15 @@ def multiply_by_quantized_multiplier_16x8(x, multiplier, shift) -> np.ndarray:
     shift = np.asarray(shift, dtype=np.int64)
     if np.any(shift >= 15):
         raise OverflowError("16x8 requantization shift must be below 15")
-    reduced = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
+    reduced = reduced_multiplier(multiplier)
     total = 15 - shift
     return (x * reduced + (np.int64(1) << (total - 1))) >> total
+
+
+def reduced_multiplier(multiplier) -> np.ndarray:
+    """The 16x8 kernels' multiplier: the int32 one rounded to its top 16 bits (saturating at 0x7FFF)."""
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    return np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
 
 
 def reduced_multiplier_ratio(real_multipliers) -> np.ndarray:
@@ -120,8 +126,7 @@ def reduced_multiplier_ratio(real_multipliers) -> np.ndarray:
     writing an int16 stream scales by it; torch's stream quantizer does too (quantize/streams.py)."""
     real = np.atleast_1d(np.asarray(real_multipliers, dtype=np.float64))
     mult, shift = quantize_multipliers(real)
-    mult = mult.astype(np.int64)
-    reduced = np.where(mult < 0x7FFF0000, (mult + (1 << 15)) >> 16, 0x7FFF)
+    reduced = reduced_multiplier(mult)
     return np.where(real > 0, reduced * np.exp2(shift.astype(np.float64) - 15) / np.where(real > 0, real, 1.0), 1.0)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import read_artifact_json
-from edgesnn.proc import popen
+from edgesnn.proc import popen, resident_peak
 from edgesnn.proc import run as run_child
 from edgesnn.measure_child import REPEATS  # timed passes; the median of their per-inference times is reported
 
@@ -97,13 +97,8 @@ def _run_child(cmd: list[str], cwd: Path | None = None) -> tuple[str, int]:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
             popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err) as proc:  # killed as a group on any exit
         peak = 0
-        status = Path(f"/proc/{proc.pid}/status")
         while proc.poll() is None:
-            try:
-                m = re.search(r"VmHWM:\s+(\d+) kB", status.read_text())
-            except OSError:  # exited between poll and read
-                m = None
-            peak = max(peak, int(m.group(1)) * 1024 if m else 0)
+            peak = max(peak, resident_peak(proc.pid))
             time.sleep(0.001)
         out.seek(0)
         err.seek(0)
