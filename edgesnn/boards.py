@@ -1,6 +1,6 @@
-"""Boards: one YAML file per board in boards/ (ISA and core, clock, memory, power, energy per
-operation, the targets that run on it, the QEMU machine that emulates its core, and where every
-figure comes from). ``--board`` takes a board name or a path to a YAML file.
+"""Boards: one YAML file per board in edgesnn/shipped/boards/ (ISA and core, clock, memory, power,
+energy per operation, the targets that run on it, the QEMU machine that emulates its core, and where
+every figure comes from). ``--board`` takes a board name or a path to a YAML file.
 
 The schema (``FIELDS``): every board has ``name``, ``kind``, ``isa``, ``targets`` and ``sources``;
 an ``mcu`` also ``cpu``, ``clock_hz``, ``flash_bytes`` and ``ram_bytes``; a ``linux-aarch64``
@@ -17,10 +17,10 @@ import platform
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from edgesnn import limits
+from edgesnn import limits, resources
 from edgesnn.errors import EdgesnnError
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+BOARDS_DIR = resources.folder("boards")
 KINDS = ("mcu", "linux-aarch64", "neuromorphic", "host")
 BUILD_KINDS = ("mcu", "linux-aarch64")  # what the MCU backend (--target mcu) can build for
 TARGETS = ("ir", "onnx", "tflite", "mcu", "lava")
@@ -83,7 +83,7 @@ def _kind(path: Path) -> str | None:
 
 
 def resolve(spec: str | Path) -> Path:
-    """A board name (boards/NAME.yaml) or a .yaml/.yml path."""
+    """A shipped board's name (edgesnn/shipped/boards/NAME.yaml) or a .yaml/.yml path."""
     path = Path(spec)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():

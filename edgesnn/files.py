@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import inspect
 import json
+import math
 import os
 import re
 import secrets
@@ -74,6 +75,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def dumps_json(obj, where) -> str:
+    """JSON text of ``obj``; NaN or Infinity (which JSON cannot hold) is an error naming its key."""
+    try:
+        return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        key, value = _non_finite(obj, "") or ("", "not finite")
+        raise EdgesnnError(f"{where}: {key or 'the value'} is {value}, which JSON cannot hold; nothing written") from None
+
+
+def _non_finite(obj, key: str):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return key, obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}.{k}" if key else str(k))
+        if found:
+            return found
+    return None
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Atomic JSON write (temp file + rename); NaN or Infinity is refused before anything is written."""
+    text = dumps_json(obj, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

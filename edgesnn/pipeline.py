@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from edgesnn import baselines, boards, checkpoint, models, threads
+from edgesnn import artifact_data, baselines, boards, checkpoint, device, models, threads
 from edgesnn import data as datasets
 from edgesnn import weights as weight_files
 from edgesnn.errors import EdgesnnError
@@ -20,9 +20,11 @@ from edgesnn.export import check as export_check
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
 from edgesnn.ir.packing import packed_nbytes
+from edgesnn.device import beside_ir as _beside_ir
+from edgesnn.device import with_accuracy as _with_accuracy
 from edgesnn.train import evaluate, predict, train
 
-TARGETS = ("ir", "onnx", "tflite", "mcu", "lava", "nir")
+TARGETS = ("ir", "onnx", "onnx-qcdq", "tflite", "mcu", "lava", "nir")
 IR_FILE, ONNX_FILE, TFLITE_FILE = "model.ir", "model.onnx", "model.tflite"
 CALIBRATION_SAMPLES = 1024
 # ... but at most this many input values in all (1024 CIFAR-sized images), and at least 64 images:
@@ -79,7 +81,8 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
         metrics["baselines"] = baselines.baselines(ds)
     config = {
         "model": model_name, "kwargs": kwargs, "D": D, "neuron": "multispike", "normalize": True,
-        "input_shape": list(ds.in_shape), "num_classes": ds.num_classes, "data": data_spec, "timesteps": 1,
+        "input_shape": list(ds.in_shape), "num_classes": ds.num_classes, "data": datasets.recorded(data_spec),
+        "timesteps": 1,
     }
     if neuron_map:
         config["neuron_map"] = dict(neuron_map)
@@ -100,8 +103,10 @@ def _default_stream_dtype(config: dict) -> str:
 def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None,
                  board: str | None = None, event_driven: str = "auto", lava_mode: str | None = None,
                  source_ref: str | None = None, trust_code: models.custom.Trust = False,
-                 spike_code: str | None = None) -> Path:
+                 spike_code: str | None = None, runtime: str | None = None) -> Path:
     """``stream_dtype`` None: the dtype the checkpoint's streams trained at (quantize --stream-dtype), else int8.
+    ``runtime``: the tflite target's runtime (backends.tflite.EXPORT_RUNTIMES): litert (default: LiteRT
+    and TFLite Micro) or tflite-runtime (2.14 as well: a graph it cannot run is refused, naming the op).
     ``board`` and ``event_driven``: the mcu target (a board name or YAML file; see backends/mcu);
     ``lava_mode``: the lava target's neuron mode, graded (default), rate-burst or bit-plane.
     ``spike_code``: rate-burst or bit-plane spike trains where the target runs them (lava: the same
@@ -122,6 +127,12 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
 
         spike_code = code_name(spike_code)
     board_spec = _mcu_board(board) if target == "mcu" else None  # a bad board fails before any work
+    if runtime is not None:  # a bad runtime fails before any work
+        if target != "tflite":
+            raise EdgesnnError(f"--runtime: chooses the TFLite runtime of --target tflite, not of {target}")
+        from edgesnn.backends.tflite import check_runtime
+
+        check_runtime(runtime)
     if Path(out).exists() and not Path(out).is_dir():
         raise EdgesnnError(f"{out}: exists and is not a folder (--out names the folder the artifact goes in)")
     if target in ("mcu", "lava"):  # these replace the whole folder: only one they wrote
@@ -130,15 +141,16 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     if not config.get("data"):
         raise EdgesnnError(f"{Path(ckpt) / checkpoint.CONFIG}: records no data set, which calibration needs")
     ds = _data_for(config, config["data"], ckpt)
+    data_ref = datasets.recorded(config["data"])  # a checkpoint from before paths were recorded absolute
     calibration = ds.x_train[:calibration_samples(ds.x_train.shape[1:])]
     source_ref = source_ref or str(Path(ckpt).resolve())
-    if target == "onnx":  # the torch-side interchange export (Brevitas QCDQ), checked against torch
-        from edgesnn.backends.onnx import export_onnx
+    if target == "onnx-qcdq":  # Brevitas QCDQ of the torch model (quantized weights, float activations), vs torch
+        from edgesnn.backends.onnx.qcdq import export_qcdq
 
         Path(out).mkdir(parents=True, exist_ok=True)
-        return export_onnx(model, calibration[:2], Path(out) / ONNX_FILE, metadata={
-            "edgesnn.checkpoint": source_ref, "edgesnn.data": config["data"]})
-    meta = {"source": {"checkpoint": source_ref, "model": config["model"], "data": config["data"]},
+        return export_qcdq(model, calibration[:2], Path(out) / ONNX_FILE, metadata={
+            "edgesnn.checkpoint": source_ref, "edgesnn.data": data_ref})
+    meta = {"source": {"checkpoint": source_ref, "model": config["model"], "data": data_ref},
             "weight_bits": weight_bits,  # for float layers; quantized layers keep their trained bits
             "quantization": (config.get("quantization") or {}).get("method")}
     stream_dtype = stream_dtype or _default_stream_dtype(config)
@@ -157,9 +169,16 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
         from edgesnn.backends.tflite import export_tflite
 
         with atomic_files(out, (TFLITE_FILE, IR_FILE)) as tmp:
-            export_tflite(graph, tmp / TFLITE_FILE)  # an op TFLite cannot express fails before any file
+            export_tflite(graph, tmp / TFLITE_FILE, runtime)  # an op TFLite (or runtime) cannot run fails before any file
             graph.save(tmp / IR_FILE)
         return Path(out) / TFLITE_FILE
+    if target == "onnx":  # the integer ONNX from the IR, the IR beside it (verify compares the two): one commit
+        from edgesnn.backends.onnx import export_integer
+
+        with atomic_files(out, (ONNX_FILE, IR_FILE)) as tmp:
+            export_integer(graph, tmp / ONNX_FILE)  # an op the lowering cannot express fails before any file
+            graph.save(tmp / IR_FILE)
+        return Path(out) / ONNX_FILE
     if target == "lava":
         from edgesnn.backends.lava import export_lava
 
@@ -197,16 +216,22 @@ def _mcu_board(board: str | None) -> boards.Board:
     return spec
 
 
-def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | None = None, qemu: bool = False,
-           samples: int | None = None, lava_mode: str | None = None, trust_code: models.custom.Trust = False,
-           spike_code: str | None = None) -> dict:
+def verify(artifact: Path, data_spec: str | None = None, ckpt: Path | None = None, ir: Path | None = None,
+           qemu: bool = False, samples: int | None = None, lava_mode: str | None = None,
+           trust_code: models.custom.Trust = False, spike_code: str | None = None) -> dict:
     """Golden interpreter over the whole test split vs the torch model the IR came from; a .tflite
-    file is compared with the golden interpreter of its IR (``ir``, default: model.ir beside it);
+    file or an integer .onnx file is compared with the golden interpreter of its IR (``ir``, default:
+    model.ir beside it), a QCDQ .onnx file with torch;
     an MCU project folder is built and run (host; with ``qemu`` also the board's emulated core).
     ``trust_code``: whether the checkpoint an IR or ONNX file names may import the user code it
     names, and (True only) whether an MCU project's Makefile may run. ``lava_mode`` / ``spike_code``:
-    the mode a Lava folder runs in (default: its exported one); an MCU project runs the code it was built with."""
+    the mode a Lava folder runs in (default: its exported one); an MCU project runs the code it was built with.
+    ``data_spec`` None: the data set the artifact records (edgesnn.artifact_data); the result's "data" says which.
+    A .tflite file and an MCU project are verified by :func:`edgesnn.device.verify` (no torch)."""
     artifact = Path(artifact)
+    if device.handles(artifact):
+        return device.verify(artifact, data_spec, ir, qemu=qemu, samples=samples, trust_code=trust_code,
+                             spike_code=spike_code)
     if samples is not None and samples < 1:
         raise EdgesnnError(f"--samples must be at least 1, got {samples}")
     check_not_interrupted(artifact if artifact.is_dir() else artifact.parent)  # a stopped export's half-swapped files
@@ -214,21 +239,14 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | 
         from edgesnn.backends.lava import resolve_mode, verify_lava
 
         mode = resolve_mode(lava_mode, spike_code)
-        ds = datasets.load(data_spec)
-        return _with_accuracy(verify_lava(artifact, datasets.to_nhwc(ds.x_test), samples, mode), artifact, ds)
+        spec, ds = artifact_data.load(artifact, data_spec)
+        return {"data": spec, **_with_accuracy(verify_lava(artifact, datasets.to_nhwc(ds.x_test), samples, mode),
+                                               artifact, ds)}
     if spike_code is not None:
         raise EdgesnnError(f"{artifact}: --spike-code chooses how a Lava folder runs; other artifacts run what they "
                            "were exported as (export --target mcu --spike-code builds the code in)")
-    if artifact.is_dir() and (artifact / "project.json").is_file():
-        from edgesnn.backends.mcu import verify_mcu
-
-        ds = datasets.load(data_spec)
-        return _with_accuracy(verify_mcu(artifact, datasets.to_nhwc(ds.x_test), qemu=qemu, samples=samples,
-                                         trust_code=trust_code is True), artifact, ds)
     if artifact.suffix == ".onnx":
-        return _verify_onnx(artifact, data_spec, ckpt, trust_code)
-    if artifact.suffix == ".tflite":
-        return _verify_tflite(artifact, data_spec, ir)
+        return _verify_onnx(artifact, data_spec, ckpt, ir, trust_code)
     if artifact.suffix == ".nir":
         return _verify_nir(artifact, data_spec, ir)
     if artifact.suffix != ".ir":
@@ -239,7 +257,8 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | 
     if source is None:
         raise EdgesnnError(f"{artifact}: the IR does not name its checkpoint; pass --checkpoint DIR")
     model, config = checkpoint.load(source, trust_code=trust_code)
-    ds = _data_for(config, data_spec, source)
+    data_spec, ds = artifact_data.load(artifact, data_spec, graph=graph, ckpt=source)
+    _check_input_shape(config, ds, data_spec, source)
     x, y = ds.x_test, ds.y_test.numpy()
     ir_out = graph.run(datasets.to_nhwc(x))
     if ir_out.ndim != 2:
@@ -258,20 +277,15 @@ def verify(artifact: Path, data_spec: str, ckpt: Path | None = None, ir: Path | 
 def _data_for(config: dict, data_spec: str, ckpt) -> datasets.Dataset:
     """The data set, checked against the input shape the checkpoint's model takes."""
     ds = datasets.load(data_spec)
+    _check_input_shape(config, ds, data_spec, ckpt)
+    return ds
+
+
+def _check_input_shape(config: dict, ds: datasets.Dataset, data_spec: str, ckpt) -> None:
     want = config.get("input_shape") or (config.get("kwargs") or {}).get("in_shape")
     if want is not None and list(ds.in_shape) != list(want):
         raise EdgesnnError(f"{data_spec}: samples of shape {tuple(ds.in_shape)}, but the model of {ckpt} takes "
                            f"{tuple(want)}")
-    return ds
-
-
-def _with_accuracy(r: dict, folder: Path, ds) -> dict:
-    """A target bit-exact with its IR has the IR's accuracy on the samples it ran: say so."""
-    if r["mismatches"] == 0 and (folder / IR_FILE).is_file():
-        n = r["samples"]
-        pred = load_ir(folder / IR_FILE).run(datasets.to_nhwc(ds.x_test[:n])).argmax(1)
-        r["accuracy"] = float((pred == ds.y_test.numpy()[:n]).mean())
-    return r
 
 
 def _named_checkpoint(artifact: Path, ref: str | None) -> Path | None:
@@ -279,50 +293,49 @@ def _named_checkpoint(artifact: Path, ref: str | None) -> Path | None:
     return None if ref is None else artifact.parent / ref
 
 
-def _verify_onnx(artifact: Path, data_spec: str, ckpt: Path | None, trust_code: models.custom.Trust = False) -> dict:
-    """onnxruntime over the whole test split vs the torch model the ONNX file was exported from."""
-    from edgesnn.backends.onnx import compare_onnx, read_metadata, run_onnx
+def _verify_onnx(artifact: Path, data_spec: str | None, ckpt: Path | None, ir: Path | None,
+                 trust_code: models.custom.Trust = False) -> dict:
+    """An integer ONNX file: every output integer in onnxruntime vs the golden interpreter of its IR
+    (``ir``, default model.ir beside it), as a .tflite. A QCDQ file: onnxruntime over the whole test
+    split vs the torch model it was exported from (``ckpt``, default the one it names)."""
+    from edgesnn.backends.onnx import INTEGER, compare, file_format, read_metadata
 
     if not artifact.is_file():
         raise EdgesnnError(f"{artifact}: no such file")
+    kind = file_format(artifact)
+    if kind is None and ir is None and ckpt is None:
+        raise EdgesnnError(f"{artifact}: the ONNX file does not say what it was exported from; pass --ir PATH (an "
+                           "integer ONNX file) or --checkpoint DIR (a QCDQ file)")
+    if kind == INTEGER or (kind is None and ir is not None):  # a checkpoint, as for a .tflite, plays no part
+        graph, ir = _beside_ir(artifact, ir)
+        data_spec, ds = artifact_data.load(artifact, data_spec, graph=graph)
+        r = compare(artifact, graph, datasets.to_nhwc(ds.x_test))
+        y = ds.y_test.numpy()
+        return {"artifact": str(artifact), "ir": str(ir), "data": data_spec, **r,
+                "ir_accuracy": float((graph.run(datasets.to_nhwc(ds.x_test)).argmax(1) == y).mean())}
+    if ir is not None:
+        raise EdgesnnError(f"{artifact}: a QCDQ ONNX file is compared with torch (--checkpoint), not with an IR")
+    from edgesnn.backends.onnx.qcdq import compare_qcdq, run_qcdq
+
     source = ckpt or _named_checkpoint(artifact, read_metadata(artifact).get("edgesnn.checkpoint"))
     if source is None:
         raise EdgesnnError(f"{artifact}: the ONNX file does not name its checkpoint; pass --checkpoint DIR")
     model, config = checkpoint.load(source, trust_code=trust_code)
-    ds = _data_for(config, data_spec, source)
-    r = compare_onnx(model, artifact, ds.x_test)
-    pred = run_onnx(artifact, ds.x_test.numpy()).argmax(1)
+    data_spec, ds = artifact_data.load(artifact, data_spec, ckpt=source)
+    _check_input_shape(config, ds, data_spec, source)
+    r = compare_qcdq(model, artifact, ds.x_test)
+    pred = run_qcdq(artifact, ds.x_test.numpy()).argmax(1)
     y = ds.y_test.numpy()
     return {"artifact": str(artifact), "data": data_spec, "checkpoint": str(source), **r,
             "accuracy": float((pred == y).mean()), "torch_accuracy": float((predict(model, ds.x_test).numpy() == y).mean())}
 
 
-def _verify_tflite(artifact: Path, data_spec: str, ir: Path | None) -> dict:
-    from edgesnn.backends.tflite import compare
-
-    graph, ir = _beside_ir(artifact, ir)
-    ds = datasets.load(data_spec)
-    r = compare(artifact, graph, datasets.to_nhwc(ds.x_test))
-    y = ds.y_test.numpy()
-    return {"artifact": str(artifact), "ir": str(ir), "data": data_spec, **r,
-            "ir_accuracy": float((graph.run(datasets.to_nhwc(ds.x_test)).argmax(1) == y).mean())}
-
-
-def _verify_nir(artifact: Path, data_spec: str, ir: Path | None) -> dict:
+def _verify_nir(artifact: Path, data_spec: str | None, ir: Path | None) -> dict:
     from edgesnn.backends.nir.verify import verify_nir
 
     graph, ir = _beside_ir(artifact, ir)
+    data_spec = artifact_data.resolve(artifact, data_spec, graph=graph)
     return {**verify_nir(artifact, graph, data_spec), "ir": str(ir)}
-
-
-def _beside_ir(artifact: Path, ir: Path | None) -> tuple[g.Graph, Path]:
-    """The IR a file was written from: ``ir``, or model.ir beside it."""
-    if not artifact.is_file():
-        raise EdgesnnError(f"{artifact}: no such file")
-    ir = Path(ir) if ir is not None else artifact.with_name(IR_FILE)
-    if not ir.is_file():
-        raise EdgesnnError(f"{artifact}: no IR to compare with at {ir}; pass --ir PATH")
-    return load_ir(ir), ir
 
 
 def inspect(path: Path) -> dict:

@@ -11,12 +11,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgesnn import resources
 from edgesnn.errors import EdgesnnError
 from edgesnn.limits import read_yaml
 from edgesnn.models.custom import FACTORY_SPEC, MAP_KEY, parse_neuron_map
 from edgesnn.threads import MAX as MAX_THREADS
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = resources.folder("recipes")
 DEFAULT = "digits-sfa-cnn"
 
 
@@ -86,7 +87,7 @@ class Quantize(_Strict):
 
 
 class Export(_Strict):
-    target: Literal["ir", "tflite", "mcu", "lava", "onnx", "nir"]
+    target: Literal["ir", "tflite", "mcu", "lava", "onnx", "onnx-qcdq", "nir"]
     board: BoardName | None = None  # mcu
     lava_mode: Literal["graded", "rate-burst", "bit-plane"] = "graded"
     event_driven: str = "auto"
@@ -159,7 +160,7 @@ class Recipe(_Strict):
 
 
 def load(spec: str | Path) -> Recipe:
-    """A recipe by name (recipes/NAME.yaml) or path; errors name the file and the key."""
+    """A shipped recipe by name (edgesnn/shipped/recipes/NAME.yaml) or path; errors name the file and the key."""
     path = Path(spec)
     if path.suffix not in (".yaml", ".yml"):
         path = RECIPES_DIR / f"{spec}.yaml"

@@ -25,11 +25,12 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from edgesnn import pipeline, threads
+from edgesnn import pipeline, threads, verdict
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import output_lock, sha256_file, user_entries, work_folder
 from edgesnn.limits import read_json
-from edgesnn.models.custom import Trust, named_code, require_trust
+from edgesnn.progress import step
+from edgesnn.models.custom import Trust, is_factory, make_model, named_code, require_trust, trusts
 from edgesnn.recipes import Recipe
 
 MANIFEST = "manifest.json"
@@ -40,13 +41,16 @@ TOOLS = ("edgesnn", "torch", "numpy", "brevitas", "onnx", "onnxruntime", "ai-edg
 
 
 def run_recipe(recipe: Recipe, out: Path, on_stage=None, trust_code: Trust = False) -> dict:
-    """Run (or skip) each stage; returns the manifest, with a ``summary`` list.
+    """Run (or skip) each stage; returns the manifest, with a ``summary`` list: per export its
+    verify result (``mismatches``, ``samples`` compared, ``accuracy`` on them, ``passed`` at verify's
+    default --min-agreement) and ``bytes`` in flash (:func:`flash_bytes`, ``bytes_counted`` says how);
+    per profile the fit and energies. Progress: one step, advanced per stage (edgesnn.progress).
 
     ``on_stage(name, skipped)`` is called as each stage starts. ``trust_code``: True, or the names
     the user gave (``--model``, ``--neuron-map``): a recipe naming other user code is refused before
     anything is written. The run's own MCU projects are built without it (the run wrote them)."""
     out = Path(out)
-    for name in named_code(recipe.model.name, recipe.model.neuron_map):
+    for name in _imported_names(recipe, trust_code):
         require_trust(name, trust_code, f"recipe {recipe.name!r}: model", model_option=True)
     not_a_run = f"{out}: not an edgesnn run folder (no {MANIFEST}) and not empty; choose a new or empty folder for --out"
     if out.exists() and not out.is_dir():
@@ -57,8 +61,8 @@ def run_recipe(recipe: Recipe, out: Path, on_stage=None, trust_code: Trust = Fal
             raise EdgesnnError(not_a_run)
         work = work_folder(out, "edgesnn-work")  # beside DIR; inside it when DIR is a mount point
         try:
-            with threads.pinned(recipe.threads):
-                return _Run(recipe, out, work, old, on_stage, trust_code).all()
+            with threads.pinned(recipe.threads), step(f"run {recipe.name}", total=len(stage_names(recipe))) as bar:
+                return _Run(recipe, out, work, old, on_stage, trust_code, bar).all()
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -69,9 +73,28 @@ def stage_names(recipe: Recipe) -> list[str]:
             + [p.stage() for p in recipe.profile])
 
 
+def _imported_names(recipe: Recipe, trust_code: Trust) -> list[str]:
+    """What the recipe's model would import. A neuron-map key such as ``head.lif`` is a class path
+    or a layer of the model, which imports nothing; telling which takes building the model, done
+    only when its factory is trusted anyway (after the same memory check as training's)."""
+    m = recipe.model
+    names = named_code(m.name, m.neuron_map)
+    if len(names) < 2 or not is_factory(m.name) or not trusts(trust_code, m.name):
+        return names
+    from edgesnn import data, models
+
+    ds = data.load(recipe.data)
+    kwargs = {**models.default_kwargs(m.name, ds.in_shape, ds.num_classes, m.D, trust_code), **m.kwargs}
+    models.check_training_size(m.name, kwargs, None, m.D, trust_code)
+    model = make_model(m.name, kwargs, trust_code, f"recipe {recipe.name!r}: model")  # as the factory builds it
+    layers = dict(model.named_modules())
+    return [n for n in names if n not in layers]
+
+
 class _Run:
-    def __init__(self, recipe: Recipe, out: Path, work: Path, old: dict, on_stage, trust_code: Trust = False):
-        self.recipe, self.out, self.work, self.on_stage = recipe, out, work, on_stage
+    def __init__(self, recipe: Recipe, out: Path, work: Path, old: dict, on_stage, trust_code: Trust = False,
+                 bar=None):
+        self.recipe, self.out, self.work, self.on_stage, self.bar = recipe, out, work, on_stage, bar
         self.trust = trust_code
         self.manifest = {"recipe": recipe.model_dump(), "versions": _versions(),
                          "stages": dict(old.get("stages", {})), "artifacts": list(old.get("artifacts", []))}
@@ -109,8 +132,9 @@ class _Run:
                                              lava_mode=e.lava_mode, source_ref=f"../{source}", trust_code=self.trust,
                                              spike_code=e.spike_code)
                 # an MCU project's Makefile is the one this stage just wrote; checkpoints keep the run's trust
-                r = pipeline.verify(path, recipe.data, ckpt=out / source, samples=VERIFY_SAMPLES.get(e.target),
-                                    trust_code=True if e.target == "mcu" else self.trust)
+                r = verdict.judge(pipeline.verify(path, recipe.data, ckpt=out / source,
+                                                  samples=VERIFY_SAMPLES.get(e.target),
+                                                  trust_code=True if e.target == "mcu" else self.trust))
                 for scratch in SCRATCH:
                     shutil.rmtree(dst / scratch, ignore_errors=True)
                 _write_json(dst / "verify.json", self.relative(r, dst.parent))
@@ -119,9 +143,10 @@ class _Run:
             settings = e.model_dump(exclude=set() if e.spike_code else {"spike_code"})  # no code: the keys as they were
             self.stage(name, settings, [out / source], folder, export_and_verify)
             verified = read_json(out / folder / "verify.json", "verify result")
-            summary.append({"export": folder, "mismatches": verified["mismatches"],
+            nbytes, counted = flash_bytes(out / folder, e.target)
+            summary.append({"export": folder, "mismatches": verified["mismatches"], "samples": verified["samples"],
                             "accuracy": verified.get("accuracy", verified.get("ir_accuracy")),
-                            "bytes": sum(f.stat().st_size for f in _files([out / folder]) if f.name != "verify.json")})
+                            "passed": verified.get("passed"), "bytes": nbytes, "bytes_counted": counted})
         for p in recipe.profile:
             target = next(e for e in recipe.export if e.folder() == p.export)
             report = p.file()
@@ -153,6 +178,8 @@ class _Run:
         skipped = self.manifest["stages"].get(name) == key and intact
         if self.on_stage:
             self.on_stage(name, skipped)
+        if self.bar is not None:
+            self.bar.advance(int(skipped), info=f"{'skipped' if skipped else 'running'} {name}")
         if skipped:
             return
         self.record(name, None, [])
@@ -164,6 +191,8 @@ class _Run:
         self.record(name, key, [{"path": f.relative_to(dst).as_posix(), "sha256": sha256_file(f), "stage": name}
                                 for f in _files([dst / output])])
         os.replace(dst / output, self.out / output)
+        if self.bar is not None:
+            self.bar.advance()
 
     def record(self, name: str, key: str | None, entries: list[dict]) -> None:
         self.manifest["artifacts"] = [a for a in self.manifest["artifacts"] if a["stage"] != name] + entries
@@ -228,9 +257,28 @@ class _Run:
         return fix(obj)
 
 
+def flash_bytes(folder: Path, target: str) -> tuple[int, str]:
+    """What an export puts in a device's flash, and how it was counted: the file where the file is
+    what is deployed (.tflite, .onnx, .nir), the model constants where code is built around them (the
+    IR's weights, biases and requantization parameters; an MCU project's constant arrays; Loihi 2's
+    synaptic memory). Never the folder's size on disk (sources, the IR beside a file, reports)."""
+    folder = Path(folder)
+    if target in ("tflite", "onnx", "onnx-qcdq", "nir"):
+        path = _artifact(folder, target)
+        return path.stat().st_size, f"{path.name} file"
+    if target == "mcu":
+        from edgesnn.backends.mcu import read_project
+
+        return int(read_project(folder)["const_bytes"]), "model constants (project.json const_bytes)"
+    if target == "lava":
+        report = read_json(folder / "loihi2.json", "Loihi 2 report")
+        return -(-int(report["synaptic_memory_bits"]) // 8), "Loihi 2 synaptic memory (loihi2.json)"
+    return int(pipeline.inspect(_artifact(folder, target))["bytes"]), "IR constants (weights, biases, requantization)"
+
+
 def _artifact(folder: Path, target: str) -> Path:
     return {"ir": folder / "model.ir", "tflite": folder / "model.tflite", "onnx": folder / "model.onnx",
-            "nir": folder / "model.nir"}.get(target, folder)
+            "onnx-qcdq": folder / "model.onnx", "nir": folder / "model.nir"}.get(target, folder)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Compress trained models with every method over several seeds, export to the IR, verify; write the
-table into README.md (between the compression-results markers) and the numbers to a JSON file.
+table into docs/compress.md (between the compression-results markers) and the numbers to a JSON file.
 
 Usage: .venv/bin/python scripts/compression_results.py [--data mnist5k-14] [--seeds 3] [--epochs 30]
-       [--finetune 40] [--out README.md] [--json R.json]
+       [--finetune 40] [--out docs/compress.md] [--json R.json]
 Quick check: .venv/bin/python scripts/compression_results.py --data digits --seeds 1 --epochs 1 --finetune 1 --out /tmp/C.md
 
 Each seed trains its own float models and compresses them with the same seed; every compression is
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     ap.add_argument("--epochs", type=int, default=30, help="float training epochs")
     ap.add_argument("--finetune", type=int, default=40, help="quantization-aware fine-tuning epochs")
-    ap.add_argument("--out", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "compress.md")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     single_thread()

@@ -27,7 +27,7 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.quantize import Options, quantize_checkpoint
 
 MODELS = ("mlp", "cnn", "resnet", "spikeformer")
-METHODS = {  # method: the options of its row (the README's compression table has the methods' settings)
+METHODS = {  # method: the options of its row (docs/compress.md's table has the methods' settings)
     "none": None,
     "int8": {},
     "qsnn": dict(weight_bits=2),

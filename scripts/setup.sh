@@ -14,8 +14,9 @@ CONSTRAINTS=constraints.txt
 # Toolchains and emulators for the MCU (Cortex-M on QEMU) and aarch64 Linux targets
 # (libc6-dev-arm64-cross: the C library for static aarch64 binaries run by qemu-aarch64).
 # chromium: /usr/bin/chromium, the headless browser the profile report's test renders the page in.
+# cmake: an MCU project's CMakeLists.txt, built by tests/test_mcu_library.py as a firmware would.
 APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
-              chromium)
+              chromium cmake)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -43,10 +44,23 @@ quiet "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[all]"
 # lava-nc 0.10.0 declares Python < 3.11 and numpy < 2 but runs here (the Lava backend carries
 # the one compatibility step it needs on 3.11); its real dependencies come from the [lava] extra.
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --ignore-requires-python lava-nc==0.10.0
+# lava-dl 0.6.0: its netx loads the model.net files of the lava target (tests/test_netx_lava_dl.py runs
+# them). It declares Python < 3.11 and pins torch < 2.4, torchvision and opencv: installed without its
+# dependencies next to this torch. netx needs lava-nc, h5py, numpy, scipy and torch, all installed
+# above; the steps it needs are in edgesnn/backends/lava/compat.py (import_netx), checked here.
+quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --ignore-requires-python lava-dl==0.6.0
+"$VENV/bin/python" -c "from edgesnn.backends.lava.compat import import_netx; import_netx().hdf5.Network"
 # spikingjelly 2.0 (the tests' SpikingJelly models) requires torchvision, torchaudio and tensorboard,
 # which would pull a CUDA torch build we must not pull: installed without its dependencies; what its
 # neurons and layers import (loguru, tqdm) comes from the [test] extra.
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps spikingjelly==2.0.0 loguru==0.7.3
+# tflite-runtime 2.14 (what older Raspberry Pi images run; verify and the tests run .tflite files in
+# it) needs numpy < 2, which this environment cannot have: a small environment of its own inside
+# this one, $VENV/tflite-runtime, run as a subprocess (edgesnn/backends/tflite/runtime214.py).
+TFLITE_RUNTIME_VENV="$VENV/tflite-runtime"
+[ -x "$TFLITE_RUNTIME_VENV/bin/python" ] || "$PYTHON" -m venv "$TFLITE_RUNTIME_VENV"
+quiet "$TFLITE_RUNTIME_VENV/bin/python" -m pip --disable-pip-version-check -q install tflite-runtime==2.14.0 numpy==1.26.4
+"$TFLITE_RUNTIME_VENV/bin/python" -I -c "import tflite_runtime; assert tflite_runtime.__version__ == '2.14.0'"
 
 "$VENV/bin/python" -c "import torch, edgesnn; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 echo "setup: ok ($VENV, torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'))"

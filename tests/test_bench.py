@@ -167,7 +167,7 @@ def test_lava_is_bit_exact_in_every_mode(bench):
 def test_compression_bytes_against_the_bound(bench):
     _, tabs, res = bench
     rows = section(tabs, "6. Compression")
-    recipes = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
+    recipes = sorted(p.stem for p in (ROOT / "edgesnn" / "shipped" / "recipes").glob("*.yaml"))
     assert [r["what"] for r in rows[:len(recipes)]] == [f"recipe `{name}`" for name in recipes]
     assert "ternary" in rows[-1]["compression"]
     assert {r["data"] for r in rows} == {"digits", "mnist5k-14"}  # each recipe's own data; the demo stays on digits

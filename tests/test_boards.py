@@ -8,13 +8,14 @@ import yaml
 from typer.testing import CliRunner
 
 from edgesnn import boards, pipeline
+from edgesnn.backends.mcu import build
 from edgesnn.backends.lava.resources import load_limits
 from edgesnn.cli import app
 from edgesnn.errors import EdgesnnError
 
 REQUIRED = ["raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-orin-nano", "stm32f746-disco", "stm32h743",
             "nrf52840", "rp2040", "loihi2", "host"]
-EXTRAS = ["nucleo-f446re", "nrf5340", "nucleo-l011k4"]
+EXTRAS = ["nucleo-f446re", "nrf5340", "nucleo-l011k4", "nucleo-f103rb", "microbit", "mps3-an547"]
 MINIMAL = {"name": "myboard", "kind": "mcu", "isa": "Armv7E-M", "cpu": "cortex-m4", "clock_hz": 100_000_000,
            "flash_bytes": 65536, "ram_bytes": 16384, "targets": ["mcu"], "sources": ["my datasheet"]}
 
@@ -36,7 +37,7 @@ def test_every_shipped_board_loads_with_sources(name):
     assert set(b.targets) <= set(boards.TARGETS)
     if b.kind == "mcu":
         assert b.cpu.startswith("cortex-m") and b.clock_hz and b.flash_bytes and b.ram_bytes
-        assert b.qemu_machine in (None, "mps2-an386", "mps2-an500", "mps2-an505") and "mcu" in b.targets
+        assert b.qemu_machine in (None, *build.MACHINES) and "mcu" in b.targets
     if b.kind == "linux-aarch64":
         assert b.cpu.startswith("cortex-a") and b.memory_bytes and b.qemu_user == "qemu-aarch64"
     if b.active_power_w and b.kind == "mcu" and "cycle" in b.energy_pj:  # energy per cycle = power / clock

@@ -106,7 +106,8 @@ def test_train_mnist5k_14_through_the_cli(tmp_path):
     assert {k: round(v, 4) for k, v in metrics["baselines"].items()} == {"logistic_regression": 0.908, "knn3": 0.944}
     r = edgesnn("export", tmp_path / "ck", "--target", "tflite", "--out", tmp_path / "tfl")
     assert r.exit_code == 0, r.output
-    r = edgesnn("verify", tmp_path / "tfl" / "model.ir", "--data", "mnist5k-14")
+    # a float checkpoint's 8-bit rounding is not held to the default 99.5 % (docs/export.md)
+    r = edgesnn("verify", tmp_path / "tfl" / "model.ir", "--data", "mnist5k-14", "--min-agreement", "0.98")
     assert r.exit_code == 0 and "1250 samples" in r.output, r.output
     # profile runs the board's own models on the profiled data's 14x14 samples (Loihi 2 cores, TFLM arena)
     r = edgesnn("profile", tmp_path / "tfl" / "model.tflite", "--board", "loihi2", "--data", "mnist5k-14",

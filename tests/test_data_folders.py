@@ -106,7 +106,7 @@ def test_size_channels_mean_and_std_options(tmp_path):
 
 
 def test_the_int8_input_is_exact_for_8_bit_pixels_and_rounded_when_normalised(tmp_path):
-    """README: 8-bit pixels / 255 (or / std alone) lie on a grid of 256 levels with 0, so the exporter's
+    """docs/data.md: 8-bit pixels / 255 (or / std alone) lie on a grid of 256 levels with 0, so the exporter's
     int8 input is exact; (x - mean) / std does not, and the IR rounds it, by at most half an input step."""
     rng = np.random.default_rng(4)
     gray = np.stack([rng.permutation(256).astype(np.uint8).reshape(16, 16) for _ in range(4)])

@@ -241,7 +241,7 @@ EXPORT = [
      "neuron 'features.2': unknown replacement 'lif'"),
     ("spec-membrane-bits", lambda c: [c.ck(edit=_quantization({"method": "qsnn", "membrane_bits": 40}))],
      "membrane bits must be between 2 and 16, got 40"),
-    ("unknown-target", lambda c: [c.ckpt, "--target", "fpga"], "unknown target 'fpga'; available: ir, onnx, tflite"),
+    ("unknown-target", lambda c: [c.ckpt, "--target", "fpga"], "unknown target 'fpga'; available: ir, onnx, onnx-qcdq, tflite"),
     ("weight-bits", lambda c: [c.ckpt, "--weight-bits", 0], "weight bits must be between 1 and 8, got 0"),
     ("stream-dtype", lambda c: [c.ckpt, "--stream-dtype", "int4"], "stream dtype must be one of int8, int16, got 'int4'"),
     ("board-file-missing", lambda c: [c.ckpt, "--target", "mcu", "--board", c.tmp / "b.yaml"], "b.yaml: no such board file"),
@@ -270,7 +270,7 @@ def test_export(ctx, case, args, fragment):
     assert_user_error(edgesnn("export", *args(ctx), "--out", ctx.out), fragment)
 
 
-@pytest.mark.parametrize("target", ["ir", "tflite", "lava", "mcu", "onnx"])
+@pytest.mark.parametrize("target", ["ir", "tflite", "lava", "mcu", "onnx", "onnx-qcdq"])
 def test_export_out_is_a_file(ctx, target):
     path = ctx.file("taken", "mine")
     board = ["--board", "nucleo-f446re"] if target == "mcu" else []
@@ -307,6 +307,29 @@ def _anonymous_onnx(c: Ctx) -> Path:
     del proto.metadata_props[:]
     onnx.save(proto, str(c.tmp / "anon.onnx"))
     return c.tmp / "anon.onnx"
+
+
+def _broken_onnx(c: Ctx) -> Path:
+    """The integer ONNX file with one node reading a value no node writes: onnx parses it, onnxruntime refuses it."""
+    import onnx
+
+    proto = onnx.load(str(c.art["onnx"]))
+    proto.graph.node[-1].input[0] = "nowhere"
+    onnx.save(proto, str(c.tmp / "broken.onnx"))
+    return c.tmp / "broken.onnx"
+
+
+def _other_ir(c: Ctx) -> Path:
+    """An IR whose output has another width: the exported IR with one class fewer."""
+    from edgesnn.ir import load
+
+    graph = load(c.art["ir"])
+    last = graph.ops[-1]
+    last.weight, last.bias = last.weight[:-1], last.bias[:-1]
+    last.multiplier, last.shift, last.weight_scale = last.multiplier[:-1], last.shift[:-1], last.weight_scale[:-1]
+    graph.tensors[last.output].shape = [graph.tensors[last.output].shape[0] - 1]
+    graph.save(c.tmp / "other.ir")
+    return c.tmp / "other.ir"
 
 
 def _damaged(c: Ctx, artifact: str, name: str, text: str | None) -> Path:
@@ -352,11 +375,16 @@ VERIFY = [
     ("onnx-missing", lambda c: [c.tmp / "x.onnx"], "x.onnx: no such file"),
     ("onnx-garbage", lambda c: [c.file("g.onnx", b"garbage")], "g.onnx: not a readable ONNX file"),
     ("onnx-garbage-with-checkpoint", lambda c: [c.file("g.onnx", b"garbage"), "--checkpoint", c.ckpt],
-     "g.onnx: onnxruntime cannot load it"),
-    ("onnx-names-no-checkpoint", lambda c: [_anonymous_onnx(c)],
-     "anon.onnx: the ONNX file does not name its checkpoint; pass --checkpoint DIR"),
-    ("onnx-data-shape", lambda c: [c.art["onnx"], "--data", _small_images(c)],
-     "samples of shape (1, 6, 6), but the model of"),
+     "g.onnx: not a readable ONNX file"),
+    ("onnx-broken-graph", lambda c: [_broken_onnx(c), "--ir", c.art["onnx"].with_name("model.ir")],
+     "broken.onnx: onnxruntime cannot load it"),
+    ("onnx-says-nothing", lambda c: [_anonymous_onnx(c)],
+     "anon.onnx: the ONNX file does not say what it was exported from; pass --ir PATH (an integer ONNX file) or "
+     "--checkpoint DIR (a QCDQ file)"),
+    ("onnx-without-ir", lambda c: [c.file("alone/model.onnx", c.art["onnx"].read_bytes())],
+     "model.onnx: no IR to compare with at"),
+    ("onnx-with-another-ir", lambda c: [c.art["onnx"], "--ir", _other_ir(c)], "not the file of this IR"),
+    ("onnx-data-shape", lambda c: [c.art["onnx"], "--data", _small_images(c)], "this model takes (batch, 8, 8, 1)"),
     ("tflite-missing", lambda c: [c.tmp / "x.tflite"], "x.tflite: no such file"),
     ("tflite-data-shape", lambda c: [c.art["tflite"], "--data", _small_images(c)], "this model takes (batch, 8, 8, 1)"),
     ("nir-missing", lambda c: [c.tmp / "x.nir"], "x.nir: no such file"),
@@ -376,7 +404,7 @@ VERIFY = [
     ("mcu-build-fails", lambda c: [_damaged(c, "mcu", "model.c", "this is not C\n"), "--trust-code"],
      "the host build failed: model.c:1:1: error"),
     ("mcu-no-qemu-machine", lambda c: [c.art["mcu"], "--qemu", "--samples", 2, "--trust-code"],
-     "no QEMU machine emulates this board's core (qemu_machine: None)"),
+     "no QEMU machine emulates cortex-m0plus, the core of board rp2040"),
     ("lava-network-not-json", lambda c: [_damaged(c, "lava", "lava.json", "{bad"), "--samples", 1],
      "lava.json: damaged Lava network file: not valid JSON"),
     ("lava-network-fields", lambda c: [_damaged(c, "lava", "lava.json", "{}"), "--samples", 1],

@@ -1,6 +1,8 @@
 """The netx writer and the Loihi 2 resource report: netx files round-trip through netx's reading
-rules, binary (D = 1) neurons reproduce the IR's spikes bit for bit under Lava's fixed-point CUBA
-update, ops netx cannot express are refused by name, and the report's numbers add up."""
+rules, binary (D = 1) neurons within Loihi's limits reproduce the IR's spikes bit for bit under
+Lava's fixed-point CUBA update, layers beyond them are marked approximate with the reason, ops netx
+cannot express are refused by name, and the report's numbers add up. (tests/test_netx_lava_dl.py
+runs the files in lava-dl's netx itself.)"""
 
 import copy
 
@@ -8,7 +10,8 @@ import numpy as np
 import pytest
 
 from edgesnn import data, pipeline
-from edgesnn.backends.lava.netx import netx_supported, read_netx, write_netx
+from edgesnn.backends.lava.netx import (BIAS_MANT_RANGE, LIF_A_IN_RANGE, VTH_MAX, _threshold_and_bias,
+                                        netx_supported, read_netx, write_netx)
 from edgesnn.backends.lava.resources import load_limits, loihi2_report
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import load
@@ -20,13 +23,15 @@ pytest.importorskip("h5py")
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
-    """Briefly trained IRs: a binary (D = 1) CNN, a graded MLP and two models with add / mul."""
+    """Briefly trained IRs: a binary (D = 1) CNN (with 8-bit and 4-bit weights), a graded MLP and two
+    models with add / mul."""
     root = tmp_path_factory.mktemp("lava_netx")
     out = {}
     for name, D in (("cnn", 1), ("mlp", 4), ("resnet", 4), ("spikeformer", 4)):
         ckpt = root / f"{name}{D}"
         pipeline.train_model(name, "digits", 2, ckpt, D=D)
         out[name] = load(pipeline.export_model(ckpt, "ir", root / f"{name}{D}_ir"))
+    out["cnn-w4"] = load(pipeline.export_model(root / "cnn1", "ir", root / "cnn1_w4_ir", weight_bits=4))
     return out
 
 
@@ -57,10 +62,12 @@ def test_round_trip_keeps_layout_weights_and_geometry(graphs, tmp_path):
         out_shape = graph.tensors[op.output].shape
         if op.kind == "conv2d":  # [O, I/g, kH, kW], stride / padding in (H, W) order
             assert layer["xyz"] == (out_shape[1], out_shape[0], out_shape[2])
-            np.testing.assert_array_equal(layer["raw"]["weight"], _widened(op).transpose(0, 3, 1, 2))
+            np.testing.assert_array_equal(layer["raw"]["weight"] * row["weight_divisor"],
+                                          _widened(op).transpose(0, 3, 1, 2))
             np.testing.assert_array_equal(layer["raw"]["stride"], op.stride)
             np.testing.assert_array_equal(layer["raw"]["padding"], op.padding[::2])
             flipped = layer["raw"]["weight"][:, :, ::-1, ::-1].transpose(0, 3, 2, 1)  # Lava's [O, kW, kH, I/g]
+            assert np.gcd.reduce(np.abs(layer["raw"]["weight"]).ravel()) == 1  # the common factor is divided out
             np.testing.assert_array_equal(layer["lava_weight"], flipped)
             assert layer["neuron"]["process"] == "LIF" and layer["groups"] == op.groups
         elif op.kind == "sum_pool2d":  # depthwise conv of 64s
@@ -72,7 +79,7 @@ def test_round_trip_keeps_layout_weights_and_geometry(graphs, tmp_path):
             if layer["flatten_before"]:  # the IR flattens (H, W, C), netx (C, H, W)
                 h, wd, c = graph.tensors[_op(graph, "flatten").inputs[0]].shape
                 w = w.reshape(len(w), h, wd, c).transpose(0, 3, 1, 2).reshape(len(w), -1)
-            np.testing.assert_array_equal(layer["raw"]["weight"], w)
+            np.testing.assert_array_equal(layer["raw"]["weight"] * row["weight_divisor"], w)
     assert layers[-1]["neuron"]["process"] == "Sigma" and layers[-2]["flatten_before"]
 
 
@@ -108,7 +115,7 @@ def _nchw_to_ir(y):
 
 
 def test_binary_neurons_reproduce_ir_spikes_exactly(graphs, tmp_path, x_test):
-    graph = graphs["cnn"]
+    graph = graphs["cnn-w4"]  # 4-bit weights: divided by 16, the first layer fits LIF's registers
     summary = write_netx(graph, tmp_path / "cnn.net")
     assert summary["exact"] and all(r["exact"] for r in summary["layers"])
     layers = read_netx(tmp_path / "cnn.net")
@@ -125,6 +132,8 @@ def test_binary_neurons_reproduce_ir_spikes_exactly(graphs, tmp_path, x_test):
             if layer["type"] == "conv" else p @ w.T
         neuron = layer["neuron"]
         if neuron["process"] == "LIF":  # any leftover state is forgotten: iDecay = vDecay = 4096
+            assert LIF_A_IN_RANGE[0] <= a_in.min() and a_in.max() <= LIF_A_IN_RANGE[1] and 0 <= neuron["vth"] <= VTH_MAX
+            assert BIAS_MANT_RANGE[0] <= bias.min() and bias.max() <= BIAS_MANT_RANGE[1]
             state = {"u": rng.integers(-2**20, 2**20, a_in.shape), "v": rng.integers(-2**20, 2**20, a_in.shape)}
             b = bias[None, :, None, None] if a_in.ndim == 4 else bias[None, :]
             p = _cuba_step(state, a_in, b, neuron)
@@ -143,8 +152,47 @@ def test_binary_neurons_reproduce_ir_spikes_exactly(graphs, tmp_path, x_test):
 def test_graded_neurons_are_marked_approximate(graphs, tmp_path):
     summary = write_netx(graphs["mlp"], tmp_path / "mlp.net")
     cuba = [r for r in summary["layers"] if r["type"] == "dense" and "vThMant" in r]
-    assert not summary["exact"] and cuba and all(not r["exact"] and "graded D = 4" in r["note"] for r in cuba)
-    assert summary["readout"]["factor"] == 16  # the IR's "spikes x 16" requantize folded into the readout
+    assert not summary["exact"] and cuba
+    graded = "graded D = 4: netx's CUBA spike is binary (y >= 1), the level is lost"
+    assert all(not r["exact"] and graded in r["reasons"] for r in cuba)
+    readout = summary["layers"][-1]
+    assert summary["readout"]["factor"] == 16 * readout["weight_divisor"]  # the IR's "spikes x 16", folded in
+
+
+def test_a_first_layer_beyond_the_bias_mantissa_is_approximate_and_clipped(graphs, tmp_path):
+    """8-bit weights on 8-bit pixels: the first layer's thresholds spread wider than a 13-bit bias
+    can carry. The file says so for that layer, and holds clipped biases, not ones int16 would wrap."""
+    summary = write_netx(graphs["cnn"], tmp_path / "cnn.net")
+    first = summary["layers"][1]
+    assert not summary["exact"] and not first["exact"] and first["ir_ops"] == ["features.2"]
+    assert any("13-bit bias mantissa -4096..4095" in why for why in first["reasons"])
+    assert summary["note"].startswith("approximate: layer 1 (features.2): ")
+    bias = read_netx(tmp_path / "cnn.net")[1]["raw"]["bias"]
+    assert bias.min() == BIAS_MANT_RANGE[0] or bias.max() == BIAS_MANT_RANGE[1]  # clipped at the mantissa
+    assert BIAS_MANT_RANGE[0] <= bias.min() and bias.max() <= BIAS_MANT_RANGE[1]
+
+
+def test_threshold_and_bias_keep_every_channel_a_vth_can_keep():
+    """Property: a channel not reported missed fires (a_in + bias > vth) exactly when a_in >= its
+    threshold over its whole reachable a_in; biases and vth stay in their registers; and no vth keeps
+    more channels than the one chosen (brute force over every vth that could matter)."""
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        channels = int(rng.integers(1, 7))
+        a_lo = rng.integers(-6000, 0, channels)
+        a_hi = a_lo + rng.integers(0, 14000, channels)
+        theta = np.clip(rng.integers(-8000, 16000, channels), a_lo, a_hi + 1)
+        vth, bias, missed = _threshold_and_bias(theta, a_lo, a_hi)
+        assert 0 <= vth <= VTH_MAX and BIAS_MANT_RANGE[0] <= bias.min() and bias.max() <= BIAS_MANT_RANGE[1]
+        kept = 0
+        for c in range(channels):
+            a = np.arange(a_lo[c], a_hi[c] + 1)
+            kept += np.array_equal(a + bias[c] > vth, a >= theta[c])
+        assert kept == channels - missed
+        v = np.arange(24000)[:, None]  # every vth that could matter here
+        lo, hi = np.where(theta <= a_lo, -10**9, theta), np.where(theta > a_hi, 10**9, theta)
+        fits = (lo <= v + 1 - BIAS_MANT_RANGE[0]) & (hi >= v + 1 - BIAS_MANT_RANGE[1])  # a bias gives a threshold
+        assert kept == fits.sum(axis=1).max()
 
 
 # The first op netx cannot express: an add or mul, or (since the stem's first neuron reads the stem's

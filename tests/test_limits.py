@@ -92,7 +92,7 @@ def test_an_ir_whose_padding_declares_a_huge_output_is_refused_before_running(tm
     graph = load_ir(tmp_path / "pad.ir")  # one sample fits the budget
     x = np.zeros((450, 8, 8, 1), np.float32)  # the digits test split
     raises("pad.ir: running it on 450 samples needs", graph.run, x)
-    assert_user_error(edgesnn("profile", tmp_path / "pad.ir", "--board", "host"), "running it on 450 samples needs")
+    assert_user_error(edgesnn("profile", tmp_path / "pad.ir", "--board", "host", "--data", "digits"), "running it on 450 samples needs")
     conv_graph((65536, 65536, 0, 0), 32).save(tmp_path / "wide.ir")  # one sample alone is over the budget
     message = raises("wide.ir: running it on 1 sample needs", load_ir, tmp_path / "wide.ir")
     assert f"bytes, more than the {budget:,} allowed (set EDGESNN_MEMORY_LIMIT" in message
@@ -429,10 +429,10 @@ def test_profile_of_a_damaged_tflite_is_one_line(tflite_file, tmp_path):
     raw = bytearray(tflite_file.read_bytes())
     raw[0:4] = (len(raw) + 100).to_bytes(4, "little")  # the root table lies past the end
     (tmp_path / "model.tflite").write_bytes(bytes(raw))
-    r = edgesnn("profile", tmp_path / "model.tflite", "--board", "host")
+    r = edgesnn("profile", tmp_path / "model.tflite", "--board", "host", "--data", "digits")
     if micro_available():
         assert_user_error(r, "model.tflite: not a valid TFLite flatbuffer")
-    r = edgesnn("verify", tmp_path / "model.tflite")
+    r = edgesnn("verify", tmp_path / "model.tflite", "--data", "digits")
     assert_user_error(r, "model.tflite: not a valid TFLite flatbuffer")
 
 

@@ -1,4 +1,5 @@
-"""ONNX backend: Brevitas QCDQ export of the torch model, run with onnxruntime, against torch."""
+"""The QCDQ ONNX file (export --target onnx-qcdq): Brevitas QCDQ export of the torch model, run with
+onnxruntime, against torch. The integer ONNX file (the default) is tested in test_onnx_integer.py."""
 
 import numpy as np
 import onnx
@@ -12,7 +13,8 @@ from onnx import numpy_helper
 from torch import nn
 
 from edgesnn import models, neurons, train
-from edgesnn.backends.onnx import compare_onnx, export_onnx, run_onnx
+from edgesnn.backends.onnx import file_format
+from edgesnn.backends.onnx.qcdq import compare_qcdq, export_qcdq, run_qcdq
 from edgesnn.errors import EdgesnnError
 from edgesnn.neurons import MultiSpike
 
@@ -41,25 +43,26 @@ def exported(request, digits, tmp_path_factory):
     model = models.build(name, models.default_kwargs(name, digits.in_shape, digits.num_classes, D=4))
     train.train(model, digits, EPOCHS[name])
     folder = tmp_path_factory.mktemp(f"onnx-{name}")
-    path = export_onnx(model, digits.x_train[:64], folder / "model.onnx")
+    path = export_qcdq(model, digits.x_train[:64], folder / "model.onnx")
     return name, model, path
 
 
 def test_model_families_agree_with_torch(exported, digits):
     name, model, path = exported
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # no .data file, no temp folder
+    assert file_format(path) == "qcdq"  # verify compares it with torch, not with an IR
     graph = onnx.load(str(path)).graph
     assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
     assert {n.op_type for n in graph.node} <= PLAIN_OPS, name
     assert "Floor" in {n.op_type for n in graph.node}  # the spiking neurons are there, as plain ops
     assert isinstance(ort.InferenceSession(str(path)).get_inputs()[0].shape[0], str)  # dynamic batch
 
-    r = compare_onnx(model, path, digits.x_test)
+    r = compare_qcdq(model, path, digits.x_test)
     assert r["samples"] == len(digits.x_test) == 450
     assert r["agreement"] >= 0.99 and r["mismatches"] <= 4, r
     assert r["max_abs_diff"] < 1e-3, r  # the same function, not just the same argmax
     assert r["runtime"] == f"onnxruntime {ort.__version__}"
-    onnx_accuracy = float((run_onnx(path, digits.x_test.numpy()).argmax(1) == digits.y_test.numpy()).mean())
+    onnx_accuracy = float((run_qcdq(path, digits.x_test.numpy()).argmax(1) == digits.y_test.numpy()).mean())
     assert onnx_accuracy >= 0.5, (name, onnx_accuracy)  # a real classifier, so agreement means something
 
 
@@ -139,7 +142,7 @@ def quantize_linear_outputs(path, tmp_path, x):
 
 
 def test_odd_level_weights_are_exported_exactly(odd3, digits, tmp_path):
-    path = export_onnx(odd3, digits.x_train[:8], tmp_path / "q.onnx")
+    path = export_qcdq(odd3, digits.x_train[:8], tmp_path / "q.onnx")
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 3
     assert ops.count("Clip") >= 3
@@ -154,7 +157,7 @@ def test_odd_level_weights_are_exported_exactly(odd3, digits, tmp_path):
         with torch.no_grad():
             np.testing.assert_array_equal(w_onnx, layer.quant_weight().value.numpy())  # torch's fake-quant weights
 
-    r = compare_onnx(odd3, path, digits.x_test)
+    r = compare_qcdq(odd3, path, digits.x_test)
     assert r["agreement"] == 1.0 and r["mismatches"] == 0, r
     assert r["max_abs_diff"] < 1e-5, r
 
@@ -165,15 +168,15 @@ def test_custom_quantizer_is_exact_whatever_its_rounding_mode(bits, rounding, di
     torch.manual_seed(1)
     model = quant_model(bits, rounding=rounding)
     train.train(model, digits, 1)
-    path = export_onnx(model, digits.x_train[:8], tmp_path / "q.onnx")
-    r = compare_onnx(model, path, digits.x_test)
+    path = export_qcdq(model, digits.x_train[:8], tmp_path / "q.onnx")
+    r = compare_qcdq(model, path, digits.x_test)
     assert r["agreement"] == 1.0 and r["max_abs_diff"] < 1e-5, r
 
 
 def test_quantizer_declaring_too_few_bits_is_refused(tmp_path):
     model = quant_model(3, container_bits=3).eval()  # odd integers up to 7 do not fit 3-bit [-3, 3]
     with pytest.raises(EdgesnnError, match=r"layer '0'.*\[-7, 7\].*3-bit.*at least 4") as e:
-        export_onnx(model, torch.rand(4, 1, 8, 8), tmp_path / "q.onnx")
+        export_qcdq(model, torch.rand(4, 1, 8, 8), tmp_path / "q.onnx")
     assert "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -208,10 +211,10 @@ def test_neurons_export_to_plain_ops(tmp_path):
         model.ms.membrane.scale.fill_(0.37)
     model.eval()
     x = torch.randn(64, 1, 8, 8) * 2
-    path = export_onnx(model, x[:2], tmp_path / "n.onnx")
+    path = export_qcdq(model, x[:2], tmp_path / "n.onnx")
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert ops <= PLAIN_OPS and {"Floor", "Sign"} <= ops
-    r = compare_onnx(model, path, x)
+    r = compare_qcdq(model, path, x)
     assert r["agreement"] == 1.0 and r["max_abs_diff"] < 1e-5, r
     assert model.ms.membrane is None or type(model.ms.membrane).__name__ == "MembraneQuant"  # caller's model untouched
 
@@ -228,9 +231,9 @@ class FixedBatch(nn.Module):
 def test_fixed_batch_model_runs_in_batches_of_its_size(tmp_path):
     model = FixedBatch().eval()
     x = torch.rand(21, 1, 8, 8)
-    path = export_onnx(model, x[:8], tmp_path / "f.onnx")
+    path = export_qcdq(model, x[:8], tmp_path / "f.onnx")
     assert ort.InferenceSession(str(path)).get_inputs()[0].shape[0] == 8
-    out = run_onnx(path, x.numpy())
+    out = run_qcdq(path, x.numpy())
     with torch.no_grad():
         ref = torch.cat([model(torch.cat([c, torch.zeros(8 - len(c), 1, 8, 8)]))[:len(c)] for c in x.split(8)])
     assert out.shape == (21, 10)
@@ -252,7 +255,7 @@ def test_unexportable_model_raises_one_line_and_leaves_nothing(tmp_path, capfd):
     target = tmp_path / "m.onnx"
     target.write_bytes(b"previous")
     with pytest.raises(EdgesnnError) as e:
-        export_onnx(model, torch.rand(4, 1, 8, 8), target)
+        export_qcdq(model, torch.rand(4, 1, 8, 8), target)
     msg = str(e.value)
     assert msg.startswith("cannot export DataDependent to ONNX: DataDependent.forward:") and "data-dependent" in msg
     assert "\n" not in msg and "Traceback" not in msg
@@ -264,11 +267,11 @@ def test_unexportable_model_raises_one_line_and_leaves_nothing(tmp_path, capfd):
 
 def test_run_onnx_errors(tmp_path):
     with pytest.raises(EdgesnnError, match="no such ONNX file"):
-        run_onnx(tmp_path / "missing.onnx", np.zeros((1, 64), np.float32))
+        run_qcdq(tmp_path / "missing.onnx", np.zeros((1, 64), np.float32))
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
     with pytest.raises(EdgesnnError, match="onnxruntime cannot load it"):
-        run_onnx(bad, np.zeros((1, 64), np.float32))
-    path = export_onnx(FixedBatch().eval(), torch.rand(8, 1, 8, 8), tmp_path / "f.onnx")
+        run_qcdq(bad, np.zeros((1, 64), np.float32))
+    path = export_qcdq(FixedBatch().eval(), torch.rand(8, 1, 8, 8), tmp_path / "f.onnx")
     with pytest.raises(EdgesnnError, match="does not match"):
-        run_onnx(path, np.zeros((3, 1, 4, 4), np.float32))
+        run_qcdq(path, np.zeros((3, 1, 4, 4), np.float32))

@@ -55,7 +55,7 @@ def test_missing_optional_keys_and_rewrite_in_place(tmp_path):
     assert {p.name for p in out.iterdir()} == {"notes.txt", "index.html", *PNGS}  # nothing of the user's removed
     assert "host" in render_html(bare)
     write_report(small_result(energy_board_pj=42.0, fits=False), out)  # replaces the files atomically
-    assert "Energy, board model" in (out / "index.html").read_text()
+    assert "<th>Energy per inference, board model</th><td class=\"n\">42 pJ</td>" in (out / "index.html").read_text()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
@@ -67,9 +67,11 @@ def test_page_shows_the_spike_code_its_timesteps_and_both_codes_sops():
                                     sops_by_code={"rate-burst": 6.0, "bit-plane": 4.0},
                                     energy_45nm_pj_by_code={"rate-burst": 60.6, "bit-plane": 58.8}))
     assert "<th>Timesteps</th>" in page and '<td class="n">3</td>' in page  # B's bit-plane steps
-    assert "Spike code (SOPs, energy)</th><td class=\"n\">bit-plane" in page
-    assert "SOPs, rate-burst code</th><td class=\"n\">6 (60.6 pJ, 45 nm)" in page
-    assert "SOPs, bit-plane code</th><td class=\"n\">4 (58.8 pJ, 45 nm)" in page
+    assert "Spike code counted</th><td class=\"n\">bit-plane" in page
+    assert "SOPs per inference, rate-burst code</th><td class=\"n\">6 SOPs" in page
+    assert "SOPs per inference, bit-plane code</th><td class=\"n\">4 SOPs" in page
+    assert "SNN in the rate-burst code, per inference</th><td class=\"n\">60.6 pJ" in page
+    assert "SNN in the bit-plane code, per inference</th><td class=\"n\">58.8 pJ" in page
 
 
 @pytest.fixture(scope="module")

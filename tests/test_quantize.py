@@ -128,9 +128,12 @@ def test_method_exports_with_its_real_bit_widths(float_ckpt, tmp_path, method, o
     if method == "ternary":
         spikes = [t for t in graph.tensors.values() if t.spike_D == 1 and t.signed]
         assert len(spikes) == 3
-    onnx_path = pipeline.export_model(out, "onnx", out / "onnx")  # Brevitas QCDQ, run in onnxruntime
+    onnx_path = pipeline.export_model(out, "onnx-qcdq", out / "qcdq")  # Brevitas QCDQ, run in onnxruntime
     r = pipeline.verify(onnx_path, "digits")
     assert r["samples"] == 450 and r["agreement"] >= 0.99 and r["runtime"].startswith("onnxruntime"), r
+    onnx_path = pipeline.export_model(out, "onnx", out / "onnx")  # the integer ONNX file of the IR
+    r = pipeline.verify(onnx_path, "digits")
+    assert r["samples"] == 450 and r["mismatches"] == r["mismatched_elements"] == 0 and r["bit_exact"], r
 
 
 def test_membrane_is_an_integer_tensor_in_the_ir(float_ckpt, tmp_path):
@@ -207,7 +210,7 @@ def test_quantize_cli_writes_a_checkpoint_that_inspect_describes(float_ckpt, tmp
 def test_bestformer_on_the_spike_driven_transformer(tmp_path):
     """Reversible blocks, binary attention, 1-bit weights, int16 streams.
 
-    The README's configuration (20, 40 channels), held to the project's 99 % agreement. Before the
+    docs/compress.md's configuration (20, 40 channels), held to the project's 99 % agreement. Before the
     exporter placed its neuron thresholds exactly (biases, sum and stream scales chosen so that
     TFLite's double rounding fires at torch's values), agreement ranged 96.4-99.8 %: a binary
     attention count of 63 / 128 fired, and 1-bit channels just below a threshold fired for every token.

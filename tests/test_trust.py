@@ -228,10 +228,11 @@ def test_a_neuron_class_cannot_reach_another_module(here):
 @pytest.fixture(scope="module")
 def evil(trained, tmp_path_factory):
     """A checkpoint whose config.json says torch:os.system(command="touch PWNED"), and an IR, .onnx
-    and .tflite (with its IR) exported from it before it was tampered with, so they name it."""
+    (integer, with its IR, and QCDQ) and .tflite (with its IR) exported from it before it was
+    tampered with, so they name it."""
     root = tmp_path_factory.mktemp("evil")
     ck = shutil.copytree(trained["mlp"], root / "ck")
-    art = {t: pipeline.export_model(ck, t, root / t) for t in ("ir", "onnx", "tflite")}
+    art = {t: pipeline.export_model(ck, t, root / t) for t in ("ir", "onnx", "onnx-qcdq", "tflite")}
     config = json.loads((ck / "config.json").read_text())
     config.update(model="torch:os.system", kwargs={"command": f"touch {root / 'PWNED'}"})
     (ck / "config.json").write_text(json.dumps(config))
@@ -248,9 +249,9 @@ REACHED = "torch.os is a module, not something torch defines"
     lambda e, o: ["export", e["ck"], "--target", "tflite", "--out", o],
     lambda e, o: ["verify", e["ir"], "--json", o],  # the IR names the checkpoint
     lambda e, o: ["verify", e["ir"].with_name("x.ir"), "--checkpoint", e["ck"], "--json", o],
-    lambda e, o: ["verify", e["onnx"], "--json", o],  # the ONNX file names the checkpoint
+    lambda e, o: ["verify", e["onnx-qcdq"], "--json", o],  # the QCDQ file names the checkpoint, compared with torch
     lambda e, o: ["quantize", e["ck"], "--method", "qsnn", "--epochs", 1, "--out", o],
-], ids=["export", "export-tflite", "verify-ir", "verify-checkpoint-option", "verify-onnx", "quantize"])
+], ids=["export", "export-tflite", "verify-ir", "verify-checkpoint-option", "verify-onnx-qcdq", "quantize"])
 def test_the_issue_checkpoint_runs_nothing_on_any_entry_point(evil, tmp_path, command, trust):
     args = command(evil, tmp_path / "out")
     if args[1] == evil["ir"].with_name("x.ir"):
@@ -263,8 +264,9 @@ def test_the_issue_checkpoint_runs_nothing_on_any_entry_point(evil, tmp_path, co
 @pytest.mark.parametrize("args", [
     lambda e, o: ["inspect", e["ck"], "--json", o],  # shows what it would import
     lambda e, o: ["verify", e["tflite"], "--json", o],  # compared with its IR: the checkpoint is not loaded
+    lambda e, o: ["verify", e["onnx"], "--json", o],  # the integer ONNX file too
     lambda e, o: ["profile", e["ir"], "--board", "host", "--json", o],  # the IR alone
-], ids=["inspect", "verify-tflite", "profile-ir"])
+], ids=["inspect", "verify-tflite", "verify-onnx", "profile-ir"])
 def test_entry_points_that_never_load_the_checkpoint_still_work(evil, tmp_path, args):
     r = edgesnn(*args(evil, tmp_path / "r.json"))
     assert r.exit_code == 0, r.output
@@ -321,6 +323,42 @@ def test_a_recipe_factory_runs_with_model_naming_it_and_keeps_the_recipe_map(her
     assert r.exit_code == 0, r.output
     config = json.loads((tmp_path / "out3" / "checkpoint" / "config.json").read_text())
     assert config["model"] == "trust_nets:net" and config["kwargs"]["hidden"] == [8]  # the recipe's kwargs kept
+
+
+WRAPPED = """import torch.nn as nn
+
+from tutorial_nets import SnnTorchNet
+
+
+class Wrapped(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.net = SnnTorchNet(in_shape, num_classes)
+
+    def forward(self, x):
+        return self.net(x)
+"""
+
+
+def test_a_recipe_map_key_naming_a_layer_needs_no_trust_beyond_the_factory(tmp_path, monkeypatch):
+    """``net.lif3`` reads like a class path (module ``net``), but it is a layer of the model: once
+    ``--model`` trusts the factory, the run builds the model and imports nothing for that key. A
+    key that is no layer still needs the opt-in."""
+    (tmp_path / "wrapped_nets.py").write_text(WRAPPED)
+    shutil.copy(Path(__file__).with_name("tutorial_nets.py"), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text('name: mine\nmodel: {name: "wrapped_nets:Wrapped", neuron_map: {net.lif1: sfa, net.lif2: sfa, '
+                      'net.lif3: readout}}\ntrain: {epochs: 1}\nexport: [{target: ir}]\n')
+    r = edgesnn("run", recipe, "--out", tmp_path / "out", "--model", "wrapped_nets:Wrapped")
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / "out" / "checkpoint" / "config.json").read_text())
+    assert config["model"] == "wrapped_nets:Wrapped"
+    recipe.write_text(recipe.read_text().replace("net.lif1: sfa, net.lif2: sfa", "snntorch.Leaky: sfa"))
+    refused(edgesnn("run", recipe, "--out", tmp_path / "out2", "--model", "wrapped_nets:Wrapped"),
+            "names user code, the neuron class Leaky of module snntorch (snntorch.Leaky)")
+    assert not (tmp_path / "out2").exists()
 
 
 # ---------------------------------------------------------------- MCU projects: the Makefile

@@ -25,6 +25,11 @@ with the multiplier reduced to 16 bits (``MultiplyByQuantizedMultiplier(int64_t,
 
     reduced = (multiplier + 2**15) >> 16   (0x7FFF if multiplier >= 0x7FFF0000)
     y = (x * reduced + 2**(14 - shift)) >> (15 - shift)      # floor: rounds half up
+
+An int32 input of a conv2d / dense / reduce_sum is a window sum (sum_pool2d) of an int16 stream,
+which int16 cannot hold. No runtime has an int32 convolution, but a window sum followed by a
+convolution is one convolution of the summed values with the kernel spread over the window (the
+same integer accumulator), which TFLite runs in its 16x8 kernel: so int32 inputs take the 16x8 rule.
 """
 
 from __future__ import annotations
@@ -130,9 +135,13 @@ def reduced_multiplier_ratio(real_multipliers) -> np.ndarray:
     return np.where(real > 0, reduced * np.exp2(shift.astype(np.float64) - 15) / np.where(real > 0, real, 1.0), 1.0)
 
 
+WIDE_INPUTS = ("int16", "int32")  # conv2d / dense / reduce_sum inputs that take the 16x8 rule (int32: a window sum)
+
+
 def linear_requantizer(input_dtype: str):
-    """The requantization of a conv2d / dense by its input dtype: int16 inputs take the 16x8 kernels'."""
-    return multiply_by_quantized_multiplier_16x8 if input_dtype == "int16" else multiply_by_quantized_multiplier
+    """The requantization of a conv2d / dense by its input dtype: int16 and int32 (window sum) inputs
+    take the 16x8 kernels'."""
+    return multiply_by_quantized_multiplier_16x8 if input_dtype in WIDE_INPUTS else multiply_by_quantized_multiplier
 
 
 ADD_LEFT_SHIFT = {"int8": 20, "int16": 15}  # TFLite's ADD headroom per activation type

@@ -64,7 +64,8 @@ class Requantized(Op):
 class Conv2D(Requantized):
     """Weights OHWI (I = input channels per group); padding [top, bottom, left, right] adds real zeros.
 
-    An int16 input requantizes with TFLite's 16x8 arithmetic (see ir/fixedpoint.py), as Dense does.
+    An int16 input requantizes with TFLite's 16x8 arithmetic (see ir/fixedpoint.py), as Dense does;
+    so does an int32 input (a window sum of an int16 stream, which a backend folds into the kernel).
     """
 
     weight: np.ndarray = None
@@ -138,7 +139,10 @@ class Add(Op):
 
 @dataclass
 class SumPool2D(Op):
-    """Exact integer sum over each window (no padding): an average pool whose 1/k^2 is folded downstream."""
+    """Exact integer sum over each window (no padding): an average pool whose 1/k^2 is folded downstream.
+
+    The output dtype holds every sum the input allows: int16 when int8 inputs outgrow int8, int32
+    for an int16 stream (a requantize, conv2d, dense or reshape reads it; see ir/fixedpoint.py)."""
 
     kernel: list[int] = field(default_factory=lambda: [2, 2])
     stride: list[int] = field(default_factory=lambda: [2, 2])

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgesnn import limits
 from edgesnn.ir import graph as g
-from edgesnn.ir.fixedpoint import INT32_MAX, INT32_MIN, linear_requantizer, multiply_by_quantized_multiplier
+from edgesnn.ir.fixedpoint import INT32_MAX, INT32_MIN, WIDE_INPUTS, linear_requantizer, multiply_by_quantized_multiplier
 from edgesnn.ir.packing import widen
 
 # Integer sums are computed in floating point where that is exact: every partial sum of integer
@@ -44,9 +44,10 @@ def _check_int32(acc: np.ndarray, op: g.Op) -> np.ndarray:
 def _finish(acc: np.ndarray, op: g.Requantized, out: g.TensorSpec, input_dtype: str = "int8") -> np.ndarray:
     """Requantize per output channel (last axis), add the output zero point, clamp, cast.
 
-    ``input_dtype`` int16 (conv2d, dense, reduce_sum, batch_matmul): TFLite's 16x8 arithmetic, int64 accumulator.
+    ``input_dtype`` int16 (conv2d, dense, reduce_sum, batch_matmul), or int32 (a window sum read by
+    conv2d, dense, reduce_sum): TFLite's 16x8 arithmetic, int64 accumulator (see ir/fixedpoint.py).
     A large tensor goes through in blocks of rows, so the fixed-point temporaries stay in cache."""
-    if input_dtype != "int16":
+    if input_dtype not in WIDE_INPUTS:
         acc = _check_int32(acc, op)
     requantizer, dtype = linear_requantizer(input_dtype), g.DTYPES[out.dtype]
     if acc.ndim == 0 or acc.size <= _BLOCK or not acc.shape[-1]:
@@ -174,6 +175,7 @@ def _add(op: g.Add, a: np.ndarray, b: np.ndarray, spec_a, spec_b, spec_out) -> n
 
 
 def sum_pool2d(op: g.SumPool2D, x: np.ndarray, spec_in: g.TensorSpec, spec_out: g.TensorSpec) -> np.ndarray:
+    """The exact window sum, which must fit the output dtype (the exporter sizes it: int32 for int16 streams)."""
     (kh, kw), (sh, sw) = op.kernel, op.stride
     win = np.lib.stride_tricks.sliding_window_view(x.astype(np.int64) - spec_in.zero_point, (kh, kw), axis=(1, 2))
     acc = win[:, ::sh, ::sw].sum(axis=(-2, -1)) + spec_out.zero_point

@@ -21,6 +21,7 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_path
 from edgesnn.ir import graph as g
 from edgesnn.ir import interpreter, packing
+from edgesnn.ir.fixedpoint import WIDE_INPUTS
 
 FORMAT = "edgesnn-ir"
 
@@ -233,7 +234,7 @@ def _check_requant(op, channels: int, in_dtype: str) -> None:
     _require(op.kind == "add" or mult.shape[0] in (1, channels), f"op {op.name}: multiplier must have 1 or {channels} entries")
     shift = _array(op, "shift", np.int32, mult.shape[0] if n is None else n)
     _require(mult.size and mult.min() >= 0, f"op {op.name}: multipliers must be non-negative")
-    top = 14 if in_dtype == "int16" and op.kind in ("conv2d", "dense", "reduce_sum", "batch_matmul") else 30
+    top = 14 if in_dtype in WIDE_INPUTS and op.kind in ("conv2d", "dense", "reduce_sum", "batch_matmul") else 30
     _require(shift.size and shift.min() >= -62 and shift.max() <= top, f"op {op.name}: shift outside [-62, {top}]")
 
 

@@ -224,7 +224,7 @@ def build(spec: str, kwargs: dict, neuron_map: dict[str, str] | None = None, D: 
     bad = undeployable_layers(model)
     if bad:
         raise EdgesnnError(f"{where}: cannot map {len(bad)} layer(s) onto edgesnn: {', '.join(bad)}; map neurons "
-                           f"with --neuron-map CLASS=sfa or --neuron-map LAYER=sfa (see README, Your own model)")
+                           f"with --neuron-map CLASS=sfa or --neuron-map LAYER=sfa (see docs/your-own-model.md)")
     return model
 
 

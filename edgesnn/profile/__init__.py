@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesnn import boards, spikes
+from edgesnn import artifact_data, boards, spikes
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import check_not_interrupted, read_artifact_json
@@ -21,18 +21,25 @@ from edgesnn.profile import memory, ops
 from edgesnn.profile.energy import energy_45nm
 
 
-def profile(artifact: Path, board_spec: str, data_spec: str, measure: bool = False, trust_code: bool = False,
-            spike_code: str | None = None) -> dict:
+def profile(artifact: Path, board_spec: str, data_spec: str | None = None, measure: bool = False,
+            trust_code: bool = False, spike_code: str | None = None) -> dict:
     """``measure``: also run the artifact here (see :mod:`.measure`): latency, peak memory, power.
     ``trust_code``: an MCU project's Makefile may run (profiling one builds it). ``spike_code``:
     the code whose SOPs ``sops`` and the 45 nm energy count (default: the artifact's own, an MCU
     project's or Lava folder's spike code, else rate-burst: s spikes per count s); both codes'
-    SOPs and timesteps are reported per layer either way."""
+    SOPs and timesteps are reported per layer either way. ``data_spec``: the data whose test split is
+    measured, every sample any step runs (QEMU, the Loihi 2 report) is drawn from it; None: the data
+    set the artifact records (edgesnn.artifact_data)."""
     target, graph, target_memory = _artifact(Path(artifact), trust_code)
     code = spikes.code_name(spike_code or _artifact_code(target, Path(artifact)) or "rate-burst")
     board = boards.load(board_spec)
-    ds = datasets.load(data_spec)
-    xq = graph.quantize_input(datasets.to_nhwc(ds.x_test))
+    data_spec, ds = artifact_data.load(Path(artifact), data_spec, arrays=True, graph=graph)  # numpy: no torch
+    x = datasets.to_nhwc(ds.x_test)
+    try:
+        graph.check_input_shape(x)
+    except EdgesnnError as e:
+        raise EdgesnnError(f"data {data_spec}: {e}") from None
+    xq = graph.quantize_input(x)
     layers = ops.layer_ops(graph, xq, code)
     result = {
         "artifact": str(artifact), "target": target, "board": board.name, "data": data_spec, "samples": int(len(xq)),
@@ -43,19 +50,20 @@ def profile(artifact: Path, board_spec: str, data_spec: str, measure: bool = Fal
         "sops_by_code": {k: sum((r["sops_by_code"] or {}).get(k, 0.0) for r in layers) for k in spikes.CODES},
         **energy_45nm(layers), "layers": layers,
     }
-    result.update(_fit(board, result, graph))
+    result.update(_fit(board, result, graph, x))
     if measure:
         from edgesnn.profile.measure import measure as run_measure
 
         result.update(run_measure(target, Path(artifact), xq))
-    result.update(_board_energy(board, target, Path(artifact), graph, xq, result))
+    result.update(_board_energy(board, target, Path(artifact), graph, x, result))
     return result
 
 
-def _board_energy(board: boards.Board, target: str, artifact: Path, graph, xq, r: dict) -> dict:
+def _board_energy(board: boards.Board, target: str, artifact: Path, graph, x, r: dict) -> dict:
     """The board's own energy model: instructions x energy per cycle (MCU, instructions counted on
     QEMU, one per cycle assumed), latency x active power (CPU boards, with --measure: the latency
-    is this machine's), per-operation figures (Loihi 2). ``energy_board_note`` says which, or why none."""
+    is this machine's), per-operation figures (Loihi 2), each run on ``x``, the profiled test split (NHWC
+    floats). ``energy_board_note`` says which, or why none."""
     e = {"energy_board_pj": None}
     if board.kind == "mcu":
         cycle = (board.energy_pj or {}).get("cycle")
@@ -67,7 +75,7 @@ def _board_energy(board: boards.Board, target: str, artifact: Path, graph, xq, r
         if read_project(artifact)["kind"] != "mcu":  # a Linux board's project: it runs under qemu-aarch64
             e["energy_board_note"] = "needs an MCU project (export --target mcu) for a board QEMU emulates"
             return e
-        arm = verify_mcu(artifact, _test_inputs(r), qemu=True, samples=20,
+        arm = verify_mcu(artifact, x, qemu=True, samples=20,
                          trust_code=True)["runs"]["arm"]  # the project _artifact checked
         e["instructions_per_inference"] = arm["instructions_per_inference"]
         if cycle is None:
@@ -79,9 +87,9 @@ def _board_energy(board: boards.Board, target: str, artifact: Path, graph, xq, r
         from edgesnn.backends.lava.resources import loihi2_report
 
         mode = (_artifact_code(target, artifact) if target == "lava" else None) or "graded"  # what a Lava folder runs
-        report = loihi2_report(graph, _test_inputs(r)[:256], mode=mode)
+        report = loihi2_report(graph, x[:256], mode=mode)
         e["energy_board_pj"] = report["energy_pj_per_inference"]
-        e["energy_board_note"] = "Loihi 2 per-synaptic-op and per-neuron-update figures (see boards/loihi2.yaml)"
+        e["energy_board_note"] = "Loihi 2 per-synaptic-op and per-neuron-update figures (see edgesnn/shipped/boards/loihi2.yaml)"
     elif "latency_ms_median" in r and board.active_power_w is not None:
         e["energy_board_pj"] = r["latency_ms_median"] * 1e-3 * board.active_power_w * 1e12
         e["energy_board_note"] = "latency measured on this machine x the board's active power"
@@ -105,11 +113,6 @@ def _artifact_code(target: str, path: Path) -> str | None:
     return None
 
 
-def _test_inputs(r: dict):
-    """The profiled data's test split in the IR's layout (its samples have the model's input shape)."""
-    return datasets.to_nhwc(datasets.load(r["data"]).x_test)
-
-
 def _artifact(path: Path, trust_code: bool = False):
     """(target, IR graph, target-specific memory) of an exported artifact."""
     check_not_interrupted(path if path.is_dir() else path.parent)
@@ -129,15 +132,15 @@ def _artifact(path: Path, trust_code: bool = False):
         return "tflite", graph, extra
     if path.is_dir() and (path / "project.json").is_file():
         from edgesnn.backends.mcu import read_project, require_trusted_project
-        from edgesnn.backends.mcu.build import MACHINES, build, sizes
+        from edgesnn.backends.mcu.build import cortex_m_sizes
 
         info = read_project(path)
         require_trusted_project(path, trust_code)  # profiling builds it (sizes, instruction counts, --measure)
         extra = {"arena_bytes": info["arena_bytes"], "const_bytes": info["const_bytes"]}
-        if info["kind"] == "mcu" and info.get("qemu_machine") in MACHINES:
-            extra.update(sizes(build(path, "arm")))  # the linker scripts are QEMU machines' memory maps
-        elif info["kind"] == "mcu":
-            extra["sizes_note"] = "no .text/.data/.bss: no QEMU machine (and so no linker script) for this core"
+        if info["kind"] == "mcu":  # every Cortex-M board builds (no QEMU machine: a link-check memory map)
+            built = cortex_m_sizes(path)
+            extra.update(built["image"])  # the whole verification image: harness, startup, newlib stdio
+            extra.update({f"library_{k}_bytes": v for k, v in built["library"].items()})  # the model alone
         return "mcu", load_ir(path / "model.ir"), extra
     if path.is_dir() and (path / "lava.json").is_file():
         from edgesnn.backends.lava import REPORT_FILE, ReportFile
@@ -148,14 +151,15 @@ def _artifact(path: Path, trust_code: bool = False):
     raise EdgesnnError(f"{path}: profile takes model.ir, model.tflite, an MCU project folder or a Lava folder")
 
 
-def _fit(board: boards.Board, r: dict, graph=None) -> dict:
+def _fit(board: boards.Board, r: dict, graph, x) -> dict:
     """Needed vs available bytes (flash holds constants, RAM activations) and the margin left; on a
-    neuromorphic chip, neuro cores (one layer per core, backends/lava/resources.py)."""
+    neuromorphic chip, neuro cores (one layer per core, backends/lava/resources.py), counted on ``x``
+    (the profiled test split) unless the Lava folder's report has them."""
     t = r["target_memory"]
     if board.kind == "neuromorphic":
         from edgesnn.backends.lava.resources import loihi2_report
 
-        cores = t.get("cores") or loihi2_report(graph, _test_inputs(r)[:64])["cores"]
+        cores = t.get("cores") or loihi2_report(graph, x[:64])["cores"]
         have = int(board.figures["neuro_cores_per_chip"]["value"])
         return {"fits": cores <= have, "needed_cores": cores, "available_cores": have, "margin_cores": have - cores,
                 "needed_bytes": {}, "available_bytes": {}, "margin_bytes": {}}

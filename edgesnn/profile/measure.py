@@ -20,6 +20,7 @@ import numpy as np
 
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import read_artifact_json
+from edgesnn.progress import step
 from edgesnn.proc import popen, resident_peak
 from edgesnn.proc import run as run_child
 from edgesnn.measure_child import REPEATS  # timed passes; the median of their per-inference times is reported
@@ -30,7 +31,7 @@ SAMPLES = 50
 def measure(target: str, artifact: Path, xq: np.ndarray) -> dict:
     """Median latency per inference (ms), peak RSS of the runtime's process, power if sensed."""
     sensor = power_sensor()
-    with sensor.sampling() as samples:
+    with step(f"profile: measure {target} latency here"), sensor.sampling() as samples:
         if target == "mcu":
             latencies, rss = _measure_c(artifact, xq[:SAMPLES])
         elif target == "lava":

@@ -25,6 +25,7 @@ import numpy as np
 
 from edgesnn import spikes
 from edgesnn.ir import graph as g
+from edgesnn.progress import step
 
 ROW_KINDS = ("conv2d", "dense", "batch_matmul", "transpose")  # the ops a profile lists, one row each
 ADDITIONS, MACS, MOVES_DATA = "additions", "MACs", "moves data"  # what a row's operations are counted as
@@ -86,7 +87,8 @@ def layer_ops(graph: g.Graph, xq: np.ndarray, code: str = "rate-burst") -> list[
     batch_matmul row also has ``nonzero_products`` (per inference, any operands); its timesteps are
     the longer operand train's."""
     code = spikes.code_name(code)
-    values = graph.run_integer(xq, keep_all=True)
+    with step(f"profile: operations and firing rates over {len(xq)} samples"):
+        values = graph.run_integer(xq, keep_all=True)
     carriers = spikes.count_tensors(graph)
     rows = []
     for op in graph.ops:

@@ -98,7 +98,7 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
     metrics = train(plan.model, ds, opts.epochs, lr=lr, seed=opts.seed, on_epoch=on_epoch,
                     loss_fn=plan.loss_fn, before_epoch=plan.before_epoch)
     new_config = {k: v for k, v in config.items() if k != "format_version"}
-    new_config.update(kwargs=plan.kwargs, data=data_spec, quantization=spec,
+    new_config.update(kwargs=plan.kwargs, data=datasets.recorded(data_spec), quantization=spec,
                       source={"checkpoint": str(Path(ckpt).resolve())})
     metrics.update(method=method, float_accuracy=float_accuracy, notes=plan.notes,
                    options={**vars(opts), "lr": lr}, threads=threads.current())

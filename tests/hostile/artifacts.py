@@ -69,7 +69,7 @@ def build(root: Path) -> dict[str, Path]:
     import_nir(p["nir"], p["imported"], None, None, None, use_metadata=True)
     p["recipe"].write_text(RECIPE)
     run_recipe(load_recipe(str(p["recipe"])), p["run"])
-    shutil.copy(REPO / "boards" / "rp2040.yaml", p["board"])
+    shutil.copy(REPO / "edgesnn" / "shipped" / "boards" / "rp2040.yaml", p["board"])
     ds = data.digits()
     x = np.concatenate([ds.x_train.numpy(), ds.x_test.numpy()])[:400]
     y = np.concatenate([ds.y_train.numpy(), ds.y_test.numpy()])[:400]

@@ -23,6 +23,7 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_dir, check_not_interrupted, read_artifact_json
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
+from edgesnn.progress import step
 
 NETWORK_FILE, NETX_FILE, REPORT_FILE = "lava.json", "model.net", "loihi2.json"
 TIMEOUT_S = 900
@@ -82,14 +83,16 @@ def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -
     from edgesnn.backends.lava.resources import loihi2_report
 
     network = describe(graph, mode)  # refuses an op Lava cannot map, or a 24-bit overflow
-    report = loihi2_report(graph, calibration, mode=mode)
+    with step(f"lava: Loihi 2 resources and energy over {len(calibration)} calibration samples"):
+        report = loihi2_report(graph, calibration, mode=mode)
     netx_ok, reason = netx_supported(graph)
     with atomic_dir(out, NETWORK_FILE) as tmp:
         graph.save(tmp / "model.ir")
         network["netx"] = NETX_FILE if netx_ok else None
-        network["netx_note"] = "" if netx_ok else reason
-        if netx_ok:
-            write_netx(graph, tmp / NETX_FILE)
+        network["netx_note"], network["netx_summary"] = reason, None
+        if netx_ok:  # the summary (exact or why not per layer, how to run it) goes where the user finds it
+            summary = {**write_netx(graph, tmp / NETX_FILE), "path": NETX_FILE}
+            network["netx_note"], network["netx_summary"] = summary["note"], summary
         (tmp / NETWORK_FILE).write_text(json.dumps(network, indent=2) + "\n")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=_plain) + "\n")
     return network
@@ -107,7 +110,8 @@ def verify_lava(folder: Path, x: np.ndarray, samples: int, mode: str | None = No
     xq = graph.quantize_input(x[:samples])
     golden = graph.run_integer(xq)[graph.outputs[0]].reshape(len(xq), -1)
     t0 = time.perf_counter()
-    got = run_in_subprocess(folder / "model.ir", xq, mode, TIMEOUT_S)
+    with step(f"lava: {len(xq)} samples in Lava's Loihi 2 simulation ({mode})"):
+        got = run_in_subprocess(folder / "model.ir", xq, mode, TIMEOUT_S)
     seconds = time.perf_counter() - t0
     differs = (got != golden).any(1)
     return {"artifact": str(folder), "runtime": "lava-nc Loihi2SimCfg (fixed_pt, CPU)", "mode": mode,

@@ -172,9 +172,13 @@ WIRING = ("reshape", "transpose")  # no process: the consumer's input axons in a
 
 def check_state(graph: g.Graph) -> None:
     """Refuse an op whose worst-case state leaves the 24-bit neuron state: a conv/dense accumulator,
-    a product compartment's a * b or a sum neuron's K products (batch_matmul)."""
+    a product compartment's a * b or a sum neuron's K products (batch_matmul), or a window sum
+    (an int16 stream's is int32 in the IR) whose graded payload does not fit 24 bits."""
     bounds = tensor_bounds(graph)
     for op in graph.ops:
+        if op.kind == "sum_pool2d" and max(map(abs, bounds[op.output])) > STATE_MAX:
+            raise EdgesnnError(f"lava: IR op '{op.name}' ({op.kind}) can sum to {max(map(abs, bounds[op.output]))}, "
+                               f"beyond the {STATE_BITS}-bit payload of Loihi 2's graded spikes (|payload| <= {STATE_MAX})")
         if op.kind == "batch_matmul":
             term, total = product_bounds(graph, op, bounds)
             where, reach = ("a product compartment", term) if term > STATE_MAX else ("a sum neuron", total)
@@ -215,7 +219,8 @@ def _accumulator_range(graph: g.Graph, op: g.BatchMatMul, bounds: dict) -> tuple
 
 def tensor_bounds(graph: g.Graph) -> dict[str, tuple[int, int]]:
     """Integer range of every tensor: its producer's clamp (a requantize, and a batch_matmul from its
-    operands' ranges, map their accumulator's range monotonically), else its dtype's; wiring keeps it."""
+    operands' ranges, map their accumulator's range monotonically), a window sum's from its input's,
+    else its dtype's; wiring keeps it."""
     out = {name: g.dtype_range(spec.dtype) for name, spec in graph.tensors.items()}
     for op in graph.ops:
         if op.kind in ("requantize", "batch_matmul"):
@@ -231,6 +236,11 @@ def tensor_bounds(graph: g.Graph) -> dict[str, tuple[int, int]]:
             out[op.output] = (max(op.clamp[0], int(ends.min())), min(op.clamp[1], int(ends.max())))
         elif hasattr(op, "clamp") and op.kind != "add":
             out[op.output] = tuple(op.clamp)
+        elif op.kind == "sum_pool2d":  # the window's count times its input's range, not the (int32) dtype's
+            n, zp_in = op.kernel[0] * op.kernel[1], graph.tensors[op.inputs[0]].zero_point
+            lo, hi = out[op.inputs[0]]
+            zp = graph.tensors[op.output].zero_point
+            out[op.output] = (n * (lo - zp_in) + zp, n * (hi - zp_in) + zp)
         elif op.kind in ("reshape", "transpose", "max_pool2d"):
             out[op.output] = out[op.inputs[0]]
     return out

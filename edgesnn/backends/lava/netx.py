@@ -1,44 +1,53 @@
-"""Write (and read back) an IR graph in lava-dl's netx HDF5 layout, for the layers netx can load.
+"""Write (and read back) an IR graph in lava-dl's netx HDF5 layout, for the layers netx can load,
+checked against the limits of the Lava processes netx builds from it.
 
 netx (``lava.lib.dl.netx.hdf5.Network``) builds a strictly sequential chain of ``input``, ``conv``,
 ``dense`` and ``flatten`` layers; every value is an HDF5 *dataset* under ``/layer/<i>/``. This module
 maps the integer IR onto that chain so the network can be handed to Lava's own loader; ops netx
 cannot express raise :class:`EdgesnnError` and stay with the Lava-only process network.
 
-Units. A netx weight here is the IR's widened integer weight itself (one LSB = one integer unit):
-netx's dense loader (``optimize_weight_bits``) passes int8 weights through exactly and its conv
-loader uses them as they are, so no rescaling is needed and vThMant / bias are in the same units.
+Units. A netx weight is the IR's widened integer weight divided by the layer's common factor g (the
+gcd of its weights; 2**(8 - b) for b-bit weights), so netx's accumulator is a_in = acc / g exactly
+and every threshold, and the readout, carry the g (``weight_divisor`` per layer). netx's dense loader
+(``optimize_weight_bits``) and Lava's Dense pass such int8 weights through exactly; its conv uses them
+as they are.
 
-Mapping (``write_netx`` returns it per layer, with ``exact`` and a note):
+Mapping (``write_netx`` returns it per layer, with ``exact`` and the ``reasons`` when not):
 
-- input: ``shape`` (C, H, W) with an SDNN neuron of vThMant 0 (a Delta encoder that forwards every
-  value on the first step). The source must send the offset integers ``x - zero_point``
-  (``input_offset`` in the summary; the IR's accumulators use exactly these), with netx's
-  ``spike_exp=0`` so the payload is unscaled.
+- input: ``shape`` (C, H, W) with an SDNN neuron of vThMant 0 (a Delta encoder that sends the
+  difference from its previous input, every value). The source sends the offset integers
+  ``x - zero_point`` (``input_offset``; the IR's accumulators use exactly these), with netx's
+  ``spike_exp=0`` so the payload is unscaled, and a step of zeros after each sample.
 - conv2d / dense whose output is a spike tensor (clamp [0, D]): a CUBA neuron with
   iDecay = vDecay = 4096, so u and v forget everything each step and ``v = (a_in + bias) << 6``; it
   spikes iff ``a_in + bias > vThMant``. The IR neuron fires (y >= 1) iff its accumulator reaches the
   first integer T_c where TFLite's requantization gives 1; T_c is found by bisection on the very
   fixed-point function the IR uses, and any exact x k rescale of spikes in between (the IR's
-  ``requantize`` "spikes x 64") is folded into it: a_in >= ceil((T_c - b_c) / k). One global vThMant
-  and a per-channel bias carry these per-channel thresholds.
-  **Exact for D = 1** (binary neurons): same spikes, bit for bit, given exact inputs.
-  **Approximate for D > 1**: netx's CUBA neuron sends binary spikes (the loader forces
-  ``use_graded_spikes=False``), so a graded y in 1..D arrives as 1 and the per-channel multiplier
-  no longer scales a level; every later layer is then approximate too.
-- sum_pool2d: a depthwise ``conv`` (groups = C) with weights 64 and an SDNN neuron of vThMant 0:
-  one step from reset SigmaDelta gives ``relu(64 * window_sum) >> 6`` = the window sum, graded.
-  Exact for non-negative inputs (spikes), on the first step after a reset (SigmaDelta keeps state).
+  ``requantize`` "spikes x 64") is folded into it with g: a_in >= ceil((T_c - b_c) / (k g)). One
+  global vThMant and a per-channel bias carry these per-channel thresholds; a channel that always or
+  never fires over the reachable a_in may take any threshold beyond it, which keeps biases small.
+  Graded neurons (D > 1) are approximate: the LIF process netx builds for CUBA sends binary spikes
+  (v > vth), so a level in 1..D arrives as 1.
+- sum_pool2d: a depthwise ``conv`` (groups = C) with weights 64 and an SDNN neuron of vThMant 0. Its
+  SigmaDelta sums every step's input (sigma) and sends the change of relu(sigma) << 6: for
+  non-negative inputs (spikes), exactly each step's window sum.
 - reshape feeding a dense: ``flatten``; netx flattens in (C, H, W) order, so the dense weight's
   input axis is permuted from the IR's (H, W, C) order.
 - the last conv2d / dense (non-spiking logits): an SDNN ``sigma_output`` readout (Lava ``Sigma``)
-  that outputs the raw accumulator W . s; the host applies ``k * acc + bias`` and the IR's
-  per-channel requantization (``readout`` in the summary), which makes the logits exact.
+  that sums W . s over the steps; its increment at the sample's step is the accumulator, and the
+  host applies ``k g * acc + bias`` and the IR's requantization (``readout``; :func:`netx_logits`).
 
-Timing: each Lava layer adds one step of latency, so layer i sees the sample at step i; the CUBA
-layers are memoryless, the SDNN ones must start from reset. Hardware ranges (vThMant 17 bit
-unsigned, bias mantissa 13 bit signed (unverified), 24-bit u/v) are checked and reported as
-``warnings``, not enforced: Lava's CPU models run either way.
+Limits (``LIMITS``, with their sources in lava-nc 0.10 / lava-dl 0.6.0: the fixed_pt models
+Loihi2SimCfg runs, which are bit-accurate with Loihi). A layer outside one is still written (a bias
+is clipped to its mantissa, so the simulator does what the chip would, not the simulator's int16
+wrap-around) and marked approximate with the reason; ``exact`` means every output integer equals the
+IR's for every input, run the documented way (``usage``).
+
+Timing (``usage``): the synapse of every conv / dense adds one step, so a sample sent at step t
+reaches layer i at step t + i and the readout at t + ``latency_steps``. CUBA layers are memoryless;
+the Delta encoder and the pools' SigmaDelta keep state, so samples go one every 2 steps (zeros
+between) and a run takes at most ``max_samples_per_run`` of them before a pool's 24-bit sum could
+wrap.
 """
 
 from __future__ import annotations
@@ -50,7 +59,8 @@ import numpy as np
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_path
 from edgesnn.ir import graph as g
-from edgesnn.ir.fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
+from edgesnn.ir.fixedpoint import (INT32_MAX, INT32_MIN, WIDE_INPUTS, linear_requantizer,
+                                   multiply_by_quantized_multiplier)
 from edgesnn.ir.packing import widen
 
 LAVA_ONLY_REASONS = {
@@ -65,9 +75,26 @@ LAVA_ONLY_REASONS = {
 STATE_EXP = 6  # netx's bias_exp / state_exp: Lava shifts a_in, bias and vth 6 bits up
 UNIT_WEIGHT = 1 << STATE_EXP  # a weight of 64 passes a value through an SDNN neuron unchanged
 CUBA_DECAY = 4096  # iDecay = vDecay = 4096: current and voltage forget everything each step
-VTH_MAX = (1 << 17) - 1  # Lava LIF vth: 17 bits unsigned
-BIAS_MANT_RANGE = (-(1 << 12), (1 << 12) - 1)  # 13-bit signed bias mantissa (spec: unverified)
-STATE_LIMIT = 1 << 23  # u, v are 24-bit signed
+WEIGHT_RANGE = (-128, 127)
+BIAS_MANT_RANGE = (-(1 << 12), (1 << 12) - 1)
+VTH_MAX = (1 << 17) - 1
+LIF_A_IN_RANGE = (-(1 << 17) + 1, 1 << 17)  # a_in << 6 inside (-2**23, 2**23]
+STATE_RANGE = (-(1 << 23), (1 << 23) - 1)
+STEPS_PER_SAMPLE = 2
+LIMITS = {
+    "weight": {"range": list(WEIGHT_RANGE), "source": "8-bit signed weight mantissa: lava-dl netx/utils.py "
+               "optimize_weight_bits takes a 'standard 8 bit signed weight matrix'; lava proc/dense/models.py "
+               "weights precision 8"},
+    "bias_mant": {"range": list(BIAS_MANT_RANGE), "source": "lava proc/lif/models.py PyLifModelBitAcc: 'bias_mant: "
+                  "signed 13-bit integer' (the simulator stores it as int16 and wraps beyond that)"},
+    "bias_exp": {"value": STATE_EXP, "source": "lava-dl netx/hdf5.py get_neuron_params: CUBA bias_exp 6"},
+    "vth": {"range": [0, VTH_MAX], "source": "PyLifModelBitAcc: 'vth: unsigned 17-bit integer'"},
+    "lif_a_in": {"range": list(LIF_A_IN_RANGE), "source": "lava proc/lif/models.py AbstractPyLifModelFixed: "
+                 "u += a_in << 6 in 24 bits, wrapped modulo 2**24 outside (-2**23, 2**23]"},
+    "sigma_delta_state": {"range": list(STATE_RANGE), "source": "lava proc/sdn/models.py: Delta, Sigma and "
+                          "SigmaDelta a_in, sigma and act precision 24"},
+}
+_FREE = 1 << 62  # a threshold bound that does not bind
 
 
 def netx_supported(graph: g.Graph) -> tuple[bool, str]:
@@ -80,7 +107,8 @@ def netx_supported(graph: g.Graph) -> tuple[bool, str]:
 
 
 def write_netx(graph: g.Graph, path: str | Path) -> dict:
-    """Write the graph as a netx HDF5 file (atomically); returns a summary of the layers written.
+    """Write the graph as a netx HDF5 file (atomically); returns its summary: per layer what it is,
+    whether it is exact and why not, the readout, how to run it (``usage``) and ``lines`` to print.
 
     Raises EdgesnnError naming the first op netx cannot express; nothing is written then.
     """
@@ -93,12 +121,57 @@ def write_netx(graph: g.Graph, path: str | Path) -> dict:
                 _write_layer(root.create_group(str(i)), layer)
     rows = [{"index": i, "type": layer["type"], "shape": [int(v) for v in layer["shape"]], **layer["info"]}
             for i, layer in enumerate(plan["layers"])]
-    return {
-        "path": str(path), "format": "lava-dl netx HDF5", "layers": rows,
-        "exact": all(r["exact"] for r in rows), "input_offset": plan["input_offset"],
-        "readout": plan["readout"], "warnings": plan["warnings"],
-        "weight_unit": "one netx weight unit = one integer LSB of the IR's widened weight",
+    exact = all(r["exact"] for r in rows)
+    own = [f"layer {r['index']} ({', '.join(r['ir_ops'])}): {'; '.join(r['reasons'])}" for r in rows if r["reasons"]]
+    summary = {
+        "path": str(path), "format": "lava-dl netx HDF5", "exact": exact,
+        "note": "exact: every layer within netx's and Loihi's limits" if exact else "approximate: " + " | ".join(own),
+        "layers": rows, "input_offset": plan["input_offset"], "readout": plan["readout"],
+        "usage": _usage(graph, plan), "limits": LIMITS,
+        "weight_unit": "one netx weight unit = weight_divisor integer LSBs of the IR's widened weight",
     }
+    summary["lines"] = _summary_lines(summary)
+    return summary
+
+
+def netx_input(summary: dict, xq: np.ndarray) -> np.ndarray:
+    """What a Lava ``io.source.RingBuffer`` sends into ``net.in_layer.neuron.a_in``: the input
+    integers ``xq`` (N, *IR input shape) as netx payloads (x - zero_point, in netx's (x, y, z) =
+    (W, H, C) order), sample i at step 2i, zeros between and for the readout's latency after the
+    last: shape (*netx input shape, steps)."""
+    usage = summary["usage"]
+    if usage["max_samples_per_run"] is not None and len(xq) > usage["max_samples_per_run"]:
+        raise EdgesnnError(f"{len(xq)} samples exceed the {usage['max_samples_per_run']} one netx run takes "
+                           "(a pool's 24-bit sum could wrap): run them in several runs")
+    payload = xq.astype(np.int64) + summary["input_offset"]
+    if payload.ndim == 4:
+        payload = payload.transpose(0, 2, 1, 3)
+    steps = STEPS_PER_SAMPLE * len(xq) + usage["latency_steps"]
+    feed = np.zeros((*payload.shape[1:], steps), dtype=np.int32)
+    for i, p in enumerate(payload):
+        feed[..., STEPS_PER_SAMPLE * i] = p
+    return feed
+
+
+def netx_logits(graph: g.Graph, summary: dict, recorded: np.ndarray) -> np.ndarray:
+    """The IR's output integers (N, output size) from what a sink recorded of ``net.out`` over the
+    run that :func:`netx_input` fed: each sample's accumulator is the Sigma readout's increment at
+    its arrival step (modulo 2**24, so a wrapped sum still gives it), finished as the IR does."""
+    readout, usage = summary["readout"], summary["usage"]
+    op = next(o for o in graph.ops if o.name == readout["op"])
+    spec, in_dtype = graph.tensors[op.output], graph.tensors[op.inputs[0]].dtype
+    total = recorded.astype(np.int64)
+    increment = np.diff(total, axis=-1, prepend=0)
+    increment = (increment + (1 << 23)) % (1 << 24) - (1 << 23)
+    n = (recorded.shape[-1] - usage["latency_steps"]) // STEPS_PER_SAMPLE
+    acc = np.stack([increment[..., STEPS_PER_SAMPLE * i + usage["latency_steps"]] for i in range(n)])
+    if acc.ndim == 4:
+        acc = acc.transpose(0, 2, 1, 3)  # (x, y, z) -> the IR's (H, W, C)
+    acc = readout["factor"] * acc + np.asarray(readout["bias"], dtype=np.int64)
+    if in_dtype not in WIDE_INPUTS:  # an approximate file's sums may leave what the IR's int32 ever holds
+        acc = np.clip(acc, INT32_MIN, INT32_MAX)
+    y = linear_requantizer(in_dtype)(acc, op.multiplier, op.shift) + spec.zero_point
+    return np.clip(y, *op.clamp).reshape(n, -1)
 
 
 def read_netx(path: str | Path) -> list[dict]:
@@ -143,9 +216,10 @@ def _plan(graph: g.Graph) -> dict:
     """The netx layers for the graph (pure: no file), or EdgesnnError naming the op that blocks it."""
     _check_expressible(graph)
     stream = _input_stream(graph)
-    layers = [_input_layer(graph)]
-    plan = {"layers": layers, "warnings": [], "readout": None,
+    layers = [_input_layer(graph, stream)]
+    plan = {"layers": layers, "readout": None, "max_steps": None,
             "input_offset": -int(graph.tensors[graph.input].zero_point)}
+    _settle(layers[0], stream)
     ops = graph.ops
     for i, op in enumerate(ops):
         nxt = ops[i + 1] if i + 1 < len(ops) else None
@@ -157,10 +231,18 @@ def _plan(graph: g.Graph) -> dict:
             stream["factor"] *= _spike_rescale_factor(graph, op)
             stream["ir_ops"].append(op.name)
         elif op.kind == "sum_pool2d":
-            layers.append(_pool_layer(graph, op, stream))
+            layers.append(_pool_layer(graph, op, stream, plan))
         else:
             layers.append(_synaptic_layer(graph, op, stream, last=nxt is None, plan=plan))
+        if op.kind != "requantize":
+            _settle(layers[-1], stream)
     return plan
+
+
+def _settle(layer: dict, stream: dict) -> None:
+    """A layer is exact when its input is and it keeps every limit (no ``reasons``)."""
+    stream["exact"] = stream["exact"] and not layer["info"]["reasons"]
+    layer["info"]["exact"] = stream["exact"]
 
 
 def _check_expressible(graph: g.Graph) -> None:
@@ -200,12 +282,15 @@ def _chw(shape_hwc) -> tuple[int, ...]:
     return (shape_hwc[2], shape_hwc[0], shape_hwc[1]) if len(shape_hwc) == 3 else tuple(shape_hwc)
 
 
-def _input_layer(graph: g.Graph) -> dict:
+def _input_layer(graph: g.Graph, stream: dict) -> dict:
     spec = graph.tensors[graph.input]
+    lo, hi = stream["payload"]
+    peak = max(abs(lo), abs(hi)) << STATE_EXP  # it sends x, then -x
+    reasons = _range_reasons("payload << 6", -peak, peak, STATE_RANGE, "the Delta encoder's 24-bit state")
     return {"type": "input", "shape": _chw(spec.shape), "data": {}, "neuron": _sdnn(0),
-            "info": {"ir_ops": [], "exact": True,
-                     "note": f"SDNN Delta encoder (vThMant 0): send x - ({spec.zero_point}) as graded payloads, "
-                             "spike_exp 0"}}
+            "info": {"ir_ops": [], "reasons": reasons, "weight_divisor": None,
+                     "note": f"SDNN Delta encoder (vThMant 0): send x - ({spec.zero_point}) = {lo}..{hi}, "
+                             "spike_exp 0, zeros between samples"}}
 
 
 def _flatten_layer(graph: g.Graph, op: g.Reshape, nxt: g.Op | None, stream: dict) -> dict:
@@ -216,7 +301,8 @@ def _flatten_layer(graph: g.Graph, op: g.Reshape, nxt: g.Op | None, stream: dict
     stream["flatten"] = list(stream["shape"]) if len(stream["shape"]) == 3 else None
     stream["shape"] = list(out_shape)
     return {"type": "flatten", "shape": (int(out_shape[0]), 1, 1), "data": {}, "neuron": None,
-            "info": {"ir_ops": [op.name], "exact": True, "note": "netx flattens in (C, H, W) order"}}
+            "info": {"ir_ops": [op.name], "reasons": [], "weight_divisor": None,
+                     "note": "netx flattens in (C, H, W) order"}}
 
 
 def spike_rescale(graph: g.Graph, op: g.Requantize) -> int | None:
@@ -242,16 +328,21 @@ def _spike_rescale_factor(graph: g.Graph, op: g.Requantize) -> int:
     return k
 
 
-def _pool_layer(graph: g.Graph, op: g.SumPool2D, stream: dict) -> dict:
+def _pool_layer(graph: g.Graph, op: g.SumPool2D, stream: dict, plan: dict) -> dict:
     """A sum pool as netx does pooling: a depthwise conv of ones (64 = 1.0) into a graded SDNN neuron."""
     if stream["payload"][0] < 0:
         _refuse(op, "SDNN's ReLU would clip the negative values it sums")
     (kh, kw), channels = op.kernel, stream["shape"][2]
     out = graph.tensors[op.output].shape
     weight = np.full((channels, 1, kh, kw), UNIT_WEIGHT, dtype=np.int64)
+    per_step = UNIT_WEIGHT * kh * kw * stream["payload"][1]  # the most sigma grows by in one step
+    steps = STATE_RANGE[1] // max(per_step, 1)
+    plan["max_steps"] = steps if plan["max_steps"] is None else min(plan["max_steps"], steps)
     stream.update(shape=list(out), payload=(0, stream["payload"][1] * kh * kw))
-    info = {"ir_ops": [*stream.pop("ir_ops"), op.name], "exact": stream["exact"],
-            "note": "depthwise conv of 64s into SDNN (vThMant 0): the window sum, from reset"}
+    info = {"ir_ops": [*stream.pop("ir_ops"), op.name], "weight_divisor": None,
+            "reasons": _range_reasons("sigma per step", 0, per_step, STATE_RANGE, "SigmaDelta's 24-bit sum"),
+            "note": f"depthwise conv of 64s into SDNN (vThMant 0): each step's window sum; its sum grows by at "
+                    f"most {per_step} a step"}
     stream["ir_ops"] = []
     return {"type": "conv", "shape": _chw(out), "neuron": _sdnn(0), "info": info,
             "data": {"weight": weight, "stride": np.array(op.stride), "padding": np.array([0, 0]),
@@ -261,37 +352,47 @@ def _pool_layer(graph: g.Graph, op: g.SumPool2D, stream: dict) -> dict:
 def _synaptic_layer(graph: g.Graph, op: g.Requantized, stream: dict, last: bool, plan: dict) -> dict:
     """A conv2d / dense: a CUBA layer when it outputs spikes, the Sigma readout when it is the last op."""
     spec = graph.tensors[op.output]
-    weight = _netx_weight(op, stream)
+    weight, divisor = _netx_weight(op, stream)
+    factor = stream["factor"] * divisor  # the IR's accumulator = factor * a_in + bias
     data = {"weight": weight, **(_conv_geometry(op) if op.kind == "conv2d" else {})}
     a_lo, a_hi = _accumulator_bounds(weight, stream["payload"])
     ir_ops = [*stream.pop("ir_ops"), op.name]
+    reasons = _range_reasons("weights", int(weight.min()), int(weight.max()), WEIGHT_RANGE,
+                             "the 8-bit signed weight mantissa")
     if spec.spike_D is not None:
-        layer = _cuba_layer(op, spec, stream, data, a_lo, a_hi, plan["warnings"])
+        layer = _cuba_layer(op, spec, data, factor, a_lo, a_hi, reasons)
     elif last:
+        reasons += _range_reasons("a_in", int(a_lo.min()), int(a_hi.max()), STATE_RANGE, "Sigma's 24-bit input")
         layer = {"neuron": _sdnn(0, sigma_output=True),
-                 "info": {"exact": stream["exact"], "note": "Sigma readout of W . s; the host applies k * acc + "
-                          "bias and the IR's per-channel requantization"}}
-        plan["readout"] = {"op": op.name, "factor": stream["factor"], "bias": op.bias.astype(int).tolist()}
+                 "info": {"note": f"Sigma readout of W . s: the host applies {factor} * increment + bias and the "
+                                  "IR's per-channel requantization"}}
+        plan["readout"] = {"op": op.name, "factor": factor, "bias": op.bias.astype(int).tolist(),
+                           "zero_point": int(spec.zero_point), "clamp": [int(v) for v in op.clamp]}
     else:
         _refuse(op, "its output is an int8 stream without a neuron, feeding further layers")
-    _check_state_range(op, a_lo, a_hi, data.get("bias"), plan["warnings"])
-    layer["info"]["ir_ops"] = ir_ops
+    layer["info"].update(ir_ops=ir_ops, weight_divisor=divisor, reasons=reasons)
     layer.update(type="conv" if op.kind == "conv2d" else "dense",
                  shape=_chw(spec.shape) if op.kind == "conv2d" else (int(spec.shape[-1]),), data=data)
     stream.update(shape=list(spec.shape), payload=(0, 1), factor=1, flatten=None, ir_ops=[])
     return layer
 
 
-def _netx_weight(op: g.Requantized, stream: dict) -> np.ndarray:
-    """The widened integer weights in netx's layout: conv [O, I/g, kH, kW] (PyTorch OIHW), dense
-    [out, in] with the input axis in netx's flatten order (C, H, W) when a flatten precedes it."""
+def _netx_weight(op: g.Requantized, stream: dict) -> tuple[np.ndarray, int]:
+    """The widened integer weights divided by their gcd g, and g, in netx's layout: conv
+    [O, I/g, kH, kW] (PyTorch OIHW), dense [out, in] with the input axis in netx's flatten order
+    (C, H, W) when a flatten precedes it."""
     w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int64)
+    if op.kind == "dense" and not w.any():
+        _refuse(op, "all its weights are zero, and netx's dense loader (optimize_weight_bits) divides by the "
+                    "largest weight")
+    divisor = max(int(np.gcd.reduce(np.abs(w).ravel())), 1)
+    w = w // divisor
     if op.kind == "conv2d":
-        return w.transpose(0, 3, 1, 2)
+        return w.transpose(0, 3, 1, 2), divisor
     if stream["flatten"] is not None:
         h, wd, c = stream["flatten"]
         w = w.reshape(len(w), h, wd, c).transpose(0, 3, 1, 2).reshape(len(w), -1)
-    return w
+    return w, divisor
 
 
 def _conv_geometry(op: g.Conv2D) -> dict:
@@ -310,25 +411,60 @@ def _accumulator_bounds(weight: np.ndarray, payload: tuple[int, int]) -> tuple[n
     return lo.sum(axis=1), hi.sum(axis=1)
 
 
-def _cuba_layer(op, spec, stream, data, a_lo, a_hi, warnings) -> dict:
-    """CUBA parameters whose spikes (a_in + bias > vThMant) are the IR neuron's y >= 1."""
+def _range_reasons(what: str, lo: int, hi: int, limit: tuple[int, int], name: str, channels: str = "") -> list[str]:
+    """[] when lo..hi lies within the limit, else the one reason why not."""
+    if limit[0] <= lo and hi <= limit[1]:
+        return []
+    return [f"{what} reaches {lo}..{hi}, beyond {name} {limit[0]}..{limit[1]}{channels}"]
+
+
+def _cuba_layer(op, spec, data, factor, a_lo, a_hi, reasons) -> dict:
+    """CUBA parameters whose spikes (a_in + bias > vThMant) are the IR neuron's y >= 1; ``reasons``
+    gains every limit the layer cannot keep."""
     if spec.signed or spec.zero_point != 0 or op.clamp != [0, spec.spike_D]:
         _refuse(op, f"its neuron clamps to {op.clamp} (zero point {spec.zero_point}); netx's CUBA neuron "
                     "only emits non-negative spikes from 0")
-    theta = _firing_thresholds(op, stream["factor"], a_lo, a_hi)
-    vth = max(0, int(np.median(theta)) - 1)
-    bias = vth + 1 - theta
+    theta = _firing_thresholds(op, factor, a_lo, a_hi)
+    vth, bias, missed = _threshold_and_bias(theta, a_lo, a_hi)
     data["bias"] = bias
-    exact = stream["exact"] and spec.spike_D == 1
-    stream["exact"] = exact
-    if vth > VTH_MAX:
-        warnings.append(f"{op.name}: vThMant {vth} exceeds Lava LIF's 17-bit vth")
-    if bias.min() < BIAS_MANT_RANGE[0] or bias.max() > BIAS_MANT_RANGE[1]:
-        warnings.append(f"{op.name}: bias {int(bias.min())}..{int(bias.max())} exceeds a 13-bit bias mantissa "
-                        "(the range is unverified)")
-    note = ("binary neuron: exact" if spec.spike_D == 1 else
-            f"graded D = {spec.spike_D}: netx's CUBA spike is binary (y >= 1), the level is lost")
-    return {"neuron": _cuba(vth), "info": {"exact": exact, "note": note, "vThMant": vth}}
+    channels = len(theta)
+    if missed:
+        fixed = theta[(theta > a_lo) & (theta <= a_hi)]
+        reasons.append(f"channel thresholds span a_in {int(fixed.min())}..{int(fixed.max())}, more than one vThMant "
+                       f"and the 13-bit bias mantissa {BIAS_MANT_RANGE[0]}..{BIAS_MANT_RANGE[1]} carry ({missed} of "
+                       f"{channels} channels miss theirs)")
+    wraps = int(((a_lo < LIF_A_IN_RANGE[0]) | (a_hi > LIF_A_IN_RANGE[1])).sum())
+    reasons += _range_reasons("a_in", int(a_lo.min()), int(a_hi.max()), LIF_A_IN_RANGE,
+                              "what LIF's 24-bit current holds as a_in << 6", f" ({wraps} of {channels} channels)")
+    if spec.spike_D != 1:
+        reasons.append(f"graded D = {spec.spike_D}: netx's CUBA spike is binary (y >= 1), the level is lost")
+    note = (f"CUBA, vThMant {vth}, bias {int(bias.min())}..{int(bias.max())}: spikes iff a_in >= each channel's "
+            "threshold")
+    return {"neuron": _cuba(vth), "info": {"note": note, "vThMant": vth}}
+
+
+def _threshold_and_bias(theta: np.ndarray, a_lo: np.ndarray, a_hi: np.ndarray):
+    """One vThMant and per-channel biases with a_in + bias > vThMant <=> a_in >= theta_c over the
+    reachable a_in, within the 17-bit vth and the 13-bit bias mantissa.
+
+    A channel that fires for every reachable a_in (theta_c <= a_lo) may take any threshold up to
+    a_lo, one that never fires any from a_hi + 1. Channel c keeps its threshold iff vThMant lies in
+    [lo_c - 1 + bias_min, hi_c - 1 + bias_max]; the vThMant in the most of these windows is chosen,
+    and a bias that cannot be kept is clipped to the mantissa (what the chip would hold; Lava's
+    simulator would wrap it around int16). Returns (vth, bias, how many channels miss their threshold)."""
+    lo = np.where(theta <= a_lo, -_FREE, theta)  # acceptable thresholds per channel: [lo, hi]
+    hi = np.where(theta > a_hi, _FREE, theta)
+    b_lo, b_hi = BIAS_MANT_RANGE
+    first, last = np.clip(lo - 1 + b_lo, 0, VTH_MAX), np.clip(hi - 1 + b_hi, -1, VTH_MAX)
+    keepable = first <= last
+    starts, ends = np.sort(first[keepable]), np.sort(last[keepable])
+    candidates = np.unique(np.append(starts, np.clip(int(np.median(theta)) - 1, 0, VTH_MAX)))
+    kept = np.searchsorted(starts, candidates, "right") - np.searchsorted(ends, candidates, "left")
+    vth = int(candidates[int(np.argmax(kept))])  # the most windows meet at one of their starts
+    chosen = np.clip(theta, np.maximum(lo, vth + 1 - b_hi), np.minimum(hi, vth + 1 - b_lo))
+    chosen = np.where(chosen < vth + 1 - b_hi, vth + 1 - b_hi, chosen)  # a missed channel: its bias clipped
+    chosen = np.where(chosen > vth + 1 - b_lo, vth + 1 - b_lo, chosen)
+    return vth, vth + 1 - chosen, int(((chosen < lo) | (chosen > hi)).sum())
 
 
 def _firing_thresholds(op: g.Requantized, factor: int, a_lo: np.ndarray, a_hi: np.ndarray) -> np.ndarray:
@@ -359,11 +495,44 @@ def _first_firing_accumulator(multiplier, shift, channels: int):
     return hi, never, always
 
 
-def _check_state_range(op, a_lo, a_hi, bias, warnings) -> None:
-    b = np.zeros_like(a_lo) if bias is None else bias
-    peak = int(max(np.abs(a_lo + b).max(initial=0), np.abs(a_hi + b).max(initial=0)))
-    if peak << STATE_EXP >= STATE_LIMIT:
-        warnings.append(f"{op.name}: (a_in + bias) << 6 reaches {peak << STATE_EXP}, beyond Lava's 24-bit u/v")
+def _usage(graph: g.Graph, plan: dict) -> dict:
+    """How to run the file in lava-dl so that it computes what the summary says (docs/lava.md)."""
+    latency = sum(layer["type"] in ("conv", "dense") for layer in plan["layers"])
+    max_samples = (None if plan["max_steps"] is None
+                   else max(0, (plan["max_steps"] - latency) // STEPS_PER_SAMPLE))
+    return {
+        "network": "lava.lib.dl.netx.hdf5.Network(net_config=PATH, spike_exp=0)",
+        "input_port": "net.in_layer.neuron.a_in",
+        "input": f"x - ({graph.tensors[graph.input].zero_point}) (the input integers minus their zero point) in "
+                 "netx's (x, y, z) = (W, H, C) order; one sample every 2 steps with zeros between (the Delta "
+                 "encoder sends differences)",
+        "steps_per_sample": STEPS_PER_SAMPLE, "latency_steps": latency,
+        "max_samples_per_run": max_samples,  # None: no limit (no pool)
+        "output_port": "net.out (the Sigma readout's running sum)",
+        "output": f"the increment (modulo 2**24) of net.out at step t + {latency} is the accumulator of the sample "
+                  "sent at step t; logits = the IR's requantization of factor * accumulator + bias (readout)",
+        "run_config": "Loihi2SimCfg(select_tag='fixed_pt')",
+    }
+
+
+def _summary_lines(summary: dict) -> list[str]:
+    """What ``edgesnn export`` prints about the netx file: the verdict, each layer, how to run it."""
+    usage, readout = summary["usage"], summary["readout"]
+    lines = [f"netx: {Path(summary['path']).name} is {summary['note']}"]
+    for r in summary["layers"]:
+        what = "exact" if r["exact"] else "approximate" if r["reasons"] else "approximate (its input is)"
+        scale = f"; weights / {r['weight_divisor']}" if (r.get("weight_divisor") or 1) > 1 else ""
+        why = f": {'; '.join(r['reasons'])}" if r["reasons"] else ""
+        lines.append(f"netx layer {r['index']} {r['type']} {', '.join(r['ir_ops']) or '(input)'}: {what}{why}; "
+                     f"{r['note']}{scale}")
+    limit = usage["max_samples_per_run"]
+    lines.append(f"netx input: hdf5.Network(PATH, spike_exp=0); send x - ({-summary['input_offset']}) as (W, H, C) "
+                 f"into {usage['input_port']}, one sample every 2 steps (zeros between)"
+                 + (f", at most {limit} per run" if limit is not None else ""))
+    lines.append(f"netx output: the increment of net.out at step t + {usage['latency_steps']} for the sample sent "
+                 f"at step t; logits = requantize({readout['factor']} * increment + bias of {readout['op']}) "
+                 "(lava.json: netx_summary.readout)")
+    return lines
 
 
 def _cuba(vth: int) -> dict:

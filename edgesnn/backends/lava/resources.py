@@ -54,11 +54,11 @@ import numpy as np
 
 from edgesnn import limits, spikes
 from edgesnn.backends.lava.arith import WIRING, matmul_shapes, product_bounds, tensor_bounds
-from edgesnn.boards import BOARDS_DIR
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
+from edgesnn.resources import folder as shipped_folder
 
-LIMITS_FILE = BOARDS_DIR / "loihi2.yaml"
+LIMITS_FILE = shipped_folder("boards") / "loihi2.yaml"
 MODES = ("graded", "rate-burst", "bit-plane")
 BIAS_BITS = 32
 MULTIPLIER_BITS = 64  # int32 multiplier + int32 shift per channel, as the IR stores them
@@ -69,7 +69,7 @@ BATCH_BYTES = 512 * 2**20  # ... as does this many bytes of every tensor of a ru
 
 
 def load_limits(path: str | Path | None = None) -> dict:
-    """The figures of a Loihi limits file (default boards/loihi2.yaml): name -> {value, source, ...}."""
+    """The figures of a Loihi limits file (default: the shipped board loihi2): name -> {value, source, ...}."""
     path = Path(path) if path is not None else LIMITS_FILE
     raw = limits.read_yaml(path, "Loihi limits file")  # bounded: no aliases, limited depth and size
     figures = raw.get("figures") if isinstance(raw, dict) else None

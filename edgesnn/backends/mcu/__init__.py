@@ -20,6 +20,7 @@ from edgesnn.backends.mcu.project import PROJECT_FILE, ProjectFile
 from edgesnn.files import read_artifact_json
 from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
+from edgesnn.progress import step
 
 # "auto": event-driven where at most this fraction of a layer's inputs is nonzero. On the Cortex-M4
 # (BENCHMARKS.md) the event-driven form needed fewer instructions except where nearly all inputs
@@ -98,7 +99,8 @@ def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calib
     if board.kind not in BUILD_KINDS:  # before anything is computed or written (the CLI checks this too)
         raise EdgesnnError(f"board {board.name} ({board.kind}) cannot run --target mcu; it builds for "
                            f"{' or '.join(BUILD_KINDS)} boards")
-    chosen, rates = choose_event_driven(graph, event_driven, calibration)
+    with step(f"mcu: firing rates of {len(calibration)} calibration samples"):
+        chosen, rates = choose_event_driven(graph, event_driven, calibration)
     if spike_code is not None:
         spike_code = spikes.code_name(spike_code)
         if not train_layers(graph, chosen, spike_code):
@@ -106,7 +108,8 @@ def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calib
                                f"(--event-driven {event_driven}; layers reading spikes: "
                                f"{', '.join(event_candidates(graph)) or 'none'})")
     target = {"kind": "c", "mcpu": board.cpu} if board.kind == "mcu" else {"kind": "c"}
-    info = write_project(graph, board, out, chosen, target, rates, spike_code)
+    with step("mcu: compile the kernels (TVM) and write the project"):
+        info = write_project(graph, board, out, chosen, target, rates, spike_code)
     return info
 
 
@@ -122,7 +125,7 @@ def verify_mcu(project: Path, x: np.ndarray, qemu: bool = False, samples: int | 
                trust_code: bool = False) -> dict:
     """Host build over all of ``x``; with ``qemu`` also the board's build in emulation.
     ``trust_code``: the project's Makefile may run (see :func:`require_trusted_project`)."""
-    from edgesnn.backends.mcu.build import run, sizes
+    from edgesnn.backends.mcu.build import MACHINES, no_machine, run, sizes
 
     project = Path(project)
     info = read_project(project)
@@ -134,14 +137,19 @@ def verify_mcu(project: Path, x: np.ndarray, qemu: bool = False, samples: int | 
     runs = {}
     targets = ["host"] + (["arm" if info["kind"] == "mcu" else "aarch64"] if qemu else [])
     require_trusted_project(project, trust_code)  # after every check of the folder's files, before make
+    if "arm" in targets and info["qemu_machine"] not in MACHINES:  # before the host build: one line, no make
+        raise EdgesnnError(no_machine(info["board"], info.get("cpu"), info["qemu_machine"]))
     for target in targets:
-        got, stats = run(project, target, xq, out_spec.dtype, size, machine=info["qemu_machine"])
+        where = {"host": "this machine", "arm": f"QEMU {info['qemu_machine']}", "aarch64": "qemu-aarch64"}[target]
+        with step(f"mcu: build and run {len(xq)} samples, {target} ({where})"):
+            got, stats = run(project, target, xq, out_spec.dtype, size, machine=info["qemu_machine"])
         row = {"mismatches": int((got != golden).any(1).sum()), "mismatched_elements": int((got != golden).sum()),
                "samples": len(xq), "stats": stats}
         if target == "arm":
             row["instructions_per_inference"] = stats["mean"]
             row["machine"] = info["qemu_machine"]
-            row["sizes"] = sizes(project / "build" / "arm" / "model.elf")
+            row["sizes"] = sizes(project / "build" / "arm" / "model.elf")  # the whole verification image
+            row["library_sizes"] = sizes(project / "build" / "arm" / "libedgesnn_model.a")  # the model alone
         runs[target] = row
     return {"project": str(project), "board": info["board"], "samples": len(xq),
             "mismatches": max(r["mismatches"] for r in runs.values()), "runs": runs,

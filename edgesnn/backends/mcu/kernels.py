@@ -35,6 +35,7 @@ from tvm.script import tirx as T
 from edgesnn import spikes
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
+from edgesnn.ir.fixedpoint import WIDE_INPUTS
 from edgesnn.ir.packing import pack, widening_shift
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
@@ -108,8 +109,9 @@ def requantize_16x8(x, multiplier, shift):
 
 
 def linear_rule(input_dtype: str):
-    """(accumulator dtype, requantization) of a conv2d / dense by input dtype, as fixedpoint.linear_requantizer."""
-    return (I64, requantize_16x8) if input_dtype == "int16" else (I32, requantize_double_rounding)
+    """(accumulator dtype, requantization) of a conv2d / dense by input dtype, as fixedpoint.linear_requantizer
+    (int32: a window sum, read with the 16x8 rule)."""
+    return (I64, requantize_16x8) if input_dtype in WIDE_INPUTS else (I32, requantize_double_rounding)
 
 
 def finish(acc, rule, multiplier, shift, zero_point: int, clamp, out_dtype: str):
@@ -203,8 +205,20 @@ class _Signature:
 
 
 def _offset(x, zero_point: int):
-    """Input minus its zero point (the real value's integer), in int32 so it cannot wrap."""
-    return x.astype(I32) - tirx.const(zero_point, I32)
+    """Input minus its zero point (the real value's integer), in int32 so it cannot wrap; in int64 for
+    an int32 input (a window sum), whose products with weights would."""
+    dtype = I64 if _dtype(x) == I32 else I32
+    return x.astype(dtype) - tirx.const(zero_point, dtype)
+
+
+def _dtype(e) -> str:
+    """The element type of an expression (a tensor element's ``dtype``, a PrimExpr's ``ty``)."""
+    return e.dtype if hasattr(e, "dtype") else str(e.ty)
+
+
+def _times(value, weight):
+    """value * weight in value's type (an int32 weight widened for an int64 window-sum value)."""
+    return value * (weight if _dtype(weight) == _dtype(value) else weight.astype(_dtype(value)))
 
 
 def _scalar_accumulator(func: tirx.PrimFunc, spatial_axes: int) -> tirx.PrimFunc:
@@ -246,7 +260,7 @@ def _padded_offset(x: te.Tensor, iy, ix, ic, padding, zero_point: int):
     h, w = int(x.shape[0]), int(x.shape[1])
     inside = [c for c, pad in ((iy >= 0, t), (iy < h, b), (ix >= 0, l), (ix < w, r)) if pad]
     value = _offset(x[iy, ix, ic], zero_point)
-    return tirx.if_then_else(tirx.all(*inside), value, tirx.const(0, I32)) if inside else value
+    return tirx.if_then_else(tirx.all(*inside), value, tirx.const(0, _dtype(value))) if inside else value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,7 +284,7 @@ def conv2d(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
     def summand(oy, ox, oc, rh, rw, rc):
         xv = _padded_offset(x, oy * sh + rh - top, ox * sw + rw - left, (oc // per_group) * cg + rc,
                             op.padding, spec_in.zero_point)
-        return xv * weight_value(w, ((oc * kh + rh) * kw + rw) * cg + rc, op.weight_bits, op.weight_code)
+        return _times(xv, weight_value(w, ((oc * kh + rh) * kw + rw) * cg + rc, op.weight_bits, op.weight_code))
 
     def epilogue(acc, oy, ox, oc):
         return finish(acc + bias[oc].astype(acc_dtype), rule, _channel(mult, oc), _channel(shift, oc),
@@ -289,7 +303,7 @@ def dense(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
     k_in = op.weight.shape[1]
 
     def summand(m, k):
-        return _offset(x[k], spec_in.zero_point) * weight_value(w, m * k_in + k, op.weight_bits, op.weight_code)
+        return _times(_offset(x[k], spec_in.zero_point), weight_value(w, m * k_in + k, op.weight_bits, op.weight_code))
 
     def epilogue(acc, m):
         return finish(acc + bias[m].astype(acc_dtype), rule, _channel(mult, m), _channel(shift, m),
@@ -366,7 +380,8 @@ def add(sig: _Signature, graph: g.Graph, op: g.Add) -> tirx.PrimFunc:
 
 
 def sum_pool2d(sig: _Signature, graph: g.Graph, op: g.SumPool2D) -> tirx.PrimFunc:
-    """Exact window sum of (x - zp) in int32 plus the output zero point (the exporter sized the output type)."""
+    """Exact window sum of (x - zp) in int32 plus the output zero point (the exporter sized the output type:
+    int32 for an int16 stream's sums, which its readers widen to int64, see :func:`_offset`)."""
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x = sig.input("x", op.inputs[0])
     sh, sw = op.stride

@@ -12,7 +12,7 @@
 - verify.py checks an exported file: its program read back vs the IR, and its nodes alone
   (simulate.py) as other tools read them.
 
-The time convention and what other tools lose are in the README (NIR).
+The time convention and what other tools lose are in docs/nir.md.
 """
 
 from __future__ import annotations

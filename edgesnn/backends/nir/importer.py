@@ -1,7 +1,7 @@
 """NIR file -> edgesnn checkpoint (model "nir", see models/nirnet.py), ready for quantize and export.
 
 A NIR network runs in time; edgesnn's SFA neurons fire once, with an integer count. The mapping
-(README, NIR) reads a window of T steps with the input presented at every step:
+(docs/nir.md) reads a window of T steps with the input presented at every step:
 
 - each neuron integrates g·I per step (IF: g = r; LIF: g = dt·r/tau, leak beta = 1 - dt/tau;
   CubaLIF: the synaptic filter's mean gain over the window times the LIF's) and fires when it
@@ -103,7 +103,7 @@ def read_model(path: str | Path, data_spec: str | None = None, timesteps: int | 
     config = {
         "model": "nir", "kwargs": kwargs, "D": max([l["D"] for l in layers if l["kind"] == "spike"], default=1),
         "neuron": "multispike", "normalize": False, "input_shape": list(ds.in_shape), "num_classes": ds.num_classes,
-        "data": data_spec, "timesteps": 1,
+        "data": datasets.recorded(data_spec), "timesteps": 1,
         "nir": {"file": str(path.resolve()), "sha256": sha256_file(path), "timesteps": int(timesteps),
                 "exact": program is not None},
     }
@@ -120,7 +120,7 @@ def read_model(path: str | Path, data_spec: str | None = None, timesteps: int | 
         if prog.exact_graph(model, config, {}) is None:  # checks every weight against the program's grid
             raise EdgesnnError(f"{path}: internal: the imported program does not apply to its own weights")
     return {"model": model, "config": config, "dataset": ds, "file": str(path), "exact": program is not None,
-            "timesteps": int(timesteps), "dt": None if program is not None else dt, "data": data_spec,
+            "timesteps": int(timesteps), "dt": None if program is not None else dt, "data": datasets.recorded(data_spec),
             "nodes": len(chain), "layers": len(layers), "notes": mapper.notes}
 
 

@@ -1,6 +1,6 @@
 """IR -> NIR: the real-valued spiking network other tools simulate, plus the exact program for edgesnn.
 
-Time convention (README, NIR): a sample runs for a window of T = max D steps with the image
+Time convention (docs/nir.md): a sample runs for a window of T = max D steps with the image
 presented at every step. Every tensor except the input is read as its sum over the window, which
 is the IR's real value: an SFA neuron's count s is s unit spikes, a synapse's output summed over
 the window is W·(summed input) + T·b. So

@@ -17,6 +17,8 @@ import flatbuffers
 import numpy as np
 import tflite
 
+from edgesnn.backends.tflite.op_versions import opcode_versions
+
 TENSOR_TYPES = {"int8": tflite.TensorType.INT8, "int16": tflite.TensorType.INT16,
                 "int32": tflite.TensorType.INT32, "int64": tflite.TensorType.INT64}
 NUMPY_TYPES = {"int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64}
@@ -42,6 +44,7 @@ class Operator:
     outputs: list[int]
     options: str | None = None  # a tflite.BuiltinOptions name, e.g. "Conv2DOptions"
     fields: dict = field(default_factory=dict)  # schema field name (CamelCase) -> value
+    source: str = ""  # the IR op it computes (part of), for messages; not written to the file
 
 
 @dataclass
@@ -73,6 +76,7 @@ class _Writer:
     def bytes(self) -> bytes:
         b, m = self.b, self.m
         opcodes = sorted({op.opcode for op in m.operators})
+        versions = opcode_versions(m.operators, m.tensors)  # what TFLite's versioning rules give each
         # Buffer 0 is the empty sentinel every tensor without data points at.
         buffers = [self._buffer(None)] + [self._buffer(t.data) for t in m.tensors if t.data is not None]
         tensors, next_buffer = [], 1
@@ -95,7 +99,7 @@ class _Writer:
         tflite.SubGraphAddName(b, name)
         subgraph = tflite.SubGraphEnd(b)
 
-        codes = [self._opcode(op) for op in opcodes]
+        codes = [self._opcode(op, versions[op]) for op in opcodes]
         description = b.CreateString(m.description)
         model_codes = self._vector(tflite.ModelStartOperatorCodesVector, codes)
         model_subgraphs = self._vector(tflite.ModelStartSubgraphsVector, [subgraph])
@@ -186,11 +190,11 @@ class _Writer:
             getattr(tflite, f"{op.options}Add{key}")(self.b, vectors.get(key, value))
         return getattr(tflite, f"{op.options}End")(self.b)
 
-    def _opcode(self, name: str) -> int:
+    def _opcode(self, name: str, version: int) -> int:
         code = getattr(tflite.BuiltinOperator, name)
         tflite.OperatorCodeStart(self.b)
         # Codes above 127 live only in builtin_code; the deprecated int8 field then holds the placeholder.
         tflite.OperatorCodeAddDeprecatedBuiltinCode(self.b, min(code, tflite.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES))
         tflite.OperatorCodeAddBuiltinCode(self.b, code)
-        tflite.OperatorCodeAddVersion(self.b, 1)
+        tflite.OperatorCodeAddVersion(self.b, version)
         return tflite.OperatorCodeEnd(self.b)

@@ -28,13 +28,20 @@ How each IR op becomes TFLite ops (batch 1 in front of the IR's per-sample shape
   activation). TFLite takes ranks 2..5 with the batch axis: IR operands of rank 2..4.
 - reduce_sum and sum_pool2d -> DEPTHWISE_CONV_2D with an all-ones kernel: the accumulation is
   the IR's exact int32 window sum and the per-channel multiplier the IR's (identity for a pool).
+- An int32 sum_pool2d (an int16 stream's window sums) has no TFLite kernel, and nothing quantized
+  reads int32 but QUANTIZE. A conv2d / dense reading it is *folded*: one 16x8 convolution of the
+  summed values with its kernel spread over the pool's windows (the same integer accumulator; the
+  IR gives such readers the 16x8 arithmetic, ir/fixedpoint.py); refused when the reader pads or
+  overlapping windows sum its weights beyond int8. For a requantize the sum is written as a tensor:
+  QUANTIZE into int32 (multiplier 1), STRIDED_SLICEs of the window's offsets added by int32 ADDs on
+  tensors without quantization (plain integers in LiteRT and TFLite Micro), W first, then H.
 - A clamp narrower than what the op can produce (an SFA neuron's [0, D], ternary [-1, 1]) is the
   fused RELU when it starts at the real zero, and otherwise MAXIMUM / MINIMUM with a constant.
 - A factor the exporter folded into an add's or requantize's input scale (``input_scale(s)``)
   becomes a RESHAPE to the same shape: it copies the integers under the scale the IR used.
 
-No float op and no float tensor appear anywhere. Operator versions are written as 1: LiteRT and
-TFLite Micro pick kernels by tensor types, and every builtin registers version 1.
+No float op and no float tensor appear anywhere. Operator versions are TFLite's versioning rules'
+(:mod:`.op_versions`), set when the file is written.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ class _Lowering:
         self.bounds: dict[str, tuple[int, int]] = {}  # what each IR tensor's integers can be
         self.queued: list[fb.Operator] = []  # clamps waiting for the op they follow
         self.relabeled: dict[tuple[str, float], int] = {}
+        self.sum_of: dict[str, g.SumPool2D] = {}  # an int32 window sum (or a reshape of it) -> its sum_pool2d
+        self.pending: dict[str, g.Op] = {}  # those not written yet: a requantize reading one writes it
 
     def run(self) -> fb.Model:
         inp = self.g.input
@@ -74,7 +83,11 @@ class _Lowering:
             lowering = getattr(self, f"op_{op.kind}", None)
             if lowering is None:
                 raise _unsupported(op, "has no TFLite lowering")
+            self.check_int32(op)
+            first = len(self.model.operators)
             lowering(op)
+            for written in self.model.operators[first:]:
+                written.source = f"IR op '{op.name}' ({op.kind})"
         self.model.outputs = [self.graph_output(name) for name in self.g.outputs]
         return self.model
 
@@ -86,6 +99,8 @@ class _Lowering:
     def activation(self, name: str) -> int:
         """An activation inside the model is the IR shape with the batch axis (1) in front; a vector
         ([n]) is [1, 1, 1, n], the NHWC input of the 1x1 convolution a dense layer becomes."""
+        if name in self.pending:
+            self.write_pending(name)
         if name not in self.index:
             s = self.spec(name)
             internal = name if self.shape_of(name) == [1, *s.shape] or name not in self.g.outputs else f"{name}.nhwc"
@@ -101,9 +116,9 @@ class _Lowering:
         """A vector output leaves the model as [1, n] (class scores), through one RESHAPE."""
         s = self.spec(name)
         if self.shape_of(name) == [1, *s.shape]:
-            return self.index[name]
+            return self.activation(name)
         out = self.model.add_tensor(fb.Tensor(name, [1, *s.shape], s.dtype, [float(s.scale)], [s.zero_point]))
-        self.emit("RESHAPE", [self.index[name], self.shape_const(f"{name}.output", [1, *s.shape])], [out],
+        self.emit("RESHAPE", [self.activation(name), self.shape_const(f"{name}.output", [1, *s.shape])], [out],
                   "ReshapeOptions", NewShape=[1, *s.shape])
         return out
 
@@ -158,6 +173,8 @@ class _Lowering:
     # -- ops ----------------------------------------------------------------------------------
 
     def op_conv2d(self, op: g.Conv2D) -> None:
+        if self.spec(op.inputs[0]).dtype == "int32":
+            return self.fold(op)
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
         self.check_linear_types(op)
         self.check_multiplier(op, effective_multiplier(spec_in.scale, op.weight_scale, out.scale))
@@ -182,6 +199,8 @@ class _Lowering:
 
     def op_dense(self, op: g.Dense) -> None:
         """A 1x1 CONV_2D on the [1, 1, 1, n] vector: LiteRT's FULLY_CONNECTED rounds once, not like the IR."""
+        if self.spec(op.inputs[0]).dtype == "int32":
+            return self.fold(op)
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
         self.check_linear_types(op)
         self.check_multiplier(op, effective_multiplier(spec_in.scale, op.weight_scale, out.scale))
@@ -235,8 +254,11 @@ class _Lowering:
 
     def op_sum_pool2d(self, op: g.SumPool2D) -> None:
         """A window sum that outgrows int8 runs in the 16x8 kernel on an int16 cast: with the
-        identity multiplier its single rounding is exact too."""
+        identity multiplier its single rounding is exact too. One that outgrows int16 is int32:
+        folded into its readers or written when one needs it (:meth:`defer_window_sum`)."""
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        if out.dtype == "int32":
+            return self.defer_window_sum(op)
         c = spec_in.shape[-1]
         unit = _identity_weight_scale(spec_in.scale, out.scale)
         _require(unit is not None, op, "has input and output scales no float32 weight scale maps to an exact sum")
@@ -274,6 +296,10 @@ class _Lowering:
 
     def op_reshape(self, op: g.Reshape) -> None:
         self.bounds[op.output] = self.bounds[op.inputs[0]]
+        if op.inputs[0] in self.sum_of:  # a reshaped window sum: still foldable, written only if read as it is
+            self.sum_of[op.output] = self.sum_of[op.inputs[0]]
+            self.pending[op.output] = op
+            return
         shape = self.shape_of(op.output)
         self.emit("RESHAPE", [self.activation(op.inputs[0]), self.shape_const(op.name, shape)],
                   [self.activation(op.output)], "ReshapeOptions", NewShape=shape)
@@ -338,6 +364,131 @@ class _Lowering:
         ends = ends + self.spec(op.output).zero_point
         return int(np.clip(ends[0], lo, hi)), int(np.clip(ends[1], lo, hi))
 
+    # -- int32 window sums --------------------------------------------------------------------
+
+    def check_int32(self, op: g.Op) -> None:
+        """int32 is a window sum (sum_pool2d) and its reshapes, read by requantize, conv2d or dense."""
+        wide = [n for n in op.inputs if self.spec(n).dtype == "int32"]
+        if wide and op.kind not in ("requantize", "reshape", "conv2d", "dense"):
+            raise _unsupported(op, f"reads the int32 window sum '{wide[0]}'; TFLite's {op.kind} kernels take int8 or "
+                               "int16 (a requantize, conv2d or dense reads one)")
+        if self.spec(op.output).dtype == "int32" and op.kind != "sum_pool2d" and not (op.kind == "reshape" and wide):
+            raise _unsupported(op, "writes an int32 tensor; TFLite's quantized kernels write int8 or int16 "
+                               "(only a window sum is int32)")
+
+    def defer_window_sum(self, op: g.SumPool2D) -> None:
+        """Nothing is written yet: a conv2d / dense reader folds the sum (:meth:`fold`), a requantize
+        reader writes it (:meth:`write_pending`), once."""
+        spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        _require(spec_in.dtype in ("int8", "int16") and out.zero_point == 0, op,
+                 f"sums {spec_in.dtype} into int32 with zero point {out.zero_point}; an int32 window sum takes int8 or "
+                 "int16 values and has zero point 0")
+        _require(spec_in.dtype == "int8" or spec_in.zero_point == 0, op,
+                 "sums an int16 tensor with a zero point; TFLite's int16 activations are symmetric")
+        lo, hi = self.bounds[op.inputs[0]]
+        n = op.kernel[0] * op.kernel[1]
+        produced = ((lo - spec_in.zero_point) * n, (hi - spec_in.zero_point) * n)
+        _require(INT32_MIN <= produced[0] and produced[1] <= INT32_MAX, op, f"can sum to {produced}, beyond int32")
+        self.bounds[op.output] = produced
+        self.sum_of[op.output] = op
+        self.pending[op.output] = op
+
+    def write_pending(self, name: str) -> None:
+        """Write a deferred window sum (or its reshape) as an int32 tensor (see the module's docstring)."""
+        op = self.pending.pop(name)
+        if op.kind == "reshape":
+            shape = self.shape_of(name)
+            self.emit("RESHAPE", [self.activation(op.inputs[0]), self.shape_const(op.name, shape)], [self.activation(name)],
+                      "ReshapeOptions", last=False, NewShape=shape)
+            return
+        src = self.cast(op.inputs[0], "int16")  # an int8 input: exact, zero point removed
+        spec = self.spec(src)
+        shape = self.shape_of(src)
+        wide = self.model.add_tensor(fb.Tensor(f"{op.name}.int32", shape, "int32", [float(spec.scale)], [0]))
+        self.emit("QUANTIZE", [self.activation(src)], [wide], last=False)
+        plain = self.model.add_tensor(fb.Tensor(f"{op.name}.int32.plain", shape, "int32"))  # no quantization: plain ADD
+        self.emit("RESHAPE", [wide, self.shape_const(f"{op.name}.plain", shape)], [plain], "ReshapeOptions", last=False,
+                  NewShape=shape)
+        ho, wo, _ = self.spec(op.output).shape
+        total, shape = self.strided_sum(op, plain, shape, 2, op.kernel[1], op.stride[1], wo)
+        total, shape = self.strided_sum(op, total, shape, 1, op.kernel[0], op.stride[0], ho)
+        self.emit("RESHAPE", [total, self.shape_const(f"{op.name}.sum", shape)], [self.activation(op.output)],
+                  "ReshapeOptions", last=False, NewShape=shape)
+
+    def strided_sum(self, op: g.SumPool2D, x: int, shape: list[int], axis: int, k: int, stride: int, n: int):
+        """(tensor, shape): sum over i < k of x[.., i + stride * j, ..] for j < n along ``axis``."""
+        if k == 1 and stride == 1 and shape[axis] == n:
+            return x, shape
+        out = list(shape)
+        out[axis] = n
+        total = None
+        for i in range(k):
+            begin, end, step = [0] * len(shape), list(shape), [1] * len(shape)
+            begin[axis], end[axis], step[axis] = i, i + stride * (n - 1) + 1, stride
+            part = self.model.add_tensor(fb.Tensor(f"{op.name}.axis{axis}.{i}", out, "int32"))
+            self.emit("STRIDED_SLICE", [x, *(self.const(f"{op.name}.axis{axis}.{i}.{what}", np.array(v, np.int32))
+                                             for what, v in (("begin", begin), ("end", end), ("strides", step)))],
+                      [part], "StridedSliceOptions", last=False)
+            if total is not None:
+                added = self.model.add_tensor(fb.Tensor(f"{op.name}.axis{axis}.sum{i}", out, "int32"))
+                self.emit("ADD", [total, part], [added], "AddOptions", last=False, FusedActivationFunction=FUSED["NONE"])
+                part = added
+            total = part
+        return total, out
+
+    def fold(self, op) -> None:
+        """A conv2d / dense reading an int32 window sum S of x: sum_k w_k S_k = sum_k w_k sum_window x, so it
+        is one convolution of x whose kernel is w spread over each window (stride: the pool's times the
+        reader's), in TFLite's 16x8 kernel on x as int16, at S's scale (a relabeling RESHAPE)."""
+        name = op.inputs[0]
+        spec_in, out = self.spec(name), self.spec(op.output)
+        _require(name in self.sum_of, op, f"reads the int32 tensor '{name}', which is no window sum")
+        pool = self.sum_of[name]
+        ho, wo, c = self.spec(pool.output).shape
+        w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int64)
+        stride, groups = [1, 1], 1
+        if op.kind == "dense":
+            _require(spec_in.shape in ([ho * wo * c], [ho, wo, c]), op, f"reads the int32 window sum '{name}' as "
+                     f"{spec_in.shape}; it folds into one TFLite convolution as {[ho, wo, c]} or flattened")
+            w = w.reshape(len(w), *((ho, wo) if len(spec_in.shape) == 1 else (1, 1)), c)
+        else:
+            _require(spec_in.shape == [ho, wo, c], op, f"reads the int32 window sum '{name}' reshaped to {spec_in.shape}")
+            _require(not any(op.padding), op, f"reads the int32 window sum '{name}' with padding {list(op.padding)}, "
+                     "which does not fold into one TFLite convolution of the summed values")
+            stride, groups = list(op.stride), op.groups
+        self.check_multiplier(op, effective_multiplier(spec_in.scale, op.weight_scale, out.scale))
+        _require(out.dtype in ("int8", "int16") and (out.dtype == "int8" or out.zero_point == 0), op,
+                 f"writes {out.dtype} (zero point {out.zero_point}); TFLite's 16x8 convolutions write symmetric int16")
+        o, kh, kw, cg = w.shape
+        (ph, pw), (qh, qw) = pool.kernel, pool.stride
+        folded = np.zeros((o, (kh - 1) * qh + ph, (kw - 1) * qw + pw, cg), np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                for u in range(ph):
+                    for v in range(pw):
+                        folded[:, i * qh + u, j * qw + v] += w[:, i, j]
+        _require(folded.min(initial=0) >= -128 and folded.max(initial=0) <= 127, op, f"reads the int32 window sum "
+                 f"'{name}', whose overlapping windows add its weights up to {int(np.abs(folded).max())}, beyond int8")
+        depthwise = groups > 1 and cg == 1 and groups == c
+        _require(groups == 1 or depthwise, op, "is a grouped convolution; TFLite has only ordinary and depthwise ones")
+        src = self.relabel(self.cast(pool.inputs[0], "int16"), spec_in.scale)
+        h, wd, _ = self.spec(pool.inputs[0]).shape
+        sh, sw = stride[0] * qh, stride[1] * qw
+        _require([(h - folded.shape[1]) // sh + 1, (wd - folded.shape[2]) // sw + 1] == self.shape_of(op.output)[1:3],
+                 op, f"reads the int32 window sum '{name}' in a way one TFLite convolution does not reproduce")
+        bias = self.const(f"{op.name}.bias", np.asarray(op.bias, np.int64),
+                          np.float32(spec_in.scale) * np.asarray(op.weight_scale, np.float32))
+        res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
+        fields = dict(Padding=tflite_padding("VALID"), StrideW=sw, StrideH=sh, FusedActivationFunction=FUSED[fused],
+                      DilationWFactor=1, DilationHFactor=1)
+        if depthwise:
+            weight = self.const(f"{op.name}.weight", folded.astype(np.int8).transpose(3, 1, 2, 0), op.weight_scale, dim=3)
+            self.emit_linear(op, "DEPTHWISE_CONV_2D", [src, weight, bias], res, "DepthwiseConv2DOptions",
+                             DepthMultiplier=o // groups, **fields)
+        else:
+            weight = self.const(f"{op.name}.weight", folded.astype(np.int8), op.weight_scale, dim=0)
+            self.emit_linear(op, "CONV_2D", [src, weight, bias], res, "Conv2DOptions", **fields)
+
     # -- pieces -------------------------------------------------------------------------------
 
     def check_multiplier(self, op: g.Op, real, pairs=None) -> None:
@@ -366,7 +517,7 @@ class _Lowering:
         clamping to int16, then adding the zero point and clamping to int8, is the IR's single clamp; a
         fused RELU at 0 there is the IR's clamp at the output's zero point."""
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
-        if spec_in.dtype == out.dtype:
+        if _kernel_input(spec_in.dtype) == out.dtype:
             self.emit(opcode, inputs, [res], options, **fields)
             return
         wide = self.temp(f"{op.output}.int16", self.shape_of(op.output), g.TensorSpec(out.shape, "int16", out.scale, 0))
@@ -376,7 +527,7 @@ class _Lowering:
     def bias(self, op, spec_in: g.TensorSpec) -> int:
         """int32 for int8 activations, int64 for the 16x8 kernels."""
         scale = np.float32(spec_in.scale) * np.asarray(op.weight_scale, np.float32)
-        dtype = np.int64 if spec_in.dtype == "int16" else np.int32
+        dtype = np.int64 if _kernel_input(spec_in.dtype) == "int16" else np.int32
         return self.const(f"{op.name}.bias", np.asarray(op.bias, dtype), scale)
 
     def cast(self, name: str, dtype: str) -> str:
@@ -486,6 +637,12 @@ def _float32_around(value: float, steps: int = 8):
         yield float(up)
         if down > 0:
             yield float(down)
+
+
+def _kernel_input(dtype: str) -> str:
+    """The activation type of the TFLite kernel a conv2d / dense reading ``dtype`` runs in (int32: a
+    window sum, folded into a 16x8 convolution of the int16 values it sums)."""
+    return "int16" if dtype == "int32" else dtype
 
 
 def _require(ok: bool, op: g.Op, message: str) -> None:

@@ -5,6 +5,8 @@
 - LiteRT with its default kernels (optimized builtins + the XNNPACK delegate): what a Raspberry Pi
   or Jetson runs by default; differences are measured and reported, not hidden.
 - `tflite-runtime` (old board images that only have it) is used when `ai-edge-litert` is missing.
+- tflite-runtime 2.14 in its own environment (:mod:`.runtime214`), reference and default kernels,
+  where scripts/setup.sh created it: what older Raspberry Pi images run.
 - TFLite Micro (`tflite-micro`), whose recording allocator reports the arena the model needs.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesnn.backends.tflite import runtime214
 from edgesnn.backends.tflite.validate import MAX_BYTES, validate
 from edgesnn.errors import EdgesnnError
 from edgesnn.limits import read_bytes
@@ -27,7 +30,7 @@ from edgesnn.limits import read_bytes
 LITERT_REFERENCE, LITERT_DEFAULT, MICRO = "litert-reference", "litert-default", "tflite-micro"
 # what the runtimes' Python layers raise on a file they cannot take (after validation, a backstop)
 _RUNTIME_ERRORS = (struct.error, TypeError, ValueError, RuntimeError, IndexError, KeyError, AttributeError)
-RUNTIMES = (LITERT_REFERENCE, LITERT_DEFAULT, MICRO)
+RUNTIMES = (LITERT_REFERENCE, LITERT_DEFAULT, MICRO, runtime214.REFERENCE, runtime214.DEFAULT)
 
 
 @dataclass
@@ -43,7 +46,16 @@ def run(path: Path, xq: np.ndarray, runtime: str = LITERT_REFERENCE) -> Result:
         return _run_micro(path, xq)
     if runtime in (LITERT_REFERENCE, LITERT_DEFAULT):
         return _run_litert(path, xq, reference=runtime == LITERT_REFERENCE)
+    if runtime in runtime214.RESOLVERS:  # runtime214.CannotRun when it refuses the file
+        return Result(*runtime214.run(read_model(path), [xq], runtime))
     raise EdgesnnError(f"unknown TFLite runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
+
+
+def available() -> list[str]:
+    """The runtimes ``verify`` runs a file in here: LiteRT's two kernel sets, TFLite Micro and
+    tflite-runtime 2.14's two where they are installed."""
+    return [LITERT_REFERENCE, LITERT_DEFAULT] + [MICRO] * micro_available() + \
+        [runtime214.REFERENCE, runtime214.DEFAULT] * runtime214.available()
 
 
 def micro_available() -> bool:

@@ -271,11 +271,13 @@ def _quantization(r: _Reader, q, shape: list[int], kind: int, where: str) -> tup
 # Prepare would assume; other operators are refused.
 
 ACTIVATION_TYPES = (9, 7)  # int8, int16
+INT32 = 2
+INT32_OPS = ("QUANTIZE", "RESHAPE", "ADD", "STRIDED_SLICE")  # an int32 window sum (lower.py): its only operators
 OPS = {  # builtin code -> (name, input counts, options type it needs or None)
     3: ("CONV_2D", (3,), 1), 4: ("DEPTHWISE_CONV_2D", (3,), 2), 17: ("MAX_POOL_2D", (1,), 5),
     22: ("RESHAPE", (1, 2), None), 0: ("ADD", (2,), None), 18: ("MUL", (2,), None), 55: ("MAXIMUM", (2,), None),
     57: ("MINIMUM", (2,), None), 114: ("QUANTIZE", (1,), None), 34: ("PAD", (2,), None),
-    39: ("TRANSPOSE", (2,), None), 126: ("BATCH_MATMUL", (2,), 101),
+    39: ("TRANSPOSE", (2,), None), 126: ("BATCH_MATMUL", (2,), 101), 45: ("STRIDED_SLICE", (4,), 32),
 }
 MAX_RANK = 5  # TFLite Micro's TRANSPOSE and BATCH_MATMUL refuse more; its MAXIMUM / MINIMUM broadcast in 5-d
 _ADD_LEFT_SHIFT = {9: 20, 7: 15}  # TFLite's ADD: int8 inputs shifted left by 20, int16 by 15
@@ -293,8 +295,16 @@ def _check_op(r: _Reader, op: dict, code: int, tensors: list[dict], spans: list)
     x, out = tensors[ins[0]], tensors[outs[0]]
     if out["buffer"] is not None:
         raise EdgesnnError(f"{where}: writes into a constant tensor")
-    if x["type"] not in ACTIVATION_TYPES or out["type"] not in ACTIVATION_TYPES or 0 in x["shape"] + out["shape"]:
-        raise EdgesnnError(f"{where}: its input and output must be non-empty int8 or int16 tensors")
+    types = ACTIVATION_TYPES + ((INT32,) if name in INT32_OPS else ())
+    if x["type"] not in types or out["type"] not in types or 0 in x["shape"] + out["shape"]:
+        raise EdgesnnError(f"{where}: its input and output must be non-empty int8 or int16 tensors"
+                           f"{' (int32: a window sum)' if name in INT32_OPS else ''}")
+    if name == "QUANTIZE" and INT32 in (x["type"], out["type"]) and (
+            x["type"] == out["type"] or len(x["scale"]) != 1 or len(out["scale"]) != 1):
+        raise EdgesnnError(f"{where}: an int32 QUANTIZE needs another type on its other side and one scale on each")
+    if name in ("ADD", "STRIDED_SLICE") and x["type"] == INT32 and any(
+            tensors[i]["scale"] for i in [*ins[:2 if name == "ADD" else 1], *outs]):
+        raise EdgesnnError(f"{where}: int32 tensors it adds or slices carry no quantization (plain integers)")
     if options_type is not None and (op["options_type"] != options_type or op["options"] is None):
         raise EdgesnnError(f"{where}: its options are missing or of another operator")
     if name != "QUANTIZE" and x["type"] != out["type"]:
@@ -314,6 +324,8 @@ def _check_op(r: _Reader, op: dict, code: int, tensors: list[dict], spans: list)
         want = _transposed_shape(r, x, tensors[ins[1]], spans, where)
     elif name == "BATCH_MATMUL":
         want = _product_shape(r, op, x, tensors[ins[1]], out, where)
+    elif name == "STRIDED_SLICE":
+        want = _sliced_shape(r, op, x, [tensors[i] for i in ins[1:]], spans, where)
     else:  # PAD
         want = _padded_shape(r, x, tensors[ins[1]], spans, where)
     if want != out["shape"]:
@@ -405,6 +417,24 @@ def _product_shape(r: _Reader, op: dict, a: dict, b: dict, out: dict, where: str
     if k != kb:
         raise EdgesnnError(f"{where}: {sa} and {sb} (adj_x {bool(adj_x)}, adj_y {bool(adj_y)}) do not multiply")
     return [*batch, m, n]
+
+
+def _sliced_shape(r: _Reader, op: dict, x: dict, args: list[dict], spans: list, where: str) -> list[int]:
+    """STRIDED_SLICE as edgesnn writes it: constant int32 begin, end, strides of shape [rank], rank 1..4,
+    0 <= begin < end <= the axis, strides >= 1, every mask and ``offset`` unset."""
+    rank = len(x["shape"])
+    if not 1 <= rank <= 4 or any(a["buffer"] is None or a["type"] != INT32 or a["shape"] != [rank] for a in args):
+        raise EdgesnnError(f"{where}: needs constant int32 begin, end and strides of shape [rank] for an input of rank 1..4")
+    if any(r.scalar(op["options"], field, "<i") for field in range(5)) or r.scalar(op["options"], 5, "<B"):
+        raise EdgesnnError(f"{where}: its masks and offset must be unset")
+    begin, end, step = (struct.unpack_from(f"<{rank}i", r.data, spans[a["buffer"]][0]) for a in args)
+    shape = []
+    for b, e, s, d in zip(begin, end, step, x["shape"]):
+        if not (0 <= b < e <= d and s >= 1):
+            raise EdgesnnError(f"{where}: begin {list(begin)}, end {list(end)} and strides {list(step)} do not fit "
+                               f"input {x['shape']}")
+        shape.append((e - b + s - 1) // s)
+    return shape
 
 
 def _padded_shape(r: _Reader, x: dict, pads: dict, spans: list, where: str) -> list[int]:

@@ -1,10 +1,11 @@
-/* Bare-metal MPS2 time source: CMSDK APB TIMER0, a 32-bit down-counter clocked by the
- * board's PCLK (QEMU: 25 MHz on mps2-an386/an500, 20 MHz on mps2-an505). QEMU models it
- * with a ptimer on QEMU_CLOCK_VIRTUAL, so under -icount shift=0 one tick = 40 (50) guest
+/* Bare-metal time source on QEMU's MPS2 machines: CMSDK APB TIMER0, a 32-bit down-counter clocked
+ * by the board's PCLK (QEMU: 25 MHz on mps2-an385/an386/an500, 20 MHz on mps2-an505). QEMU models
+ * it with a ptimer on QEMU_CLOCK_VIRTUAL, so under -icount shift=0 one tick = 40 (50) guest
  * instructions. To get better than 1-tick resolution, plat_ns() spins until the next tick
  * edge and subtracts the spin length (polls * POLL_INSNS): result = time of the call,
  * precise to a few instructions, plus a constant that cancels in differences.
- * (SysTick is only 24 bit; DWT CYCCNT and semihosting SYS_ELAPSED are unusable, see README.) */
+ * (SysTick, plat_systick.c, serves cores without this timer; DWT CYCCNT and semihosting
+ * SYS_ELAPSED are unusable; docs/mcu.md, Verify) */
 #include "plat.h"
 
 #ifndef TIMER0_BASE
@@ -13,8 +14,7 @@
 #ifndef TIMER_HZ
 #define TIMER_HZ 25000000u
 #endif
-#define NS_PER_TICK (1000000000u / TIMER_HZ)
-#define POLL_INSNS 4u                     /* ldr, adds, cmp, bne below */
+#include "plat_poll.h"
 
 typedef struct { volatile uint32_t CTRL, VALUE, RELOAD, INTSTATUS; } cmsdk_timer_t;
 #define TIMER0 ((cmsdk_timer_t *)TIMER0_BASE)
@@ -34,14 +34,9 @@ uint64_t plat_ns(void)                    /* call at least once per 2^32 ticks (
 {
     static uint32_t last;
     static uint64_t ticks;
-    uint32_t v0 = TIMER0->VALUE, v, polls = 0;
-    __asm__ volatile("1: ldr %0, [%2]\n"  /* wait for the next tick edge, counting polls */
-                     "   adds %1, %1, #1\n"
-                     "   cmp %0, %3\n"
-                     "   beq 1b\n"
-                     : "=&r"(v), "+r"(polls) : "r"(&TIMER0->VALUE), "r"(v0) : "cc", "memory");
-    uint32_t now = ~v;                    /* down-counter -> up-counter */
+    uint32_t polls = 0;
+    uint32_t now = ~plat_next_edge(&TIMER0->VALUE, &polls);  /* down-counter -> up-counter */
     ticks += (uint32_t)(now - last);
     last = now;
-    return ticks * NS_PER_TICK - (uint64_t)polls * POLL_INSNS;
+    return plat_ticks_ns(ticks) - (uint64_t)polls * POLL_INSNS;
 }

@@ -39,18 +39,21 @@ __attribute__((noreturn)) void Reset_Handler(void)
 {
     memcpy(__data_start__, __data_load__, (size_t)((char *)__data_end__ - (char *)__data_start__));
     memset(__bss_start__, 0, (size_t)((char *)__bss_end__ - (char *)__bss_start__));
-#if defined(__ARM_FP)                     /* only when built with -mfloat-abi=softfp/hard */
-    *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;   /* CPACR: CP10/CP11 full access */
+#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE) /* an FPU (-mfloat-abi=softfp/hard) or Helium (M55) */
+    *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;   /* CPACR: CP10/CP11 full access (MVE needs it too) */
     __asm__ volatile("dsb; isb");
 #endif
     initialise_monitor_handles();
     semihost_exit(main());
 }
 
+/* plat_systick.c counts SysTick wraps; without it a SysTick exception is unexpected */
+void SysTick_Handler(void) __attribute__((weak, alias("Default_Handler")));
+
 __attribute__((section(".vectors"), used))
 void (*const vectors[16])(void) = {
     (void (*)(void))__stack_top, Reset_Handler,
     Default_Handler, Default_Handler, Default_Handler, Default_Handler,   /* NMI HardFault MemManage BusFault */
     Default_Handler, Default_Handler, 0, 0, 0,                            /* UsageFault SecureFault(v8-M) */
-    Default_Handler, Default_Handler, 0, Default_Handler, Default_Handler /* SVC DebugMon - PendSV SysTick */
+    Default_Handler, Default_Handler, 0, Default_Handler, SysTick_Handler /* SVC DebugMon - PendSV SysTick */
 };

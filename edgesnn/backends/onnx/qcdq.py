@@ -1,5 +1,16 @@
-"""ONNX backend: a torch model (plain layers, edgesnn neurons, Brevitas QuantConv2d/QuantLinear)
-written to one .onnx file with Brevitas's QCDQ export, run and checked with onnxruntime (CPU).
+"""The QCDQ ONNX file (``export --target onnx-qcdq``): the *torch* model (plain layers, edgesnn
+neurons, Brevitas QuantConv2d/QuantLinear) written with Brevitas's QCDQ export, for tools that read
+QuantizeLinear -> Clip -> DequantizeLinear. It does not read the IR, and it is not the integer model:
+
+- Only the weights of Brevitas-quantized layers (checkpoints from ``edgesnn quantize``) are
+  quantized, as QuantizeLinear -> Clip -> DequantizeLinear on the weight; a plain float layer keeps
+  float32 weights straight into Conv / Gemm.
+- The input and every activation stay float: edgesnn's models quantize no activation in torch, so
+  no QuantizeLinear acts on them. The spiking neurons are float arithmetic (Floor, Clip, Mul) and
+  nothing is requantized in integers: the file computes torch's float function, not the IR's integers. ``verify`` checks it
+  against torch (argmax agreement and the largest output difference), not against the IR.
+
+The integer ONNX file, computed exactly as the IR, is ``export --target onnx`` (lower.py).
 
 How the export works and why:
 
@@ -20,7 +31,7 @@ How the export works and why:
   membrane quantizers (``MembraneQuant``, whose forward checks its scale with a Python ``if`` on a
   tensor, which torch.export cannot trace) are replaced by the same arithmetic without the check.
 - The batch axis is dynamic (named ``batch``). A model that fixes its batch size (e.g. a reshape
-  to a constant batch) is exported at the example's batch size; :func:`run_onnx` then runs
+  to a constant batch) is exported at the example's batch size; :func:`run_qcdq` then runs
   batches of that size.
 - torch.onnx writes weights as external data by default (``model.onnx.data``) and Brevitas then
   re-saves the file inline, leaving the ``.data`` file behind. Here torch.onnx is asked for one
@@ -36,7 +47,6 @@ import copy
 import io
 import logging
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -46,23 +56,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgesnn.backends.onnx.runtime import FORMAT_KEY, QCDQ, one_line, session
 from edgesnn.errors import EdgesnnError
 
 OPSET = 20  # torch.onnx's own default: no version conversion (Brevitas would ask for 13 and fail to convert)
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-ORT_LOG_SEVERITY = 3  # errors only
 _QUIET_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript", "onnx_ir",
                   "brevitas")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, str] | None = None) -> Path:
+def export_qcdq(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, str] | None = None) -> Path:
     """Write the eval-mode ``model`` to ``path`` as one ONNX file (QCDQ weights, dynamic batch).
 
     ``example`` is an input batch (its batch size does not matter); ``metadata`` goes into the
     model's metadata_props. Returns ``path``. Nothing is written at ``path`` unless the export
-    succeeded and onnxruntime loads the result.
+    succeeded, onnx.checker's full check passes and onnxruntime loads the result.
     """
     path = Path(path)
     example = _example(example)
@@ -78,37 +87,30 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, metadata: d
         proto = onnx.load(str(raw))  # pulls in external data, if torch.onnx wrote any
         if proto.ByteSize() >= 2**31:
             raise EdgesnnError(f"{what} is larger than 2 GB: ONNX cannot hold it in one file")
-        if metadata:
-            onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
+        onnx.helper.set_model_props(proto, {FORMAT_KEY: QCDQ, **{str(k): str(v) for k, v in (metadata or {}).items()}})
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except Exception as e:  # noqa: BLE001 - the checker's and shape inference's errors alike
+            raise EdgesnnError(f"cannot export {what} to ONNX: the file fails onnx.checker: {one_line(e)}") from None
         single = Path(work) / "model.onnx"
         onnx.save_model(proto, str(single))
-        _session(single)  # refuse a file onnxruntime cannot load
+        session(single)  # refuse a file onnxruntime cannot load
         os.replace(single, path)
     except _ExportFailed as e:
         raise EdgesnnError(f"cannot export {what} to ONNX: {e}") from None
     except EdgesnnError:
         raise
     except Exception as e:  # noqa: BLE001 - anything from torch.export / brevitas / onnx is one line for the user
-        raise EdgesnnError(f"cannot export {what} to ONNX: {_one_line(e)}") from None
+        raise EdgesnnError(f"cannot export {what} to ONNX: {one_line(e)}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
 
 
-def read_metadata(path) -> dict[str, str]:
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise EdgesnnError(f"{path}: not a readable ONNX file ({_one_line(e)})") from None
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def run_onnx(path, x: np.ndarray) -> np.ndarray:
+def run_qcdq(path, x: np.ndarray) -> np.ndarray:
     """Run the ONNX file on a float batch with onnxruntime (CPU); returns the first output."""
     path = Path(path)
-    sess = _session(path)
+    sess = session(path)
     inp = sess.get_inputs()[0]
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     shape = list(inp.shape)
@@ -131,14 +133,14 @@ def run_onnx(path, x: np.ndarray) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def compare_onnx(model: nn.Module, path, x: torch.Tensor) -> dict:
+def compare_qcdq(model: nn.Module, path, x: torch.Tensor) -> dict:
     """Torch vs onnxruntime on ``x``: argmax agreement and the largest output difference."""
     import onnxruntime
 
     x = torch.as_tensor(x, dtype=torch.float32)
     if len(x) == 0:
         raise EdgesnnError("no samples to compare")
-    out = run_onnx(path, x.numpy())  # first: it checks x against the file's input shape, torch would not
+    out = run_qcdq(path, x.numpy())  # first: it checks x against the file's input shape, torch would not
     was_training = model.training
     model.eval()
     try:
@@ -184,7 +186,7 @@ def _export(model: nn.Module, example: torch.Tensor, out: Path) -> None:
         try:
             work = copy.deepcopy(model)
         except Exception as e:  # noqa: BLE001
-            raise EdgesnnError(f"cannot copy {type(model).__name__} for the ONNX export: {_one_line(e)}") from None
+            raise EdgesnnError(f"cannot copy {type(model).__name__} for the ONNX export: {one_line(e)}") from None
         work.eval()
         names = {id(m): n for n, m in work.named_modules()}
         _prepare_weight_quantizers(work)
@@ -283,7 +285,7 @@ def _describe_failure(e: BaseException, names: dict[int, str]) -> str:
     chain = list(_chain(e))
     root = chain[-1]
     where = next(filter(None, (_failing_layer(c, names) for c in reversed(chain))), None)
-    line = _one_line(root) + _HINTS.get(type(root).__name__, "")
+    line = one_line(root) + _HINTS.get(type(root).__name__, "")
     return f"{where}: {line}" if where else line
 
 
@@ -311,24 +313,3 @@ def _chain(e: BaseException):
         seen.add(id(e))
         yield e
         e = e.__cause__ or e.__context__
-
-
-def _one_line(e: BaseException) -> str:
-    text = _ANSI.sub("", str(e))
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    first = lines[0] if lines else ""
-    msg = f"{type(e).__name__}: {first}" if first else type(e).__name__
-    return msg if len(msg) <= 300 else msg[:297] + "..."
-
-
-def _session(path: Path):
-    import onnxruntime as ort
-
-    if not Path(path).is_file():
-        raise EdgesnnError(f"{path}: no such ONNX file")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = ORT_LOG_SEVERITY
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise EdgesnnError(f"{path}: onnxruntime cannot load it: {_one_line(e)}") from None

@@ -1,0 +1,85 @@
+"""What a board runs, without torch: ``verify`` of a .tflite file (against its model.ir) or of an exported
+C project, in numpy and the target's own runtime (LiteRT or tflite-runtime; the compiled C).
+
+``pip install edgesnn[device]`` installs exactly what this path and ``profile`` (edgesnn.profile) need;
+torch is never imported on it, and tests/test_device_torch_free.py runs it with torch blocked. The
+data are read as numpy arrays (``edgesnn.data.load(spec, arrays=True)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgesnn import artifact_data
+from edgesnn import data as datasets
+from edgesnn.errors import EdgesnnError
+from edgesnn.files import check_not_interrupted
+from edgesnn.ir import load as load_ir
+
+IR_FILE = "model.ir"
+PROJECT_FILE = "project.json"  # edgesnn.backends.mcu.project.PROJECT_FILE
+# what a command that needs torch says on an install without it (edgesnn.cli)
+TRAIN_INSTALL = ("pip install 'edgesnn[train]' (or edgesnn[all]); edgesnn[device] alone runs verify and profile of "
+                 ".tflite files and MCU projects")
+
+
+def handles(artifact: Path) -> bool:
+    """A .tflite file or an MCU project folder: verified here, without torch."""
+    artifact = Path(artifact)
+    return artifact.suffix == ".tflite" or (artifact.is_dir() and (artifact / PROJECT_FILE).is_file())
+
+
+def verify(artifact: Path, data_spec: str | None = None, ir: Path | None = None, qemu: bool = False,
+           samples: int | None = None, trust_code=False, spike_code: str | None = None) -> dict:
+    """A .tflite file: every output integer in each installed runtime vs the golden interpreter of its IR
+    (``ir``, default model.ir beside it). An MCU project folder: built and run (host; with ``qemu`` also the
+    board's emulated core), its Makefile only with ``trust_code`` True. ``data_spec`` None: the data set
+    the artifact records. The same results as :func:`edgesnn.pipeline.verify`, which calls this."""
+    artifact = Path(artifact)
+    if samples is not None and samples < 1:
+        raise EdgesnnError(f"--samples must be at least 1, got {samples}")
+    check_not_interrupted(artifact if artifact.is_dir() else artifact.parent)  # a stopped export's half-swapped files
+    if spike_code is not None:
+        raise EdgesnnError(f"{artifact}: --spike-code chooses how a Lava folder runs; other artifacts run what they "
+                           "were exported as (export --target mcu --spike-code builds the code in)")
+    if artifact.is_dir() and (artifact / PROJECT_FILE).is_file():
+        from edgesnn.backends.mcu import verify_mcu
+
+        spec, ds = artifact_data.load(artifact, data_spec, arrays=True)
+        r = verify_mcu(artifact, datasets.to_nhwc(ds.x_test), qemu=qemu, samples=samples, trust_code=trust_code is True)
+        return {"data": spec, **with_accuracy(r, artifact, ds)}
+    if artifact.suffix == ".tflite":
+        return _verify_tflite(artifact, data_spec, ir)
+    raise EdgesnnError(f"{artifact}: the device path verifies a .tflite file or an MCU project folder")
+
+
+def _verify_tflite(artifact: Path, data_spec: str | None, ir: Path | None) -> dict:
+    from edgesnn.backends.tflite import compare
+
+    graph, ir = beside_ir(artifact, ir)
+    data_spec, ds = artifact_data.load(artifact, data_spec, arrays=True, graph=graph)
+    x = datasets.to_nhwc(ds.x_test)
+    r = compare(artifact, graph, x)
+    return {"artifact": str(artifact), "ir": str(ir), "data": data_spec, **r,
+            "ir_accuracy": float((graph.run(x).argmax(1) == np.asarray(ds.y_test)).mean())}
+
+
+def with_accuracy(r: dict, folder: Path, ds) -> dict:
+    """A target bit-exact with its IR has the IR's accuracy on the samples it ran: say so."""
+    if r["mismatches"] == 0 and (folder / IR_FILE).is_file():
+        n = r["samples"]
+        pred = load_ir(folder / IR_FILE).run(datasets.to_nhwc(ds.x_test[:n])).argmax(1)
+        r["accuracy"] = float((pred == np.asarray(ds.y_test)[:n]).mean())
+    return r
+
+
+def beside_ir(artifact: Path, ir: Path | None):
+    """(graph, path) of the IR a file was written from: ``ir``, or model.ir beside it."""
+    if not artifact.is_file():
+        raise EdgesnnError(f"{artifact}: no such file")
+    ir = Path(ir) if ir is not None else artifact.with_name(IR_FILE)
+    if not ir.is_file():
+        raise EdgesnnError(f"{artifact}: no IR to compare with at {ir}; pass --ir PATH")
+    return load_ir(ir), ir
