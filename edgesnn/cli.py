@@ -352,6 +352,11 @@ def export(
                                            "TFLite Micro) or tflite-runtime (2.14, older Raspberry Pi images; a "
                                            "graph it cannot run, e.g. int16 streams, is refused naming the op)",
                                 **_choices(("litert", "tflite-runtime"))),
+    kernels: str = typer.Option("tvm", help="mcu: kernel source: tvm (generated for every layer) or cmsis-nn "
+                                            "(the int8 conv/depthwise/dense layers CMSIS-NN covers call it; "
+                                            "needs --cmsis-nn)", **_choices(("tvm", "cmsis-nn"))),
+    cmsis_nn: Path = typer.Option(None, "--cmsis-nn", help="mcu, --kernels cmsis-nn: the CMSIS-NN folder "
+                                                           "(Include/, Source/) the project's Makefile compiles"),
     trust_code: bool = _trust_option(),
 ):
     """Export a checkpoint to a deployable artifact."""
@@ -359,7 +364,7 @@ def export(
 
     path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype,
                                  board=board, event_driven=event_driven, lava_mode=lava_mode, trust_code=trust_code,
-                                 spike_code=spike_code, runtime=runtime)
+                                 spike_code=spike_code, runtime=runtime, kernels=kernels, cmsis_nn=cmsis_nn)
     _result(f"wrote {path}")
     if target == "lava":
         r = json.loads((Path(path) / "loihi2.json").read_text())
@@ -755,6 +760,36 @@ def profile(
         _say(f"measured here: {r['latency_ms_median']:.4f} ms per inference (median of {len(r['latency_ms_runs'])} "
              f"passes), peak RSS {r['peak_rss_bytes'] / 2**20:.1f} MiB{power}")
     _result(f"{r['board']}: {'fits' if r['fits'] else 'does not fit'} ({room})")
+
+
+@command()
+def bench(
+    artifact: Path = typer.Argument(..., help="model.tflite, an integer model.onnx, or an MCU project folder for "
+                                              "an application CPU (raspberry-pi-*, jetson-*)"),
+    data: str = typer.Option(None, help=f"inputs (default: the data set the artifact records): {DATA_HELP}"),
+    ir: Path = typer.Option(None, help="model.tflite / model.onnx: the IR it was written from (default: model.ir "
+                                       "beside it)"),
+    samples: int = typer.Option(50, help="inferences per timed pass at batch 1"),
+    repeats: int = typer.Option(7, help="timed passes, after one warm-up; the latency is their median"),
+    json_out: Path = typer.Option(None, "--json", help="write the results as JSON"),
+    trust_code: bool = _trust_option("an MCU project: run its Makefile (bench builds it). Only for a folder you trust"),
+):
+    """Latency at batch 1 and throughput at batch 64 in each runtime that runs the artifact here. No torch."""
+    from edgesnn.bench import bench as run_bench
+
+    r = run_bench(artifact, data, samples=samples, repeats=repeats, ir=ir, trust_code=trust_code)
+    if json_out:
+        write_json(json_out, r)
+    table = Table(title=f"{r['artifact']} ({r['kind']}) on {r['data']}: batch 1 over {r['samples']} samples, "
+                        f"batch {r['batch']}; median of {r['repeats']} passes")
+    for col in ("runtime", "latency ms (batch 1)", f"samples/s (batch {r['batch']})", "calls per batch"):
+        table.add_column(col, justify="left" if col == "runtime" else "right")
+    for row in r["runtimes"].values():
+        table.add_row(row["runtime"], f"{row['latency_ms_median']:.4f}", f"{row['throughput_per_s']:.0f}",
+                      str(row["calls_per_batch"]))
+    _show(table)
+    fastest = min(r["runtimes"].values(), key=lambda row: row["latency_ms_median"])
+    _result(f"fastest at batch 1: {fastest['runtime']}, {fastest['latency_ms_median']:.4f} ms")
 
 
 def main() -> None:

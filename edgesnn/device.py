@@ -59,6 +59,7 @@ def _verify_tflite(artifact: Path, data_spec: str | None, ir: Path | None) -> di
     from edgesnn.backends.tflite import compare
 
     graph, ir = beside_ir(artifact, ir)
+    check_runnable(artifact)
     data_spec, ds = artifact_data.load(artifact, data_spec, arrays=True, graph=graph)
     x = datasets.to_nhwc(ds.x_test)
     r = compare(artifact, graph, x)
@@ -83,3 +84,39 @@ def beside_ir(artifact: Path, ir: Path | None):
     if not ir.is_file():
         raise EdgesnnError(f"{artifact}: no IR to compare with at {ir}; pass --ir PATH")
     return load_ir(ir), ir
+
+
+def check_runnable(artifact: Path) -> None:
+    """A .tflite file the installed in-process runtime cannot run is one line naming the operator and what to
+    install (a board with only tflite-runtime 2.14 and an int16-stream file), before any work; so is no runtime."""
+    from edgesnn.backends.tflite.runtime import _interpreter_module, read_model
+
+    _, runtime = _interpreter_module()
+    problem = refusal(read_model(artifact), runtime)
+    if problem:
+        raise EdgesnnError(f"{artifact}: {problem}")
+
+
+def refusal(data: bytes, runtime: str) -> str | None:
+    """Why ``runtime`` (the installed TFLite runtime's name) cannot run the validated .tflite bytes, naming
+    the operator and what to install; None when it can. Measured for tflite-runtime 2.14 (runtime214.CANNOT_RUN)."""
+    if not runtime.startswith("tflite-runtime"):
+        return None
+    import tflite
+
+    from edgesnn.backends.tflite.runtime214 import CANNOT_RUN
+
+    model = tflite.Model.GetRootAs(data, 0)
+    ops = {v: k for k, v in vars(tflite.BuiltinOperator).items() if isinstance(v, int)}
+    types = {v: k.lower() for k, v in vars(tflite.TensorType).items() if isinstance(v, int)}
+    graph = model.Subgraphs(0)
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        name = ops.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+        key = (name, types.get(graph.Tensors(op.Inputs(0)).Type()), types.get(graph.Tensors(op.Outputs(0)).Type()))
+        if key in CANNOT_RUN:
+            return (f"{runtime} cannot run its {key[0]} {key[1]} -> {key[2]} (operator {i}): {CANNOT_RUN[key]}; "
+                    "install ai-edge-litert (pip install ai-edge-litert), which runs it, or export it with "
+                    "--stream-dtype int8 --runtime tflite-runtime")
+    return None

@@ -103,11 +103,13 @@ def _default_stream_dtype(config: dict) -> str:
 def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, stream_dtype: str | None = None,
                  board: str | None = None, event_driven: str = "auto", lava_mode: str | None = None,
                  source_ref: str | None = None, trust_code: models.custom.Trust = False,
-                 spike_code: str | None = None, runtime: str | None = None) -> Path:
+                 spike_code: str | None = None, runtime: str | None = None, kernels: str = "tvm",
+                 cmsis_nn: Path | None = None) -> Path:
     """``stream_dtype`` None: the dtype the checkpoint's streams trained at (quantize --stream-dtype), else int8.
     ``runtime``: the tflite target's runtime (backends.tflite.EXPORT_RUNTIMES): litert (default: LiteRT
     and TFLite Micro) or tflite-runtime (2.14 as well: a graph it cannot run is refused, naming the op).
     ``board`` and ``event_driven``: the mcu target (a board name or YAML file; see backends/mcu);
+    ``kernels`` (tvm or cmsis-nn) and ``cmsis_nn`` (the CMSIS-NN folder): the mcu target's kernel source;
     ``lava_mode``: the lava target's neuron mode, graded (default), rate-burst or bit-plane.
     ``spike_code``: rate-burst or bit-plane spike trains where the target runs them (lava: the same
     as ``lava_mode``; mcu: event-driven layers reading spike counts); None: integer counts. ``source_ref``: how the
@@ -127,6 +129,12 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
 
         spike_code = code_name(spike_code)
     board_spec = _mcu_board(board) if target == "mcu" else None  # a bad board fails before any work
+    if kernels != "tvm" or cmsis_nn is not None:  # a bad kernel source or CMSIS-NN folder too
+        if target != "mcu":
+            raise EdgesnnError(f"--kernels/--cmsis-nn: choose the kernels of --target mcu, not of {target}")
+        from edgesnn.backends.mcu.cmsis_nn import check_kernels
+
+        check_kernels(kernels, cmsis_nn)
     if runtime is not None:  # a bad runtime fails before any work
         if target != "tflite":
             raise EdgesnnError(f"--runtime: chooses the TFLite runtime of --target tflite, not of {target}")
@@ -187,7 +195,8 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     if target == "mcu":
         from edgesnn.backends.mcu import export_mcu
 
-        export_mcu(graph, board_spec, Path(out), event_driven, datasets.to_nhwc(calibration[:256]), spike_code)
+        export_mcu(graph, board_spec, Path(out), event_driven, datasets.to_nhwc(calibration[:256]), spike_code,
+                   kernels, cmsis_nn)
         return Path(out)
     path = Path(out) / IR_FILE
     graph.save(path)

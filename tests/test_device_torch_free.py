@@ -1,4 +1,4 @@
-"""The board's commands without torch (edgesnn[device], edgesnn/device.py): verify and profile --measure of
+"""The board's commands without torch (edgesnn[device], edgesnn/device.py): verify, profile --measure and bench of
 a .tflite file and of an MCU project built for an aarch64 Linux board run with torch (and Brevitas, TVM,
 Lava) blocked from import, and give the same results as with everything installed, where torch is not
 imported either. A missing runtime is one line naming what to install.
@@ -58,12 +58,14 @@ def edgesnn(tmp_path, *args, blocked=HEAVY):
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    """An MLP trained briefly on digits, exported as .tflite (with model.ir) and as a C project for the Pi 4."""
+    """An MLP trained briefly on digits, exported as .tflite (with model.ir), as a C project for the Pi 4 and as
+    integer ONNX."""
     root = tmp_path_factory.mktemp("device")
     pipeline.train_model("mlp", "digits", 1, root / "ckpt")
     tflite = pipeline.export_model(root / "ckpt", "tflite", root / "tflite")
     mcu = pipeline.export_model(root / "ckpt", "mcu", root / "mcu", board="raspberry-pi-4")
-    return {"tflite": tflite, "mcu": mcu}
+    onnx = pipeline.export_model(root / "ckpt", "onnx", root / "onnx")  # integer ONNX: bench times it without torch
+    return {"tflite": tflite, "mcu": mcu, "onnx": onnx}
 
 
 COMMANDS = {
@@ -101,6 +103,25 @@ def test_board_commands_run_without_torch_with_the_same_results(artifacts, tmp_p
         assert got["latency_ms_median"] > 0 and got_line == want_line
 
 
+@pytest.mark.parametrize("name, args, runtimes", [
+    ("tflite", ["{tflite}"], {"litert-reference", "litert-default"}),
+    ("mcu", ["{mcu}", "--trust-code"], {"c-host"}),
+    ("onnx", ["{onnx}"], {"onnxruntime"}),
+])
+def test_bench_runs_without_torch(artifacts, tmp_path, name, args, runtimes):
+    out = tmp_path / "bench.json"
+    status, stdout, stderr, imports = edgesnn(tmp_path, "bench", *[a.format(**artifacts) for a in args], "--samples",
+                                              4, "--repeats", 2, "--json", out)
+    assert status == 0, stderr
+    assert imports == []
+    r = json.loads(out.read_text())
+    assert (r["kind"], r["data"], r["samples"], r["repeats"], set(r["runtimes"])) == (name, "digits", 4, 2, runtimes)
+    for row in r["runtimes"].values():
+        assert len(row["latency_ms_runs"]) == 2 and all(v > 0 for v in row["latency_ms_runs"])
+        assert row["throughput_per_s"] > 0 and row["runtime"] in stdout
+    assert stdout.strip().splitlines()[-1].startswith("fastest at batch 1: ")
+
+
 def test_a_command_that_needs_torch_says_what_to_install(tmp_path):
     status, stdout, stderr, imports = edgesnn(tmp_path, "train", "--out", "ckpt", "--epochs", "1")
     assert status == 1 and stdout == "" and "torch" in imports
@@ -111,11 +132,19 @@ def test_a_command_that_needs_torch_says_what_to_install(tmp_path):
 
 
 def test_a_missing_tflite_runtime_is_one_line_naming_what_to_install(artifacts, tmp_path):
-    status, stdout, stderr, imports = edgesnn(tmp_path, "verify", artifacts["tflite"], blocked=HEAVY + RUNTIMES)
-    assert status == 1 and stdout == ""
-    assert stderr.splitlines() == ["error: running .tflite files needs ai-edge-litert (pip install ai-edge-litert) "
-                                   "or, on old board images, tflite-runtime"]
-    assert "ai_edge_litert" in imports and not {m for m in imports if m.partition(".")[0] == "torch"}
+    for command in ("verify", "bench"):
+        status, stdout, stderr, imports = edgesnn(tmp_path, command, artifacts["tflite"], blocked=HEAVY + RUNTIMES)
+        assert status == 1 and stdout == ""
+        assert stderr.splitlines() == ["error: running .tflite files needs ai-edge-litert (pip install ai-edge-litert) "
+                                       "or, on old board images, tflite-runtime"]
+        assert "ai_edge_litert" in imports and not {m for m in imports if m.partition(".")[0] == "torch"}
+
+
+def test_bench_of_onnx_without_onnxruntime_is_one_line_naming_what_to_install(artifacts, tmp_path):
+    status, stdout, stderr, imports = edgesnn(tmp_path, "bench", artifacts["onnx"], blocked=HEAVY + ("onnxruntime",))
+    assert status == 1 and stdout == "" and "onnxruntime" in imports
+    assert stderr.splitlines() == [f"error: {artifacts['onnx']}: running .onnx files needs onnx and onnxruntime (pip "
+                                   "install onnx onnxruntime): No module named 'onnxruntime'"]
 
 
 def test_the_clis_lists_are_the_torch_modules_own():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from edgesnn.proc import run as run_child
 from edgesnn.measure_child import REPEATS  # timed passes; the median of their per-inference times is reported
 
 SAMPLES = 50
+NO_SENSOR = "no power sensor found (Jetson INA3221 sysfs or Raspberry Pi 5 vcgencmd pmic_read_adc)"
 
 
 def measure(target: str, artifact: Path, xq: np.ndarray) -> dict:
@@ -39,12 +41,14 @@ def measure(target: str, artifact: Path, xq: np.ndarray) -> dict:
         else:
             latencies, rss = _measure_python(target, artifact, xq[:SAMPLES])
     out = {"latency_ms_median": float(np.median(latencies)), "latency_ms_runs": [float(v) for v in latencies],
-           "peak_rss_bytes": int(rss), "power_sensor": sensor.name, "samples": int(min(len(xq), SAMPLES))}
+           "peak_rss_bytes": int(rss), "power_sensor": sensor.name,
+           "measure_samples": int(min(len(xq), SAMPLES)),  # not "samples": the profile's own count stays
+           "measured_on": f"{platform.node()} ({platform.machine()})"}  # a board's figure only when it is the board
     if samples:
         watts = float(np.mean(samples))
         out.update({"power_w_mean": watts, "energy_mj_per_inference_measured": watts * out["latency_ms_median"]})
     else:
-        out["power_note"] = "no power sensor found (Jetson INA3221 sysfs or Raspberry Pi 5 vcgencmd pmic_read_adc)"
+        out["power_note"] = sensor.problem or NO_SENSOR
     return out
 
 
@@ -113,6 +117,7 @@ def _run_child(cmd: list[str], cwd: Path | None = None) -> tuple[str, int]:
 
 class _Sensor:
     name = "none"
+    problem: str | None = None  # a sensor that is there but cannot be read: why, and what to do (one line)
 
     def read_watts(self) -> float | None:
         return None
@@ -165,6 +170,21 @@ class Ina3221(_Sensor):
         except (OSError, ValueError):
             return None
 
+    def why_unreadable(self) -> str | None:
+        """None when both files read as integers; else the file and the reason, and the fix."""
+        for f in (self.volts, self.amps):
+            try:
+                int(f.read_text())
+            except OSError as e:
+                why = e.strerror or type(e).__name__
+            except ValueError:
+                why = "not an integer"
+            else:
+                continue
+            return (f"Jetson INA3221 power sensor unreadable: {f}: {why}; run as root or make its hwmon files readable "
+                    f"(sudo chmod a+r {f.parent}/in*_input {f.parent}/curr*_input)")
+        return None
+
 
 class Pi5Pmic(_Sensor):
     """Raspberry Pi 5: ``vcgencmd pmic_read_adc`` lists each rail's current (A) and voltage (V)."""
@@ -172,10 +192,28 @@ class Pi5Pmic(_Sensor):
     name = "raspberry-pi-5-pmic"
 
     def read_watts(self) -> float | None:
+        return self.reading()[0]
+
+    def reading(self) -> tuple[float | None, str | None]:
+        """(watts, None), or (None, why it cannot be read and what to do)."""
+        fail = "Raspberry Pi 5 PMIC power sensor unreadable: vcgencmd pmic_read_adc "
         try:
-            text = run_child(["vcgencmd", "pmic_read_adc"], timeout=5).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return None
+            r = run_child(["vcgencmd", "pmic_read_adc"], timeout=5)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return None, fail + f"did not run ({getattr(e, 'strerror', None) or type(e).__name__})"
+        if r.returncode != 0:
+            last = ((r.stderr + r.stdout).strip().splitlines() or [f"exit status {r.returncode}"])[-1][:200]
+            return None, fail + (f"failed ({last}); add the user to the video group (sudo usermod -aG video $USER) "
+                                 "or run as root")
+        watts = self._watts(r.stdout)
+        if watts is None:
+            first = (r.stdout.strip().splitlines() or ["no output"])[0][:200]
+            return None, fail + (f"gave no rail readings ({first}); only a Raspberry Pi 5's firmware has them "
+                                 "(on a Pi 5: sudo apt full-upgrade)")
+        return watts, None
+
+    @staticmethod
+    def _watts(text: str) -> float | None:
         amps = dict(re.findall(r"(\S+)_A current\(\d+\)=([\d.]+)A", text))
         volts = dict(re.findall(r"(\S+)_V volt\(\d+\)=([\d.]+)V", text))
         rails = set(amps) & set(volts)
@@ -186,13 +224,29 @@ def power_sensor() -> _Sensor:
     """The first sensor found; ``EDGESNN_SYSFS`` relocates /sys (tests use a fake tree)."""
     sysfs = Path(os.environ.get("EDGESNN_SYSFS", "/sys"))
     labels = sorted(sysfs.glob("bus/i2c/drivers/ina3221*/*/hwmon/hwmon*/in*_label"))
-    for label in labels:
-        if label.read_text().strip() in ("VDD_IN", "POM_5V_IN", "VIN_SYS_5V0"):
-            return Ina3221(label)
     if labels:
-        return Ina3221(labels[0])
-    if shutil.which("vcgencmd") and Pi5Pmic().read_watts() is not None:
-        return Pi5Pmic()
+        rail = next((label for label in labels if _read(label) in ("VDD_IN", "POM_5V_IN", "VIN_SYS_5V0")), labels[0])
+        sensor = Ina3221(rail)
+        problem = sensor.why_unreadable()
+        return sensor if problem is None else _unreadable(problem)
+    if shutil.which("vcgencmd"):  # EDGESNN_SYSFS and PATH (a vcgencmd of one's own) let tests fake both sensors
+        watts, problem = Pi5Pmic().reading()
+        if watts is not None:
+            return Pi5Pmic()
+        return _unreadable(problem)
     return _Sensor()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _unreadable(problem: str) -> _Sensor:
+    sensor = _Sensor()
+    sensor.problem = problem
+    return sensor
 
 
