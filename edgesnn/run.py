@@ -76,17 +76,26 @@ def stage_names(recipe: Recipe) -> list[str]:
 def _imported_names(recipe: Recipe, trust_code: Trust) -> list[str]:
     """What the recipe's model would import. A neuron-map key such as ``head.lif`` is a class path
     or a layer of the model, which imports nothing; telling which takes building the model, done
-    only when its factory is trusted anyway (after the same memory check as training's)."""
+    only when its factory is trusted anyway: on the meta device (no weights allocated), or for real
+    when the factory cannot build there (snnTorch's neurons read tensor values as they build)."""
     m = recipe.model
     names = named_code(m.name, m.neuron_map)
     if len(names) < 2 or not is_factory(m.name) or not trusts(trust_code, m.name):
         return names
+    import torch
+
     from edgesnn import data, models
 
-    ds = data.load(recipe.data)
+    ds = data.load(recipe.data, arrays=True)
     kwargs = {**models.default_kwargs(m.name, ds.in_shape, ds.num_classes, m.D, trust_code), **m.kwargs}
-    models.check_training_size(m.name, kwargs, None, m.D, trust_code)
-    model = make_model(m.name, kwargs, trust_code, f"recipe {recipe.name!r}: model")  # as the factory builds it
+    where = f"recipe {recipe.name!r}: model"
+    try:
+        with torch.device("meta"):
+            model = make_model(m.name, kwargs, trust_code, where)  # as the factory builds it, no neuron mapped
+    except EdgesnnError:
+        raise
+    except Exception:  # noqa: BLE001 - a factory that cannot build on the meta device (make_model re-raises it)
+        model = make_model(m.name, kwargs, trust_code, where)
     layers = dict(model.named_modules())
     return [n for n in names if n not in layers]
 
