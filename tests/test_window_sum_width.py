@@ -73,6 +73,19 @@ class PaddedReader(nn.Module):
         return self.fc(torch.flatten(self.conv2(self.pool(u)), 1))
 
 
+class PoolOut(nn.Module):
+    """The output is itself a global average pool of an int16 stream: an int32 model output."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.sn1, self.conv1 = conv_bn(1, 10), MultiSpike(4), conv_bn(10, 10)
+        self.head = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        u = self.stem(x)
+        return torch.flatten(self.head(u + self.conv1(self.sn1(u))), 1)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return data.digits()
@@ -176,6 +189,15 @@ def test_the_int32_operators_of_a_window_sum_are_checked_before_a_runtime_reads_
 def test_mcu_host_build_is_bit_exact_with_int32_window_sums(digits, tmp_path):
     graph = _graph(Readers, digits)
     x = data.to_nhwc(digits.x_test[:100])
+    export_mcu(graph, boards.load("nucleo-f446re"), tmp_path / "mcu", "none", x[:32])
+    res = verify_mcu(tmp_path / "mcu", x, trust_code=True)
+    assert res["runs"]["host"]["mismatches"] == 0 and res["runs"]["host"]["mismatched_elements"] == 0
+
+
+def test_an_int32_model_output_is_read_as_int32_from_the_mcu_build(digits, tmp_path):
+    graph = _graph(PoolOut, digits)
+    assert graph.tensors[graph.outputs[0]].dtype == "int32"
+    x = data.to_nhwc(digits.x_test[:50])
     export_mcu(graph, boards.load("nucleo-f446re"), tmp_path / "mcu", "none", x[:32])
     res = verify_mcu(tmp_path / "mcu", x, trust_code=True)
     assert res["runs"]["host"]["mismatches"] == 0 and res["runs"]["host"]["mismatched_elements"] == 0

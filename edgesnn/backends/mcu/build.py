@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.ir import graph as g
 from edgesnn.progress import step
 from edgesnn.proc import run as run_child  # its own process group: killed whole on error, timeout or interrupt
 
@@ -85,7 +86,7 @@ def run(project: Path, target: str, inputs: np.ndarray, out_dtype: str, out_size
         raise EdgesnnError(f"{' '.join(cmd[:3])}: no result after {timeout:.0f} s") from None
     if r.returncode != 0:
         raise EdgesnnError(f"{target} run failed with status {r.returncode}: {_tail(r.stdout + r.stderr)}")
-    dtype = np.int16 if out_dtype == "int16" else np.int8
+    dtype = g.DTYPES[out_dtype]  # the harness writes edgesnn_output_t: int8, int16 or an int32 window sum
     outputs = np.fromfile(work / "outputs.bin", dtype=dtype)
     if outputs.size != len(inputs) * out_size:
         raise EdgesnnError(f"{target} run wrote {outputs.size} outputs for {len(inputs)} samples")

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgesnn.backends.mcu.arena import Buffer, plan
 from edgesnn.backends.mcu.build import board_mk, build, sizes
-from edgesnn.backends.mcu.readme import readme
+from edgesnn.backends.mcu.readme import C_TYPES, readme
 from edgesnn.boards import Board, check_fits
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_dir
@@ -96,7 +96,6 @@ class ProjectFile(_Schema):
     sizes: _Sizes | None = None  # Cortex-M boards only
 
 TEMPLATES = shipped_folder("mcu-templates")
-C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t"}
 NP_C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
               np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
 

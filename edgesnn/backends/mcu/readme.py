@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from edgesnn import __version__
 from edgesnn.boards import Board
 from edgesnn.ir import graph as g
 
-C_TYPES = {"int8": "int8_t", "int16": "int16_t"}
+C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t"}  # an IR dtype as C names it (project.py too)
 NO_FPU = {"cortex-m0", "cortex-m0plus", "cortex-m1", "cortex-m3", "cortex-m23"}  # soft-float firmware only
 
 
@@ -20,7 +22,7 @@ def readme(graph: g.Graph, board: Board, arena_bytes: int, const_bytes: int, siz
     i, o = graph.tensors[graph.input], graph.tensors[graph.outputs[0]]
     lo, hi = g.dtype_range(i.dtype)
     n_in, n_out = math.prod(i.shape), math.prod(o.shape)
-    io_bytes = n_in * (2 if i.dtype == "int16" else 1) + n_out * (2 if o.dtype == "int16" else 1)
+    io_bytes = n_in * np.dtype(g.DTYPES[i.dtype]).itemsize + n_out * np.dtype(g.DTYPES[o.dtype]).itemsize
     cortex_m = board.kind == "mcu"
     lib = "build/arm/libedgesnn_model.a" if cortex_m else "build/aarch64/libedgesnn_model.a"
     compiler = (f"arm-none-eabi-gcc (`-O2 -mthumb -mcpu={board.cpu} -mfloat-abi=soft`)" if cortex_m
