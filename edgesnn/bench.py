@@ -10,6 +10,8 @@ that runs it here, without torch (edgesnn[device]: what a Raspberry Pi or Jetson
 Each runtime runs in a child process (edgesnn.measure_child, the harness), warmed up, then timed
 ``repeats`` times; the latency is the median of the passes' per-inference means. The inputs are the
 data the artifact records, quantized as its IR quantizes them, repeated when the test split is shorter.
+Under qemu-user (edgesnn.device.emulator) LiteRT's default kernels crash the emulator: they are left out,
+in ``not_run``, and ``emulated`` says the times are the emulator's.
 """
 
 from __future__ import annotations
@@ -53,12 +55,16 @@ def bench(artifact: Path, data_spec: str | None = None, samples: int = SAMPLES, 
     graph.check_input_shape(x)
     xq = graph.quantize_input(x)
     one, batch = _cycled(xq, samples), _cycled(xq, BATCH)
+    from edgesnn.device import emulator, not_run_here
+
+    skipped = not_run_here() if kind == "tflite" else {}
     if kind == "mcu":
         runtimes = _bench_c(artifact, one, batch, repeats)
     else:
-        runtimes = _bench_python(kind, artifact, one, batch, repeats)
+        runtimes = _bench_python(kind, artifact, one, batch, repeats, skip=skipped)
     return {"artifact": str(artifact), "kind": kind, "ir": str(ir_path), "data": spec, "samples": samples,
-            "batch": BATCH, "repeats": repeats, "runtimes": runtimes}
+            "batch": BATCH, "repeats": repeats, "runtimes": runtimes, "not_run": skipped,
+            "timed_on": f"{platform.node()} ({platform.machine()})", "emulated": emulator()}
 
 
 def _artifact(artifact: Path, ir: Path | None, trust_code: bool):
@@ -72,6 +78,9 @@ def _artifact(artifact: Path, ir: Path | None, trust_code: bool):
                                "application CPU (export --target mcu --board raspberry-pi-4, raspberry-pi-5, "
                                "jetson-orin-nano, jetson-nano); a Cortex-M build's cycles: verify --qemu")
         require_trusted_project(artifact, trust_code)
+        from edgesnn.device import check_build_tools
+
+        check_build_tools(artifact)
         return "mcu", load_ir(artifact / IR_FILE), artifact / IR_FILE
     from edgesnn.device import beside_ir, check_runnable
 
@@ -100,7 +109,8 @@ def _cycled(xq: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(xq[np.arange(n) % len(xq)])
 
 
-def _bench_python(kind: str, artifact: Path, one: np.ndarray, batch: np.ndarray, repeats: int) -> dict:
+def _bench_python(kind: str, artifact: Path, one: np.ndarray, batch: np.ndarray, repeats: int,
+                  skip: dict | None = None) -> dict:
     from edgesnn.profile.measure import _run_child
 
     if kind == "tflite":
@@ -116,6 +126,8 @@ def _bench_python(kind: str, artifact: Path, one: np.ndarray, batch: np.ndarray,
     rows = {}
     with tempfile.TemporaryDirectory(prefix="edgesnn-bench-") as tmp:
         for key, (target, name, per_call) in targets.items():
+            if key in (skip or {}):
+                continue
             passes = {}
             for what, xs, size in (("latency", one, 1), ("throughput", batch, per_call)):
                 path = Path(tmp) / f"{what}.npy"
@@ -149,7 +161,11 @@ def _bench_c(project: Path, one: np.ndarray, batch: np.ndarray, repeats: int) ->
                                    f"not {len(xs)} in ns(real)")
             runs.append(int(stats["total"]) / 1e6 / len(xs))
         passes[what] = runs
-    return {"c-host": _row(f"edgesnn C, host build ({platform.machine()})", passes["latency"], passes["throughput"], 1)}
+    from edgesnn.device import emulator
+
+    # under qemu-user the host's cc builds a native program, which runs outside the emulator
+    where = platform.machine() if emulator() is None else "native, outside the emulator"
+    return {"c-host": _row(f"edgesnn C, host build ({where})", passes["latency"], passes["throughput"], 1)}
 
 
 def _row(name: str, latency: list[float], throughput: list[float], per_call: int) -> dict:

@@ -9,7 +9,6 @@ progress and errors on stderr; ``--json FILE`` is the machine-readable form. Exi
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import traceback
 from inspect import Parameter, signature
@@ -19,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgesnn import boards, progress, spikes, threads, verdict
+from edgesnn import boards, progress, spikes, targets, threads, verdict
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import write_json
 
@@ -190,12 +189,12 @@ def _trust_option(help_text: str = TRUST_HELP):
 # tests/test_cli_behaviour.py checks they are the modules' own lists.
 METHODS = ("qsnn", "qpsnn", "bestformer", "ternary", "ibra", "mpbn", "int8")  # edgesnn.quantize.METHODS
 PRUNE_CRITERIA = ("svs", "random", "inverted-svs")  # edgesnn.quantize.pruning.CRITERIA
-LAVA_MODES = ("graded", "rate-burst", "bit-plane")  # edgesnn.backends.lava.network.MODES
+LAVA_MODES = ("graded", "rate-burst", "bit-plane")  # edgesnn.backends.lava.network.MODES (its target declares them)
 STREAM_DTYPES = ("int8", "int16")  # edgesnn.ir.fixedpoint.ADD_LEFT_SHIFT: the stream dtypes export takes
 # ... and of modules that import torch, which a device install (edgesnn.device) does not have;
 # tests/test_device_torch_free.py checks they are the modules' own lists.
 MODELS = ("mlp", "cnn", "resnet", "spikeformer", "nir")  # edgesnn.models.MODELS
-TARGETS = ("ir", "onnx", "onnx-qcdq", "tflite", "mcu", "lava", "nir")  # edgesnn.pipeline.TARGETS
+TARGETS = targets.names()  # edgesnn.targets: the built-in ones and those of installed plugins
 
 
 def _choices(values, other: str | None = None) -> dict:
@@ -213,6 +212,40 @@ def _board_option(default, kinds: tuple[str, ...] | None, what: str):
     names = boards.available(kinds)
     return typer.Option(default, metavar="NAME|FILE.yaml", help=f"{what}: {', '.join(names)}, or a board .yaml file",
                         autocompletion=lambda incomplete: [n for n in names if n.startswith(incomplete)])
+
+
+def _listed(items) -> str:
+    items = list(dict.fromkeys(items))
+    return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def _target_options(kind: str):
+    """Replace the command's ``**options`` by the options the targets declare for ``kind`` (export or verify,
+    edgesnn.targets.Option), so that typer parses them and --help lists them. An export option's help names the
+    targets that take it; ``--board`` lists the boards of the targets that build for one."""
+
+    def add(fn):
+        extra = []
+        kinds = tuple(dict.fromkeys(k for t in targets.all_targets() for k in t.builds_for))
+        if kind == "export" and kinds:
+            builders = ", ".join(t.name for t in targets.all_targets() if t.builds_for)
+            extra.append(("board", _board_option(None, kinds, f"{builders}: the board to build for"), "str"))
+        for o in targets.options(kind):
+            text = f"{targets.owner_names(o.name, kind)}: {o.help}" if kind == "export" else o.help
+            extra.append((o.name, typer.Option(o.default, o.flag, help=text, **(_choices(o.choices, o.other)
+                                                                               if o.choices else {})),
+                          o.type.__name__))
+        own = signature(fn)
+        params = [p for p in own.parameters.values() if p.kind is not Parameter.VAR_KEYWORD]
+        at = next((i for i, p in enumerate(params) if p.name == "trust_code"), len(params))  # listed before it
+        added = [Parameter(name, Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+                 for name, default, annotation in extra]
+        fn.__signature__ = own.replace(parameters=[*params[:at], *added,
+                                                   *(p.replace(kind=Parameter.KEYWORD_ONLY) for p in params[at:])])
+        fn.__annotations__ = {**fn.__annotations__, **{name: annotation for name, _, annotation in extra}}
+        return fn
+
+    return add
 
 
 def _stdout() -> Console:
@@ -305,15 +338,22 @@ def quantize(
     data: str = typer.Option(None, help="data for fine-tuning and calibration (default: the checkpoint's)"),
     seed: int = typer.Option(0, help="random seed"),
     trust_code: bool = _trust_option(),
+    nproc_per_node: int = typer.Option(None, help="fine-tune in N processes here under torchrun "
+                                                  "(DistributedDataParallel; gloo on CPU, nccl on GPUs)"),
 ):
     """Compress a checkpoint with quantization-aware fine-tuning (Q-SNN, QP-SNN, BESTformer, ternary spikes,
     IBRA-LIF, MPBN)."""
+    from edgesnn import distributed
     from edgesnn.quantize import Options, check_options, quantize_checkpoint
 
+    if nproc_per_node is not None:  # the same command in N ranks, without this option
+        raise typer.Exit(distributed.relaunch(nproc_per_node, sys.argv[1:], "--nproc-per-node"))
     opts = Options(weight_bits=weight_bits, membrane_bits=membrane_bits, spike_bits=spike_bits, prune=prune,
                    prune_criterion=prune_criterion, stream_dtype=stream_dtype, epochs=epochs, first_last_bits=first_last_bits, lr=lr, seed=seed)
     check_options(method, opts)
     m = quantize_checkpoint(checkpoint, method, out, opts, data, trust_code=trust_code)
+    if not distributed.is_writer():
+        return  # rank 0 wrote the checkpoint and says so
     for note in m["notes"]:
         _say(f"note: {note}")
     _result(f"wrote {out}  test_accuracy {m['test_accuracy']:.4f} (float {m['float_accuracy']:.4f}) "
@@ -321,14 +361,11 @@ def quantize(
 
 
 @command()
+@_target_options("export")
 def export(
     checkpoint: Path = typer.Argument(..., help="checkpoint folder (from train)"),
-    target: str = typer.Option("ir", help="artifact to write: ir (the integer graph), tflite (integer-only "
-                                          ".tflite, with its model.ir), mcu (C project), lava (Lava process "
-                                          "graph, netx file, Loihi 2 report), onnx (integer ONNX from the IR, with its model.ir), "
-                                          "onnx-qcdq (Brevitas QCDQ of the torch model: quantized weights, float "
-                                          "activations) or nir "
-                                          "(NIR graph for snnTorch, Norse, Sinabs, ...; exact program in its metadata)",
+    target: str = typer.Option("ir", help="artifact to write: " + _listed(f"{t.name} ({t.help})"
+                                                                          for t in targets.all_targets()),
                                **_choices(TARGETS)),
     out: Path = typer.Option(..., help="output folder"),
     weight_bits: int = typer.Option(8, help="weight bits per channel (1..8) of float layers; layers trained by "
@@ -336,44 +373,17 @@ def export(
     stream_dtype: str = typer.Option(None, help="dtype of membrane/residual streams and outputs: int8 or int16 "
                                                 "(default: int8, or what the checkpoint's compression asks for)",
                                      **_choices(STREAM_DTYPES)),
-    board: str = _board_option(None, boards.BUILD_KINDS, "mcu: the board to build for"),
-    event_driven: str = typer.Option("auto", help="mcu: event-driven conv/dense layers: auto (by measured firing "
-                                                  "rate), none, all, or comma-separated layer names",
-                                     **_choices(("auto", "none", "all"), "LAYER,...")),
-    lava_mode: str = typer.Option(None, help="lava: SFA neurons as graded spikes (default), or spike trains: "
-                                             "rate-burst or bit-plane (the same as --spike-code)",
-                                  **_choices(LAVA_MODES)),
-    spike_code: str = typer.Option(None, help="lava, mcu: send spike counts as real spike trains: rate-burst (s "
-                                              "spikes in D steps) or bit-plane (the bits of s, MSB first, "
-                                              "ceil(log2(D+1)) steps). Default: integer counts (Lava graded "
-                                              "spikes; the MCU's event-driven layers read the counts)",
-                                   **_choices(spikes.CODES)),
-    runtime: str = typer.Option(None, help="tflite: the runtime the file must run in: litert (default: LiteRT and "
-                                           "TFLite Micro) or tflite-runtime (2.14, older Raspberry Pi images; a "
-                                           "graph it cannot run, e.g. int16 streams, is refused naming the op)",
-                                **_choices(("litert", "tflite-runtime"))),
-    kernels: str = typer.Option("tvm", help="mcu: kernel source: tvm (generated for every layer) or cmsis-nn "
-                                            "(the int8 conv/depthwise/dense layers CMSIS-NN covers call it; "
-                                            "needs --cmsis-nn)", **_choices(("tvm", "cmsis-nn"))),
-    cmsis_nn: Path = typer.Option(None, "--cmsis-nn", help="mcu, --kernels cmsis-nn: the CMSIS-NN folder "
-                                                           "(Include/, Source/) the project's Makefile compiles"),
     trust_code: bool = _trust_option(),
+    **options,
 ):
-    """Export a checkpoint to a deployable artifact."""
+    """Export a checkpoint to a deployable artifact. The options a target declares (edgesnn.targets) apply to it."""
     from edgesnn import pipeline
 
     path = pipeline.export_model(checkpoint, target, out, weight_bits=weight_bits, stream_dtype=stream_dtype,
-                                 board=board, event_driven=event_driven, lava_mode=lava_mode, trust_code=trust_code,
-                                 spike_code=spike_code, runtime=runtime, kernels=kernels, cmsis_nn=cmsis_nn)
+                                 trust_code=trust_code, **options)
     _result(f"wrote {path}")
-    if target == "lava":
-        r = json.loads((Path(path) / "loihi2.json").read_text())
-        _say(f"Loihi 2 ({r['mode']}): {r['neurons']} neurons, {r['synapses']} synapses, {r['cores']} cores, "
-             f"{r['synops_per_inference']:.0f} synaptic ops and {r['energy_uj_per_inference']:.2f} uJ per inference "
-             f"(energy figures: see loihi2.json)")
-        network = json.loads((Path(path) / "lava.json").read_text())
-        summary = (network.get("netx_summary") or {}).get("lines") or [f"netx: no model.net: {network['netx_note']}"]
-        _say("\n".join(summary))
+    for line in targets.get(target).summary(Path(path)):
+        _say(line)
 
 
 @command("import")
@@ -401,21 +411,15 @@ def import_cmd(
 
 
 @command()
+@_target_options("verify")
 def verify(
-    artifact: Path = typer.Argument(..., help="artifact to check (model.ir, model.tflite, model.onnx, model.nir, "
-                                              "an MCU project or a Lava folder)"),
+    artifact: Path = typer.Argument(..., help=f"artifact to check ({_listed(t.artifact for t in targets.by_rank())})"),
     data: str = typer.Option(None, help=f"test data (default: the data set the checkpoint or artifact records): "
                                         f"{DATA_HELP}"),
     checkpoint: Path = typer.Option(None, help="torch checkpoint to compare with (default: the one the IR names)"),
     ir: Path = typer.Option(None, help="model.tflite / model.nir / an integer model.onnx: the IR it was written from "
                                        "(default: model.ir beside it)"),
-    qemu: bool = typer.Option(False, "--qemu", help="MCU project: also run the board's build on QEMU (Cortex-M, "
-                                                    "or aarch64)"),
     samples: int = typer.Option(None, help="MCU project or Lava folder: only the first N test samples (default: all)"),
-    lava_mode: str = typer.Option(None, help="Lava folder: graded, rate-burst or bit-plane (default: the exported "
-                                             "mode)", **_choices(LAVA_MODES)),
-    spike_code: str = typer.Option(None, help="Lava folder: run spike trains of this code, rate-burst or bit-plane "
-                                              "(default: the exported mode)", **_choices(spikes.CODES)),
     min_agreement: float = typer.Option(None, help="the least agreement that passes, 0..1. Default: 1 (no sample "
                                                    "may differ) where every output integer is compared with the IR "
                                                    "(.tflite in LiteRT's reference kernels and TFLite Micro, MCU "
@@ -427,6 +431,7 @@ def verify(
     json_out: Path = typer.Option(None, "--json", help="write the results as JSON (with a 'checks' row per runtime "
                                                        "compared and 'passed')"),
     trust_code: bool = _trust_option(),
+    **options,
 ):
     """Run an artifact over the whole test split and compare it with what it came from.
 
@@ -435,16 +440,9 @@ def verify(
     of board runs it in; an MCU project's builds and a Lava folder with the IR, every output integer;
     model.nir's integer program, read back, with the IR, plus how its nodes alone rank the classes.
     "bit-exact" is printed only for a runtime where no output integer differs."""
-    from edgesnn import device
-
     verdict.check_min_agreement(min_agreement)  # before minutes of simulation
-    if device.handles(artifact):  # .tflite and MCU projects: numpy and the target's runtime, no torch
-        r = device.verify(artifact, data, ir, qemu=qemu, samples=samples, trust_code=trust_code, spike_code=spike_code)
-    else:
-        from edgesnn import pipeline
-
-        r = pipeline.verify(artifact, data, checkpoint, ir=ir, qemu=qemu, samples=samples, lava_mode=lava_mode,
-                            spike_code=spike_code, trust_code=trust_code)
+    # the artifact's target verifies it; a .tflite and an MCU project in numpy and their runtime, no torch
+    r = targets.verify(artifact, data, checkpoint, ir, samples=samples, trust_code=trust_code, **options)
     r = verdict.judge(r, min_agreement)
     if json_out:
         write_json(json_out, r)
@@ -708,7 +706,7 @@ def demo(
 
 @command()
 def profile(
-    artifact: Path = typer.Argument(..., help="model.ir, model.tflite, an MCU project folder or a Lava folder"),
+    artifact: Path = typer.Argument(..., help=_listed(t.artifact for t in targets.by_rank() if t.profiled)),
     board: str = _board_option(..., None, "the board to profile for"),
     data: str = typer.Option(None, help=f"data whose test split measures firing rates (default: the data set the "
                                         f"artifact records): {DATA_HELP}"),
@@ -790,6 +788,59 @@ def bench(
     _show(table)
     fastest = min(r["runtimes"].values(), key=lambda row: row["latency_ms_median"])
     _result(f"fastest at batch 1: {fastest['runtime']}, {fastest['latency_ms_median']:.4f} ms")
+
+
+@command()
+def fit(
+    checkpoint: Path = typer.Argument(..., help="trained float checkpoint folder (from train)"),
+    board: str = _board_option(..., None, "the board to fit"),
+    out: Path = typer.Option(..., help="fit folder: study.db (resumable), trials/, fit.json, front.json, chosen.yaml, "
+                                       "report/"),
+    max_flash: int = typer.Option(None, help="flash budget in bytes (default: the board's flash)"),
+    max_ram: int = typer.Option(None, help="RAM budget in bytes (default: the board's RAM or memory)"),
+    max_energy_uj: float = typer.Option(None, help="energy budget per inference, uJ (the board's model where it has "
+                                                   "one for every target searched, else the 45 nm convention)"),
+    max_latency_ms: float = typer.Option(None, help="latency budget per inference, ms (an MCU board QEMU emulates, "
+                                                    "--target mcu: QEMU instructions / clock)"),
+    min_accuracy: float = typer.Option(None, help="least accuracy of the IR over the test split, a fraction"),
+    trials: int = typer.Option(20, help="trials the study holds when the search stops (a resumed fit runs the rest)"),
+    timeout: float = typer.Option(None, help="seconds after which no new trial starts"),
+    epochs: int = typer.Option(1, help="fine-tuning epochs of each trial"),
+    method: list[str] = typer.Option(None, help="search only these methods (repeatable): none, qsnn, qpsnn, "
+                                                "bestformer, ternary"),
+    target: list[str] = typer.Option(None, help="search only these of the board's targets (repeatable)"),
+    D: list[int] = typer.Option(None, "--D", "-D", help="search only these D (repeatable; zoo models)"),
+    ray: str = typer.Option(None, help="run the trials on a Ray cluster: its address (HOST:PORT) or auto"),
+    jobs: int = typer.Option(1, help="trials at once in local processes (without --ray)"),
+    trial_timeout: float = typer.Option(None, help="seconds after which a trial is stopped and recorded as failed"),
+    seed: int = typer.Option(0, help="random seed of the search and of every trial"),
+    json_out: Path = typer.Option(None, "--json", help="also write fit.json's content here"),
+    trust_code: bool = _trust_option(),
+):
+    """Search compression, D and target for the most accurate deployment that fits the board's budgets (the last
+    line); a killed fit resumes from OUT/study.db."""
+    from edgesnn.fit import Budgets
+    from edgesnn.fit import fit as run_fit
+    from edgesnn.fit.results import FRONT_COLUMNS, front_rows, summary
+
+    def on_trial(number: int, record: dict) -> None:
+        what = record.get("error") or f"accuracy {record['accuracy']:.4f}"
+        _note(f"trial {number}: {' '.join(f'{k}={v}' for k, v in (record.get('point') or {}).items())}: {what}")
+
+    r = run_fit(checkpoint, board, out, Budgets(max_flash, max_ram, max_energy_uj, max_latency_ms, min_accuracy),
+                trials=trials, timeout=timeout, epochs=epochs, seed=seed, methods=method, targets=target, D=D, ray=ray,
+                jobs=jobs, trial_timeout=trial_timeout, trust_code=trust_code, threads=threads.current(),
+                on_trial=on_trial)
+    if json_out:
+        write_json(json_out, r)
+    table = Table(title=f"Pareto front on {r['board']}: {r['completed']} trials completed, {r['failed']} failed "
+                        "(* chosen)")
+    for col in FRONT_COLUMNS:
+        table.add_column(col, justify="left" if col in ("trial", "method", "settings", "target") else "right")
+    for row in front_rows(r):
+        table.add_row(*row)
+    _show(table)
+    _result(summary(r))
 
 
 def main() -> None:

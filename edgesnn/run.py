@@ -25,7 +25,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from edgesnn import pipeline, threads, verdict
+from edgesnn import pipeline, targets, threads, verdict
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import output_lock, sha256_file, user_entries, work_folder
 from edgesnn.limits import read_json
@@ -34,8 +34,8 @@ from edgesnn.models.custom import Trust, is_factory, make_model, named_code, req
 from edgesnn.recipes import Recipe
 
 MANIFEST = "manifest.json"
-VERIFY_SAMPLES = {"lava": 50}  # Lava's simulation is slow; every other target verifies the whole split
-SCRATCH = ("build",)  # the MCU verify's compiler output: not an artifact, removed before a stage commits
+# test samples a target's verify runs in a run (Target.run_samples: Lava's simulation is slow); the others: all
+VERIFY_SAMPLES = {t.name: t.run_samples for t in targets.all_targets() if t.run_samples}
 TOOLS = ("edgesnn", "torch", "numpy", "brevitas", "onnx", "onnxruntime", "ai-edge-litert", "tflite-micro",
          "apache-tvm", "lava-nc")
 
@@ -131,25 +131,24 @@ class _Run:
                 out / "checkpoint", q.method, dst, Options(weight_bits=q.weight_bits, membrane_bits=q.membrane_bits,
                                                            spike_bits=q.spike_bits, prune=q.prune, epochs=q.epochs,
                                                            lr=q.lr, seed=recipe.train.seed),
-                trust_code=self.trust))
+                trust_code=self.trust, source_ref="../checkpoint"))  # relative: the same bytes in any DIR
             source = "compressed"
         for e in recipe.export:
             folder = e.folder()
 
             def export_and_verify(dst: Path, e=e) -> None:
-                path = pipeline.export_model(out / source, e.target, dst, board=e.board, event_driven=e.event_driven,
-                                             lava_mode=e.lava_mode, source_ref=f"../{source}", trust_code=self.trust,
-                                             spike_code=e.spike_code)
-                # an MCU project's Makefile is the one this stage just wrote; checkpoints keep the run's trust
-                r = verdict.judge(pipeline.verify(path, recipe.data, ckpt=out / source,
-                                                  samples=VERIFY_SAMPLES.get(e.target),
-                                                  trust_code=True if e.target == "mcu" else self.trust))
-                for scratch in SCRATCH:
+                t = targets.get(e.target)
+                path = pipeline.export_model(out / source, e.target, dst, source_ref=f"../{source}",
+                                             trust_code=self.trust, **e.target_options())
+                # a build (an MCU project's Makefile) is the one this stage just wrote; checkpoints keep the run's trust
+                r = verdict.judge(pipeline.verify(path, recipe.data, ckpt=out / source, samples=t.run_samples,
+                                                  trust_code=True if t.builds_code else self.trust))
+                for scratch in t.scratch:  # e.g. the MCU verify's compiler output: not an artifact
                     shutil.rmtree(dst / scratch, ignore_errors=True)
                 _write_json(dst / "verify.json", self.relative(r, dst.parent))
 
             name = f"export:{folder}"
-            settings = e.model_dump(exclude=set() if e.spike_code else {"spike_code"})  # no code: the keys as they were
+            settings = e.key()  # an option set "when-set" is in the key only when given: the keys as they were
             self.stage(name, settings, [out / source], folder, export_and_verify)
             verified = read_json(out / folder / "verify.json", "verify result")
             nbytes, counted = flash_bytes(out / folder, e.target)
@@ -165,7 +164,7 @@ class _Run:
 
                 copy = dst.parent / "inputs"  # profiling an MCU project builds it: never inside DIR
                 shutil.copytree(out / p.export, copy / p.export)
-                r = profile(_artifact(copy / p.export, target.target), p.board, recipe.data,
+                r = profile(targets.get(target.target).path_in(copy / p.export), p.board, recipe.data,
                             trust_code=True)  # this run's own export (an MCU project's Makefile is edgesnn's)
                 _write_json(dst, self.relative(r, copy))
 
@@ -267,27 +266,11 @@ class _Run:
 
 
 def flash_bytes(folder: Path, target: str) -> tuple[int, str]:
-    """What an export puts in a device's flash, and how it was counted: the file where the file is
-    what is deployed (.tflite, .onnx, .nir), the model constants where code is built around them (the
-    IR's weights, biases and requantization parameters; an MCU project's constant arrays; Loihi 2's
-    synaptic memory). Never the folder's size on disk (sources, the IR beside a file, reports)."""
-    folder = Path(folder)
-    if target in ("tflite", "onnx", "onnx-qcdq", "nir"):
-        path = _artifact(folder, target)
-        return path.stat().st_size, f"{path.name} file"
-    if target == "mcu":
-        from edgesnn.backends.mcu import read_project
-
-        return int(read_project(folder)["const_bytes"]), "model constants (project.json const_bytes)"
-    if target == "lava":
-        report = read_json(folder / "loihi2.json", "Loihi 2 report")
-        return -(-int(report["synaptic_memory_bits"]) // 8), "Loihi 2 synaptic memory (loihi2.json)"
-    return int(pipeline.inspect(_artifact(folder, target))["bytes"]), "IR constants (weights, biases, requantization)"
-
-
-def _artifact(folder: Path, target: str) -> Path:
-    return {"ir": folder / "model.ir", "tflite": folder / "model.tflite", "onnx": folder / "model.onnx",
-            "onnx-qcdq": folder / "model.onnx", "nir": folder / "model.nir"}.get(target, folder)
+    """What an export puts in a device's flash, and how it was counted (:meth:`edgesnn.targets.Target.flash_bytes`):
+    the file where the file is what is deployed (.tflite, .onnx, .nir), the model constants where code is built
+    around them (the IR's weights, biases and requantization parameters; an MCU project's constant arrays; Loihi
+    2's synaptic memory). Never the folder's size on disk (sources, the IR beside a file, reports)."""
+    return targets.get(target).flash_bytes(Path(folder))
 
 
 def _write_json(path: Path, obj) -> None:

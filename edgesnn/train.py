@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from edgesnn import distributed
 from edgesnn.data import Dataset
 from edgesnn.errors import EdgesnnError
 from edgesnn.progress import Listener, reporting, step
@@ -41,6 +42,9 @@ def train(model: torch.nn.Module, data: Dataset, epochs: int, lr: float = 3e-3, 
     caller set (the CLI's), which is nobody unless one was set; False reports to nobody.
     Compression methods plug in through ``loss_fn`` (regularizers, distillation) and
     ``before_epoch`` (schedules such as Q-SNN's surrogate temperature).
+
+    Under torchrun (several ranks) it trains with DistributedDataParallel, each rank on its slice of
+    every batch (edgesnn.distributed); in one process nothing changes.
     """
     if not lr > 0:  # also NaN; AdamW would raise a ValueError (a traceback) for a negative rate
         raise EdgesnnError(f"--lr must be positive, got {lr}")
@@ -50,7 +54,8 @@ def train(model: torch.nn.Module, data: Dataset, epochs: int, lr: float = 3e-3, 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
     gen = torch.Generator().manual_seed(seed)
     with reporting(progress), step("train", total=epochs * steps_per_epoch) as bar:
-        loss_value = _epochs(model, data, epochs, batch_size, loss_fn, opt, sched, gen, on_epoch, before_epoch, bar)
+        loss_value = _epochs(distributed.wrap(model), data, epochs, batch_size, loss_fn, opt, sched, gen, on_epoch,
+                             before_epoch, bar)
     return {
         "train_loss": loss_value,
         "train_accuracy": evaluate(model, data.x_train, data.y_train),
@@ -70,17 +75,19 @@ def _epochs(model, data, epochs, batch_size, loss_fn, opt, sched, gen, on_epoch,
         order = torch.randperm(len(data.x_train), generator=gen)
         total, count = 0.0, 0
         for idx in torch.split(order, batch_size):
-            if len(idx) < 2:  # BatchNorm needs two samples
+            part = distributed.shard(idx)  # the whole batch in one process
+            if len(idx) // distributed.world_size() < 2:  # BatchNorm needs two samples (on every rank)
                 bar.advance()
                 continue
-            x, y = data.x_train[idx], data.y_train[idx]
+            x, y = data.x_train[part], data.y_train[part]
             loss = loss_fn(model(x), x, y)
             opt.zero_grad()
-            loss.backward()
+            (loss * distributed.loss_scale(len(part), len(idx)) if distributed.active() else loss).backward()
             opt.step()
             sched.step()
-            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+            total, count = total + float(loss.detach()) * len(part), count + len(part)
             bar.advance(info=f"epoch {epoch + 1}/{epochs}  loss {total / count:.3f}")
+        total, count = distributed.total([total, count])  # every rank's share (itself in one process)
         loss_value = total / max(count, 1)
         if not math.isfinite(loss_value):  # NaN / Inf in the data, or a diverged run: weights no export can use
             raise EdgesnnError(f"training diverged: the loss is {loss_value} in epoch {epoch + 1} (NaN or Inf in the "

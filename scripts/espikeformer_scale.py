@@ -102,7 +102,7 @@ def child(config: str, target: str, samples: int, board: str, out: Path, seed: i
     out.mkdir(parents=True, exist_ok=True)
     cpu0 = _cpu()
     if target == "onnx":  # the table's onnx row: Brevitas QCDQ from torch (now target onnx-qcdq)
-        from edgesnn.backends.onnx.qcdq import export_qcdq
+        from edgesnn.from_torch.qcdq import export_qcdq
 
         t0 = time.perf_counter()
         export_qcdq(model, calibration[:2], out / "model.onnx", metadata={"edgesnn.benchmark": config})

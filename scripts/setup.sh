@@ -41,6 +41,9 @@ quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >
 
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" torch==2.13.0
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[all]"
+# edgesnn fit: Optuna (the search, its SQLite study) and Ray core (--ray); the [fit] extra.
+quiet "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[fit]"
+"$VENV/bin/python" -c "import optuna, ray; assert int(optuna.__version__.split('.')[0]) >= 5"
 # lava-nc 0.10.0 declares Python < 3.11 and numpy < 2 but runs here (the Lava backend carries
 # the one compatibility step it needs on 3.11); its real dependencies come from the [lava] extra.
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --ignore-requires-python lava-nc==0.10.0
@@ -54,6 +57,11 @@ quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --ignore-requires-python l
 # which would pull a CUDA torch build we must not pull: installed without its dependencies; what its
 # neurons and layers import (loguru, tqdm) comes from the [test] extra.
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps spikingjelly==2.0.0 loguru==0.7.3
+# tonic 1.7.0 (edgesnn/data_events.py: N-MNIST, DVS Gesture, SHD read from local files and binned) requires
+# librosa, numba and llvmlite for its audio transforms, which edgesnn never imports: installed without its
+# dependencies; `import tonic` needs importRosbag and expelliarmus (numpy, scipy and h5py come from above).
+quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps tonic==1.7.0 importRosbag==1.0.4 expelliarmus==1.1.12
+"$VENV/bin/python" -c "import tonic.io, tonic.transforms, tonic.datasets"
 # tflite-runtime 2.14 (what older Raspberry Pi images run; verify and the tests run .tflite files in
 # it) needs numpy < 2, which this environment cannot have: a small environment of its own inside
 # this one, $VENV/tflite-runtime, run as a subprocess (edgesnn/backends/tflite/runtime214.py).
@@ -61,6 +69,11 @@ TFLITE_RUNTIME_VENV="$VENV/tflite-runtime"
 [ -x "$TFLITE_RUNTIME_VENV/bin/python" ] || "$PYTHON" -m venv "$TFLITE_RUNTIME_VENV"
 quiet "$TFLITE_RUNTIME_VENV/bin/python" -m pip --disable-pip-version-check -q install tflite-runtime==2.14.0 numpy==1.26.4
 "$TFLITE_RUNTIME_VENV/bin/python" -I -c "import tflite_runtime; assert tflite_runtime.__version__ == '2.14.0'"
+# An emulated Raspberry Pi (Debian's arm64 Python 3.11 and the aarch64 wheels of edgesnn[device], run under
+# qemu-aarch64 by tests/test_device_aarch64.py); cached in ~/.cache/edgesnn, a second run only checks. Optional:
+# when it cannot be set up, the rest still is, and those tests fail naming this script.
+bash scripts/setup_aarch64.sh || echo "setup: warning: no emulated Raspberry Pi (scripts/setup_aarch64.sh failed);" \
+  "tests/test_device_aarch64.py will fail until scripts/setup.sh sets it up" >&2
 
 "$VENV/bin/python" -c "import torch, edgesnn; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 echo "setup: ok ($VENV, torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'))"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -96,7 +97,8 @@ def test_a_file_tflite_runtime_214_cannot_run_is_named_before_any_run(artifacts)
     assert refusal(read_model(artifacts["tflite16"]), "ai-edge-litert 2.3.0") is None
 
 
-def test_on_a_board_with_only_tflite_runtime_bench_and_verify_refuse_an_int16_file(artifacts, tmp_path, monkeypatch):
+def test_on_a_board_with_only_tflite_runtime_bench_verify_and_measure_refuse_an_int16_file(artifacts, tmp_path,
+                                                                                             monkeypatch):
     """ai_edge_litert blocked, and a tflite_runtime 2.14.0 importable: the refusal comes before the runtime runs
     (this one has no Interpreter, so running it would fail otherwise)."""
     fake = tmp_path / "site" / "tflite_runtime"
@@ -105,8 +107,8 @@ def test_on_a_board_with_only_tflite_runtime_bench_and_verify_refuse_an_int16_fi
     (fake / "interpreter.py").write_text("")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "site"),
                                                                    os.environ.get("PYTHONPATH")])))
-    for command in ("bench", "verify"):
-        status, stdout, stderr, imports = blocked_edgesnn(tmp_path, command, artifacts["tflite16"],
+    for command in (["bench"], ["verify"], ["profile", "--board", "raspberry-pi-4", "--measure"]):
+        status, stdout, stderr, imports = blocked_edgesnn(tmp_path, command[0], artifacts["tflite16"], *command[1:],
                                                           blocked=HEAVY + ("ai_edge_litert",))
         assert status == 1 and stdout == "", stderr
         [line] = stderr.splitlines()
@@ -181,3 +183,35 @@ def test_the_library_refuses_a_qcdq_or_unknown_onnx_file(artifacts, tmp_path):
     bogus.write_bytes(b"not onnx")
     with pytest.raises(EdgesnnError, match="not a readable ONNX file"):
         bench(bogus)
+
+
+@pytest.mark.parametrize("args", [["verify", "{mcu}", "--trust-code"], ["bench", "{mcu}", "--trust-code"],
+                                  ["profile", "{mcu}", "--board", "raspberry-pi-4", "--measure", "--trust-code"]])
+@pytest.mark.parametrize("tools, missing", [(["cc"], "make is"), ([], "make and cc are")])
+def test_a_board_without_make_or_a_compiler_is_one_line_naming_what_to_install(artifacts, tmp_path, monkeypatch, args,
+                                                                                tools, missing):
+    (tmp_path / "bin").mkdir()
+    for tool in tools:
+        (tmp_path / "bin" / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    r = cli(*[a.format(**artifacts) for a in args])
+    assert r.exit_code == 1 and r.output.splitlines() == [
+        f"error: {artifacts['mcu']}: building the C project needs make and a C compiler (cc); {missing} not installed: "
+        "sudo apt-get install build-essential (Raspberry Pi OS, Jetson Linux, Debian)"]
+
+
+def test_under_an_emulator_the_default_kernels_are_left_out_and_said_so(artifacts, monkeypatch):
+    """qemu-user crashes in LiteRT's default kernels (tests/test_device_aarch64.py runs the real emulator): verify
+    and bench run the reference kernels alone there and name the ones left out."""
+    from edgesnn import device
+
+    emulated = "qemu-user (aarch64 emulated on an x86-64 host)"
+    monkeypatch.setattr(device, "emulator", lambda: emulated)
+    why = (f"under {emulated} its default kernels (XNNPACK) crash the emulator, so only the reference kernels ran; "
+           "on the board both run")
+    r = bench(artifacts["tflite"], samples=2, repeats=1)
+    assert list(r["runtimes"]) == ["litert-reference"] and r["not_run"] == {"litert-default": why}
+    assert r["emulated"] == emulated
+    v = device.verify(artifacts["tflite"])
+    assert "litert-default" not in v["runtimes"] and v["cannot_run"]["litert-default"] == why
+    assert v["runtimes"]["litert-reference"]["mismatches"] == 0

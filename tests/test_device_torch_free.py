@@ -132,8 +132,9 @@ def test_a_command_that_needs_torch_says_what_to_install(tmp_path):
 
 
 def test_a_missing_tflite_runtime_is_one_line_naming_what_to_install(artifacts, tmp_path):
-    for command in ("verify", "bench"):
-        status, stdout, stderr, imports = edgesnn(tmp_path, command, artifacts["tflite"], blocked=HEAVY + RUNTIMES)
+    for command in (["verify"], ["bench"], ["profile", "--board", "raspberry-pi-4", "--measure"]):
+        status, stdout, stderr, imports = edgesnn(tmp_path, command[0], artifacts["tflite"], *command[1:],
+                                                  blocked=HEAVY + RUNTIMES)
         assert status == 1 and stdout == ""
         assert stderr.splitlines() == ["error: running .tflite files needs ai-edge-litert (pip install ai-edge-litert) "
                                        "or, on old board images, tflite-runtime"]

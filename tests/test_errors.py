@@ -426,10 +426,10 @@ def test_verify(ctx, case, args, fragment):
 
 
 def test_verify_build_tool_missing(ctx, monkeypatch):
-    """The C compiler is looked up on PATH when the project is built: an empty PATH names it."""
+    """make and the C compiler are looked up on PATH before the project is built: an empty PATH names both."""
     monkeypatch.setenv("PATH", str(ctx.tmp))
     assert_user_error(edgesnn("verify", ctx.art["mcu"], "--json", ctx.json, "--trust-code"),
-                      "the host build needs cc, which is not installed")
+                      "building the C project needs make and a C compiler (cc); make and cc are not installed")
 
 
 def test_json_path_that_cannot_be_written(ctx):
@@ -557,7 +557,7 @@ QUANTIZE = [
     ("already-compressed", lambda c: [c.ck(edit=_quantization({"method": "qsnn"})), "--method", "qpsnn"],
      "is already compressed (qsnn); start from the float checkpoint"),
     ("ternary-spikeformer", lambda c: [c.trained["spikeformer"], "--method", "ternary"],
-     "amplitude can fold only into Linear and ungrouped Conv2d layers"),
+     "feeds a tensor operation (mul); its amplitude can fold only into Linear and Conv2d layers"),
 ]
 
 

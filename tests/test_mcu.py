@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgesnn import boards, data, pipeline
-from edgesnn.backends.mcu import EVENT_DRIVEN_RATE, choose_event_driven, event_candidates
+from edgesnn.backends.mcu import choose_event_driven, cost, event_candidates
 from edgesnn.backends.mcu.arena import Buffer, plan
 from edgesnn.cli import app
 from edgesnn.ir import load
@@ -81,6 +81,7 @@ def test_event_driven_kernels_equal_dense_ones(trained, tmp_path):
     graph_dir = pipeline.export_model(trained["spikeformer"], "ir", tmp_path / "ir")
     graph = load(graph_dir)
     candidates = event_candidates(graph)
+    ops = {op.name: op for op in graph.ops}
     assert candidates
     for mode in ("all", "none"):
         out = pipeline.export_model(trained["spikeformer"], "mcu", tmp_path / mode, board="nucleo-f446re",
@@ -88,9 +89,9 @@ def test_event_driven_kernels_equal_dense_ones(trained, tmp_path):
         info = json.loads((out / "project.json").read_text())
         assert sum(k["event_driven"] for k in info["kernels"]) == (len(candidates) if mode == "all" else 0)
         assert pipeline.verify(out, "digits", trust_code=True)["mismatches"] == 0
-    chosen, rates = choose_event_driven(graph, "auto", data.to_nhwc(data.digits().x_train[:64]))
+    chosen, rates = choose_event_driven(graph, "auto", data.to_nhwc(data.digits().x_train[:64]), "cortex-m4")
     assert set(rates) == set(candidates) and all(0 <= r <= 1 for r in rates.values())
-    assert chosen == {n for n, r in rates.items() if r <= EVENT_DRIVEN_RATE}
+    assert chosen == {n for n, r in rates.items() if (lambda d, e: e < d)(*cost.costs(graph, ops[n], r, "cortex-m4"))}
 
 
 @pytest.mark.parametrize("family,code", [("cnn", "bit-plane"), ("cnn", "rate-burst"), ("spikeformer", "bit-plane")])

@@ -14,7 +14,7 @@ from torch import nn
 
 from edgesnn import models, neurons, train
 from edgesnn.backends.onnx import file_format
-from edgesnn.backends.onnx.qcdq import compare_qcdq, export_qcdq, run_qcdq
+from edgesnn.from_torch.qcdq import compare_qcdq, export_qcdq, run_qcdq
 from edgesnn.errors import EdgesnnError
 from edgesnn.neurons import MultiSpike
 

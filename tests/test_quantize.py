@@ -189,8 +189,74 @@ def test_ternary_refuses_neurons_whose_amplitude_cannot_fold(tmp_path, digits):
 
     model = build("spikeformer", default_kwargs("spikeformer", (1, 8, 8), 10, 4))  # attention masks multiply spikes
     config = {"model": "spikeformer", "kwargs": {}}
-    with pytest.raises(EdgesnnError, match="amplitude can fold only into Linear and ungrouped Conv2d"):
+    with pytest.raises(EdgesnnError, match=r"neuron 'stages\.1\.1\.0\.branch\.q_sn' feeds a tensor operation \(mul\); "
+                                           r"its amplitude can fold only into Linear and Conv2d layers"):
         ternary.prepare(model, config, digits, Options())
+
+
+def _depthwise_net() -> nn.Module:
+    """Spikes into a depthwise and a grouped conv (the spikeformer's separable conv), then a Linear."""
+    from edgesnn.neurons import MultiSpike
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), MultiSpike(4), nn.Conv2d(4, 4, 3, padding=1, groups=4),
+                         MultiSpike(4), nn.Conv2d(4, 6, 1, groups=2), MultiSpike(4), nn.Flatten(), nn.Linear(6 * 64, 10))
+
+
+def test_ternary_amplitudes_fold_exactly_into_grouped_convolutions(digits):
+    """Each column of a grouped conv reads one input channel, so W[o, j] *= a_(group(o) * in/groups + j)
+    is exact: the folded network computes what the ternary one did."""
+    from edgesnn.neurons import TernaryStep
+    from edgesnn.quantize import ternary
+
+    model = _depthwise_net()
+    neurons, consumers = ternary._ternary_neurons(model, digits.x_train[:2])
+    assert consumers == {"1": [("2", 1)], "3": [("4", 1)], "5": [("7", 64)]}
+    for name, n in neurons.items():
+        model[int(name)] = TernaryStep(n["channels"], n["threshold"])
+        with torch.no_grad():
+            model[int(name)].amplitude.uniform_(0.5, 2.0)
+    x = digits.x_train[:16]
+    depthwise, grouped = model[2].weight.detach().clone(), model[4].weight.detach().clone()
+    a3 = model[3].amplitude.detach().clone()
+    with torch.no_grad():
+        before = model(x)
+        ternary._fold_amplitudes(model, consumers)
+        after = model(x)
+    assert all(torch.equal(model[i].amplitude, torch.ones_like(model[i].amplitude)) for i in (1, 3, 5))
+    assert not torch.equal(model[2].weight, depthwise)
+    # 6 outputs in 2 groups of 3, each reading its 2 of the 4 channels: out 0-2 read a3[0:2], out 3-5 a3[2:4]
+    expected = grouped * torch.stack([a3[0:2]] * 3 + [a3[2:4]] * 3).view(6, 2, 1, 1)
+    assert torch.equal(model[4].weight, expected)
+    assert torch.allclose(before, after, rtol=1e-5, atol=1e-5)
+
+
+def test_export_folds_ternary_amplitudes_into_grouped_convolutions(digits):
+    """The exporter's fold of float layers gives the IR of the network whose weights were folded by hand."""
+    from edgesnn import export
+    from edgesnn.neurons import TernaryStep
+    from edgesnn.quantize import ternary
+
+    model = _depthwise_net()
+    _, consumers = ternary._ternary_neurons(model, digits.x_train[:2])
+    for i, c in ((1, 4), (3, 4), (5, 6)):  # powers of two: folding by hand in float32 is exact too
+        model[i] = TernaryStep(c)
+        with torch.no_grad():
+            model[i].amplitude.copy_(2.0 ** torch.randint(-1, 3, (c,)))
+    x = digits.x_train[:64]
+    graph = export.export(model.eval(), x)
+    ternary._fold_amplitudes(model, consumers)
+    folded = export.export(model.eval(), x)
+    assert [op.groups for op in graph.ops if op.kind == "conv2d"] == [1, 4, 2]
+    assert len(graph.ops) == len(folded.ops)
+    for a, b in zip(graph.ops, folded.ops):
+        assert a.arrays().keys() == b.arrays().keys()
+        assert all(np.array_equal(v, b.arrays()[k]) for k, v in a.arrays().items()), a.name
+    from edgesnn.data import to_nhwc
+
+    values, hand = (gr.run_integer(gr.quantize_input(to_nhwc(x)), keep_all=True) for gr in (graph, folded))
+    assert values.keys() == hand.keys() and all(np.array_equal(v, hand[k]) for k, v in values.items())
+    assert set(np.unique(values["3"])) == {-1, 0, 1}  # the depthwise conv's output fires ternary spikes
 
 
 def test_quantize_cli_writes_a_checkpoint_that_inspect_describes(float_ckpt, tmp_path):

@@ -201,6 +201,14 @@ class Graph:
     outputs: list[str]
     meta: dict = field(default_factory=dict)
     path: str | None = field(default=None, repr=False, compare=False)  # the file it was read from, for messages
+    # A temporal graph (ir/state.py): its integer states and its steps and readouts; None: one sample per run.
+    states: dict = field(default_factory=dict)  # name -> state.StateSpec
+    sequence: "object | None" = None  # state.Sequence
+
+    @property
+    def stateful(self) -> bool:
+        """Runs over sequences, its state carried from step to step: only a target that says so takes it."""
+        return self.sequence is not None
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """float -> input integers: clamp(round_half_away(x / scale) + zero_point), in float32 as TFLite."""
@@ -224,11 +232,21 @@ class Graph:
     def run_integer(self, xq: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
         from edgesnn.ir.interpreter import execute
 
+        if self.sequence is not None:
+            raise EdgesnnError(f"this model keeps state over {self.sequence.steps} timesteps: it takes sequences (batch, "
+                               f"T={self.sequence.steps}, {', '.join(map(str, self.tensors[self.input].shape))}), run by "
+                               f"edgesnn.ir.state.run_sequence")
         self.check_input_shape(np.asarray(xq))
         try:
             return execute(self, np.asarray(xq), keep_all=keep_all)
         except OverflowError as e:  # the interpreter checks every int32 accumulator: a model for wider data
             raise EdgesnnError(f"integer overflow while running the IR: {e}") from None
+
+    def run_sequence(self, x: np.ndarray, keep_steps: bool = False) -> dict[str, np.ndarray]:
+        """A temporal graph on float sequences (N, T, ...): each output's readout (edgesnn.ir.state)."""
+        from edgesnn.ir import state
+
+        return state.run_sequence(self, state.quantize_sequence(self, x), keep_steps=keep_steps)
 
     def dequantize(self, name: str, q: np.ndarray) -> np.ndarray:
         spec = self.tensors[name]

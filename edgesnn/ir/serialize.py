@@ -20,10 +20,11 @@ from edgesnn import limits
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import atomic_path
 from edgesnn.ir import graph as g
-from edgesnn.ir import interpreter, packing
+from edgesnn.ir import interpreter, packing, state
 from edgesnn.ir.fixedpoint import WIDE_INPUTS
 
 FORMAT = "edgesnn-ir"
+OP_TYPES = {**g.OP_TYPES, **state.OP_TYPES}  # the ops of one timestep, and the stateful ones of a temporal graph
 
 
 def save(graph: g.Graph, path) -> None:
@@ -47,7 +48,8 @@ def to_header(graph: g.Graph) -> tuple[dict, dict[str, np.ndarray]]:
             arrays[f"{op.name}.{name}"] = np.ascontiguousarray(arr)
         ops.append(entry)
     header = {"layout": g.LAYOUT, "input": graph.input, "outputs": graph.outputs,
-              "tensors": {k: asdict(v) for k, v in graph.tensors.items()}, "ops": ops, "meta": graph.meta}
+              "tensors": {k: asdict(v) for k, v in graph.tensors.items()}, "ops": ops, "meta": graph.meta,
+              **state.header_entries(graph)}
     return _jsonable(header), arrays
 
 
@@ -154,8 +156,8 @@ def graph_from_header(header: dict, arrays: dict) -> g.Graph:
         _require(isinstance(entry, dict) and isinstance(entry.get("name"), str), "every op must be an object with a 'name'")
         entry = dict(entry)
         kind = entry.pop("kind", None)
-        _require(isinstance(kind, str) and kind in g.OP_TYPES, f"op {entry['name']}: unknown op kind {kind!r}")
-        cls = g.OP_TYPES[kind]
+        _require(isinstance(kind, str) and kind in OP_TYPES, f"op {entry['name']}: unknown op kind {kind!r}")
+        cls = OP_TYPES[kind]
         weight_shape = entry.pop("weight_shape", None)
         names = {f.name for f in fields(cls)}
         unknown = set(entry) - names
@@ -187,8 +189,11 @@ def graph_from_header(header: dict, arrays: dict) -> g.Graph:
     _require(isinstance(header.get("outputs"), list) and header["outputs"], "'outputs' must be a non-empty list")
     for out in header["outputs"]:
         _require(isinstance(out, str) and out in tensors, f"unknown output tensor {out!r}")
-    graph = g.Graph(tensors=tensors, ops=ops, input=header["input"], outputs=list(header["outputs"]), meta=header.get("meta", {}))
+    states, sequence = state.read_header(header)
+    graph = g.Graph(tensors=tensors, ops=ops, input=header["input"], outputs=list(header["outputs"]), meta=header.get("meta", {}),
+                    states=states, sequence=sequence)
     _check_graph(graph)
+    state.check_graph(graph)
     return graph
 
 
@@ -313,6 +318,8 @@ def _check_graph(graph: g.Graph) -> None:
         elif op.kind == "requantize":
             _require(op.input_scale is None or _is_number(op.input_scale), f"op {name}: input_scale must be null or a number")
             want = ins[0]
+        elif op.kind in state.OP_TYPES:
+            want = state.check_op(graph, op, ins, out)
         else:  # reshape
             want = out if math.prod(out) == math.prod(ins[0]) else None
         _require(want == out, f"op {name}: output {op.output!r} has shape {out}, but {op.kind} gives {want}")

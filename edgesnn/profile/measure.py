@@ -30,20 +30,18 @@ SAMPLES = 50
 NO_SENSOR = "no power sensor found (Jetson INA3221 sysfs or Raspberry Pi 5 vcgencmd pmic_read_adc)"
 
 
-def measure(target: str, artifact: Path, xq: np.ndarray) -> dict:
-    """Median latency per inference (ms), peak RSS of the runtime's process, power if sensed."""
+def measure(target, artifact: Path, xq: np.ndarray) -> dict:
+    """Median latency per inference (ms), peak RSS of the runtime's process, power if sensed. ``target``
+    (edgesnn.targets.Target) runs the artifact: its ``measure`` (the helpers below: the C harness, a Python
+    runtime in a child interpreter, Lava's simulation)."""
     sensor = power_sensor()
-    with step(f"profile: measure {target} latency here"), sensor.sampling() as samples:
-        if target == "mcu":
-            latencies, rss = _measure_c(artifact, xq[:SAMPLES])
-        elif target == "lava":
-            latencies, rss = _measure_lava(artifact, xq[:SAMPLES])
-        else:
-            latencies, rss = _measure_python(target, artifact, xq[:SAMPLES])
+    with step(f"profile: measure {target.name} latency here"), sensor.sampling() as samples:
+        latencies, rss = target.measure(artifact, xq[:SAMPLES])
     out = {"latency_ms_median": float(np.median(latencies)), "latency_ms_runs": [float(v) for v in latencies],
            "peak_rss_bytes": int(rss), "power_sensor": sensor.name,
            "measure_samples": int(min(len(xq), SAMPLES)),  # not "samples": the profile's own count stays
-           "measured_on": f"{platform.node()} ({platform.machine()})"}  # a board's figure only when it is the board
+           "measured_on": f"{platform.node()} ({platform.machine()})",  # a board's figure only when it is the board
+           **machine()}
     if samples:
         watts = float(np.mean(samples))
         out.update({"power_w_mean": watts, "energy_mj_per_inference_measured": watts * out["latency_ms_median"]})
@@ -55,7 +53,9 @@ def measure(target: str, artifact: Path, xq: np.ndarray) -> dict:
 def _measure_c(project: Path, xq: np.ndarray) -> tuple[list[float], int]:
     """The host build's harness over the samples, REPEATS times (it times each inference itself)."""
     from edgesnn.backends.mcu.build import build
+    from edgesnn.device import check_build_tools
 
+    check_build_tools(project)
     binary = build(project, "host").resolve()
     work = project / "build" / "measure"
     work.mkdir(parents=True, exist_ok=True)
@@ -70,8 +70,25 @@ def _measure_c(project: Path, xq: np.ndarray) -> tuple[list[float], int]:
     return latencies, peak
 
 
+def machine() -> dict:
+    """What ran the measurement, for edgesnn.profile.energy.cpu_board to tell a board's own figures from an
+    estimate: ``machine_model``, the board its device tree names (None: not a board, a PC), and ``emulated``,
+    qemu-user or None (edgesnn.device)."""
+    from edgesnn.device import emulator, machine_model
+
+    return {"machine_model": machine_model(), "emulated": emulator()}
+
+
 def _measure_python(target: str, artifact: Path, xq: np.ndarray) -> tuple[list[float], int]:
-    """The runtime alone in a fresh interpreter (edgesnn.measure_child imports no torch)."""
+    """The runtime alone in a fresh interpreter (edgesnn.measure_child imports no torch). A .tflite file the
+    installed runtime cannot run, or no runtime, is one line first (edgesnn.device.check_runnable); under
+    qemu-user its reference kernels are timed, the default ones crash the emulator (device.not_run_here)."""
+    if target == "tflite":
+        from edgesnn.device import check_runnable, not_run_here
+
+        check_runnable(artifact)
+        if not_run_here():
+            target = "tflite-reference"
     with tempfile.TemporaryDirectory(prefix="edgesnn-measure-") as tmp:
         np.save(Path(tmp) / "inputs.npy", xq)
         stdout, rss = _run_child([sys.executable, "-m", "edgesnn.measure_child", target, str(Path(artifact).resolve()),

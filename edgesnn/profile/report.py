@@ -591,15 +591,27 @@ def _board_energy(r: dict) -> tuple[list[Row], str]:
         rows.append(("Instructions per inference", _count(r["instructions_per_inference"], "instructions"),
                      "counted on QEMU (the emulated Cortex-M core)", None))
         rows.append(("Energy per inference, board model", value, note or "—", "none" if pj is None else None))
+    elif r.get("energy_board_method") == "power-sensor" and pj is not None:  # measured on the board itself
+        where = r.get("energy_board_host") or r.get("measured_on") or "the board"
+        what = (f"A measurement on {board} ({where}): its power sensor's mean power times the median latency, "
+                "both measured on the board by edgesnn profile --measure.")
+        rows.append((f"Energy per inference on {board}, measured", value,
+                     f"power sensor {r.get('power_sensor', '?')}: {_num(r.get('power_w_mean'))} W × "
+                     f"{_num(r['latency_ms_median'])} ms, on {board}", None))
     elif "latency_ms_median" in r and pj is not None:  # a CPU board: latency x power
         lat = r["latency_ms_median"]
         watts = pj / (lat * 1e9) if lat else None
-        where = r.get("measured_on") or "the machine that ran edgesnn profile --measure"
-        what = (f"An estimate, not a measurement on {board}: the latency measured on {where} times {board}'s "
-                f"active power from its board file. The latency is {board}'s only if that is where profile ran; "
-                "a different CPU runs the same model at a different speed.")
-        rows.append((f"Energy per inference, estimate for {board}", value,
-                     f"host latency × board power: {_num(lat)} ms × {_num(watts)} W", None))
+        where = r.get("energy_board_host") or r.get("measured_on") or "the machine that ran edgesnn profile --measure"
+        if r.get("latency_board_ms") is not None:  # on the board, no sensor read
+            what = (f"An estimate: the latency measured on {board} ({where}) times {board}'s active power from its "
+                    "board file (no power sensor was read there).")
+            source = f"board latency × board power: {_num(lat)} ms × {_num(watts)} W"
+        else:
+            what = (f"An estimate, not a measurement on {board}: the latency measured on {where} times {board}'s "
+                    f"active power from its board file. The latency is {board}'s only if that is where profile ran; "
+                    "a different CPU runs the same model at a different speed.")
+            source = f"host latency × board power: {_num(lat)} ms × {_num(watts)} W"
+        rows.append((f"Energy per inference, estimate for {board}", value, source, None))
         rows.append((f"Active power of {board}", f"{_num(watts)} W", f"the {board} board file", None))
     else:
         what = ("No board energy: " + (note or "the result has none") + ".") if pj is None else (note or "")
@@ -708,11 +720,14 @@ def render_html(result: dict) -> str:
                        "Energy per inference in the 45 nm convention only: layers reading non-spikes count MACs, "
                        "spike-driven layers count one accumulate per synaptic operation; a product of two "
                        "activations counts additions when both are spikes, MACs otherwise; a transpose costs none."))
-    sections.append(f"<h2>Energy on {_e(board)}: the board model, an estimate</h2>\n"
+    kind = ("measured on the board" if r.get("energy_board_method") == "power-sensor"
+            else "the board model, an estimate")
+    sections.append(f"<h2>Energy on {_e(board)}: {kind}</h2>\n"
                     f"<p class=\"note\">{_e(board_what)} Not comparable with the 45 nm convention above: another "
                     f"model, other operations, other figures.</p>\n{_facts(board_rows)}")
     if measured:
-        sections.append(f"<h2>Measured on this machine (--measure)</h2>\n{_facts(measured)}")
+        here = f"on {_e(board)}" if r.get("latency_board_ms") is not None else "on this machine"
+        sections.append(f"<h2>Measured {here} (--measure)</h2>\n{_facts(measured)}")
     sections.append(
         f"<h2>Layers</h2>\n{_layer_table(r)}\n"
         + _figure_html(FIRING_PNG, "Bar chart of the firing rate of each layer, in spikes per neuron per "

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from edgesnn import checkpoint, export, threads
+from edgesnn import checkpoint, distributed, export, threads
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import one_writer, replaceable_dir
+from edgesnn.files import replaceable_dir
 from edgesnn.models.custom import Trust
 from edgesnn.quantize import bestformer, ibra, int8, mpbn, qpsnn, qsnn, streams, ternary
 from edgesnn.quantize.common import Options, Plan
@@ -65,11 +65,14 @@ def check_options(method: str, opts: Options) -> None:
         raise EdgesnnError(f"--epochs must be at least 1, got {opts.epochs}")
 
 
-@one_writer
+@distributed.one_writer  # under torchrun: rank 0 writes, the others only train
 def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_spec: str | None = None,
-                        on_epoch: Callable[[int, float], None] | None = None, trust_code: Trust = False) -> dict:
+                        on_epoch: Callable[[int, float], None] | None = None, trust_code: Trust = False,
+                        source_ref: str | None = None) -> dict:
     """Fine-tune ``ckpt`` with ``method`` and write the compressed checkpoint to ``out``.
-    ``trust_code``: whether ``ckpt`` may import the user code it names (see checkpoint.load)."""
+    ``trust_code``: whether ``ckpt`` may import the user code it names (see checkpoint.load).
+    ``source_ref``: how the new checkpoint names ``ckpt`` (default: its absolute path; a run folder's
+    is relative, so the same recipe writes the same bytes in any folder)."""
     check_options(method, opts)
     replaceable_dir(out, checkpoint.CONFIG)  # before the fine-tuning, not after
     model, config = checkpoint.load(ckpt, trust_code=trust_code)
@@ -99,10 +102,11 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
                     loss_fn=plan.loss_fn, before_epoch=plan.before_epoch)
     new_config = {k: v for k, v in config.items() if k != "format_version"}
     new_config.update(kwargs=plan.kwargs, data=datasets.recorded(data_spec), quantization=spec,
-                      source={"checkpoint": str(Path(ckpt).resolve())})
+                      source={"checkpoint": source_ref or str(Path(ckpt).resolve())})
     metrics.update(method=method, float_accuracy=float_accuracy, notes=plan.notes,
                    options={**vars(opts), "lr": lr}, threads=threads.current())
-    checkpoint.save(plan.model.eval(), new_config, out, metrics)
+    if distributed.is_writer():
+        checkpoint.save(plan.model.eval(), new_config, out, metrics)
     return metrics
 
 

@@ -66,24 +66,26 @@ def _producers(node: fx.Node, modules) -> list[str] | None:
     return None
 
 
-def spike_consumers(node: fx.Node, modules, block: int) -> list[tuple[str, int]] | None:
+def spike_consumers(node: fx.Node, modules, block: int, grouped: bool = False) -> list[tuple[str, int]] | None:
     """The Conv2d / Linear layers a neuron's spikes reach (through pooling, dropout or flatten),
-    each with the inputs per channel; None if they reach anything else (an add, a product, ...)."""
+    each with the inputs per channel; None if they reach anything else (an add, a product, ...).
+    ``grouped`` also accepts grouped convolutions (a per-channel factor folds into them; a pruned
+    channel would not, since their input and output channels are tied)."""
     found = []
     for user in node.users:
         if user.op == "call_module":
             m = modules[user.target]
-            if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1):
+            if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and (grouped or m.groups == 1)):
                 found.append((user.target, block))
                 continue
             if isinstance(m, _PASS):
-                more = spike_consumers(user, modules, block)
+                more = spike_consumers(user, modules, block, grouped)
             elif isinstance(m, nn.Flatten) and m.start_dim == 1:
-                more = spike_consumers(user, modules, block * _spatial(node))
+                more = spike_consumers(user, modules, block * _spatial(node), grouped)
             else:
                 return None
         elif user.op == "call_function" and user.target is torch.flatten and user.args[1:2] == (1,):
-            more = spike_consumers(user, modules, block * _spatial(node))
+            more = spike_consumers(user, modules, block * _spatial(node), grouped)
         else:
             return None
         if more is None:

@@ -5,7 +5,8 @@ is fine-tuned with float weights so the amplitudes a_c learn. For the last quart
 each amplitude is folded into the next layer's weights (W[:, c] *= a_c, a_c = 1 from then on)
 and every layer trains on its 8-bit per-channel grid, so the deployed weights are the ones the
 fine-tuning saw. (The exporter folds amplitudes the same way for float layers.) Folding needs
-each neuron's spikes to reach only Conv2d / Linear layers, through average pooling or flatten.
+each neuron's spikes to reach only Conv2d (grouped ones too: each column reads one channel) /
+Linear layers, through average pooling or flatten; a product of spikes (attention) cannot fold.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from edgesnn.errors import EdgesnnError
-from edgesnn.export import trace
+from edgesnn.export import column_factors, trace
 from edgesnn.neurons import MultiSpike, TernaryStep
 from edgesnn.quantize.common import Options, Plan
 from edgesnn.quantize.pruning import spike_consumers
@@ -52,12 +53,13 @@ def _ternary_neurons(model: nn.Module, example: torch.Tensor):
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(modules[node.target], MultiSpike):
             continue
-        found = spike_consumers(node, modules, 1)
+        found = spike_consumers(node, modules, 1, grouped=True)
         users = [u for u in node.users if u.op == "call_module"]
         if not found or any(isinstance(modules[u.target], nn.MaxPool2d) for u in users):
-            reached = [type(modules[u.target]).__name__ for u in users] or "a tensor operation"
-            raise EdgesnnError(f"ternary spikes: neuron '{node.target}' feeds {reached}; "
-                               f"its amplitude can fold only into Linear and ungrouped Conv2d layers")
+            reached = [type(modules[u.target]).__name__ if u.op == "call_module"
+                       else f"a tensor operation ({getattr(u.target, '__name__', u.target)})" for u in node.users]
+            raise EdgesnnError(f"ternary spikes: neuron '{node.target}' feeds {', '.join(reached)}; "
+                               f"its amplitude can fold only into Linear and Conv2d layers")
         neurons[node.target] = {"kind": "ternary_step", "channels": int(node.meta["tensor_meta"].shape[1]),
                                 "threshold": 0.5}
         consumers[node.target] = found
@@ -73,7 +75,7 @@ def _fold_amplitudes(model: nn.Module, consumers: dict[str, list[tuple[str, int]
     for name, layers in consumers.items():
         a = get_module(model, name).amplitude
         for layer, block in layers:
-            w = get_module(model, layer).weight
-            w.mul_(a.repeat_interleave(block).view(1, -1, *([1] * (w.dim() - 2))))
+            m = get_module(model, layer)
+            m.weight.mul_(column_factors(a.repeat_interleave(block), m.weight.shape, getattr(m, "groups", 1)))
         a.fill_(1.0)
         a.requires_grad_(False)

@@ -22,12 +22,6 @@ from edgesnn.ir import graph as g
 from edgesnn.ir import load as load_ir
 from edgesnn.progress import step
 
-# "auto": event-driven where at most this fraction of a layer's inputs is nonzero. On the Cortex-M4
-# (BENCHMARKS.md) the event-driven form needed fewer instructions except where nearly all inputs
-# are nonzero; its cost is RAM, an int32 accumulator per layer output in the arena.
-EVENT_DRIVEN_RATE = 0.8
-
-
 def read_project(project: Path) -> dict:
     """The project.json of an MCU project folder (a damaged one is a one-line error)."""
     return read_artifact_json(Path(project) / PROJECT_FILE, ProjectFile, "MCU project file")
@@ -70,12 +64,16 @@ def firing_rates(graph: g.Graph, x: np.ndarray) -> dict[str, float]:
     return {name: nonzero[name] / total[name] if total[name] else float("nan") for name in inputs}
 
 
-def choose_event_driven(graph: g.Graph, choice: str, x: np.ndarray) -> tuple[set[str], dict[str, float]]:
-    """``choice``: auto (by measured firing rate), none, all, or comma-separated layer names."""
+def choose_event_driven(graph: g.Graph, choice: str, x: np.ndarray,
+                        cpu: str | None = None) -> tuple[set[str], dict[str, float]]:
+    """``choice``: auto (per layer, the form the cost model of backends/mcu/cost.py gives fewer
+    instructions on ``cpu`` at the measured firing rate), none, all, or comma-separated layer names."""
+    from edgesnn.backends.mcu import cost
+
     candidates = event_candidates(graph)
     rates = firing_rates(graph, x) if candidates else {}
     if choice == "auto":
-        return {n for n, r in rates.items() if r <= EVENT_DRIVEN_RATE}, rates
+        return cost.choose(graph, rates, cpu), rates
     if choice == "none":
         return set(), rates
     if choice == "all":
@@ -104,7 +102,7 @@ def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calib
                            f"{' or '.join(BUILD_KINDS)} boards")
     cmsis_root = check_kernels(kernels, cmsis_nn)  # a bad kernel source or CMSIS-NN folder: before any work
     with step(f"mcu: firing rates of {len(calibration)} calibration samples"):
-        chosen, rates = choose_event_driven(graph, event_driven, calibration)
+        chosen, rates = choose_event_driven(graph, event_driven, calibration, board.cpu)
     if spike_code is not None:
         spike_code = spikes.code_name(spike_code)
         if not train_layers(graph, chosen, spike_code):

@@ -32,7 +32,7 @@ MAKE_FILE = "cmsis_nn.mk"  # where the Makefile finds CMSIS-NN and which of its 
 CMAKE_FILE = "cmsis_nn.cmake"  # the same for CMakeLists.txt
 
 # Function -> the source under Source/ that defines it: the three layer functions and everything
-# they call on the host, Cortex-M4 (DSP) and Cortex-M55 (MVE) builds (found by linking each).
+# they call on the host, Cortex-M4 (DSP) and Cortex-M55 (MVE, hard-float ABI) builds (found by linking each).
 FUNCTIONS = {
     "arm_convolve_wrapper_s8": "ConvolutionFunctions/arm_convolve_wrapper_s8.c",
     "arm_convolve_wrapper_s8_get_buffer_size": "ConvolutionFunctions/arm_convolve_get_buffer_sizes_s8.c",
@@ -53,6 +53,9 @@ FUNCTIONS = {
     "arm_nn_vec_mat_mult_t_per_ch_s8": "NNSupportFunctions/arm_nn_vec_mat_mult_t_per_ch_s8.c",
     "arm_q7_to_q15_with_offset": "NNSupportFunctions/arm_q7_to_q15_with_offset.c",
     "arm_s8_to_s16_unordered_with_offset": "NNSupportFunctions/arm_s8_to_s16_unordered_with_offset.c",
+    # Helium builds (Cortex-M55, hard-float ABI) of the depthwise wrapper also call these
+    "arm_nn_depthwise_conv_nt_t_s8": "NNSupportFunctions/arm_nn_depthwise_conv_nt_t_s8.c",
+    "arm_transpose_s8": "TransposeFunctions/arm_transpose_s8.c",
 }
 LAYER_FUNCTIONS = {"conv": "arm_convolve_wrapper_s8", "depthwise": "arm_depthwise_conv_wrapper_s8",
                    "dense": "arm_fully_connected_per_channel_s8"}

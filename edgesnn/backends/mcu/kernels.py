@@ -18,6 +18,11 @@ Conventions of the generated functions:
   rounds differently from TFLite (see the tvmproto study), so the rules are written out here, once each.
 - Intermediates stay scalar (the accumulator is computed at the output element that consumes
   it), so no kernel needs a TVM workspace; the event-driven forms take an explicit scratch buffer.
+- int8 conv2d / dense with 8-bit weights are TVMScript loop nests whose innermost run of bytes is a
+  call of a C micro-kernel (:mod:`.microkernels`: SXTB16/SMLAD on cores with DSP): dense, four
+  output channels per call over a run of input channels or a whole kernel row; event-driven, the
+  nonzero inputs listed once and gathered into tiles of outputs held in registers (weights stored
+  output-minor). Sub-byte weights and int16 inputs keep the TE forms.
 - Event-driven conv2d / dense reading spike counts have spike-train forms (``--spike-code``):
   the counts are walked as rate-burst or bit-plane trains, additions only per synapse.
 """
@@ -37,6 +42,7 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import WIDE_INPUTS
 from edgesnn.ir.packing import pack, widening_shift
+from edgesnn.backends.mcu.microkernels import AXPY, DOT, DOT4, EVENT_OFFSET_LIMIT, EVENTS, GATHER
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
 I32, I64 = "int32", "int64"
@@ -61,8 +67,9 @@ class Kernel:
     scratch_bytes: int = 0  # size of the "scratch" argument, if any (the event-driven accumulator)
 
     def c_declaration(self) -> str:
-        """The C prototype, as the generated source declares it (minus the TVM_DLL macro)."""
-        params = ", ".join(f"{a.c_type}* {a.name}" for a in self.args)
+        """The C prototype, as the generated source declares it (minus the TVM_DLL macro; every
+        pointer ``restrict``: tvm_pipeline.restrict_pointers)."""
+        params = ", ".join(f"{a.c_type}* restrict {a.name}" for a in self.args)
         return f"int32_t {self.symbol}({params})"
 
 
@@ -84,10 +91,13 @@ def requantize_double_rounding(x, multiplier, shift):
     divided = tirx.shift_right(high, right) + tirx.Select(tirx.bitwise_and(high, mask) > threshold, one, zero)
     # SaturatingRoundingDoublingHighMul. The only overflow, x == multiplier == INT32_MIN, is tested
     # on the product (2**62): a test on the Let-bound operands was folded away by TVM's simplifier.
-    nudge = tirx.Select(product >= tirx.const(0, I64), tirx.const(1 << 30, I64), tirx.const(1 - (1 << 30), I64))
+    # TFLite's (p + (p >= 0 ? 2^30 : 1 - 2^30)) / 2^31, truncating, is floor((p + 2^30) / 2^31) for
+    # every p (for p = -y < 0: -floor((y - 1 + 2^30) / 2^31) = -ceil((y - 2^30) / 2^31)): one add
+    # and an arithmetic shift, no sign test (CMSIS-NN's arm_nn_doubling_high_mult_no_sat).
     high_mul = tirx.Select(product == tirx.const(1 << 62, I64), tirx.const(2**31 - 1, I32),
-                           tirx.truncdiv(product + nudge, tirx.const(1 << 31, I64)).astype(I32))
-    mask_value = (tirx.shift_left(tirx.const(1, I64), right.astype(I64)) - tirx.const(1, I64)).astype(I32)
+                           tirx.shift_right(product + tirx.const(1 << 30, I64), tirx.const(31, I64)).astype(I32))
+    # 2^right - 1 in 32 unsigned bits (right <= 31), not in 64
+    mask_value = (tirx.shift_left(tirx.const(1, "uint32"), right.astype("uint32")) - tirx.const(1, "uint32")).astype(I32)
     body = tirx.Let(mask, mask_value, tirx.Let(high, high_mul, divided))
     body = tirx.Let(product, xs.astype(I64) * multiplier.astype(I64), body)
     body = tirx.Let(xs, x.astype(I32) * tirx.shift_left(one, te.max(shift, zero)), body)  # int32, as TFLite
@@ -130,10 +140,16 @@ def _channel(buf, c):
     return buf[c] if int(buf.shape[0]) > 1 else buf[0]
 
 
-def packed_weights(op) -> np.ndarray:
+def packed_weights(op, output_minor: bool = False) -> np.ndarray:
     """The weight const array: plain int8 at 8 bits, else packed fields plus one padding byte when
-    fields straddle bytes (3, 5, 6, 7 bits), so the 16-bit read in :func:`weight_value` stays inside."""
-    data = pack(op.weight, op.weight_bits, op.weight_code)
+    fields straddle bytes (3, 5, 6, 7 bits), so the 16-bit read in :func:`weight_value` stays inside.
+
+    ``output_minor``: laid out with the output channel last (conv OHWI -> HWIO, dense [M, K] -> [K, M]),
+    for the event-driven forms: the weights one input adds to its outputs are then consecutive bytes."""
+    weight = np.asarray(op.weight)
+    if output_minor:
+        weight = np.moveaxis(weight, 0, -1)
+    data = pack(weight, op.weight_bits, op.weight_code)
     if op.weight_bits == 8:
         return data.view(np.int8)
     if 8 % op.weight_bits:
@@ -142,7 +158,8 @@ def packed_weights(op) -> np.ndarray:
 
 
 def weight_value(w, index, bits: int, code: str):
-    """The widened int32 weight at flat OHWI ``index`` of the packed array ``w``.
+    """The widened int32 weight at flat ``index`` of the packed array ``w`` (OHWI / [M, K], or the
+    output-minor layout of :func:`packed_weights`).
 
     Field f (little-endian bits ``index * bits ...``) -> value by the code ("signed": sign-extend
     b bits; "odd": 2 f - (2**b - 1)) -> shifted left by packing.widening_shift, the int8 grid the
@@ -190,9 +207,9 @@ class _Signature:
     def requant_consts(self, op) -> tuple[te.Tensor, te.Tensor]:
         return self.const("multiplier", op.multiplier.astype(np.int32)), self.const("shift", op.shift.astype(np.int32))
 
-    def linear_consts(self, op) -> tuple:
-        """weight (packed), bias, multiplier, shift of a conv2d / dense."""
-        return (self.const("weight", packed_weights(op)), self.const("bias", op.bias.astype(np.int32)),
+    def linear_consts(self, op, output_minor: bool = False) -> tuple:
+        """weight (packed, see :func:`packed_weights`), bias, multiplier, shift of a conv2d / dense."""
+        return (self.const("weight", packed_weights(op, output_minor)), self.const("bias", op.bias.astype(np.int32)),
                 *self.requant_consts(op))
 
     def scratch(self, name: str, count: int, dtype: str) -> None:
@@ -267,6 +284,12 @@ def _padded_offset(x: te.Tensor, iy, ix, ic, padding, zero_point: int):
 # One function per op kind: (signature collector, graph, op) -> PrimFunc.
 
 
+def int8_linear(graph: g.Graph, op) -> bool:
+    """A conv2d / dense whose inner loops are the int8 micro-kernels' (:mod:`.microkernels`): an int8
+    input (an int32 accumulator) and plain 8-bit weights."""
+    return graph.tensors[op.inputs[0]].dtype == "int8" and op.weight_bits == 8
+
+
 def conv2d(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
     """Grouped (incl. depthwise) strided convolution, weights OHWI decoded in the inner loop.
 
@@ -276,9 +299,15 @@ def conv2d(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x = sig.input("x", op.inputs[0])
     w, bias, mult, shift = sig.linear_consts(op)
-    acc_dtype, rule = linear_rule(spec_in.dtype)
     _, kh, kw, cg = op.weight.shape
     per_group = spec_out.shape[2] // op.groups
+    if int8_linear(graph, op) and (cg >= 4 or op.groups == 1 and kw > 1 and per_group % 4 == 0):
+        # runs of input channels (or, groups 1, whole kernel rows): the dot micro-kernels
+        shapes = tuple(tuple(int(d) for d in t.shape) for t in (x, w, bias, mult, shift))
+        return _conv2d_dot_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), op.groups, tuple(op.stride),
+                                tuple(op.padding), spec_in.zero_point, spec_out.dtype, spec_out.zero_point,
+                                tuple(op.clamp))
+    acc_dtype, rule = linear_rule(spec_in.dtype)
     (sh, sw), top, left = op.stride, op.padding[0], op.padding[2]
 
     def summand(oy, ox, oc, rh, rw, rc):
@@ -294,6 +323,86 @@ def conv2d(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
     return _accumulate_and_finish([x, w, bias, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, acc_dtype)
 
 
+@functools.lru_cache(maxsize=256)
+def _conv2d_dot_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype, out_zero_point,
+                     clamp) -> tirx.PrimFunc:
+    """:func:`conv2d` of an int8 input and 8-bit weights: per output and kernel tap inside the
+    input, one call of the dot micro-kernel over the group's input channels (contiguous in NHWC
+    and in OHWI). The padding test is per tap, not per multiply-accumulate."""
+    x_shape, w_shape, b_shape, m_shape, s_shape = shapes
+    height, width, _ = x_shape
+    oh, ow, oc_count = out_shape
+    _, kh, kw, cg = weight_shape
+    per_group = oc_count // groups
+    (sh, sw), (top, _, left, _) = stride, padding
+    rule = requantize_double_rounding
+
+    if per_group % 4 == 0:  # four output channels per call, sharing the widened inputs
+        return _conv2d_dot4_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype,
+                                 out_zero_point, clamp)
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+             out: T.Buffer(out_shape, out_dtype)):
+        acc = T.alloc_buffer((1,), "int32")  # "global": a stack scalar (a "local" one becomes a TVM workspace)
+        for oy, ox, oc in T.grid(oh, ow, oc_count):
+            acc[0] = bias[oc]
+            for rh, rw in T.grid(kh, kw):
+                iy = T.meta_var(oy * sh + rh - top)
+                ix = T.meta_var(ox * sw + rw - left)
+                if 0 <= iy and iy < height and 0 <= ix and ix < width:
+                    acc[0] = acc[0] + T.call_extern("int32", DOT, T.address_of(x[iy, ix, (oc // per_group) * cg]),
+                                                    T.address_of(weight[((oc * kh + rh) * kw + rw) * cg]), cg, -zp)
+            out[oy, ox, oc] = finish(acc[0], rule, _channel(multiplier, oc), _channel(shift, oc), out_zero_point,
+                                     list(clamp), out_dtype)
+
+    return func
+
+
+def _conv2d_dot4_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype, out_zero_point,
+                      clamp) -> tirx.PrimFunc:
+    """:func:`_conv2d_dot_func` four output channels at a time (a group's channels a multiple of 4)."""
+    x_shape, w_shape, b_shape, m_shape, s_shape = shapes
+    height, width, _ = x_shape
+    oh, ow, oc_count = out_shape
+    _, kh, kw, cg = weight_shape
+    per_group = oc_count // groups
+    (sh, sw), (top, _, left, _) = stride, padding
+    rule, row = requantize_double_rounding, kh * kw * cg
+    whole_rows = groups == 1 and kw > 1
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+             out: T.Buffer(out_shape, out_dtype)):
+        acc = T.alloc_buffer((4,), "int32")  # a stack array the inlined micro-kernel keeps in registers
+        for oy, ox, quad in T.grid(oh, ow, oc_count // 4):
+            for j in range(4):
+                acc[j] = bias[quad * 4 + j]
+            for rh in range(kh):
+                iy = T.meta_var(oy * sh + rh - top)
+                if 0 <= iy and iy < height:
+                    if whole_rows and 0 <= ox * sw - left and ox * sw - left + kw <= width:
+                        # groups 1, the kernel row inside the input: kw * cg bytes in a row, of x and of w
+                        T.evaluate(T.call_extern("int32", DOT4, T.address_of(x[iy, ox * sw - left, 0]),
+                                                 T.address_of(weight[(quad * 4 * kh + rh) * kw * cg]), kw * cg, -zp,
+                                                 row, T.address_of(acc[0])))
+                    else:
+                        for rw in range(kw):
+                            ix = T.meta_var(ox * sw + rw - left)
+                            if 0 <= ix and ix < width:
+                                T.evaluate(T.call_extern("int32", DOT4,
+                                                         T.address_of(x[iy, ix, (quad * 4 // per_group) * cg]),
+                                                         T.address_of(weight[((quad * 4 * kh + rh) * kw + rw) * cg]),
+                                                         cg, -zp, row, T.address_of(acc[0])))
+            for j in range(4):
+                out[oy, ox, quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
+                                                   _channel(shift, quad * 4 + j), out_zero_point, list(clamp), out_dtype)
+
+    return func
+
+
 def dense(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
     """acc[m] = bias[m] + sum_k (x[k] - zp) * w[m, k]; requantized as conv2d."""
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
@@ -301,6 +410,32 @@ def dense(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
     w, bias, mult, shift = sig.linear_consts(op)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     k_in = op.weight.shape[1]
+    if int8_linear(graph, op) and len(x.shape) == 1:  # one dot micro-kernel call per output
+        m_out, zp, clamp = op.weight.shape[0], spec_in.zero_point, list(op.clamp)
+        w_shape, b_shape, m_shape, s_shape = (tuple(int(d) for d in t.shape) for t in (w, bias, mult, shift))
+
+        quads = m_out // 4
+
+        @T.prim_func(private=True)
+        def func(x: T.Buffer((k_in,), "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+                 multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+                 out: T.Buffer((m_out,), spec_out.dtype)):
+            acc = T.alloc_buffer((4,), "int32")  # four rows per call, sharing the widened inputs
+            for quad in range(quads):
+                for j in range(4):
+                    acc[j] = bias[quad * 4 + j]
+                T.evaluate(T.call_extern("int32", DOT4, T.address_of(x[0]), T.address_of(weight[quad * 4 * k_in]), k_in,
+                                         -zp, k_in, T.address_of(acc[0])))
+                for j in range(4):
+                    out[quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
+                                               _channel(shift, quad * 4 + j), spec_out.zero_point, clamp, spec_out.dtype)
+            for m in range(quads * 4, m_out):  # the rows left over
+                out[m] = finish(bias[m] + T.call_extern("int32", DOT, T.address_of(x[0]), T.address_of(weight[m * k_in]),
+                                                        k_in, -zp),
+                                rule, _channel(multiplier, m), _channel(shift, m), spec_out.zero_point, clamp,
+                                spec_out.dtype)
+
+        return func
 
     def summand(m, k):
         return _times(_offset(x[k], spec_in.zero_point), weight_value(w, m * k_in + k, op.weight_bits, op.weight_code))
@@ -462,10 +597,17 @@ def conv2d_events(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFun
     """
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
-    w_t, b_t, m_t, s_t = sig.linear_consts(op)
+    w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=True)
     oh, ow, oc_count = spec_out.shape
-    sig.scratch("acc", oh * ow * oc_count, linear_rule(spec_in.dtype)[0])
     shapes = tuple(tuple(int(d) for d in t.shape) for t in (x_t, w_t, b_t, m_t, s_t))
+    tile = gather_tile(graph, op)
+    if tile:  # the nonzero inputs listed per pixel, gathered into a tile of outputs in registers
+        height, width, channels = spec_in.shape
+        sig.scratch("events", height * width * (channels + 1), "int32")
+        return _conv2d_gather_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), tuple(op.stride),
+                                   tuple(op.padding), spec_in.zero_point, spec_out.dtype, spec_out.zero_point,
+                                   tuple(op.clamp), tile)
+    sig.scratch("acc", oh * ow * oc_count, linear_rule(spec_in.dtype)[0])
     return _conv2d_events_func(shapes, str(x_t.dtype), str(w_t.dtype), spec_in.dtype, tuple(spec_out.shape),
                                tuple(op.weight.shape), op.groups, tuple(op.stride), tuple(op.padding),
                                spec_in.zero_point, op.weight_bits, op.weight_code, spec_out.dtype,
@@ -484,6 +626,9 @@ def _conv2d_events_func(shapes, x_dtype, w_dtype, in_dtype, out_shape, weight_sh
     _, kh, kw, cg = weight_shape
     per_group = oc_count // groups
     (sh, sw), (top, _, left, _) = stride, padding
+    if in_dtype == "int8" and bits == 8 and per_group >= 4:  # the axpy micro-kernel over the group's outputs
+        return _conv2d_axpy_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype,
+                                 out_zero_point, clamp)
 
     @T.prim_func(private=True)
     def func(x: T.Buffer(x_shape, x_dtype), weight: T.Buffer(w_shape, w_dtype), bias: T.Buffer(b_shape, "int32"),
@@ -500,7 +645,95 @@ def _conv2d_events_func(shapes, x_dtype, w_dtype, in_dtype, out_shape, weight_sh
                     if row[0] and col[0]:
                         acc[row[1], col[1], oc] = acc[row[1], col[1], oc] + T.Cast(
                             acc_dtype, _offset(x[iy, ix, ic], zp)
-                            * weight_value(weight, ((oc * kh + rh) * kw + rw) * cg + ic % cg, bits, code))
+                            * weight_value(weight, ((rh * kw + rw) * cg + ic % cg) * oc_count + oc, bits, code))
+        for oy, ox, oc in T.grid(oh, ow, oc_count):
+            out[oy, ox, oc] = finish(acc[oy, ox, oc], rule, _channel(multiplier, oc), _channel(shift, oc),
+                                     out_zero_point, list(clamp), out_dtype)
+
+    return func
+
+
+def gather_tile(graph: g.Graph, op) -> int:
+    """Outputs per call of the gather micro-kernel (8 or 4) for an event-driven conv2d (groups 1) or
+    dense with int8 input and 8-bit weights; 0 where the layer keeps the accumulator-in-arena form."""
+    if not int8_linear(graph, op) or getattr(op, "groups", 1) != 1 or len(graph.tensors[op.inputs[0]].shape) not in (1, 3):
+        return 0
+    outputs, fan_in = op.weight.shape[0], op.weight.shape[-1]  # an entry's weight offset: below fan_in * outputs
+    if fan_in * outputs >= EVENT_OFFSET_LIMIT:
+        return 0
+    return 8 if outputs % 8 == 0 else 4 if outputs % 4 == 0 else 0
+
+
+@functools.lru_cache(maxsize=256)
+def _conv2d_gather_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype, out_zero_point, clamp,
+                        tile) -> tirx.PrimFunc:
+    """:func:`conv2d_events` (groups 1, int8 input, 8-bit weights in HWIO) with the accumulators in
+    registers: first each input pixel's nonzero channels are listed (value and weight offset, in
+    ``events``: the counts, then the lists); then per output pixel and tile of ``tile`` output
+    channels, the gather micro-kernel adds each listed input of every tap inside the input to the
+    tile. A zero input costs its test in the listing and nothing after."""
+    x_shape, w_shape, b_shape, m_shape, s_shape = shapes
+    height, width, channels = x_shape
+    oh, ow, oc_count = out_shape
+    _, kh, kw, _ = weight_shape
+    (sh, sw), (top, _, left, _) = stride, padding
+    pixels, rule, gather = height * width, requantize_double_rounding, GATHER[tile]
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+             events: T.Buffer((pixels * (channels + 1),), "int32"), out: T.Buffer(out_shape, out_dtype)):
+        acc = T.alloc_buffer((tile,), "int32")  # a stack array the inlined micro-kernel keeps in registers
+        for iy, ix in T.grid(height, width):
+            events[iy * width + ix] = T.call_extern("int32", EVENTS, T.address_of(x[iy, ix, 0]), channels, zp, oc_count,
+                                                    T.address_of(events[pixels + (iy * width + ix) * channels]))
+        for oy, ox, t in T.grid(oh, ow, oc_count // tile):
+            for j in range(tile):
+                acc[j] = bias[t * tile + j]
+            for rh, rw in T.grid(kh, kw):
+                iy = T.meta_var(oy * sh + rh - top)
+                ix = T.meta_var(ox * sw + rw - left)
+                if 0 <= iy and iy < height and 0 <= ix and ix < width:
+                    T.evaluate(T.call_extern("int32", gather, T.address_of(events[pixels + (iy * width + ix) * channels]),
+                                             events[iy * width + ix],
+                                             T.address_of(weight[(rh * kw + rw) * channels * oc_count + t * tile]),
+                                             T.address_of(acc[0])))
+            for j in range(tile):
+                out[oy, ox, t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                                   _channel(shift, t * tile + j), out_zero_point, list(clamp), out_dtype)
+
+    return func
+
+
+def _conv2d_axpy_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype, out_zero_point,
+                      clamp) -> tirx.PrimFunc:
+    """:func:`conv2d_events` of an int8 input and 8-bit weights (output-minor, HWIO): each nonzero
+    input, per kernel tap reaching an output, adds its weights to the group's outputs in one call
+    of the axpy micro-kernel (contiguous accumulators and weights)."""
+    x_shape, w_shape, b_shape, m_shape, s_shape = shapes
+    height, width, channels = x_shape
+    oh, ow, oc_count = out_shape
+    _, kh, kw, cg = weight_shape
+    per_group = oc_count // groups
+    (sh, sw), (top, _, left, _) = stride, padding
+    rule = requantize_double_rounding
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+             acc: T.Buffer((oh, ow, oc_count), "int32"), out: T.Buffer((oh, ow, oc_count), out_dtype)):
+        for oy, ox, oc in T.grid(oh, ow, oc_count):
+            acc[oy, ox, oc] = bias[oc]
+        for iy, ix, ic in T.grid(height, width, channels):
+            if T.Cast("int32", x[iy, ix, ic]) != zp:
+                for rh, rw in T.grid(kh, kw):
+                    row = T.meta_var(_tap(iy, rh, top, sh, oh))
+                    col = T.meta_var(_tap(ix, rw, left, sw, ow))
+                    first = T.meta_var((ic // cg) * per_group)
+                    if row[0] and col[0]:
+                        T.evaluate(T.call_extern("int32", AXPY, T.address_of(acc[row[1], col[1], first]),
+                                                 T.address_of(weight[((rh * kw + rw) * cg + ic % cg) * oc_count + first]),
+                                                 _offset(x[iy, ix, ic], zp), per_group))
         for oy, ox, oc in T.grid(oh, ow, oc_count):
             out[oy, ox, oc] = finish(acc[oy, ox, oc], rule, _channel(multiplier, oc), _channel(shift, oc),
                                      out_zero_point, list(clamp), out_dtype)
@@ -512,11 +745,52 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
     """dense driven by its nonzero inputs: each x[k] != zp adds (x[k] - zp) * w[:, k]; bit-exact with :func:`dense`."""
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
-    w_t, b_t, m_t, s_t = sig.linear_consts(op)
+    w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=True)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     m_out, k_in = op.weight.shape
     zp, bits, code, out_dtype = spec_in.zero_point, op.weight_bits, op.weight_code, spec_out.dtype
+    tile = gather_tile(graph, op) if len(x_t.shape) == 1 else 0
+    if tile:  # the nonzero inputs listed once, gathered into tiles of outputs held in registers
+        sig.scratch("events", k_in + 1, "int32")
+        clamp, gather = list(op.clamp), GATHER[tile]
+        w_shape, b_shape, m_shape, s_shape = (tuple(int(d) for d in t.shape) for t in (w_t, b_t, m_t, s_t))
+
+        @T.prim_func(private=True)
+        def func(x: T.Buffer((k_in,), "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+                 multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+                 events: T.Buffer((k_in + 1,), "int32"), out: T.Buffer((m_out,), out_dtype)):
+            acc = T.alloc_buffer((tile,), "int32")
+            events[0] = T.call_extern("int32", EVENTS, T.address_of(x[0]), k_in, zp, m_out, T.address_of(events[1]))
+            for t in range(m_out // tile):
+                for j in range(tile):
+                    acc[j] = bias[t * tile + j]
+                T.evaluate(T.call_extern("int32", gather, T.address_of(events[1]), events[0],
+                                         T.address_of(weight[t * tile]), T.address_of(acc[0])))
+                for j in range(tile):
+                    out[t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                               _channel(shift, t * tile + j), spec_out.zero_point, clamp, out_dtype)
+
+        return func
     sig.scratch("acc", m_out, acc_dtype)
+    if int8_linear(graph, op) and len(x_t.shape) == 1 and m_out >= 4:  # one axpy micro-kernel call per nonzero input
+        clamp = list(op.clamp)
+        w_shape, b_shape, m_shape, s_shape = (tuple(int(d) for d in t.shape) for t in (w_t, b_t, m_t, s_t))
+
+        @T.prim_func(private=True)
+        def func(x: T.Buffer((k_in,), "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+                 multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+                 acc: T.Buffer((m_out,), "int32"), out: T.Buffer((m_out,), out_dtype)):
+            for m in range(m_out):
+                acc[m] = bias[m]
+            for k in range(k_in):
+                if T.Cast("int32", x[k]) != zp:
+                    T.evaluate(T.call_extern("int32", AXPY, T.address_of(acc[0]), T.address_of(weight[k * m_out]),
+                                             _offset(x[k], zp), m_out))
+            for m in range(m_out):
+                out[m] = finish(acc[m], rule, _channel(multiplier, m), _channel(shift, m), spec_out.zero_point, clamp,
+                                out_dtype)
+
+        return func
 
     @T.prim_func(private=True)
     def func(x: T.Buffer(x_t.shape, x_t.dtype), weight: T.Buffer(w_t.shape, w_t.dtype), bias: T.Buffer(b_t.shape, "int32"),
@@ -527,7 +801,7 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
         for k in range(k_in):
             if T.Cast("int32", x[k]) != zp:
                 for m in range(m_out):
-                    acc[m] = acc[m] + T.Cast(acc_dtype, _offset(x[k], zp) * weight_value(weight, m * k_in + k, bits, code))
+                    acc[m] = acc[m] + T.Cast(acc_dtype, _offset(x[k], zp) * weight_value(weight, k * m_out + m, bits, code))
         for m in range(m_out):
             out[m] = finish(acc[m], rule, _channel(multiplier, m), _channel(shift, m), spec_out.zero_point,
                             op.clamp, out_dtype)
@@ -568,7 +842,7 @@ def conv2d_train(sig: _Signature, graph: g.Graph, op: g.Conv2D, code: str, count
     its weights to the outputs it reaches (bit-plane: after the accumulator doubled)."""
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
-    w_t, b_t, m_t, s_t = sig.linear_consts(op)
+    w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=True)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     height, width, channels = spec_in.shape
     oh, ow, oc_count = spec_out.shape
@@ -598,7 +872,7 @@ def conv2d_train(sig: _Signature, graph: g.Graph, op: g.Conv2D, code: str, count
                         oc = T.meta_var((ic // cg) * per_group + og)
                         if row[0] and col[0]:
                             acc[row[1], col[1], oc] = acc[row[1], col[1], oc] + T.Cast(acc_dtype, _signed_weight(
-                                x[iy, ix, ic], weight_value(weight, ((oc * kh + rh) * kw + rw) * cg + ic % cg, bits, wcode),
+                                x[iy, ix, ic], weight_value(weight, ((rh * kw + rw) * cg + ic % cg) * oc_count + oc, bits, wcode),
                                 signed))
         for oy, ox, oc in T.grid(oh, ow, oc_count):
             out[oy, ox, oc] = finish(acc[oy, ox, oc] * T.Cast(acc_dtype, unit) + T.Cast(acc_dtype, bias[oc]), rule,
@@ -612,7 +886,7 @@ def dense_train(sig: _Signature, graph: g.Graph, op: g.Dense, code: str, counts:
     """:func:`dense_events` on spike trains: per virtual step, each spiking x[k] adds w[:, k]."""
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
-    w_t, b_t, m_t, s_t = sig.linear_consts(op)
+    w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=True)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     m_out, k_in = op.weight.shape
     bits, wcode, out_dtype, signed = op.weight_bits, op.weight_code, spec_out.dtype, counts.signed
@@ -634,7 +908,7 @@ def dense_train(sig: _Signature, graph: g.Graph, op: g.Dense, code: str, counts:
                 if spike(_magnitude(x[k], signed), t):
                     for m in range(m_out):
                         acc[m] = acc[m] + T.Cast(acc_dtype, _signed_weight(
-                            x[k], weight_value(weight, m * k_in + k, bits, wcode), signed))
+                            x[k], weight_value(weight, k * m_out + m, bits, wcode), signed))
         for m in range(m_out):
             out[m] = finish(acc[m] * T.Cast(acc_dtype, unit) + T.Cast(acc_dtype, bias[m]), rule, _channel(multiplier, m),
                             _channel(shift, m), spec_out.zero_point, op.clamp, out_dtype)

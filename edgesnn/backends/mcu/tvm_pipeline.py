@@ -19,11 +19,14 @@ only ``stdint.h`` and a ``TVM_DLL`` macro are needed from them (:data:`SHIM_HEAD
 
 from __future__ import annotations
 
+import re
+
 import tvm
 import tvm.s_tir.pipeline as s_tir_pipeline
 from tvm import s_tir, tirx
 from tvm.tirx import compilation_pipeline
 
+from edgesnn.backends.mcu import microkernels
 from edgesnn.errors import EdgesnnError
 
 PIPELINE = "unpacked_c"
@@ -37,6 +40,7 @@ SHIM_HEADERS = {
     "tvm/runtime/c_backend_api.h": '#include "tvm/runtime/base.h"\n',
     "tvm/ffi/c_api.h": '#include "tvm/runtime/base.h"\n',
     "tvm/ffi/extra/c_env_api.h": '#include "tvm/runtime/base.h"\n',
+    microkernels.HEADER: microkernels.SOURCE,  # the int8 inner loops the kernels call (with_microkernels)
 }
 
 
@@ -155,4 +159,28 @@ def build_c(funcs: dict[str, tirx.PrimFunc], target: dict | None = None) -> str:
     if "TVMBackendAllocWorkspace" in source:
         raise EdgesnnError("a kernel allocates a TVM workspace (an intermediate of 1 KiB or more); "
                            "schedule it so intermediates stay scalar or pass a scratch buffer")
-    return source
+    return with_microkernels(restrict_pointers(source, funcs))
+
+
+def with_microkernels(source: str) -> str:
+    """``source`` including the micro-kernels' header (microkernels.HEADER) before TVM's declarations
+    of them, where a kernel calls one."""
+    if not any(name in source for name in microkernels.NAMES):
+        return source
+    last = source.rindex("#include")
+    end = source.index("\n", last) + 1
+    return source[:end] + f'#include "{microkernels.HEADER}"\n' + source[end:]
+
+
+def restrict_pointers(source: str, names) -> str:
+    """Every pointer parameter of the kernels ``names`` declared ``restrict``.
+
+    Without it an int32 store (an accumulator) may alias the int8 input and weights, a character
+    type, so the C compiler reloads them after every store. The arena never gives a kernel's output
+    or scratch bytes that an input uses (their lifetimes overlap at that step: arena.plan), and two
+    parameters that share a buffer (``mul(a, a)``) are only read, which restrict allows."""
+    def params(m):
+        return m[1] + re.sub(r"\*\s*(\w+)(?=\s*(,|$))", r"* restrict \1", m[2]) + ")"
+
+    names = "|".join(re.escape(n) for n in names)
+    return re.sub(rf"(TVM_DLL int32_t (?:{names})\()([^)]*)\)", params, source)

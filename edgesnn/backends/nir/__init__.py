@@ -9,6 +9,7 @@
 - NIR has no node for a transpose or a product of two activation tensors (batch_matmul), nor for a
   reshape other than flattening an image: export refuses such a graph naming the first such op.
 - :func:`exact_graph` gives the export pipeline the imported program (None when there is none).
+- target.py is the nir target (edgesnn.targets).
 - verify.py checks an exported file: its program read back vs the IR, and its nodes alone
   (simulate.py) as other tools read them.
 
@@ -20,14 +21,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgesnn.backends.nir.importer import import_nir
-from edgesnn.backends.nir.program import exact_graph
 from edgesnn.files import atomic_path
 from edgesnn.ir import graph as g
 
 NIR_FILE = "model.nir"
 
 __all__ = ["NIR_FILE", "exact_graph", "export_nir", "import_nir", "to_nir"]
+
+
+def __getattr__(name: str):
+    """import_nir and exact_graph import torch: only when asked for (the CLI reads target.py at start-up)."""
+    if name == "import_nir":
+        from edgesnn.backends.nir.importer import import_nir
+
+        return import_nir
+    if name == "exact_graph":
+        from edgesnn.backends.nir.program import exact_graph
+
+        return exact_graph
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def to_nir(graph: g.Graph):

@@ -6,11 +6,12 @@
   computes every output integer the golden interpreter computes; ``verify`` checks that over the
   whole test split (:func:`compare`). The file takes and gives integers (NHWC); their scales and
   zero points are in its metadata (``edgesnn.input``, ``edgesnn.outputs``).
-- ``export --target onnx-qcdq`` (:mod:`.qcdq`, imported on its own: it needs torch and Brevitas): the
+- ``export --target onnx-qcdq`` (:mod:`edgesnn.from_torch.qcdq`: it starts from torch and needs Brevitas): the
   torch model through Brevitas's QCDQ export, for tools that want QuantizeLinear/DequantizeLinear.
   Weights of quantized layers only; activations float. ``verify`` compares it with torch.
 
 The metadata key ``edgesnn.format`` (``integer`` or ``qcdq``) tells ``verify`` which file it holds.
+target.py is the onnx target (edgesnn.targets).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgesnn.backends.onnx.lower import MAX_DEPTH, OPSET, lower
 from edgesnn.backends.onnx.runtime import FORMAT_KEY, INTEGER, QCDQ, compare, one_line, read_metadata, run
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import write_bytes
@@ -28,10 +28,21 @@ __all__ = ["export_integer", "compare", "run", "lower", "read_metadata", "file_f
            "FORMAT_KEY", "INTEGER", "QCDQ", "OPSET", "MAX_DEPTH"]
 
 
+def __getattr__(name: str):
+    """The lowering imports onnx, which a board's install (edgesnn[device]) does not have: only when asked for."""
+    if name in ("MAX_DEPTH", "OPSET", "lower"):
+        import importlib
+
+        return getattr(importlib.import_module("edgesnn.backends.onnx.lower"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def export_integer(graph: g.Graph, path: Path) -> Path:
     """Lower, check with ``onnx.checker`` (full check), then write ``path`` atomically: an op the
     lowering cannot express raises before any file exists."""
     import onnx
+
+    from edgesnn.backends.onnx.lower import lower
 
     model = lower(graph, integer_metadata(graph))
     if model.ByteSize() >= 2**31:

@@ -10,7 +10,7 @@ QuantizeLinear -> Clip -> DequantizeLinear. It does not read the IR, and it is n
   nothing is requantized in integers: the file computes torch's float function, not the IR's integers. ``verify`` checks it
   against torch (argmax agreement and the largest output difference), not against the IR.
 
-The integer ONNX file, computed exactly as the IR, is ``export --target onnx`` (lower.py).
+The integer ONNX file, computed exactly as the IR, is ``export --target onnx`` (edgesnn/backends/onnx/lower.py).
 
 How the export works and why:
 
@@ -159,6 +159,26 @@ def compare_qcdq(model: nn.Module, path, x: torch.Tensor) -> dict:
         "max_abs_diff": float(np.abs(ref.astype(np.float64) - out).max()),
         "runtime": f"onnxruntime {onnxruntime.__version__}",
     }
+
+
+def verify_qcdq(artifact: Path, data_spec: str | None, ckpt: Path | None, trust_code=False) -> dict:
+    """onnxruntime over the whole test split vs the torch model the file was exported from (``ckpt``,
+    default the one it names): argmax agreement and the largest output difference."""
+    from edgesnn import artifact_data, checkpoint, pipeline
+    from edgesnn.backends.onnx import read_metadata
+    from edgesnn.train import predict
+
+    source = ckpt or pipeline.named_checkpoint(artifact, read_metadata(artifact).get("edgesnn.checkpoint"))
+    if source is None:
+        raise EdgesnnError(f"{artifact}: the ONNX file does not name its checkpoint; pass --checkpoint DIR")
+    model, config = checkpoint.load(source, trust_code=trust_code)
+    data_spec, ds = artifact_data.load(artifact, data_spec, ckpt=source)
+    pipeline.check_input_shape(config, ds, data_spec, source)
+    r = compare_qcdq(model, artifact, ds.x_test)
+    pred = run_qcdq(artifact, ds.x_test.numpy()).argmax(1)
+    y = ds.y_test.numpy()
+    return {"artifact": str(artifact), "data": data_spec, "checkpoint": str(source), **r,
+            "accuracy": float((pred == y).mean()), "torch_accuracy": float((predict(model, ds.x_test).numpy() == y).mean())}
 
 
 # --- export internals -------------------------------------------------------------------------

@@ -1,0 +1,186 @@
+"""edgesnn fit: the search over compressions on a board's budgets, its front and chosen recipe (which
+`edgesnn run` reproduces byte for byte), a fit killed mid-trial resuming, budgets nothing meets, and a
+crashing trial recorded as failed while the search goes on. A tiny CNN on digits, 1 epoch per trial,
+on a small board file whose one target is the IR (no compiler in the loop)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgesnn import pipeline
+from edgesnn.cli import app
+from edgesnn.limits import read_json
+
+BOARD = """name: tiny-mcu
+kind: mcu
+isa: Armv7E-M (Thumb-2)
+cpu: cortex-m4
+clock_hz: 64000000
+flash_bytes: {flash}
+ram_bytes: 65536
+targets: [ir]
+sources: ["a test board"]
+"""
+SMALL = {"channels": [8, 16], "hidden": 32}
+EDGESNN = [sys.executable, "-m", "edgesnn"]
+
+
+def edgesnn(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit") / "cnn"
+    pipeline.train_model("cnn", "digits", 2, out, model_kwargs=SMALL)
+    return out
+
+
+@pytest.fixture
+def board(tmp_path):
+    path = tmp_path / "tiny-mcu.yaml"
+    path.write_text(BOARD.format(flash=8000))
+    return path
+
+
+def artifacts(run: Path) -> dict:
+    """sha256 of every artifact but the reports that hold timings (verify, profile)."""
+    m = read_json(run / "manifest.json", "manifest")
+    return {a["path"]: a["sha256"] for a in m["artifacts"]
+            if not a["path"].endswith("verify.json") and not a["path"].startswith("profile-")}
+
+
+def test_fit_front_and_chosen_recipe_reproduced(ckpt, board, tmp_path):
+    out = tmp_path / "f"
+    r = edgesnn("fit", ckpt, "--board", board, "--out", out, "--trials", 2, "--method", "qpsnn", "--method", "qsnn",
+                "--D", 2, "--D", 4, "--json", tmp_path / "fit.json")
+    assert r.exit_code == 0, r.output
+    fit = read_json(out / "fit.json", "fit")
+    given = read_json(tmp_path / "fit.json", "fit")
+    assert given.pop("out") == str(out) and given == fit
+    assert [t["state"] for t in fit["trials"]] == ["complete"] * 2 and fit["failed"] == 0
+    for t in fit["trials"]:  # every trial's artifacts verified against the IR, each in its own run folder
+        verify = read_json(out / t["folder"] / "ir" / "verify.json", "verify")
+        assert verify["samples"] == 450 and t["metrics"]["verify"]["ir"]["mismatches"] == verify["mismatches"]
+        assert t["metrics"]["verified"] == verify["passed"]
+        assert not t["feasible"] or t["metrics"]["verified"]  # a trial failing verification meets no budget
+    budget = next(x for x in fit["trials"][0]["limits"] if x["budget"] == "flash")
+    assert budget["limit"] == 8000  # the board's flash, by default
+    chosen = fit["chosen"]
+    ok = [t for t in fit["trials"] if t["feasible"]]
+    assert chosen["accuracy"] == max(t["metrics"]["accuracy"] for t in ok)
+    last = r.output.strip().splitlines()[-1]
+    assert chosen["number"] in fit["front"] and last.startswith(f"chosen: trial {chosen['number']}")
+    front = read_json(out / "front.json", "front")
+    assert [p["number"] for p in front["front"]] == fit["front"] and front["chosen"] == chosen["number"]
+    page = (out / "report" / "index.html").read_text()
+    assert "front.png" in page and "flash 8000" in page and (out / "report" / "front.png").stat().st_size > 1000
+    rerun = tmp_path / "rerun"
+    r = edgesnn("run", out / "chosen.yaml", "--out", rerun, "-q")
+    assert r.exit_code == 0, r.output
+    assert artifacts(rerun) == artifacts(out / chosen["folder"])  # byte for byte
+
+
+def test_nothing_fits_says_by_how_much(ckpt, board, tmp_path):
+    """Budgets nothing meets: a report (exit 0) naming the closest trial's misses. A resumed fit with new
+    budgets re-judges its trials without running any (the study already holds --trials)."""
+    out = tmp_path / "f"
+    search = ["--method", "qpsnn", "--D", 4]
+    r = edgesnn("fit", ckpt, "--board", board, "--out", out, "--trials", 3, "--timeout", 0.001, *search)
+    assert r.exit_code == 0, r.output  # --timeout: after the first trial, no other starts
+    assert (out / "chosen.yaml").exists() == (read_json(out / "fit.json", "fit")["chosen"] is not None)
+    r = edgesnn("fit", ckpt, "--board", board, "--out", out, "--trials", 1, *search, "--max-flash", 100,
+                "--min-accuracy", 0.999)
+    assert r.exit_code == 0, r.output  # a report, not an error
+    fit = read_json(out / "fit.json", "fit")
+    assert len(fit["trials"]) == 1 and fit["chosen"] is None and not (out / "chosen.yaml").exists()
+    closest = fit["trials"][0]
+    flash = closest["metrics"]["flash_bytes"]
+    missed = {x["budget"]: x for x in fit["misses"]["limits"]}
+    assert missed["flash"]["miss"] == flash - 100
+    assert missed["accuracy"]["miss"] == pytest.approx(0.999 - closest["metrics"]["accuracy"])
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("no trial meets every budget: the closest, trial 0") and f"flash {flash} vs at most 100 B" in last
+    assert f"misses by {flash - 100}" in last
+    r = edgesnn("fit", ckpt, "--board", board, "--out", out, "--trials", 1, "--method", "qsnn", "--D", 4)
+    assert r.exit_code == 1 and "holds a fit of another space" in r.output  # another search is refused
+
+
+def test_bad_budget_and_unknown_method_are_one_line(ckpt, board, tmp_path):
+    r = edgesnn("fit", ckpt, "--board", board, "--out", tmp_path / "f", "--max-ram", -1)
+    assert r.exit_code == 1 and r.output.strip() == "error: --max-ram must be positive, got -1"
+    r = edgesnn("fit", ckpt, "--board", board, "--out", tmp_path / "f", "--method", "magic")
+    assert r.exit_code == 1 and "error: --method: unknown 'magic'" in r.output
+    r = edgesnn("fit", ckpt, "--board", board, "--out", tmp_path / "f", "--target", "lava")
+    assert r.exit_code == 1 and r.output.strip() == "error: --target: board tiny-mcu runs ir, not lava"
+    assert not (tmp_path / "f").exists()
+
+
+def test_killed_fit_resumes(ckpt, board, tmp_path):
+    """SIGKILL once the first trial's run folder has its checkpoint; the rerun marks that trial
+    interrupted, runs its point again first (its folder's finished stages kept) and completes."""
+    out = tmp_path / "f"
+    args = [*EDGESNN, "fit", str(ckpt), "--board", str(board), "--out", str(out), "--trials", "1", "--method",
+            "qpsnn", "--D", "4"]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while not list((out / "trials").glob("*/checkpoint/config.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)  # the fit and its trial's process
+    p.wait()
+    [first] = [p for p in (out / "trials").iterdir() if not p.name.startswith(".")]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    fit = read_json(out / "fit.json", "fit")
+    states = [t["state"] for t in fit["trials"]]
+    assert states[0] == "fail" and fit["trials"][0]["error"].startswith("interrupted")
+    assert states[1:] == ["complete"]  # the interrupted trial is not counted: --trials 1 runs its point again
+    assert fit["trials"][1]["point"] == fit["trials"][0]["point"] and fit["trials"][1]["folder"] == f"trials/{first.name}"
+    manifest = read_json(first / "manifest.json", "manifest")
+    assert manifest["summary"]  # the resumed run finished
+    assert [p.name for p in (out / "trials").iterdir()] == [first.name]  # the killed trial's scratch is gone
+
+
+CRASHNET = '''
+import os, signal, sys
+import torch
+from torch import nn
+from edgesnn.neurons import MultiSpike
+
+
+class CrashSpike(MultiSpike):
+    """Dies (SIGKILL) when a trial's worker trains it: a trial that crashes (tracing and eval pass)."""
+
+    def forward(self, u):
+        if self.training and isinstance(u, torch.Tensor) and sys.argv[0].endswith(os.path.join("fit", "worker.py")):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(u)
+
+
+def Net(in_shape, num_classes):
+    c, h, w = in_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 32), CrashSpike(4), nn.Linear(32, num_classes))
+'''
+
+
+def test_crashing_trial_is_failed_and_the_search_goes_on(board, tmp_path, monkeypatch):
+    (tmp_path / "crashnet.py").write_text(CRASHNET)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = edgesnn("train", "--model", "crashnet:Net", "--epochs", 1, "--out", "ck")
+    assert r.exit_code == 0, r.output
+    r = edgesnn("fit", "ck", "--board", board, "--out", "f", "--trials", 3, "--method", "none", "--method", "qsnn",
+                "--seed", 5, "--trust-code")
+    assert r.exit_code == 0, r.output
+    fit = read_json(tmp_path / "f" / "fit.json", "fit")
+    assert [t["point"]["method"] for t in fit["trials"]] == ["qsnn", "none", "qsnn"]  # what seed 5 draws
+    assert [t["state"] for t in fit["trials"]] == ["fail", "complete", "fail"]  # on after the first crash
+    failed = [t for t in fit["trials"] if t["state"] == "fail"]
+    assert all(t["error"] == "the trial's process crashed (killed by signal 9)" for t in failed)
+    assert (fit["completed"], fit["failed"]) == (1, 2) and fit["trials"][1]["metrics"]["samples"] == 450
