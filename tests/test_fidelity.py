@@ -133,3 +133,20 @@ def test_ir_agrees_with_torch_on_mnist5k(mnist_float, tmp_path, model, method, o
     r = pipeline.verify(pipeline.export_model(ckpt, "ir", tmp_path / "ir"), MNIST)
     assert r["samples"] == 1250
     assert r["agreement"] >= REQUIRED, r
+
+
+@pytest.mark.slow
+def test_qsnn_spikeformer_at_int16_streams_agrees_with_torch(tmp_path):
+    """The spike-driven transformer with Q-SNN membranes and int16 streams (issue 18's last short
+    row: 12 of 1250 off at 15 + 10 epochs, 1 with the attention's exact column sums). Trained
+    briefly here (measured: 1 of 1250 off); the column-sum case itself is pinned by
+    test_qsnn_membrane_of_a_column_sum_fires_at_torchs_counts."""
+    from edgesnn import pipeline
+    from edgesnn.quantize import Options, quantize_checkpoint
+
+    pipeline.train_model("spikeformer", MNIST, 3, tmp_path / "float")
+    quantize_checkpoint(tmp_path / "float", "qsnn", tmp_path / "q", Options(epochs=2, stream_dtype="int16", weight_bits=2),
+                        data_spec=MNIST)
+    r = pipeline.verify(pipeline.export_model(tmp_path / "q", "ir", tmp_path / "ir"), MNIST)
+    assert r["samples"] == 1250
+    assert r["agreement"] >= REQUIRED, r

@@ -1,0 +1,286 @@
+"""Torch neurons with state over T real timesteps, trained by BPTT, that deploy bit for bit as the IR's
+``lif`` / ``cuba_lif`` / ``li`` / ``recurrent`` ops (edgesnn/ir/state.py, docs/temporal.md).
+
+Every state is an integer on a fixed grid (Q-SNN's low-bit membrane): real = scale * q, held to ``bits``.
+A spiking neuron's grid is its threshold split into ``levels`` steps (scale = threshold / levels), so the
+threshold is the integer ``levels``; the leak is Loihi's integer decay d / 4096 (beta = 1 - d / 4096).
+
+Two forwards share one set of formulas, written per step in snnTorch's style:
+
+- training (``exact=False``): float tensors that hold integers; each rounding (the current on the
+  membrane's grid, the decay's truncation toward zero) is straight-through and the spike has a
+  fast-sigmoid surrogate gradient, so BPTT sees the integer program it deploys;
+- eval (``exact=True``): int64 tensors and the IR's arithmetic itself: the linear layers requantize with
+  :func:`edgesnn.ir.fixedpoint.multiply_by_quantized_multiplier` from the multipliers the exporter writes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgesnn.errors import EdgesnnError
+from edgesnn.ir.fixedpoint import effective_multiplier, multiply_by_quantized_multiplier, quantize_multipliers
+from edgesnn.ir.state import DECAY_SHIFT, DECAY_UNITY, RESETS
+
+WEIGHT_QMAX = 127  # int8 weights, symmetric per output channel
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """round(x) forward, identity backward."""
+    return x + (torch.round(x) - x).detach()
+
+
+def trunc_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.trunc(x) - x).detach()
+
+
+def decay(v: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Loihi's decay, |v| shrunk by d / 4096 rounded toward zero: exact on int64, straight-through on float."""
+    if not v.is_floating_point():
+        p = v * (DECAY_UNITY - d)
+        return torch.sign(p) * (p.abs() >> DECAY_SHIFT)
+    return trunc_ste(v * ((DECAY_UNITY - d.to(v.dtype)) / DECAY_UNITY))
+
+
+class _Spike(torch.autograd.Function):
+    """[x > 0] with the fast-sigmoid surrogate 1 / (1 + slope |x|)^2 (snnTorch's default)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, slope: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return grad / (1 + ctx.slope * x.abs()) ** 2, None
+
+
+def decay_of(beta: float, where: str) -> int:
+    """The integer decay d of a multiplicative leak beta: beta = 1 - d / 4096 (beta 1: IF, no leak)."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
+        raise EdgesnnError(f"{where}: beta must be a number in 0..1, got {beta!r}")
+    return int(round(DECAY_UNITY * (1.0 - beta)))
+
+
+def _check_bits(bits: int, where: str) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 32:
+        raise EdgesnnError(f"{where}: state bits must be an integer in 2..32, got {bits!r}")
+    return bits
+
+
+def _dtype_of(bits: int) -> str:
+    return "int8" if bits <= 8 else "int16" if bits <= 16 else "int32"
+
+
+class QLinear(nn.Linear):
+    """A linear layer with int8 weights per output channel (straight-through) whose output is the current
+    on the next neuron's grid: ``round((x_real @ W^T + b) / state_scale)``, clamped to the current's dtype.
+    Eval computes the IR dense op: int32 accumulator of the integers plus the integer bias, requantized."""
+
+    def weight_grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(fake-quantized weight, int8 levels, float32 scale per output channel)."""
+        w = self.weight
+        absmax = w.detach().abs().amax(1)
+        scale = torch.where(absmax > 0, absmax / WEIGHT_QMAX, torch.ones_like(absmax)).float()
+        q = torch.clamp(torch.round(w.detach() / scale[:, None]), -WEIGHT_QMAX, WEIGHT_QMAX)
+        return w + (q * scale[:, None] - w).detach(), q, scale
+
+    @torch.no_grad()
+    def integers(self, in_scale: float, out_scale: float) -> dict:
+        """What the IR dense op holds: weight int8 [out, in], weight_scale and bias per channel (bias on the
+        accumulator's grid in_scale * weight_scale), multiplier and shift. The exporter writes exactly these."""
+        _, q, scale = self.weight_grid()
+        s_w = scale.cpu().numpy().astype(np.float32)
+        acc_scale = np.float64(np.float32(in_scale)) * s_w.astype(np.float64)
+        bias = np.zeros(self.out_features) if self.bias is None else self.bias.detach().cpu().double().numpy()
+        bias_q = np.clip(np.round(bias / acc_scale), -(2**31), 2**31 - 1).astype(np.int32)
+        mult, shift = quantize_multipliers(effective_multiplier(np.float32(in_scale), s_w, np.float32(out_scale)))
+        return {"weight": q.cpu().numpy().astype(np.int8), "weight_scale": s_w, "bias": bias_q,
+                "multiplier": mult, "shift": shift}
+
+    def step(self, x: torch.Tensor, in_scale: float, out_scale: float, current: tuple[int, int]) -> torch.Tensor:
+        """One timestep: integer inputs x on ``in_scale`` -> integer current on ``out_scale``."""
+        if not x.is_floating_point():
+            p = self.integers(in_scale, out_scale)
+            acc = x @ torch.from_numpy(p["weight"]).to(torch.int64).T + torch.from_numpy(p["bias"]).to(torch.int64)
+            where = f"linear {self.in_features}->{self.out_features}"
+            return _requantize(acc, p["multiplier"], p["shift"], current, where)
+        w, _, _ = self.weight_grid()
+        cur = (x * in_scale) @ w.T
+        if self.bias is not None:
+            cur = cur + self.bias
+        return torch.clamp(round_ste(cur / out_scale), *current)
+
+
+def _requantize(acc: torch.Tensor, mult, shift, clamp: tuple[int, int], where: str) -> torch.Tensor:
+    try:
+        y = multiply_by_quantized_multiplier(acc.cpu().numpy(), mult, shift)
+    except OverflowError as e:
+        raise EdgesnnError(f"{where}: integer overflow ({e})") from None
+    return torch.from_numpy(np.clip(y, *clamp)).to(acc.device)
+
+
+class _Stateful(nn.Module):
+    """A neuron layer of ``channels`` whose states are integers of ``bits`` on ``scale``; the current it
+    reads (the linear layer's output) is on the same grid, in the state's dtype."""
+
+    kind = ""
+    spiking = True
+
+    def __init__(self, channels: int, bits: int, scale: float, beta: float):
+        super().__init__()
+        where = type(self).__name__
+        self.channels, self.bits = int(channels), _check_bits(bits, where)
+        self.scale = float(np.float32(scale))
+        if not self.scale > 0:
+            raise EdgesnnError(f"{where}: the state's scale must be positive, got {scale!r}")
+        self.register_buffer("decay_v", torch.tensor([decay_of(beta, where)], dtype=torch.int64))
+
+    @property
+    def dtype(self) -> str:
+        return _dtype_of(self.bits)
+
+    @property
+    def bound(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    @property
+    def current(self) -> tuple[int, int]:
+        """The clamp of the current tensor: its dtype's range."""
+        info = np.iinfo(self.dtype)
+        return int(info.min), int(info.max)
+
+    def hold(self, v: torch.Tensor) -> torch.Tensor:
+        """Saturate to the state's width (the IR's ``overflow: saturate``)."""
+        return torch.clamp(v, -self.bound, self.bound)
+
+    def state_names(self) -> list[str]:
+        return ["v"]
+
+    def init_state(self, n: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: like.new_zeros((n, self.channels)) for name in self.state_names()}
+
+
+class LIF(_Stateful):
+    """Leaky integrate-and-fire (IF with ``beta`` 1): per step
+
+        v = hold(decay(v, d) + I)          # d = 4096 (1 - beta)
+        s = v > theta                      # theta = levels: the threshold on the membrane's grid
+        v = v - theta s  (reset "subtract")   or   v = v (1 - s)  (reset "zero")
+
+    with a surrogate gradient for s and the reset detached (snnTorch's default)."""
+
+    kind = "lif"
+
+    def __init__(self, channels: int, beta: float = 0.9, threshold: float = 1.0, levels: int = 64, bits: int = 12,
+                 reset: str = "subtract", slope: float = 5.0):
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+            raise EdgesnnError(f"{type(self).__name__}: levels (the threshold's integer) must be a positive integer, "
+                               f"got {levels!r}")
+        super().__init__(channels, bits, threshold / levels, beta)
+        if levels > self.bound:
+            raise EdgesnnError(f"{type(self).__name__}: threshold {levels} does not fit {bits} bits "
+                               f"(at most {self.bound})")
+        if reset not in RESETS:
+            raise EdgesnnError(f"{type(self).__name__}: reset must be one of {', '.join(RESETS)}, got {reset!r}")
+        self.theta, self.reset, self.slope = levels, reset, float(slope)
+
+    def fire(self, v: torch.Tensor) -> torch.Tensor:
+        if not v.is_floating_point():
+            return (v > self.theta).to(v.dtype)
+        return _Spike.apply((v - self.theta) / self.theta, self.slope)
+
+    def integrate(self, cur: torch.Tensor, state: dict) -> torch.Tensor:
+        return self.hold(decay(state["v"], self.decay_v) + cur)
+
+    def step(self, cur: torch.Tensor, state: dict) -> torch.Tensor:
+        v = self.integrate(cur, state)
+        spk = self.fire(v)
+        if self.reset == "subtract":
+            v = v - spk.detach() * self.theta
+        else:
+            v = v * (1 - spk.detach())
+        state["v"] = v
+        return spk
+
+    def extra_repr(self) -> str:
+        return (f"{self.channels}, decay={int(self.decay_v[0])}/4096, threshold={self.theta} levels, bits={self.bits}, "
+                f"reset={self.reset}")
+
+
+class CubaLIF(LIF):
+    """Current-based LIF: a synaptic current with its own leak feeds the membrane,
+
+        i = hold(decay(i, d_i) + I);   v = hold(decay(v, d_v) + i);   spike and reset as LIF."""
+
+    kind = "cuba_lif"
+
+    def __init__(self, channels: int, alpha: float = 0.8, beta: float = 0.9, **kw):
+        super().__init__(channels, beta=beta, **kw)
+        self.register_buffer("decay_i", torch.tensor([decay_of(alpha, type(self).__name__)], dtype=torch.int64))
+
+    def state_names(self) -> list[str]:
+        return ["i", "v"]
+
+    def integrate(self, cur: torch.Tensor, state: dict) -> torch.Tensor:
+        state["i"] = self.hold(decay(state["i"], self.decay_i) + cur)
+        return self.hold(decay(state["v"], self.decay_v) + state["i"])
+
+
+class RLIF(LIF):
+    """Recurrent LIF (snnTorch's RLeaky, all-to-all): the current gains ``W_rec @ s[t-1]``, with W_rec
+    learned, int8 per output channel, requantized onto the membrane's grid as the IR's ``recurrent`` op."""
+
+    kind = "rlif"
+
+    def __init__(self, channels: int, **kw):
+        super().__init__(channels, **kw)
+        self.recurrent = QLinear(channels, channels, bias=False)
+        nn.init.normal_(self.recurrent.weight, std=0.5 / channels**0.5)
+
+    def state_names(self) -> list[str]:
+        return ["v", "prev"]
+
+    def step(self, cur: torch.Tensor, state: dict) -> torch.Tensor:
+        feedback = self.recurrent.step(state["prev"], 1.0, self.scale, INT32)  # clamped only in the sum, as the IR
+        cur = torch.clamp(cur + feedback, *self.current)
+        spk = super().step(cur, state)
+        state["prev"] = spk
+        return spk
+
+
+class LI(_Stateful):
+    """Leaky integrator, the readout layer: ``v = hold(decay(v, d) + I)``, no spike; the output is v on
+    ``scale`` (default 1/256 of a unit, 16 bits: logits within +-128). With ``alpha`` the input passes
+    through a leaky current first, as CubaLIF's: ``i = hold(decay(i, d_i) + I)``, ``v = hold(decay(v, d) + i)``."""
+
+    kind = "li"
+    spiking = False
+
+    def __init__(self, channels: int, beta: float = 0.9, bits: int = 16, scale: float = 2.0**-8,
+                 alpha: float | None = None):
+        super().__init__(channels, bits, scale, beta)
+        self.synaptic = alpha is not None
+        if self.synaptic:
+            self.register_buffer("decay_i", torch.tensor([decay_of(alpha, type(self).__name__)], dtype=torch.int64))
+
+    def state_names(self) -> list[str]:
+        return ["i", "v"] if self.synaptic else ["v"]
+
+    def step(self, cur: torch.Tensor, state: dict) -> torch.Tensor:
+        if self.synaptic:
+            state["i"] = self.hold(decay(state["i"], self.decay_i) + cur)
+            cur = state["i"]
+        state["v"] = self.hold(decay(state["v"], self.decay_v) + cur)
+        return state["v"]
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, decay={int(self.decay_v[0])}/4096, scale={self.scale}, bits={self.bits}"
+
+
+NEURONS = (LIF, CubaLIF, RLIF, LI)
