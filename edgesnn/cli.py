@@ -193,7 +193,7 @@ LAVA_MODES = ("graded", "rate-burst", "bit-plane")  # edgesnn.backends.lava.netw
 STREAM_DTYPES = ("int8", "int16")  # edgesnn.ir.fixedpoint.ADD_LEFT_SHIFT: the stream dtypes export takes
 # ... and of modules that import torch, which a device install (edgesnn.device) does not have;
 # tests/test_device_torch_free.py checks they are the modules' own lists.
-MODELS = ("mlp", "cnn", "resnet", "spikeformer", "nir")  # edgesnn.models.MODELS
+MODELS = ("mlp", "cnn", "resnet", "spikeformer", "nir", "temporal-dense")  # edgesnn.models.MODELS
 TARGETS = targets.names()  # edgesnn.targets: the built-in ones and those of installed plugins
 
 
@@ -525,6 +525,7 @@ def inspect(
             table.add_row(row["name"], row["op"], ", ".join(row["inputs"]), row["output"], row["weight"] or "-",
                           str(row["params"]), str(row["bytes"]))
         _show(table)
+        _print_states(r)
         _result(f"input {r['input']}  outputs {', '.join(r['outputs'])}  params {r['params']}  "
                 f"weight bytes {r['weight_bytes']}  bytes {r['bytes']} (file {r['file_bytes']})")
     elif not r["built"]:
@@ -543,8 +544,19 @@ def inspect(
             weights.add_row(row["layer"], row["type"], str(row["in"]), str(row["out"]), str(row["weights"]), row["format"])
         _show(weights)
         _print_neuron_layers(r["neuron_layers"])
+        _print_states(r)
         method = (r["config"].get("quantization") or {}).get("method", "none")
         _result(f"model {r['model']}  compression {method}  params {r['params']}  bytes {r['bytes']}")
+
+
+def _print_states(r: dict) -> None:
+    """A model over sequences: its steps, readout and the state each neuron carries from step to step."""
+    if "steps" not in r:
+        return
+    readout = ", ".join(f"{k}: {v}" for k, v in r["readout"].items())
+    _say(f"sequences of {r['steps']} steps, read out as {readout}; states (zero at each sequence's start):")
+    for name, s in r["states"].items():
+        _say(f"  {name}: {s['dtype']}{s['shape']} {s['bits']}-bit, scale {s['scale']:g}, overflow {s['overflow']}")
 
 
 def _print_neuron_layers(rows: list[dict]) -> None:

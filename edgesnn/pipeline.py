@@ -51,6 +51,13 @@ def train_model(model_name: str, data_spec: str, epochs: int, out: Path, D: int 
     its keys) loaded into the built model (edgesnn.weights). With ``epochs`` 0 the checkpoint holds
     exactly those weights and BatchNorm statistics (evaluated, never run in train mode); otherwise
     training fine-tunes them. The metrics name the file and its sha256."""
+    if model_name in models.TEMPORAL:  # over sequences: BPTT in edgesnn.temporal (no D, SFA or --weights)
+        if weights is not None or neuron_map or strip_prefix:
+            raise EdgesnnError(f"model {model_name!r} takes no --weights, --strip-prefix or --neuron-map")
+        replaceable_dir(out, checkpoint.CONFIG)
+        from edgesnn.temporal import pipeline as temporal
+
+        return temporal.train_checkpoint(model_name, data_spec, epochs, out, lr, seed, model_kwargs, on_epoch)
     if epochs < 0 or (epochs == 0 and weights is None):
         raise EdgesnnError(f"--epochs must be at least 1, got {epochs}" + (
             ", unless --weights FILE brings trained weights (untrained, the checkpoint would hold random ones)"
@@ -116,12 +123,19 @@ def export_model(ckpt: Path, target: str, out: Path, weight_bits: int = 8, strea
     if t.replaces_folder:  # it replaces the whole folder: only one it wrote
         replaceable_dir(out, t.files[0])
     model, config = checkpoint.load(ckpt, trust_code=trust_code)
+    source_ref = source_ref or str(Path(ckpt).resolve())
+    if config["model"] in models.TEMPORAL:  # a graph over sequences, from the state dict alone (no calibration)
+        from edgesnn.temporal import pipeline as temporal
+
+        graph = temporal.graph_of(model, config, ckpt, {"source": {"checkpoint": source_ref, "model": config["model"],
+                                                                   "data": config.get("data")}})
+        targets.check_takes(t, graph)
+        return t.export(graph, Path(out), board_spec, options, None)
     if not config.get("data"):
         raise EdgesnnError(f"{Path(ckpt) / checkpoint.CONFIG}: records no data set, which calibration needs")
     ds = _data_for(config, config["data"], ckpt)
     data_ref = datasets.recorded(config["data"])  # a checkpoint from before paths were recorded absolute
     calibration = ds.x_train[:calibration_samples(ds.x_train.shape[1:])]
-    source_ref = source_ref or str(Path(ckpt).resolve())
     if t.source == "torch":  # the one kind that starts from the torch model (edgesnn/from_torch)
         return t.export_from_torch(model, calibration, Path(out), {"edgesnn.checkpoint": source_ref,
                                                                    "edgesnn.data": data_ref}, options)
@@ -182,9 +196,11 @@ def inspect(path: Path) -> dict:
     for op in graph.ops:
         out = graph.tensors[op.output]
         w = getattr(op, "weight", None)
-        params = 0 if w is None else int(w.size + op.bias.size)
+        bias = getattr(op, "bias", None)
+        bias_size = 0 if bias is None else int(bias.size)  # a recurrent op has none
+        params = 0 if w is None else int(w.size + bias_size)
         weight_bytes = 0 if w is None else packed_nbytes(w.size, op.weight_bits)
-        nbytes = 0 if w is None else weight_bytes + 4 * op.bias.size + 8 * op.multiplier.size
+        nbytes = 0 if w is None else weight_bytes + 4 * bias_size + 8 * op.multiplier.size
         rows.append({
             "name": op.name, "op": op.kind, "inputs": [_describe(graph.tensors[i]) for i in op.inputs],
             "output": _describe(out),
@@ -195,7 +211,17 @@ def inspect(path: Path) -> dict:
     return {"kind": "ir", "path": str(path), "input": _describe(graph.tensors[graph.input]),
             "outputs": [_describe(graph.tensors[o]) for o in graph.outputs], "layers": rows,
             "params": sum(r["params"] for r in rows), "weight_bytes": sum(r["weight_bytes"] for r in rows),
-            "bytes": sum(r["bytes"] for r in rows), "file_bytes": path.stat().st_size, "meta": graph.meta}
+            "bytes": sum(r["bytes"] for r in rows), "file_bytes": path.stat().st_size, "meta": graph.meta,
+            **_sequence(graph)}
+
+
+def _sequence(graph) -> dict:
+    """A temporal graph's steps, readout and states (edgesnn.temporal.pipeline); nothing for a static one."""
+    if not graph.stateful:
+        return {}
+    from edgesnn.temporal import pipeline as temporal
+
+    return temporal.describe_states(graph)
 
 
 def _inspect_checkpoint(path: Path) -> dict:
@@ -225,8 +251,13 @@ def _inspect_checkpoint(path: Path) -> dict:
             "params": params, "bytes": sum(v.numel() * v.element_size() for _, v in own),
         })
     weight_layers = _weight_layers(model)
+    sequence = {}
+    if config["model"] in models.TEMPORAL:  # the states and steps the exported graph will have
+        from edgesnn.temporal import pipeline as temporal
+
+        sequence = temporal.describe_states(temporal.graph_of(model, config, path, {}))
     return {"kind": "checkpoint", "path": str(path), "model": config["model"], "config": config, "built": True,
-            "imports": [], "tensors": described["tensors"], "layers": rows,
+            **sequence, "imports": [], "tensors": described["tensors"], "layers": rows,
             "weight_layers": weight_layers, "neuron_layers": config.get("neuron_layers") or [],
             "params": sum(r["params"] for r in rows), "bytes": sum(r["bytes"] for r in rows),
             "float32_weight_bytes": 4 * sum(r["weights"] for r in weight_layers)}

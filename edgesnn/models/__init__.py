@@ -14,11 +14,14 @@ from edgesnn.models.mlp import SpikingMLP
 from edgesnn.models.nirnet import NIRNet
 from edgesnn.models.resnet import SpikingResNet
 from edgesnn.models.spikeformer import SpikeFormer, e_spikeformer_5m_config
+from edgesnn.temporal.model import dense_model
 
 MODELS: dict[str, type[nn.Module]] = {"mlp": SpikingMLP, "cnn": SpikingCNN, "resnet": SpikingResNet, "spikeformer": SpikeFormer,
-                                   "nir": NIRNet}  # nir: built by `edgesnn import` from a NIR graph
+                                   "nir": NIRNet,  # nir: built by `edgesnn import` from a NIR graph
+                                   "temporal-dense": dense_model}  # over sequences: edgesnn/temporal (BPTT, state)
+TEMPORAL = frozenset({"temporal-dense"})  # models over sequences (N, T, ...): trained and exported by edgesnn.temporal.pipeline
 
-__all__ = ["MODELS", "build", "default_kwargs", "resolved_kwargs", "e_spikeformer_5m_config"]
+__all__ = ["MODELS", "TEMPORAL", "build", "default_kwargs", "resolved_kwargs", "e_spikeformer_5m_config"]
 
 
 def default_kwargs(name: str, in_shape, num_classes: int, D: int, trust_code: custom.Trust = False) -> dict:
@@ -27,6 +30,8 @@ def default_kwargs(name: str, in_shape, num_classes: int, D: int, trust_code: cu
     if custom.is_factory(name):
         return custom.data_kwargs(name, in_shape, num_classes, D, trust_code)
     _check_name(name)
+    if name in TEMPORAL:  # in_shape: one frame of the sequences
+        return {"frame_shape": [int(d) for d in in_shape], "classes": num_classes}
     if name == "spikeformer":
         if len(in_shape) != 3 or in_shape[1] != in_shape[2]:
             raise EdgesnnError(f"spikeformer needs square (C, H, W) images, got input shape {tuple(in_shape)}")

@@ -22,9 +22,10 @@ class History:
 
 
 def train(model: SpikingSequence, x: torch.Tensor, y: torch.Tensor, epochs: int = 5, lr: float = 5e-3,
-          batch_size: int = 64, seed: int = 0, log=None) -> History:
+          batch_size: int = 64, seed: int = 0, log=None, on_epoch=None) -> History:
     """Train ``model`` in place on sequences ``x`` (N, T, *frame) with labels ``y``; calibrates its input
-    scale on ``x`` first. Returns the mean loss of each epoch."""
+    scale on ``x`` first. Returns the mean loss of each epoch. ``log`` takes a line per epoch, ``on_epoch``
+    (epoch, mean loss) as edgesnn.train's."""
     x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)
     if x.dim() < 3 or len(x) != len(y) or not len(x):
         raise EdgesnnError(f"training takes sequences (N, T, ...) with one label each, got x {tuple(x.shape)}, "
@@ -50,6 +51,8 @@ def train(model: SpikingSequence, x: torch.Tensor, y: torch.Tensor, epochs: int 
         history.loss.append(total / len(x))
         if log:
             log(f"epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.4f}")
+        if on_epoch:
+            on_epoch(epoch, history.loss[-1])
     model.eval()
     return history
 

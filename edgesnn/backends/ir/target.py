@@ -1,5 +1,6 @@
 """``--target ir``: model.ir, the integer graph every other target reads; verify runs its golden
-interpreter over the test split against the torch model it came from (argmax agreement)."""
+interpreter over the test split against the torch model it came from (argmax agreement; a temporal
+graph over the test sequences, every output integer, against torch's integer forward)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class IRTarget(Target):
     name, help, artifact, describes, rank = (
         "ir", "the integer graph", "model.ir", "an edgesnn IR file (.ir)", 0)
     file, files = IR_FILE, (IR_FILE,)
+    stateful = True  # a graph over sequences is written as is; verify runs it against torch's integer forward
 
     def export(self, graph, out, board, options, calibration):
         path = Path(out) / IR_FILE
@@ -32,6 +34,10 @@ class IRTarget(Target):
         from edgesnn.train import predict
 
         graph = load_ir(artifact)
+        if graph.stateful:  # over sequences: every output integer vs torch's integer forward (edgesnn.temporal)
+            from edgesnn.temporal import pipeline as temporal
+
+            return temporal.verify_ir(Path(artifact), graph, data, ckpt, samples, trust_code)
         source = ckpt or pipeline.named_checkpoint(artifact, graph.meta.get("source", {}).get("checkpoint"))
         if source is None:
             raise EdgesnnError(f"{artifact}: the IR does not name its checkpoint; pass --checkpoint DIR")
