@@ -143,11 +143,11 @@ class Target:
         everything first, then commit the files in one step); return the artifact's path. ``board``:
         a :class:`edgesnn.boards.Board` when ``builds_for`` is set, else None; ``options``: the values of
         ``export_options`` (prepared); ``calibration``: training samples, NHWC floats (at most 256)."""
-        raise NotImplementedError(f"target {self.name} does not export from the IR")
+        raise NotImplementedError  # the registry takes no target of source "ir" without its own (_check)
 
     def export_from_torch(self, model, example, out: Path, meta: dict[str, str], options: dict) -> Path:
         """``source == "torch"``: write the artifact of the torch ``model`` (``example``: input samples)."""
-        raise NotImplementedError(f"target {self.name} does not export from torch")
+        raise NotImplementedError  # the registry takes no target of source "torch" without its own (_check)
 
     def summary(self, artifact: Path) -> list[str]:
         """Lines the CLI prints after ``wrote PATH`` (a report the export wrote)."""
@@ -290,6 +290,10 @@ def _check(target) -> None:
     """A target the registry can take: a named Target whose options the CLI can parse."""
     if not isinstance(target, Target) or not target.name:
         raise TypeError(f"{type(target).__name__} is not an edgesnn.targets.Target with a name")
+    method = {"ir": "export", "torch": "export_from_torch"}.get(target.source)
+    if method is None or getattr(type(target), method) is getattr(Target, method):
+        raise TypeError(f"target {target.name!r}: source {target.source!r} needs its own {method or 'export'}() "
+                        "(source 'ir': export, 'torch': export_from_torch)")
     for o in (*target.export_options, *target.verify_options):
         if not isinstance(o, Option) or o.type not in OPTION_TYPES or o.recipe not in (None, "always", "when-set"):
             raise TypeError(f"option {getattr(o, 'name', o)!r} is not an Option of type "

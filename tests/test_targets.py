@@ -113,6 +113,18 @@ def test_registry_lists_and_refuses(toy):
     assert targets.recognize(Path("x/model.json")) is toy and targets.recognize(Path("x/model.tflite")).name == "tflite"
 
 
+def test_a_target_without_the_export_its_source_needs_is_refused():
+    """A Target's export methods are the interface, not defaults: registering one that leaves out the method
+    its ``source`` calls fails at once, never at a user's export."""
+    half = type("Half", (targets.Target,), {"name": "half", "help": "no export"})()
+    with pytest.raises(TypeError, match=r"^target 'half': source 'ir' needs its own export\(\)"):
+        targets.register(half)
+    other = type("Other", (targets.Target,), {"name": "other", "source": "fpga"})()
+    with pytest.raises(TypeError, match=r"^target 'other': source 'fpga' needs its own export\(\)"):
+        targets.register(other)
+    assert "half" not in targets.names() and "other" not in targets.names()
+
+
 def _plugin(tmp_path: Path, line: str) -> dict:
     """An installed package on sys.path declaring ``line`` in its entry_points.txt; the child's environment."""
     info = tmp_path / "edgesnn_toy-0.1.dist-info"

@@ -3,8 +3,6 @@ temporal model.ir, verify (every output integer of the IR vs torch's integer for
 steps); the other targets' refusal, and static/temporal mix-ups, each one error line."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,17 +10,7 @@ import pytest
 from edgesnn import pipeline, targets
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import load as load_ir
-
-
-def edgesnn(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "edgesnn", *map(str, args)], capture_output=True, text=True, cwd=cwd)
-
-
-def assert_user_error(r, fragment):
-    assert r.returncode == 1
-    assert "Traceback" not in r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.stderr
+from test_cli import assert_user_error, edgesnn
 
 
 @pytest.fixture(scope="module")
