@@ -49,8 +49,10 @@ def verify(artifact: Path, data_spec: str | None = None, ir: Path | None = None,
         raise EdgesnnError(f"{artifact}: --spike-code chooses how a Lava folder runs; other artifacts run what they "
                            "were exported as (export --target mcu --spike-code builds the code in)")
     if artifact.is_dir() and (artifact / PROJECT_FILE).is_file():
-        from edgesnn.backends.mcu import verify_mcu
+        from edgesnn.backends.mcu import sequences, verify_mcu
 
+        if sequences.is_temporal(artifact):  # edgesnn_reset / edgesnn_step over the test sequences
+            return sequences.verify(artifact, data_spec, qemu, samples, trust_code)
         check_build_tools(artifact)
         spec, ds = artifact_data.load(artifact, data_spec, arrays=True)
         r = verify_mcu(artifact, datasets.to_nhwc(ds.x_test), qemu=qemu, samples=samples, trust_code=trust_code is True)

@@ -676,7 +676,8 @@ class _Exporter:
         """o = clamp(round(u / (2 threshold)), -1, 1): signed 1-level spikes; a_c rides along."""
         out = self.counts(src, node, 1.0 / (2 * m.threshold), m.integer, 1, [-1, 1])
         self.tensors[out.name].signed = True
-        out.amplitude = m.amplitude.detach().double().numpy()
+        a = m.amplitude.detach().double().numpy()
+        out.amplitude = None if np.all(a == 1) else a  # unit (or folded) amplitudes: plain integer spikes
         return out
 
     def requantize(self, src, scale: float, clamp: list[int], dtype: str, name: str, spike_D: int | None = None) -> _Int:
@@ -744,17 +745,20 @@ class _Exporter:
         off (measured: 0.01 % of that stem's integers). On the spike-driven transformers it took the
         mnist5k mismatches from 7-8 to 1-5 of 1250. A Q-SNN membrane's first layer is not widened: its
         spikes absorbed the few missed levels (0 of 1250 on the cnn either way), and with the 16x8 kernel
-        the cnn's event-driven Cortex-M4 inference took 22.2 M instructions instead of 7.6 M. Spikes have their own int8 headroom (:meth:`headroom`);
-        into an int16 stream (a 16x8 kernel either way) they are widened further: there one
+        the cnn's event-driven Cortex-M4 inference took 22.2 M instructions instead of 7.6 M. Spikes
+        have their own int8 headroom (:meth:`headroom`, x 16 at D = 4), which is not fine enough
+        for a stream's 255 thresholds: the first rounding of TFLite's requantization moves each by up
+        to one accumulator step, so their spread exceeds the 16 a bias can absorb. Unwidened, 0.26 %
+        of a spike-driven transformer's first-block stream integers were one step off torch and 14 of
+        1250 mnist5k samples differed (int8 method, seed 0); widened, 1. Into an int16 stream one
         accumulator step of spikes x 16 was 1.4 stream steps on E-SpikeFormer, and the rounded bias
-        put 40 % of a block's stream integers one step off torch.
+        put 40 % of a block's stream integers one step off torch. The cost: a layer that writes a
+        trained stream runs the 16x8 kernel.
         ``weight_sum``: the layer's largest row sum of |integer weights|; the widened accumulator
         stays within half of Loihi 2's 24-bit neuron state, the narrowest accumulator of the targets."""
         spec = self.tensors[x.name]
         if spec.dtype != "int8" or spec.spike_D is not None:
             return x
-        if self.lattice.get(x.name, 1) != 1 and self.stream_dtype != "int16":
-            return x  # spikes with their int8 headroom: into an int8 stream the accumulator is fine enough
         lo, hi = self.int_range(x.name)
         return self.widen16(x, limit=int(np.floor(np.log2(2**22 / max(weight_sum * max(abs(lo), abs(hi)), 1)))))[0]
 
@@ -843,7 +847,7 @@ class _Exporter:
             out = self.new_tensor(name, [1, 1, c], dtype, s_out, spike_D=spike_D)
             sum_scale = np.float32(v.scale)
             if _is_neuron(clamp, s_out):  # the count's real value is exact: fire at exactly torch's counts
-                sum_scale = _neuron_sum_scale(sum_scale, float(spec_in.scale) * v.scale, np.float32(spec_in.scale), clamp[1],
+                sum_scale = _neuron_sum_scale(sum_scale, float(spec_in.scale) * v.scale, np.float32(spec_in.scale), clamp,
                                               linear_requantizer(spec_in.dtype))
             mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, sum_scale, s_out))
             self.ops.append(g.ReduceSum(name, [v.src.name], out, multiplier=mult, shift=shift, clamp=clamp,
@@ -864,7 +868,7 @@ class _Exporter:
         bias_q = np.round(bias / acc_scale)
         mult, shift = quantize_multipliers(effective_multiplier(spec_in.scale, w_scale, s_out))
         if v.qweight is not None and _is_neuron(clamp, s_out):
-            levels = range(1, clamp[1] + 1)
+            levels = range(clamp[0] + 1, clamp[1] + 1)
         if v.qweight is not None and levels is not None:
             # torch's output is exactly round(coef * acc + bias) on the lattice of accumulators
             coef = spec_in.scale * np.abs((v.qweight.scale * v.src.factor).numpy()) / 2 ** widening_shift(bits, code)
@@ -1102,8 +1106,15 @@ def _post_training_grid(w: torch.Tensor, bits: int, code: str):
 
 
 def _is_neuron(clamp: list[int], s_out: float) -> bool:
-    """An SFA neuron's requantization: integer spikes (scale 1) clamped to [0, D]."""
-    return s_out == 1.0 and clamp[0] == 0
+    """A neuron's requantization: integer spikes (scale 1) clamped to [0, D], or ternary ones to [-1, 1]."""
+    return s_out == 1.0 and clamp[0] in (0, -clamp[1])
+
+
+def _torch_first(levels: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The smallest integer n whose round-half-away-from-zero reaches each level j, given
+    x = (j - 0.5) / coef in units of n: n >= x for j >= 1 (a tie rounds up to j), n > x for
+    j <= 0 (a tie rounds down, away from zero, to j - 1: a ternary spike's -1 at u = -0.5)."""
+    return np.where(levels >= 1, np.ceil(x), np.floor(x) + 1)
 
 
 def _first_reaching(level, mult: int, shift: int, requantize=multiply_by_quantized_multiplier):
@@ -1141,7 +1152,7 @@ def _neuron_bias(bias_q: np.ndarray, bias: np.ndarray, coef: np.ndarray, lattice
     out = bias_q.copy()
     levels = np.asarray(list(levels), dtype=np.int64)
     for c in np.nonzero((coef > 0) & (np.asarray(mult) > 0))[0]:
-        torch_first = lattice * np.ceil((levels - 0.5 - bias[c]) / (coef[c] * lattice))
+        torch_first = lattice * _torch_first(levels, (levels - 0.5 - bias[c]) / (coef[c] * lattice))
         offset = _first_reaching(levels, int(mult[c]), int(shift[c]), requantize) - torch_first
         lo, hi = offset.max(), (offset + lattice - 1).min()
         if lo <= hi:
@@ -1149,18 +1160,20 @@ def _neuron_bias(bias_q: np.ndarray, bias: np.ndarray, coef: np.ndarray, lattice
     return out
 
 
-def _neuron_sum_scale(scale: np.float32, coef: float, s_in: np.float32, D: int,
+def _neuron_sum_scale(scale: np.float32, coef: float, s_in: np.float32, clamp: list[int],
                       requantize=multiply_by_quantized_multiplier) -> np.float32:
-    """The float32 sum scale nearest ``scale`` whose neuron fires at exactly torch's counts (coef * n >= j + 0.5).
+    """The float32 sum scale nearest ``scale`` whose neuron fires at exactly torch's counts (each
+    level j of ``clamp``'s range first reached where torch's rounding of coef * n reaches it).
 
     A power-of-two multiplier (binary attention: 1/16 * 0.125) makes torch's threshold an exact
-    tie, and double rounding fires one count early (63 / 128 -> 1); a scale a few float32 steps
-    away moves the multiplier into the binade below, where it rounds once."""
-    torch_first = [int(np.ceil((level - 0.5) / coef)) for level in range(1, D + 1)]
+    tie, and double rounding fires one count early (63 / 128 -> 1; a ternary 3 * 0.125 -> 1); a
+    scale a few float32 steps away moves the multiplier into the binade below, where it rounds once."""
+    levels = np.arange(clamp[0] + 1, clamp[1] + 1)
+    torch_first = _torch_first(levels, (levels - 0.5) / coef).astype(np.int64)
     for step in range(64):
         for candidate in (np.float32(scale - step * np.spacing(scale)), np.float32(scale + step * np.spacing(scale))):
             mult, shift = quantize_multipliers(effective_multiplier(s_in, candidate, 1.0))
-            if [_first_reaching(level, int(mult[0]), int(shift[0]), requantize) for level in range(1, D + 1)] == torch_first:
+            if np.array_equal(_first_reaching(levels, int(mult[0]), int(shift[0]), requantize), torch_first):
                 return candidate
     return scale
 

@@ -262,7 +262,7 @@ def requantized_product(ex, v, s_out: float, clamp: list[int], name: str, dtype:
     s_ab = np.float32(ex.tensors[a.name].scale) * np.float32(ex.tensors[b.name].scale)
     sum_scale = np.float32(v.scale)
     if _is_neuron(clamp, s_out):
-        sum_scale = _neuron_sum_scale(sum_scale, float(s_ab) * v.scale, s_ab, clamp[1], linear_requantizer(in_dtype))
+        sum_scale = _neuron_sum_scale(sum_scale, float(s_ab) * v.scale, s_ab, clamp, linear_requantizer(in_dtype))
     mult, shift = quantize_multipliers(effective_multiplier(s_ab, sum_scale, s_out))
     if shift[0] > 14:
         raise EdgesnnError(f"{v.attrs['where']}: the product's requantization is too large for int16 kernels")

@@ -332,14 +332,16 @@ class TernaryStep(nn.Module, SpikeExpansion):
 
     o = clamp(round(u / (2 threshold)), -1, 1) with rounding half away from zero, which is how
     the IR's requantization computes it; the exporter folds a_c into the next layer's weights.
+    ``learn_amplitude=False`` keeps a_c = 1, for spikes that reach a product (attention), where no
+    per-channel factor folds into a weight.
     """
 
     D = 1
 
-    def __init__(self, channels: int, threshold: float = 0.5):
+    def __init__(self, channels: int, threshold: float = 0.5, learn_amplitude: bool = True):
         super().__init__()
         self.threshold = float(threshold)
-        self.amplitude = nn.Parameter(torch.ones(channels))
+        self.amplitude = nn.Parameter(torch.ones(channels), requires_grad=learn_amplitude)
 
     def integer(self, u: torch.Tensor) -> torch.Tensor:
         return _TernaryFire.apply(u, self.threshold)

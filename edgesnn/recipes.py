@@ -77,6 +77,9 @@ class Train(_Strict):
     seed: int = 0
 
 
+LAYER_BITS_METHODS = ("qsnn", "qpsnn")  # the methods whose inner weight layers take their own bits
+
+
 class Quantize(_Strict):
     method: Literal["qsnn", "qpsnn", "bestformer", "ternary", "ibra", "mpbn", "int8"]
     weight_bits: int | None = Field(None, ge=1, le=8)
@@ -85,12 +88,38 @@ class Quantize(_Strict):
     prune: float = Field(0.0, ge=0, lt=1)
     epochs: int = Field(20, ge=1)
     lr: float | None = Field(None, gt=0)
+    # inner weight layer -> its bits (qsnn, qpsnn; the first and last stay at 8, the others at weight_bits)
+    layer_bits: dict[str, Annotated[int, Field(ge=1, le=8)]] = Field(default_factory=dict)
+    stream_dtype: Literal["int8", "int16"] | None = None  # quantize --stream-dtype; every export then uses it
+
+    @model_validator(mode="after")
+    def _layer_bits(self):
+        if self.layer_bits and self.method not in LAYER_BITS_METHODS:
+            raise ValueError(f"layer_bits applies to the {' and '.join(LAYER_BITS_METHODS)} methods, not {self.method}")
+        return self
+
+    def key(self) -> dict:
+        """The settings in the quantize stage's key: one left unset is not in it (the keys as they were)."""
+        unset = {k for k, empty in (("spike_bits", None), ("layer_bits", {}), ("stream_dtype", None))
+                 if getattr(self, k) == empty}
+        return self.model_dump(exclude=unset)
+
+    def options(self, seed: int):
+        """The quantize options of this entry (edgesnn.quantize.Options)."""
+        from edgesnn.quantize import Options
+
+        return Options(weight_bits=self.weight_bits, membrane_bits=self.membrane_bits, spike_bits=self.spike_bits,
+                       prune=self.prune, epochs=self.epochs, lr=self.lr, seed=seed, layer_bits=dict(self.layer_bits),
+                       stream_dtype=self.stream_dtype)
 
 
 class Export(_Strict):
     """An export entry: ``target``, ``board`` (for a target that builds for one) and the options of the
     targets that recipes take (edgesnn.targets.Option.recipe). Its fields come from the registry: the class
-    :func:`schema` builds is a subclass of this one."""
+    :func:`schema` builds is a subclass of this one. ``stream_dtype`` is export --stream-dtype (unset: the
+    compression's, else int8)."""
+
+    stream_dtype: Literal["int8", "int16"] | None = None
 
     def _options(self) -> dict:
         """Each recipe option's value as the user gave it (the command line's default where not given)."""
@@ -115,12 +144,12 @@ class Export(_Strict):
     def target_options(self) -> dict:
         """What ``export_model`` takes for this entry: the board and the target's recipe options."""
         own = {o.name for o in targets.get(self.target).export_options if o.recipe}
-        return {"board": self.board, **{name: getattr(self, name) for name in own}}
+        return {"board": self.board, "stream_dtype": self.stream_dtype, **{name: getattr(self, name) for name in own}}
 
     def key(self) -> dict:
-        """The settings in the stage's key: an option set "when-set" only when it has a value."""
+        """The settings in the stage's key: an option set "when-set" (and the stream dtype) only when it has a value."""
         unset = {o.name for o in _recipe_options() if o.recipe == "when-set" and getattr(self, o.name) == _field(o)[1]}
-        return self.model_dump(exclude=unset)
+        return self.model_dump(exclude=unset | ({"stream_dtype"} if self.stream_dtype is None else set()))
 
     def folder(self) -> str:
         """Its folder in the run's output: the target, and for a board's build the board's name (a file's stem)."""
@@ -166,6 +195,11 @@ class Recipe(_Strict):
             raise ValueError("model.strip_prefix applies to the keys of model.weights, and none is given")
         if self.train.epochs == 0 and not self.model.weights:
             raise ValueError("train.epochs 0 needs model.weights (untrained, the checkpoint would hold random weights)")
+        trained = (self.quantize.stream_dtype or "int8") if self.quantize else None
+        for e in getattr(self, "export", []):
+            if trained and e.stream_dtype not in (None, trained):
+                raise ValueError(f"export {e.target}: stream_dtype {e.stream_dtype}, but the compression trains its "
+                                 f"streams as {trained} (set quantize.stream_dtype instead)")
         return self
 
     @field_validator("data")

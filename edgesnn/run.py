@@ -123,14 +123,11 @@ class _Run:
                                                     weights=m.weights, strip_prefix=tuple(m.strip_prefix)))
         source = "checkpoint"
         if recipe.quantize:
-            from edgesnn.quantize import Options, quantize_checkpoint
+            from edgesnn.quantize import quantize_checkpoint
 
             q = recipe.quantize
-            key = q.model_dump(exclude=set() if q.spike_bits else {"spike_bits"})  # unset: the keys as they were
-            self.stage("quantize", key | pin, [out / "checkpoint"], "compressed", lambda dst: quantize_checkpoint(
-                out / "checkpoint", q.method, dst, Options(weight_bits=q.weight_bits, membrane_bits=q.membrane_bits,
-                                                           spike_bits=q.spike_bits, prune=q.prune, epochs=q.epochs,
-                                                           lr=q.lr, seed=recipe.train.seed),
+            self.stage("quantize", q.key() | pin, [out / "checkpoint"], "compressed", lambda dst: quantize_checkpoint(
+                out / "checkpoint", q.method, dst, q.options(seed=recipe.train.seed),
                 trust_code=self.trust, source_ref="../checkpoint"))  # relative: the same bytes in any DIR
             source = "compressed"
         for e in recipe.export:

@@ -430,7 +430,8 @@ def export_ir(target: str, ir: Path, out: Path, board: str | None = None, calibr
               **options) -> Path:
     """Write ``target``'s artifact of an IR file (a model.ir written by ``export``), without the checkpoint:
     a target reads nothing else. ``calibration``: NHWC float samples for the targets that measure firing
-    rates (mcu, lava); None: the first 256 training samples of the data set the IR records."""
+    rates (mcu, lava); None: the first 256 training samples of the data set the IR records (a temporal
+    graph's target reads the recorded sequences itself)."""
     from edgesnn.ir import load as load_ir
 
     t = get(target)
@@ -438,7 +439,8 @@ def export_ir(target: str, ir: Path, out: Path, board: str | None = None, calibr
         raise EdgesnnError(f"--target {t.name} exports the torch model, not an IR (export a checkpoint)")
     own, spec = prepared(t, board, options)
     graph = load_ir(ir)
-    if calibration is None:
+    check_takes(t, graph)
+    if calibration is None and not graph.stateful:
         from edgesnn import artifact_data
         from edgesnn import data as datasets
 
@@ -446,7 +448,6 @@ def export_ir(target: str, ir: Path, out: Path, board: str | None = None, calibr
         calibration = datasets.to_nhwc(ds.x_train[:256])
     if Path(out).exists() and not Path(out).is_dir():
         raise EdgesnnError(f"{out}: exists and is not a folder (--out names the folder the artifact goes in)")
-    check_takes(t, graph)
     if t.replaces_folder:
         from edgesnn.files import replaceable_dir
 

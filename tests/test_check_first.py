@@ -108,7 +108,7 @@ def test_pool_rewrites_compute_what_the_model_computes(pool, digits):
 
 
 def test_spikingjelly_layers_export_as_torch_layers(digits):
-    layer = pytest.importorskip("spikingjelly.activation_based.layer")
+    from spikingjelly.activation_based import layer  # the test extra installs it
     torch.manual_seed(0)
     model = nn.Sequential(layer.Conv2d(1, 8, 3, padding=1, bias=False), layer.BatchNorm2d(8), MultiSpike(4),
                           layer.MaxPool2d(2), layer.Flatten(), layer.Linear(8 * 16, 10))

@@ -556,8 +556,6 @@ QUANTIZE = [
      "small.npz: samples of shape (1, 6, 6), but"),
     ("already-compressed", lambda c: [c.ck(edit=_quantization({"method": "qsnn"})), "--method", "qpsnn"],
      "is already compressed (qsnn); start from the float checkpoint"),
-    ("ternary-spikeformer", lambda c: [c.trained["spikeformer"], "--method", "ternary"],
-     "feeds a tensor operation (mul); its amplitude can fold only into Linear and Conv2d layers"),
 ]
 
 

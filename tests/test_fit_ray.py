@@ -18,7 +18,7 @@ from edgesnn.cli import app
 from edgesnn.fit.ray_pool import CONNECT_SECONDS
 from edgesnn.limits import read_json
 
-pytest.importorskip("ray")
+import ray  # noqa: E402,F401  (scripts/setup.sh installs it: a missing one fails, never skips)
 from test_fit import BOARD, ckpt  # noqa: E402,F401 - the tiny checkpoint fixture and board file
 
 RAY = Path(sys.executable).with_name("ray")

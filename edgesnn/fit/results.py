@@ -119,13 +119,13 @@ def _plot(pareto, points, path: Path, budgets: Budgets, chosen, source: str) -> 
 def _page(result: dict, pareto: list[dict], board, source: str) -> str:
     e = html.escape
     rows = "".join(
-        f"<tr><td>{p['number']}</td><td>{e(_describe(p['point']))}</td><td>{p['accuracy']:.4f}</td>"
+        f"<tr><td>{p['number']}</td><td>{e(describe(p['point']))}</td><td>{p['accuracy']:.4f}</td>"
         f"<td>{p['energy_uj']:.4f}</td><td>{p['memory_bytes']}</td><td>{_blank(p['flash_bytes'])}</td>"
         f"<td>{_blank(p['ram_bytes'])}</td><td>{'yes' if p['feasible'] else 'no'}</td></tr>"
         for p in pareto)
     budgets = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["budgets"].items() if v is not None) or "none"
     if result["chosen"] is not None:
-        verdict = (f"<p>Chosen: trial {result['chosen']['number']}, {e(_describe(result['chosen']['point']))}; its "
+        verdict = (f"<p>Chosen: trial {result['chosen']['number']}, {e(describe(result['chosen']['point']))}; its "
                    f"recipe is <code>{CHOSEN}</code> (<code>edgesnn run {CHOSEN} --out DIR</code>).</p>")
     else:
         verdict = "<p><b>No trial meets every budget.</b> " + e(misses_text(result)) + "</p>"
@@ -145,10 +145,17 @@ def _blank(v) -> str:
     return "" if v is None else str(v)
 
 
-def _describe(point: dict | None) -> str:
+def describe(point: dict | None) -> str:
+    """A point as ``key=value`` words; per-layer weight bits as ``layer:bits,...``."""
     if not point:
         return "-"
-    return " ".join(f"{k}={v}" for k, v in point.items())
+    return " ".join(f"{k}={_value(v)}" for k, v in point.items())
+
+
+def _value(v) -> str:
+    return ",".join(f"{k}:{b}" for k, b in v.items()) if isinstance(v, dict) else str(v)
+
+
 
 
 def misses_text(result: dict) -> str:
@@ -167,7 +174,7 @@ def misses_text(result: dict) -> str:
             parts.append(f"{r['budget']} {_num(r['value'])} vs {'at least' if r['budget'] == 'accuracy' else 'at most'} "
                          f"{_num(r['limit'])}{(' ' + r['unit']) if r['unit'] else ''} (misses by {_num(r['miss'])}, "
                          f"{pct:.1f}%)")
-    return f"the closest, trial {m['number']} ({_describe(m['point'])}), misses: " + "; ".join(parts)
+    return f"the closest, trial {m['number']} ({describe(m['point'])}), misses: " + "; ".join(parts)
 
 
 def _num(v) -> str:
@@ -185,7 +192,7 @@ def front_rows(result: dict) -> list[tuple[str, ...]]:
     for n in result["front"]:
         t = by_number[n]
         p, (acc, energy, memory) = t["point"], _objectives(t, result["energy"])
-        settings = " ".join(f"{k}={v}" for k, v in p.items() if k not in ("method", "target"))
+        settings = describe({k: v for k, v in p.items() if k not in ("method", "target")})
         rows.append((f"{n}{' *' if n == chosen else ''}", p["method"], settings, p["target"], f"{acc:.4f}",
                      f"{energy:.4f}", str(int(memory)), "yes" if t["feasible"] else "no"))
     return rows
@@ -199,6 +206,6 @@ def summary(result: dict) -> str:
     """The fit's last line: the chosen point and its recipe, or by how much the closest trial misses."""
     c = result.get("chosen")
     if c is not None:
-        return (f"chosen: trial {c['number']} ({_describe(c['point'])}), accuracy {c['accuracy']:.4f}, energy "
+        return (f"chosen: trial {c['number']} ({describe(c['point'])}), accuracy {c['accuracy']:.4f}, energy "
                 f"{c['energy_uj']:.4f} uJ, memory {c['memory_bytes']} B; wrote {Path(result['out']) / CHOSEN}")
     return f"no trial meets every budget: {misses_text(result)}"

@@ -29,13 +29,13 @@ DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, energy (uJ), memo
 def fit(ckpt: Path, board_spec: str, out: Path, budgets: Budgets = Budgets(), trials: int = 20,
         timeout: float | None = None, epochs: int = 1, seed: int = 0, methods=None, targets=None, D=None,
         ray: str | None = None, jobs: int = 1, trial_timeout: float | None = None, trust_code=False,
-        threads: int = 1, on_trial=None) -> dict:
+        threads: int = 1, on_trial=None, stream_dtypes=None) -> dict:
     """Search, then write OUT/fit.json (every trial), front.json, chosen.yaml and report/; returns fit.json's content.
 
     ``trials``: how many trials the study holds when the search stops (a resumed fit runs the rest);
     ``timeout``: seconds after which no new trial starts (the first always does). ``ray``: a Ray
     cluster's address or ``auto``; else ``jobs`` child processes here. ``on_trial(number, record)``
-    is called as each ends."""
+    is called as each ends. ``methods``, ``targets``, ``D`` and ``stream_dtypes`` narrow the search."""
     budgets.check()
     if trials < 1:
         raise EdgesnnError(f"--trials must be at least 1, got {trials}")
@@ -57,16 +57,16 @@ def fit(ckpt: Path, board_spec: str, out: Path, budgets: Budgets = Budgets(), tr
         pool = LocalPool(jobs)
     try:
         return _fit(ckpt, board, board_spec, Path(out), budgets, trials, timeout, epochs, seed, methods, targets, D,
-                    pool, trial_timeout, trust_code, threads, on_trial)
+                    pool, trial_timeout, trust_code, threads, on_trial, stream_dtypes)
     finally:
         pool.close()
 
 
 def _fit(ckpt, board, board_spec, out, budgets, trials, timeout, epochs, seed, methods, targets, D, pool,
-         trial_timeout, trust_code, threads, on_trial) -> dict:
+         trial_timeout, trust_code, threads, on_trial, stream_dtypes) -> dict:
     config = checkpoint.read_config(ckpt)
     budgets = budgets.with_board(board)
-    sp = space.build(ckpt, board, methods, targets, D, trust_code)
+    sp = space.build(ckpt, board, methods, targets, D, trust_code, stream_dtypes)
     source = front.energy_source(board, sp.targets)
     if budgets.max_latency_ms is not None and not (board.kind == "mcu" and board.qemu_machine and board.clock_hz
                                                    and set(sp.targets) == {"mcu"}):

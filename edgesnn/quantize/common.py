@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from edgesnn.errors import EdgesnnError
 from edgesnn.export import trace
 from edgesnn.quantize.spec import WEIGHT_LAYERS, get_module, quant_layer, set_module
 from edgesnn.train import Loss, cross_entropy
@@ -25,6 +26,7 @@ class Options:
     stream_dtype: str | None = None  # residual streams trained as int8 / int16 (None: int16 where a neuron reads one)
     epochs: int = 20
     first_last_bits: int = 8
+    layer_bits: dict[str, int] = field(default_factory=dict)  # inner weight layer -> its bits (qsnn, qpsnn)
     lr: float | None = None  # None: the method's DEFAULT_LR
     seed: int = 0
 
@@ -72,11 +74,27 @@ def _reaches(node: fx.Node, is_weight: dict, up: bool) -> bool:
     return False
 
 
-def quantize_weights(model: nn.Module, quantizer: str, bits: int, first_last_bits: int) -> dict:
-    """Wrap every Conv2d / Linear in a Brevitas layer: first and last at ``first_last_bits``
-    (uniform), the rest with ``quantizer`` at ``bits`` (uniform at 8 bits, where the odd-level
-    grids would need 9-bit integers). Returns the ``weights`` spec."""
+def inner_layers(model: nn.Module) -> list[str]:
+    """The weight layers that are neither first nor last, in module order: those ``layer_bits`` may set."""
     first, last = edge_layers(model)
+    return [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS) and n not in first | last]
+
+
+def quantize_weights(model: nn.Module, quantizer: str, bits: int, first_last_bits: int,
+                     layer_bits: dict[str, int] | None = None) -> dict:
+    """Wrap every Conv2d / Linear in a Brevitas layer: first and last at ``first_last_bits``
+    (uniform), the rest with ``quantizer`` at ``bits``, or at ``layer_bits[name]`` for a layer it
+    names (uniform at 8 bits, where the odd-level grids would need 9-bit integers). Returns the
+    ``weights`` spec."""
+    first, last = edge_layers(model)
+    inner = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS) and n not in first | last]
+    layer_bits = dict(layer_bits or {})
+    for name, b in layer_bits.items():
+        if name not in inner:
+            raise EdgesnnError(f"layer_bits: {name!r} is not an inner weight layer of this model (the first and last "
+                               f"take first_last_bits); its inner ones: {', '.join(inner) or 'none'}")
+        if not 1 <= b <= 8:
+            raise EdgesnnError(f"layer_bits: {name}: bits must be between 1 and 8, got {b}")
     weights = {}
     for name, m in list(model.named_modules()):
         if not isinstance(m, WEIGHT_LAYERS):
@@ -84,7 +102,8 @@ def quantize_weights(model: nn.Module, quantizer: str, bits: int, first_last_bit
         if name in first or name in last:
             q, b = "uniform", first_last_bits
         else:
-            q, b = (quantizer, bits) if bits < 8 or quantizer == "uniform" else ("uniform", 8)
+            own = layer_bits.get(name, bits)
+            q, b = (quantizer, own) if own < 8 or quantizer == "uniform" else ("uniform", 8)
         weights[name] = {"quantizer": q, "bits": int(b)}
     for name, w in weights.items():
         set_module(model, name, quant_layer(get_module(model, name), w["quantizer"], w["bits"]))

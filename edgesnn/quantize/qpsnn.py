@@ -17,5 +17,6 @@ def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
     quantize and fine-tune both together."""
     widths = (prune(model, opts.prune, data.x_train[:CALIBRATION_SAMPLES], opts.prune_criterion, opts.seed)
               if opts.prune else {})
-    weights = quantize_weights(model, "rescaw", opts.weight_bits or DEFAULT_WEIGHT_BITS, opts.first_last_bits)
+    weights = quantize_weights(model, "rescaw", opts.weight_bits or DEFAULT_WEIGHT_BITS, opts.first_last_bits,
+                               opts.layer_bits)
     return Plan(model, {"widths": widths, "weights": weights}, config["kwargs"])

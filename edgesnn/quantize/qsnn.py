@@ -20,7 +20,7 @@ def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
     bits = opts.weight_bits or DEFAULT_WEIGHT_BITS
     membrane_bits = opts.membrane_bits or DEFAULT_MEMBRANE_BITS
     set_membrane_bits(model, membrane_bits)
-    weights = quantize_weights(model, "qsnn", bits, opts.first_last_bits)
+    weights = quantize_weights(model, "qsnn", bits, opts.first_last_bits, opts.layer_bits)
     quantizers = [m for m in model.modules() if isinstance(m, QSNNWeight)]
 
     def anneal(epoch: int) -> None:  # t = 10^(-1 + 2 epoch / epochs): the tanh surrogate sharpens

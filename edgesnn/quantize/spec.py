@@ -85,7 +85,8 @@ def apply(model: nn.Module, spec: dict) -> nn.Module:
             continue
         if n.get("kind") != "ternary_step":
             raise EdgesnnError(f"neuron {name!r}: unknown replacement {n.get('kind')!r}")
-        set_module(model, name, TernaryStep(int(n["channels"]), float(n.get("threshold", 0.5))))
+        set_module(model, name, TernaryStep(int(n["channels"]), float(n.get("threshold", 0.5)),
+                                            bool(n.get("learn_amplitude", True))))
     if spec.get("membrane_bits"):
         set_membrane_bits(model, int(spec["membrane_bits"]))
     for name, w in spec.get("weights", {}).items():

@@ -6,7 +6,10 @@ each amplitude is folded into the next layer's weights (W[:, c] *= a_c, a_c = 1 
 and every layer trains on its 8-bit per-channel grid, so the deployed weights are the ones the
 fine-tuning saw. (The exporter folds amplitudes the same way for float layers.) Folding needs
 each neuron's spikes to reach only Conv2d (grouped ones too: each column reads one channel) /
-Linear layers, through average pooling or flatten; a product of spikes (attention) cannot fold.
+Linear layers, through average pooling or flatten. A neuron whose spikes reach anything else (a
+product of spikes in attention, a residual add, max pooling) keeps a_c = 1: a product of two
+spikes would carry a_c * a'_c per channel pair, which no weight or threshold of the integer graph
+holds, so there the spikes are plain {-1, 0, 1}, in training as at export.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def prepare(model: nn.Module, config: dict, data, opts: Options) -> Plan:
         raise EdgesnnError("ternary spikes keep 8-bit weights: the amplitudes fold into them (drop --weight-bits)")
     neurons, consumers = _ternary_neurons(model, data.x_train[:2])
     for name, n in neurons.items():
-        set_module(model, name, TernaryStep(n["channels"], n["threshold"]))
+        set_module(model, name, TernaryStep(n["channels"], n["threshold"], n.get("learn_amplitude", True)))
     weights = {name: {"quantizer": "uniform", "bits": WEIGHT_BITS}
                for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
     fold_at = opts.epochs - max(1, opts.epochs // 4)
@@ -54,15 +57,14 @@ def _ternary_neurons(model: nn.Module, example: torch.Tensor):
         if node.op != "call_module" or not isinstance(modules[node.target], MultiSpike):
             continue
         found = spike_consumers(node, modules, 1, grouped=True)
-        users = [u for u in node.users if u.op == "call_module"]
-        if not found or any(isinstance(modules[u.target], nn.MaxPool2d) for u in users):
-            reached = [type(modules[u.target]).__name__ if u.op == "call_module"
-                       else f"a tensor operation ({getattr(u.target, '__name__', u.target)})" for u in node.users]
-            raise EdgesnnError(f"ternary spikes: neuron '{node.target}' feeds {', '.join(reached)}; "
-                               f"its amplitude can fold only into Linear and Conv2d layers")
+        if any(u.op == "call_module" and isinstance(modules[u.target], nn.MaxPool2d) for u in node.users):
+            found = None  # a negative amplitude would not commute with the max
         neurons[node.target] = {"kind": "ternary_step", "channels": int(node.meta["tensor_meta"].shape[1]),
                                 "threshold": 0.5}
-        consumers[node.target] = found
+        if found:
+            consumers[node.target] = found
+        else:  # reaches a product, an add or a max pool: unit amplitude (module docstring)
+            neurons[node.target]["learn_amplitude"] = False
     if not neurons:
         raise EdgesnnError("ternary spikes: the model has no MultiSpike neurons to replace")
     return neurons, consumers

@@ -52,6 +52,8 @@ def firing_rates(graph: g.Graph, x: np.ndarray) -> dict[str, float]:
 
     ops = {op.name: op for op in graph.ops}
     inputs = {name: ops[name].inputs[0] for name in event_candidates(graph)}
+    if graph.stateful:
+        return _sequence_rates(graph, x, inputs)
     nonzero = dict.fromkeys(inputs, 0)
     per_sample = max(1, sum(map(tensor_bytes, graph.tensors.values())))
     xq = graph.quantize_input(x[:max(1, RATE_BUDGET_BYTES // per_sample)])
@@ -62,6 +64,42 @@ def firing_rates(graph: g.Graph, x: np.ndarray) -> dict[str, float]:
             nonzero[name] += int(np.count_nonzero(values[tensor]))
     total = {name: len(xq) * math.prod(graph.tensors[tensor].shape) for name, tensor in inputs.items()}
     return {name: nonzero[name] / total[name] if total[name] else float("nan") for name in inputs}
+
+
+def _sequence_rates(graph: g.Graph, x: np.ndarray | None, inputs: dict[str, str]) -> dict[str, float]:
+    """Firing rates of a temporal graph over calibration sequences (N, T, *frame) NHWC, every step
+    counted; ``x`` None: no rate is known (auto keeps those layers dense)."""
+    from edgesnn.ir import state
+
+    if x is None or not len(x):
+        return dict.fromkeys(inputs, float("nan"))
+    xq = state.quantize_sequence(graph, x[:64])
+    stepper = state.Stepper(graph)
+    stepper.reset(len(xq))
+    nonzero = dict.fromkeys(inputs, 0)
+    for t in range(xq.shape[1]):
+        values = stepper.step(xq[:, t], keep_all=True)
+        for name, tensor in inputs.items():
+            nonzero[name] += int(np.count_nonzero(values[tensor]))
+    return {name: nonzero[name] / (xq.shape[0] * xq.shape[1] * math.prod(graph.tensors[tensor].shape))
+            for name, tensor in inputs.items()}
+
+
+def recorded_sequences(graph: g.Graph) -> np.ndarray | None:
+    """The first 64 training sequences (NHWC floats) of the data set a temporal graph records, for its
+    firing rates; None when it records none or it cannot be read here."""
+    from edgesnn import data as datasets
+
+    spec = (graph.meta.get("source") or {}).get("data")
+    if not isinstance(spec, str) or not spec:
+        return None
+    try:
+        ds = datasets.load(spec, True, temporal=True)
+    except EdgesnnError:
+        return None
+    if ds.steps != graph.sequence.steps:
+        return None
+    return datasets.to_nhwc(np.asarray(ds.x_train[:64], np.float32))
 
 
 def choose_event_driven(graph: g.Graph, choice: str, x: np.ndarray,
@@ -101,7 +139,9 @@ def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calib
         raise EdgesnnError(f"board {board.name} ({board.kind}) cannot run --target mcu; it builds for "
                            f"{' or '.join(BUILD_KINDS)} boards")
     cmsis_root = check_kernels(kernels, cmsis_nn)  # a bad kernel source or CMSIS-NN folder: before any work
-    with step(f"mcu: firing rates of {len(calibration)} calibration samples"):
+    if graph.stateful and calibration is None:  # a temporal checkpoint exports without data: its recorded set
+        calibration = recorded_sequences(graph)
+    with step(f"mcu: firing rates of {0 if calibration is None else len(calibration)} calibration samples"):
         chosen, rates = choose_event_driven(graph, event_driven, calibration, board.cpu)
     if spike_code is not None:
         spike_code = spikes.code_name(spike_code)

@@ -33,6 +33,7 @@ class MCUTarget(Target):
     builds_for, runs_on = BUILD_KINDS, ("mcu",)
     kernel_sources = ("tvm", "cmsis-nn")
     scratch, builds_code = ("build",), True  # the compiler's output is no part of the project
+    stateful = True  # a temporal graph: edgesnn_reset / edgesnn_step, its state in a static arena (stateful.py)
 
     def prepare(self, options, spell=None):
         from edgesnn.spikes import code_name
@@ -58,7 +59,10 @@ class MCUTarget(Target):
     def verify(self, artifact, data, *, ckpt, ir, samples, trust_code, options):
         """Built and run here (host), with --qemu also on the board's emulated core; no torch (edgesnn.device)."""
         from edgesnn import device
+        from edgesnn.backends.mcu import sequences
 
+        if sequences.is_temporal(artifact):  # every step's output and the readout, over the test sequences
+            return sequences.verify(artifact, data, options["qemu"], samples, trust_code)
         return device.verify(artifact, data, ir, qemu=options["qemu"], samples=samples, trust_code=trust_code)
 
     def profile_graph(self, artifact, trust_code):

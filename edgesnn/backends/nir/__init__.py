@@ -6,6 +6,9 @@
 - :func:`import_nir` (importer.py) builds a checkpoint from a NIR graph: exactly, from the
   metadata, when edgesnn wrote it; otherwise a float model whose SFA neurons stand for the
   graph's IF / LIF / CubaLIF neurons over a window of timesteps.
+- a temporal graph (state over time, edgesnn/ir/state.py) is lowered by lower_state.py to LIF, CubaLIF,
+  LI (IF, I) nodes and recurrent Affine cycles; verify runs its program over sequences and its nodes'
+  float semantics (simulate_state.py). ``edgesnn import`` does not read such a file yet.
 - NIR has no node for a transpose or a product of two activation tensors (batch_matmul), nor for a
   reshape other than flattening an image: export refuses such a graph naming the first such op.
 - :func:`exact_graph` gives the export pipeline the imported program (None when there is none).
@@ -44,7 +47,10 @@ def __getattr__(name: str):
 
 def to_nir(graph: g.Graph):
     """The NIR graph of an IR graph, its program under ``metadata["edgesnn"]`` (a JSON string)."""
-    from edgesnn.backends.nir.lower import lower
+    if graph.stateful:  # neurons with state over time: LIF, CubaLIF, LI nodes and recurrent Affines
+        from edgesnn.backends.nir.lower_state import lower
+    else:
+        from edgesnn.backends.nir.lower import lower
 
     nir_graph, program = lower(graph)
     nir_graph.metadata = {"edgesnn": json.dumps(program)}

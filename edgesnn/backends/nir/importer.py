@@ -63,6 +63,9 @@ def read_model(path: str | Path, data_spec: str | None = None, timesteps: int | 
     path = Path(path)
     graph = graph if graph is not None else read_graph(path)  # verify passes the graph it has read
     program = read_program(graph, path) if use_metadata else None
+    if program is not None and program["ir"].get("sequence") is not None:
+        raise EdgesnnError(f"{path}: a graph over sequences (neurons with state over time); edgesnn import does not "
+                           f"read one yet (`edgesnn verify` runs its program against the IR it was exported from)")
     hints = _hints(graph)  # an edgesnn file names its window and data (also for --float, which ignores the rest)
     data_spec = data_spec or hints.get("data")
     if program is not None and timesteps is not None and timesteps != program["timesteps"]:

@@ -96,9 +96,12 @@ def rebuild(program: dict, weights: dict[str, np.ndarray], biases: dict[str, np.
         raise EdgesnnError(f"{where}: invalid edgesnn NIR program arrays ({type(e).__name__}: {limits._short(e)})") from None
     try:
         for entry in header.get("ops", []):
-            if entry.get("kind") in ("conv2d", "dense"):
+            if entry.get("kind") in ("conv2d", "dense", "recurrent"):
                 arrays[f"{entry['name']}.weight"] = _integer_weight(entry, program, arrays, weights, where)
-                _check_bias(entry, header, program, arrays, biases, where)
+                if entry["kind"] == "recurrent":  # its Affine adds nothing but W times the step before's spikes
+                    _check_no_bias(entry, program, biases, where)
+                else:
+                    _check_bias(entry, header, program, arrays, biases, where)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:  # a field of the wrong type
         raise EdgesnnError(f"{where}: invalid edgesnn NIR program ({type(e).__name__}: {limits._short(e, 300)})") from None
     try:
@@ -161,6 +164,27 @@ def _check_bias(entry: dict, header: dict, program: dict, arrays: dict, biases: 
         node = program["weights"][name].get("node")
         raise EdgesnnError(f"{where}: node {node!r} has biases that are not the int32 biases its edgesnn metadata "
                            f"records (changed after export?); import it with --float to take it as a float graph")
+
+
+def _check_no_bias(entry: dict, program: dict, biases: dict, where: str) -> None:
+    bias = np.asarray(biases.get(entry["name"], 0.0), np.float64)
+    if bias.size and np.abs(bias).max() != 0:
+        raise EdgesnnError(f"{where}: node {program['weights'][entry['name']].get('node')!r} (a recurrent weight) has "
+                           f"a nonzero bias, which its edgesnn metadata does not record (changed after export?)")
+
+
+def from_nodes(nir_graph, program: dict, where: str) -> g.Graph:
+    """The IR of ``program`` with each weighted op's integers recovered straight from the NIR node its
+    ``weights`` entry names (a temporal graph: no torch model in between, its Affines hold the IR's
+    real weights and biases as they are)."""
+    weights, biases = {}, {}
+    for op, ref in program["weights"].items():
+        node = nir_graph.nodes.get(ref.get("node")) if isinstance(ref, dict) else None
+        if type(node).__name__ != "Affine":
+            raise EdgesnnError(f"{where}: its edgesnn metadata names weights of node {limits._short(ref)} for op "
+                               f"{op!r}, which is not an Affine node of the graph")
+        weights[op], biases[op] = np.asarray(node.weight, np.float64), np.asarray(node.bias, np.float64)
+    return rebuild(program, weights, biases, where)
 
 
 def weights_digest(model: torch.nn.Module) -> str:

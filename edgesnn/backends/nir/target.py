@@ -16,6 +16,7 @@ class NIRTarget(Target):
     help = "NIR graph for snnTorch, Norse, Sinabs, ...; exact program in its metadata"
     file, files = NIR_FILE, (NIR_FILE, IR_FILE)
     profiled = False
+    stateful = True  # LIF, CubaLIF, LI nodes and recurrent Affine cycles, the program over sequences (lower_state.py)
     not_profiled = "a NIR file runs on no board of its own"
 
     def export(self, graph, out, board, options, calibration):
@@ -38,7 +39,7 @@ class NIRTarget(Target):
 
         graph, ir = beside_ir(artifact, ir)
         data = artifact_data.resolve(artifact, data, graph=graph)
-        return {**verify_nir(artifact, graph, data), "ir": str(ir)}
+        return {**verify_nir(artifact, graph, data, samples if graph.stateful else None), "ir": str(ir)}
 
 
 NIR = NIRTarget()

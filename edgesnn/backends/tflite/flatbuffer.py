@@ -20,7 +20,8 @@ import tflite
 from edgesnn.backends.tflite.op_versions import opcode_versions
 
 TENSOR_TYPES = {"int8": tflite.TensorType.INT8, "int16": tflite.TensorType.INT16,
-                "int32": tflite.TensorType.INT32, "int64": tflite.TensorType.INT64}
+                "int32": tflite.TensorType.INT32, "int64": tflite.TensorType.INT64,
+                "bool": tflite.TensorType.BOOL}  # bool: a temporal graph's spike comparison (state.py)
 NUMPY_TYPES = {"int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64}
 SCHEMA_VERSION = 3
 FILE_IDENTIFIER = b"TFL3"

@@ -15,6 +15,9 @@ How each IR op becomes TFLite ops (batch 1 in front of the IR's per-sample shape
   arithmetic the IR adopts for int16 inputs.
 - dense -> a 1x1 CONV_2D on the [1, 1, 1, n] vector: LiteRT's reference FULLY_CONNECTED rounds
   once (TFLite Micro's and every CONV_2D round twice, like the IR), measured on ai-edge-litert 2.3.
+  An int8 -> int16 dense (no TFLite kernel rounds it as the IR) is an exact int32 program (:mod:`.int32`).
+- lif, cuba_lif, li, recurrent (a temporal graph): int32 programs with the state as graph inputs and
+  outputs, one invoke per timestep (:mod:`.state`).
 - requantize -> QUANTIZE (int8/int16 -> int8/int16; TFLite's Requantize is the IR's arithmetic).
 - add -> ADD (int8: left shift 20; int16: the general-scale kernel, pot_scale_int16 = false,
   left shift 15; int8 inputs of an int16 add are cast by an exact QUANTIZE), mul -> MUL,
@@ -49,11 +52,14 @@ from __future__ import annotations
 import numpy as np
 
 from edgesnn.backends.tflite import flatbuffer as fb
+from edgesnn.backends.tflite.int32 import Int32Program
+from edgesnn.backends.tflite.state import StateLowering
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import (INT32_MAX, INT32_MIN, add_multipliers, effective_multiplier, linear_requantizer,
                                    multiply_by_quantized_multiplier, quantize_multipliers)
 from edgesnn.ir.packing import widen
+from edgesnn.ir.state import OP_TYPES as STATEFUL_OPS
 
 FUSED = {"NONE": 0, "RELU": 1}
 MAX_RANK = 5  # TRANSPOSE and BATCH_MATMUL, batch axis included: TFLite Micro's and LiteRT's common limit
@@ -79,6 +85,9 @@ class _Lowering:
         inp = self.g.input
         self.model.inputs = [self.activation(inp)]
         self.bounds[inp] = g.dtype_range(self.g.tensors[inp].dtype)
+        self.state = StateLowering(self) if self.g.stateful else None  # state as inputs and outputs (state.py)
+        if self.state is not None:
+            self.model.inputs += list(self.state.inputs.values())
         for op in self.g.ops:
             lowering = getattr(self, f"op_{op.kind}", None)
             if lowering is None:
@@ -89,6 +98,8 @@ class _Lowering:
             for written in self.model.operators[first:]:
                 written.source = f"IR op '{op.name}' ({op.kind})"
         self.model.outputs = [self.graph_output(name) for name in self.g.outputs]
+        if self.state is not None:
+            self.model.outputs += self.state.outputs()
         return self.model
 
     # -- tensors ------------------------------------------------------------------------------
@@ -202,6 +213,8 @@ class _Lowering:
         if self.spec(op.inputs[0]).dtype == "int32":
             return self.fold(op)
         spec_in, out = self.spec(op.inputs[0]), self.spec(op.output)
+        if (spec_in.dtype, out.dtype) == ("int8", "int16"):  # no TFLite kernel rounds it as the IR: int32.py
+            return Int32Program(self).dense(op)
         self.check_linear_types(op)
         self.check_multiplier(op, effective_multiplier(spec_in.scale, op.weight_scale, out.scale))
         w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int8)
@@ -236,6 +249,18 @@ class _Lowering:
         res, fused = self.finish(op, g.dtype_range(out.dtype), fusable=True)
         self.emit("ADD", inputs, [res], "AddOptions",
                   FusedActivationFunction=FUSED[fused], PotScaleInt16=False)
+
+    def op_lif(self, op) -> None:
+        self.state.lif(op)
+
+    def op_cuba_lif(self, op) -> None:
+        self.state.cuba_lif(op)
+
+    def op_li(self, op) -> None:
+        self.state.li(op)
+
+    def op_recurrent(self, op) -> None:
+        self.state.recurrent(op)
 
     def op_mul(self, op: g.Mul) -> None:
         (a, b), out = [self.spec(n) for n in op.inputs], self.spec(op.output)
@@ -368,6 +393,8 @@ class _Lowering:
 
     def check_int32(self, op: g.Op) -> None:
         """int32 is a window sum (sum_pool2d) and its reshapes, read by requantize, conv2d or dense."""
+        if op.kind in STATEFUL_OPS:  # plain int32 arithmetic of its own (state.py)
+            return
         wide = [n for n in op.inputs if self.spec(n).dtype == "int32"]
         if wide and op.kind not in ("requantize", "reshape", "conv2d", "dense"):
             raise _unsupported(op, f"reads the int32 window sum '{wide[0]}'; TFLite's {op.kind} kernels take int8 or "

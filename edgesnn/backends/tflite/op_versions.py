@@ -174,13 +174,34 @@ RULES: dict[str, tuple[Rule, ...]] = {
     ),
 }
 RULES["MINIMUM"] = RULES["MAXIMUM"]  # one case list in the source
+# The int32 programs (int32.py, state.py: a temporal graph's state, an int8 -> int16 dense): their operators'
+# cases, apart from RULES (whose cases tests/test_tflite_op_versions.py lists); version 1 but CAST from or to int8.
+INT32_RULES: dict[str, tuple[Rule, ...]] = {}
+INT32_RULES["SUB"] = (
+    (5, "int16 input and output, pot_scale_int16 false",
+     lambda s: _in(s, 0) == "int16" and _out(s, 0) == "int16" and not s.option("PotScaleInt16")),
+    (4, "int64 input", lambda s: _in(s, 0) == "int64"),
+    (3, "broadcast with an input of more than 4 dimensions", _broadcast_over_4),
+    (2, "int8 input", lambda s: _in(s, 0) == "int8"),
+)
+INT32_RULES["DIV"] = ((2, "broadcast with an input of more than 4 dimensions", _broadcast_over_4),)
+INT32_RULES["GREATER"] = ((2, "int8 input", lambda s: _in(s, 0) == "int8"),)
+INT32_RULES["CAST"] = (
+    (7, "bfloat16 input or output", lambda s: "bfloat16" in (_in(s, 0), _out(s, 0))),
+    (6, "int4 input, float32 output", lambda s: _in(s, 0) == "int4" and _out(s, 0) == "float32"),
+    (5, "float64 or float16 input or output", lambda s: bool({"float64", "float16"} & {_in(s, 0), _out(s, 0)})),
+    (4, "uint16 input or output", lambda s: "uint16" in (_in(s, 0), _out(s, 0))),
+    (3, "int8 input or output", lambda s: "int8" in (_in(s, 0), _out(s, 0))),
+    (2, "uint32 input or output", lambda s: "uint32" in (_in(s, 0), _out(s, 0))),
+)
 
 
 def version(sig: Signature) -> int:
     """The version op_version.cc gives ``sig``: its first case that holds, else 1."""
-    if sig.op not in RULES:
+    rules = RULES.get(sig.op, INT32_RULES.get(sig.op))
+    if rules is None:
         raise KeyError(f"no versioning rule for {sig.op}: add its op_version.cc cases to RULES")
-    return next((v for v, _, holds in RULES[sig.op] if holds(sig)), 1)
+    return next((v for v, _, holds in rules if holds(sig)), 1)
 
 
 def signature(opcode: str, inputs: list[int], outputs: list[int], fields: dict, tensors) -> Signature:
@@ -215,6 +236,7 @@ def opcode_versions(operators, tensors) -> dict[str, int]:
     tests/test_tflite_op_versions.py checks every operator the lowering writes has a rule."""
     versions: dict[str, int] = {}
     for op in operators:
-        v = version(signature(op.opcode, op.inputs, op.outputs, op.fields, tensors)) if op.opcode in RULES else 1
+        known = op.opcode in RULES or op.opcode in INT32_RULES
+        v = version(signature(op.opcode, op.inputs, op.outputs, op.fields, tensors)) if known else 1
         versions[op.opcode] = max(v, versions.get(op.opcode, 1))
     return versions

@@ -22,6 +22,7 @@ class TFLiteTarget(Target):
     help = "integer-only .tflite, with its model.ir"
     file, files = TFLITE_FILE, (TFLITE_FILE, IR_FILE)
     export_options = (RUNTIME,)
+    stateful = True  # a temporal graph: its state as inputs and outputs, one invoke per step (state.py)
 
     def prepare(self, options, spell=None):
         from edgesnn.backends.tflite import check_runtime
@@ -44,7 +45,10 @@ class TFLiteTarget(Target):
 
     def verify(self, artifact, data, *, ckpt, ir, samples, trust_code, options):
         from edgesnn import device
+        from edgesnn.backends.tflite import state
 
+        if device.beside_ir(Path(artifact), ir)[0].stateful:  # over sequences: every readout integer vs the IR's
+            return state.verify(artifact, data, ir, samples)
         return device.verify(artifact, data, ir, samples=samples, trust_code=trust_code)
 
     def profile_graph(self, artifact, trust_code):

@@ -273,11 +273,16 @@ def _quantization(r: _Reader, q, shape: list[int], kind: int, where: str) -> tup
 ACTIVATION_TYPES = (9, 7)  # int8, int16
 INT32 = 2
 INT32_OPS = ("QUANTIZE", "RESHAPE", "ADD", "STRIDED_SLICE")  # an int32 window sum (lower.py): its only operators
+# a temporal graph's state arithmetic (state.py): plain int32 tensors, a bool comparison, CASTs between them
+STATE_OPS = ("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "GREATER", "CAST", "RESHAPE")
+BOOL = 6
+CASTS = {(9, 2), (7, 2), (2, 9), (2, 7), (6, 9), (6, 2)}  # int8/int16 <-> int32, bool -> int8 / int32
 OPS = {  # builtin code -> (name, input counts, options type it needs or None)
     3: ("CONV_2D", (3,), 1), 4: ("DEPTHWISE_CONV_2D", (3,), 2), 17: ("MAX_POOL_2D", (1,), 5),
     22: ("RESHAPE", (1, 2), None), 0: ("ADD", (2,), None), 18: ("MUL", (2,), None), 55: ("MAXIMUM", (2,), None),
     57: ("MINIMUM", (2,), None), 114: ("QUANTIZE", (1,), None), 34: ("PAD", (2,), None),
     39: ("TRANSPOSE", (2,), None), 126: ("BATCH_MATMUL", (2,), 101), 45: ("STRIDED_SLICE", (4,), 32),
+    41: ("SUB", (2,), None), 42: ("DIV", (2,), None), 61: ("GREATER", (2,), None), 53: ("CAST", (1,), None),
 }
 MAX_RANK = 5  # TFLite Micro's TRANSPOSE and BATCH_MATMUL refuse more; its MAXIMUM / MINIMUM broadcast in 5-d
 _ADD_LEFT_SHIFT = {9: 20, 7: 15}  # TFLite's ADD: int8 inputs shifted left by 20, int16 by 15
@@ -295,19 +300,25 @@ def _check_op(r: _Reader, op: dict, code: int, tensors: list[dict], spans: list)
     x, out = tensors[ins[0]], tensors[outs[0]]
     if out["buffer"] is not None:
         raise EdgesnnError(f"{where}: writes into a constant tensor")
-    types = ACTIVATION_TYPES + ((INT32,) if name in INT32_OPS else ())
+    types = ACTIVATION_TYPES + ((INT32,) if name in INT32_OPS + STATE_OPS else ())
+    if name == "CAST" and (x["type"], out["type"]) not in CASTS or name == "GREATER" and out["type"] != BOOL:
+        raise EdgesnnError(f"{where}: casts or compares types edgesnn never writes")
+    if name in ("CAST", "GREATER"):
+        types += (BOOL,)
     if x["type"] not in types or out["type"] not in types or 0 in x["shape"] + out["shape"]:
         raise EdgesnnError(f"{where}: its input and output must be non-empty int8 or int16 tensors"
                            f"{' (int32: a window sum)' if name in INT32_OPS else ''}")
     if name == "QUANTIZE" and INT32 in (x["type"], out["type"]) and (
             x["type"] == out["type"] or len(x["scale"]) != 1 or len(out["scale"]) != 1):
         raise EdgesnnError(f"{where}: an int32 QUANTIZE needs another type on its other side and one scale on each")
-    if name in ("ADD", "STRIDED_SLICE") and x["type"] == INT32 and any(
-            tensors[i]["scale"] for i in [*ins[:2 if name == "ADD" else 1], *outs]):
+    if name in ("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "GREATER", "STRIDED_SLICE") and x["type"] == INT32 and any(
+            tensors[i]["scale"] for i in [*ins[:1 if name == "STRIDED_SLICE" else 2], *outs]):
         raise EdgesnnError(f"{where}: int32 tensors it adds or slices carry no quantization (plain integers)")
     if options_type is not None and (op["options_type"] != options_type or op["options"] is None):
         raise EdgesnnError(f"{where}: its options are missing or of another operator")
-    if name != "QUANTIZE" and x["type"] != out["type"]:
+    if name == "DIV" and (tensors[ins[1]]["buffer"] is None or 0 in _int32s(r, tensors[ins[1]], spans)):
+        raise EdgesnnError(f"{where}: divides by something other than a constant without zeros")
+    if name not in ("QUANTIZE", "CAST", "GREATER") and x["type"] != out["type"]:
         raise EdgesnnError(f"{where}: its input and output types differ")
     if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         want = _conv_shape(r, op, name, x, tensors[ins[1]], tensors[ins[2]], where)
@@ -316,9 +327,9 @@ def _check_op(r: _Reader, op: dict, code: int, tensors: list[dict], spans: list)
         want = _window_shape(r, o, x, (r.scalar(o, 4, "<i"), r.scalar(o, 3, "<i")), (1, 1), where) + [x["shape"][3]]
     elif name == "RESHAPE":
         want = out["shape"] if math.prod(out["shape"]) == math.prod(x["shape"]) else None
-    elif name in ("ADD", "MUL", "MAXIMUM", "MINIMUM"):
+    elif name in ("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "GREATER"):
         want = _broadcast(x, tensors[ins[1]], out, name, where)
-    elif name == "QUANTIZE":
+    elif name in ("QUANTIZE", "CAST"):
         want = x["shape"]
     elif name == "TRANSPOSE":
         want = _transposed_shape(r, x, tensors[ins[1]], spans, where)
@@ -384,6 +395,14 @@ def _broadcast(a: dict, b: dict, out: dict, name: str, where: str) -> list[int] 
             return None
         shape.append(max(da, db))
     return shape[rank - max(len(a["shape"]), len(b["shape"])):]
+
+
+def _int32s(r: _Reader, t: dict, spans: list) -> tuple:
+    """The values of a constant int32 tensor."""
+    if t["type"] != INT32:
+        return (0,)
+    start, _ = spans[t["buffer"]]
+    return struct.unpack_from(f"<{math.prod(t['shape'])}i", r.data, start)
 
 
 def _transposed_shape(r: _Reader, x: dict, perm: dict, spans: list, where: str) -> list[int]:

@@ -1,4 +1,5 @@
-/* Portable inference harness: reads N x EDGESNN_INPUT_SIZE inputs (int8 or int16) from inputs.bin, writes
+/* Portable inference harness: reads N x EDGESNN_INPUT_SIZE inputs (a model over sequences: N x
+ * EDGESNN_STEPS frames, one output per step) (int8 or int16) from inputs.bin, writes
  * N x EDGESNN_OUTPUT_SIZE outputs (int8 or int16, little-endian) to outputs.bin, reports cost per inference on stdout and in
  * stats.txt. Same source for bare metal (stdio over semihosting via librdimon), host, aarch64. */
 #include <stdio.h>
@@ -26,9 +27,22 @@ int main(void)
     unsigned long n = 0;
     uint64_t sum = 0, mn = UINT64_MAX, mx = 0;
     int rc = 0;
+#ifdef EDGESNN_STEPS
+    /* a model over sequences: inputs.bin holds whole sequences of EDGESNN_STEPS frames; the state is
+     * reset before each, and every step's output is written (the readout over T is the caller's).
+     * The cost reported is per step. */
+    unsigned long t = 0;
+#endif
     while (fread(in, 1, sizeof in, fi) == sizeof in) {
+#ifdef EDGESNN_STEPS
+        if (t++ % EDGESNN_STEPS == 0)
+            edgesnn_reset();
+        uint64_t t0 = plat_ns();
+        rc |= edgesnn_step(in, out);
+#else
         uint64_t t0 = plat_ns();
         rc |= edgesnn_infer(in, out);
+#endif
         uint64_t d = plat_ns() - t0;
         d = d > ovh ? d - ovh : 0;
         sum += d; if (d < mn) mn = d; if (d > mx) mx = d;
