@@ -742,6 +742,17 @@ def profile(
         _say(f"wrote {write_report(r, report)}")
     if json_out:
         write_json(json_out, r)
+    if "steps" in r:  # a model over sequences: per step and per sequence
+        from edgesnn.profile.temporal import summary
+
+        table, lines = summary(r)
+        _show(table)
+        for line in lines:
+            _say(line)
+        need, have = r["needed_bytes"], r["available_bytes"]
+        room = ", ".join(f"{k} {need[k]} of {have[k] if have[k] is not None else 'unlimited'} bytes" for k in need)
+        _result(f"{r['board']}: {'fits' if r['fits'] else 'does not fit'} ({room})")
+        return
     table = Table(title=f"{r['artifact']} ({r['target']}) per layer, {r['samples']} samples")
     for col in ("layer", "op", "MACs", f"SOPs ({r['spike_code']})", "steps", "firing rate", "counted as"):
         table.add_column(col, justify="left" if col in ("layer", "op", "counted as") else "right")
@@ -822,6 +833,8 @@ def fit(
                                                 "bestformer, ternary"),
     target: list[str] = typer.Option(None, help="search only these of the board's targets (repeatable)"),
     D: list[int] = typer.Option(None, "--D", "-D", help="search only these D (repeatable; zoo models)"),
+    stream_dtype: list[str] = typer.Option(None, "--stream-dtype", help="search only these stream dtypes "
+                                           "(repeatable): int8, int16"),
     ray: str = typer.Option(None, help="run the trials on a Ray cluster: its address (HOST:PORT) or auto"),
     jobs: int = typer.Option(1, help="trials at once in local processes (without --ray)"),
     trial_timeout: float = typer.Option(None, help="seconds after which a trial is stopped and recorded as failed"),
@@ -833,16 +846,16 @@ def fit(
     line); a killed fit resumes from OUT/study.db."""
     from edgesnn.fit import Budgets
     from edgesnn.fit import fit as run_fit
-    from edgesnn.fit.results import FRONT_COLUMNS, front_rows, summary
+    from edgesnn.fit.results import FRONT_COLUMNS, describe, front_rows, summary
 
     def on_trial(number: int, record: dict) -> None:
         what = record.get("error") or f"accuracy {record['accuracy']:.4f}"
-        _note(f"trial {number}: {' '.join(f'{k}={v}' for k, v in (record.get('point') or {}).items())}: {what}")
+        _note(f"trial {number}: {describe(record.get('point'))}: {what}")
 
     r = run_fit(checkpoint, board, out, Budgets(max_flash, max_ram, max_energy_uj, max_latency_ms, min_accuracy),
                 trials=trials, timeout=timeout, epochs=epochs, seed=seed, methods=method, targets=target, D=D, ray=ray,
                 jobs=jobs, trial_timeout=trial_timeout, trust_code=trust_code, threads=threads.current(),
-                on_trial=on_trial)
+                on_trial=on_trial, stream_dtypes=stream_dtype)
     if json_out:
         write_json(json_out, r)
     table = Table(title=f"Pareto front on {r['board']}: {r['completed']} trials completed, {r['failed']} failed "

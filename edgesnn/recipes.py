@@ -195,8 +195,13 @@ class Recipe(_Strict):
             raise ValueError("model.strip_prefix applies to the keys of model.weights, and none is given")
         if self.train.epochs == 0 and not self.model.weights:
             raise ValueError("train.epochs 0 needs model.weights (untrained, the checkpoint would hold random weights)")
+        return self
+
+    @model_validator(mode="after")
+    def _stream_dtype(self):
+        """A compressed checkpoint's streams are trained at one dtype: an export cannot ask for another."""
         trained = (self.quantize.stream_dtype or "int8") if self.quantize else None
-        for e in getattr(self, "export", []):
+        for e in getattr(self, "export", []):  # the list schema() adds
             if trained and e.stream_dtype not in (None, trained):
                 raise ValueError(f"export {e.target}: stream_dtype {e.stream_dtype}, but the compression trains its "
                                  f"streams as {trained} (set quantize.stream_dtype instead)")

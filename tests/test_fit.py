@@ -193,6 +193,8 @@ def test_space_has_per_layer_bits_and_stream_dtype(ckpt, board, tmp_path):
     compression, as each export's stream_dtype."""
     from edgesnn import boards
     from edgesnn.fit import space
+    from edgesnn.ir import serialize
+    from edgesnn.run import run_recipe
 
     sp = space.build(ckpt, boards.load(str(board)), ["none", "qsnn", "ternary"], D=[4])
     assert sp.layers == (("features.4",), ("head.0",)) and sp.stream_dtypes == ("int8", "int16")
@@ -209,9 +211,6 @@ def test_space_has_per_layer_bits_and_stream_dtype(ckpt, board, tmp_path):
     r = space.recipe({"method": "none", "D": 4, "target": "ir", "stream_dtype": "int16"}, ckpt, config, str(board),
                      1, 0, "fit")
     assert r.quantize is None and [(e.target, e.stream_dtype) for e in r.export] == [("ir", "int16")]
-    from edgesnn.ir import serialize
-    from edgesnn.run import run_recipe
-
     manifest = run_recipe(r, tmp_path / "none16")  # the float checkpoint exported with int16 streams
     graph = serialize.load(tmp_path / "none16" / "ir" / "model.ir")
     assert [graph.tensors[o].dtype for o in graph.outputs] == ["int16"] and manifest["summary"][0]["samples"] == 450
@@ -265,7 +264,8 @@ def test_recipe_layer_bits_and_stream_dtype_errors(ckpt, tmp_path):
     with pytest.raises(EdgesnnError, match="quantize: value error, layer_bits applies to the qsnn and qpsnn methods, "
                                            "not ternary$"):
         recipes.load(bad)
-    bad.write_text("name: b\nmodel: {name: cnn}\nquantize: {method: qsnn}\nexport: [{target: ir, stream_dtype: int16}]\n")
+    bad.write_text("name: b\nmodel: {name: cnn}\nquantize: {method: qsnn}\n"
+                   "export: [{target: ir, stream_dtype: int16}]\n")
     with pytest.raises(EdgesnnError, match="export ir: stream_dtype int16, but the compression trains its streams as "
                                            "int8"):
         recipes.load(bad)

@@ -31,7 +31,7 @@ PRUNE = (0.0, 0.25, 0.5, 0.75)  # qpsnn
 D_VALUES = (1, 2, 4, 8)
 EVENT_DRIVEN = ("auto", "none", "all")  # mcu
 STREAM_DTYPES = ("int8", "int16")  # quantize / export --stream-dtype
-LAYER_BITS = ("qsnn", "qpsnn")  # the methods whose inner layers take their own weight bits (recipes.LAYER_BITS_METHODS)
+LAYER_BITS = recipes.LAYER_BITS_METHODS  # the methods whose inner layers take their own weight bits
 MAX_GROUPS = 3  # searched widths over the inner weight layers
 FIT_TARGETS = ("ir", "tflite", "mcu", "lava", "onnx")  # what a trial can export and profile on a board
 WEIGHTS_FILE = "model.safetensors"
@@ -96,7 +96,7 @@ def build(ckpt: Path, board: boards.Board, methods=None, targets=None, D=None, t
 
 
 def groups(inner: list[str], most: int = MAX_GROUPS) -> tuple[tuple[str, ...], ...]:
-    """``inner`` (in depth order) as at most ``most`` runs of consecutive layers, their sizes differing by one at most."""
+    """``inner`` (in depth order) as at most ``most`` runs of consecutive layers, sizes differing by one at most."""
     n = min(len(inner), most)
     out, start = [], 0
     for i in range(n):

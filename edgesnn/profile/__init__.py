@@ -31,6 +31,10 @@ def profile(artifact: Path, board_spec: str, data_spec: str | None = None, measu
     target, graph, target_memory = _artifact(Path(artifact), trust_code)
     code = spikes.code_name(spike_code or target.spike_code(Path(artifact)) or "rate-burst")
     board = boards.load(board_spec)
+    if graph.stateful:  # state over T timesteps: every figure per step and per sequence (edgesnn.profile.temporal)
+        from edgesnn.profile import temporal
+
+        return temporal.profile(Path(artifact), target, graph, target_memory, board, code, data_spec, measure)
     data_spec, ds = artifact_data.load(Path(artifact), data_spec, arrays=True, graph=graph)  # numpy: no torch
     x = datasets.to_nhwc(ds.x_test)
     try:

@@ -23,7 +23,8 @@ def weight_bytes(graph: g.Graph) -> int:
 
 
 def params(graph: g.Graph) -> int:
-    return sum(int(op.weight.size + op.bias.size) for op in graph.weight_ops())
+    return sum(int(op.weight.size + getattr(op, "bias", np.empty(0)).size)  # a recurrent op has no bias
+               for op in graph.weight_ops())
 
 
 def peak_activation_bytes(graph: g.Graph) -> int:

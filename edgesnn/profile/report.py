@@ -149,9 +149,14 @@ def plot_firing_rates(result: dict, path: Path):
                 ax.text(i, v, _num(v, 3), ha="center", va="bottom", fontsize=8)
         _layer_axis(ax, names)
         ax.set_ylim(0, top * 1.15)
-        ax.set_ylabel("spikes per neuron per inference")
+        ax.set_ylabel(f"spikes per neuron {_per(result)}")
     _save(fig, path)
     return fig
+
+
+def _per(result: dict) -> str:
+    """What a plotted figure is counted over: a model over sequences' unsuffixed figures are per timestep."""
+    return "per timestep" if result.get("steps") else "per inference"
 
 
 def layer_energy_pj(result: dict, row: dict) -> tuple[float, float]:
@@ -195,12 +200,12 @@ def plot_energy(result: dict, path: Path):
             left.text(i, (m + a) / factor, _energy(m + a), ha="center", va="bottom", fontsize=8)
         _layer_axis(left, names)
         left.set_ylim(0, max(m + a for m, a in split) / factor * 1.3 or 1.0)
-        left.set_ylabel(f"energy per inference ({unit})")
+        left.set_ylabel(f"energy {_per(result)} ({unit})")
         left.legend(loc="upper right", fontsize=8)
 
     totals = [("SNN", snn), ("ANN", ann)]
     factor, unit = _energy_unit(max([v for _, v in totals if v is not None] or [1.0]) or 1.0)
-    right.set_title("Total per inference (45 nm)")
+    right.set_title(f"Total {_per(result)} (45 nm)")
     for i, (label, value) in enumerate(totals):
         if value is None:
             right.text(i, 0, "n/a", ha="center", va="bottom", color="#777777")
@@ -215,7 +220,7 @@ def plot_energy(result: dict, path: Path):
     right.set_xticks(range(len(totals)), ["SNN", "same network\nas float ANN"])
     right.set_xlim(-0.6, len(totals) - 0.4)
     right.set_ylim(0, max([v for _, v in totals if v is not None] or [1.0]) / factor * 1.15 or 1.0)
-    right.set_ylabel(f"energy per inference ({unit})")
+    right.set_ylabel(f"energy {_per(result)} ({unit})")
     _save(fig, path)
     return fig
 
@@ -482,6 +487,30 @@ def _fit_rows(r: dict) -> list[Row]:
     return rows
 
 
+def _temporal_rows(r: dict) -> list[Row]:
+    """A temporal profile's figures, each per timestep and per sequence (T x), and the states."""
+    t = r["steps"]
+    on_data = f"the golden interpreter over {_num(r.get('samples'))} test sequences, step by step"
+    rows: list[Row] = [(f"State {s['name']}", _bytes(s["bytes"]), f"{s['shape']} {s['dtype']}, held to {s['bits']} bits",
+                        None) for s in r.get("states") or []]
+    rows.append(("State on the target", _bytes(r.get("target_state_bytes")), str(r.get("target_state_note")), None))
+    for key, label, fmt, source in (
+        ("macs", "MACs", lambda v: _count(v, "MACs"), "the IR's layer shapes, every step"),
+        ("sops", "SOPs", lambda v: _count(v, "SOPs"), f"{on_data}: spikes x fan-out"),
+        ("energy_45nm_pj", "Energy (45 nm)", _energy, "MACs x E_MAC + SOPs x E_AC"),
+        ("energy_board_pj", f"Energy on {r.get('board')}", _energy, str(r.get("energy_board_note"))),
+    ):
+        for per, suffix in (("per timestep", "_per_step"), (f"per sequence (T = {t})", "_per_sequence")):
+            value = r.get(key + suffix)
+            rows.append((f"{label} {per}", "—" if value is None else fmt(value), source, None))
+    if "latency_ms_per_step" in r:
+        for per, key in (("per timestep", "latency_ms_per_step"), (f"per sequence (T = {t})", "latency_ms_per_sequence")):
+            rows.append((f"Latency {per}, median", f"{_num(r[key])} ms", str(r.get("latency_method")), None))
+    elif "latency_note" in r:
+        rows.append(("Latency per timestep", "—", r["latency_note"], None))
+    return rows
+
+
 def _model_rows(r: dict) -> list[Row]:
     data, samples, code = r.get("data"), r.get("samples"), r.get("spike_code")
     on_data = f"measured with the golden interpreter on {data if data is not None else 'the data'}" + (
@@ -708,6 +737,9 @@ def render_html(result: dict) -> str:
         f"<h2>Fit on {_e(board)}</h2>\n{_facts(_fit_rows(r))}\n{_figure_html(MEMORY_PNG, mem_alt, mem_caption)}",
         f"<h2>Model (from the IR and the data)</h2>\n{_facts(_model_rows(r))}",
     ]
+    if r.get("steps"):  # a model over sequences (edgesnn.profile.temporal): per timestep and per sequence
+        sections.append(f"<h2>Over time: per timestep and per sequence of T = {_e(r['steps'])} steps</h2>\n"
+                        f"{_facts(_temporal_rows(r))}")
     if target_rows:
         sections.append(f"<h2>Target artifact ({_e(target)})</h2>\n{_facts(target_rows)}")
     sections.append(
@@ -736,6 +768,8 @@ def render_html(result: dict) -> str:
     fits = r.get("fits")
     verdict = "fit unknown" if fits is None else ("fits" if fits else "does not fit")
     body = "\n".join(sections)
+    if r.get("steps"):  # a model over sequences: every unsuffixed figure (the static sections') is per timestep
+        body = body.replace("per inference", "per timestep")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

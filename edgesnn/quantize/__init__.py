@@ -52,6 +52,8 @@ def check_options(method: str, opts: Options) -> None:
             raise EdgesnnError(f"--membrane-bits applies to the qsnn method, not {method}")
         if not 2 <= opts.membrane_bits <= 16:
             raise EdgesnnError(f"--membrane-bits must be between 2 and 16, got {opts.membrane_bits}")
+    if opts.layer_bits and method not in ("qsnn", "qpsnn"):
+        raise EdgesnnError(f"layer_bits applies to the qsnn and qpsnn methods, not {method}")
     if opts.spike_bits is not None:
         if method != "ibra":
             raise EdgesnnError(f"--spike-bits applies to the ibra method, not {method}")

@@ -4,7 +4,8 @@ layers lava-dl's netx can load, and a Loihi 2 resource and energy report.
 
 :mod:`.compat` (the one lava-nc 0.10 / Python 3.11 step), :mod:`.arith` (each op in Loihi's
 conventions), :mod:`.processes` (Processes and models), :mod:`.network` (IR -> process graph, run),
-:mod:`.netx`, :mod:`.resources`.
+:mod:`.netx`, :mod:`.resources`; a temporal graph (state over sequences): :mod:`.sequences` and
+:mod:`.state_processes`.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -
     from edgesnn.backends.lava.resources import loihi2_report
 
     network = describe(graph, mode)  # refuses an op Lava cannot map, or a 24-bit overflow
+    if graph.stateful:  # a model over sequences (sequences.py): the process graph and the IR
+        return _export_sequences(graph, out, network)
     with step(f"lava: Loihi 2 resources and energy over {len(calibration)} calibration samples"):
         report = loihi2_report(graph, calibration, mode=mode)
     netx_ok, reason = netx_supported(graph)
@@ -95,6 +98,21 @@ def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -
             network["netx_note"], network["netx_summary"] = summary["note"], summary
         (tmp / NETWORK_FILE).write_text(json.dumps(network, indent=2) + "\n")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=_plain) + "\n")
+    return network
+
+
+NO_REPORT = ("a model over sequences: no Loihi 2 report yet (its activity is per step; the per-sequence count is "
+             "not written)")
+NO_NETX = ("netx holds no model over sequences here: lava-dl's netx CUBA blocks reset to zero, shift their input by "
+           "6 and carry no state reset between sequences (see docs/temporal.md#lava)")
+
+
+def _export_sequences(graph: g.Graph, out: Path, network: dict) -> dict:
+    """lava.json (each stateful op's process model and why) and model.ir; no netx file, no Loihi 2 report."""
+    network.update(netx=None, netx_note=NO_NETX, netx_summary=None, report=None, report_note=NO_REPORT)
+    with atomic_dir(out, NETWORK_FILE) as tmp:
+        graph.save(tmp / "model.ir")
+        (tmp / NETWORK_FILE).write_text(json.dumps(network, indent=2) + "\n")
     return network
 
 

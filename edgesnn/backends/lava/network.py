@@ -36,6 +36,10 @@ def describe(graph: g.Graph, mode: str) -> dict:
     read through, depth, input delays, spike coding), the window and step counts."""
     if mode not in MODES:
         raise EdgesnnError(f"unknown Lava mode {mode!r}; available: {', '.join(MODES)}")
+    if graph.stateful:  # a model over sequences: sequences.py (its state in the processes, reset per sequence)
+        from edgesnn.backends.lava.sequences import describe as describe_sequences
+
+        return describe_sequences(graph, mode)
     check_state(graph)
     for op in graph.ops:
         if op.kind not in WIRING:
@@ -138,7 +142,8 @@ def simulate(graph: g.Graph, xq: np.ndarray, mode: str, workdir: Path) -> np.nda
     return codes.decode(windows.transpose(1, 0, 2), mode) if net["output_burst"] else windows[:, -1]
 
 
-def run_in_subprocess(ir_path: Path, xq: np.ndarray, mode: str, timeout: float) -> np.ndarray:
+def run_in_subprocess(ir_path: Path, xq: np.ndarray, mode: str, timeout: float):
+    """The outputs of :func:`simulate` (a temporal graph: of ``sequences.simulate``, {output: (N, T, ...)})."""
     with tempfile.TemporaryDirectory(prefix="edgesnn-lava-") as tmp:
         np.save(Path(tmp) / "inputs.npy", xq)
         cmd = [sys.executable, "-m", "edgesnn.backends.lava.network", str(ir_path), tmp, mode]
@@ -149,12 +154,21 @@ def run_in_subprocess(ir_path: Path, xq: np.ndarray, mode: str, timeout: float) 
         if r.returncode != 0:
             lines = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()] or ["no output"]
             raise EdgesnnError(f"lava: the simulation failed: {lines[-1][:300]}")
+        if (Path(tmp) / "outputs.npz").is_file():
+            with np.load(Path(tmp) / "outputs.npz") as steps:
+                return {name: steps[name] for name in steps.files}
         return np.load(Path(tmp) / "outputs.npy")
 
 
 def main(argv: list[str]) -> None:
     ir_path, workdir, mode = argv
     graph = load_ir(ir_path)
+    if graph.stateful:
+        from edgesnn.backends.lava.sequences import simulate as simulate_sequences
+
+        np.savez(Path(workdir) / "outputs.npz", **simulate_sequences(graph, np.load(Path(workdir) / "inputs.npy"),
+                                                                       Path(workdir)))
+        return
     outputs = simulate(graph, np.load(Path(workdir) / "inputs.npy"), mode, Path(workdir))
     np.save(Path(workdir) / "outputs.npy", outputs)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgesnn.errors import EdgesnnError
 from edgesnn.targets import SPIKE_CODE, Option, Target
 
 MODES = ("graded", "rate-burst", "bit-plane")  # edgesnn.backends.lava.network.MODES (tests check they agree)
@@ -28,12 +29,11 @@ class LavaTarget(Target):
     verify_options = (VERIFY_MODE, VERIFY_CODE)
     runs_on = ("neuromorphic",)
     run_samples = 50  # Lava's simulation is slow: a recipe's verify runs the first 50 samples
+    stateful = True  # a model over sequences: its state in the processes, zeroed per sequence (sequences.py)
 
     def prepare(self, options, spell=None):
         """The spike code names the spike-train mode: given together, they must agree (a bad one fails first)."""
         from edgesnn.backends.lava import resolve_mode
-
-        from edgesnn.errors import EdgesnnError
 
         spell = spell or (lambda name: "--" + name.replace("_", "-"))
         mode, code = options["lava_mode"], options["spike_code"]
@@ -55,8 +55,12 @@ class LavaTarget(Target):
         """The Loihi 2 report and what netx can run, as export wrote them."""
         import json
 
-        r = json.loads((Path(artifact) / REPORT_FILE).read_text())
         network = json.loads((Path(artifact) / NETWORK_FILE).read_text())
+        if "steps" in network:  # a model over sequences: which model runs each stateful op
+            return [f"lava: {p['name']} ({p['kind']}): {p['model']}" + ("" if p["lif"] else f": {p['why']}")
+                    for p in network["processes"] if p["kind"] in ("lif", "cuba_lif", "li", "recurrent")] + \
+                   [f"netx: no model.net: {network['netx_note']}", f"no loihi2.json: {network['report_note']}"]
+        r = json.loads((Path(artifact) / REPORT_FILE).read_text())
         lines = [f"Loihi 2 ({r['mode']}): {r['neurons']} neurons, {r['synapses']} synapses, {r['cores']} cores, "
                  f"{r['synops_per_inference']:.0f} synaptic ops and {r['energy_uj_per_inference']:.2f} uJ per inference "
                  f"(energy figures: see loihi2.json)"]
@@ -72,6 +76,13 @@ class LavaTarget(Target):
         from edgesnn.device import with_accuracy
 
         mode = resolve_mode(options["lava_mode"], options["spike_code"])
+        if _stateful(artifact):  # over sequences: every step's output and the readout vs the IR's
+            from edgesnn.backends.lava import TIMEOUT_S
+            from edgesnn.backends.lava.sequences import verify
+
+            if mode not in (None, "graded"):
+                raise EdgesnnError(f"{artifact}: a model over sequences runs graded spikes only, not {mode}")
+            return verify(artifact, data, samples, TIMEOUT_S)
         spec, ds = artifact_data.load(artifact, data)
         return {"data": spec, **with_accuracy(verify_lava(artifact, datasets.to_nhwc(ds.x_test), samples, mode),
                                               artifact, ds)}
@@ -81,6 +92,7 @@ class LavaTarget(Target):
         from edgesnn.files import read_artifact_json
         from edgesnn.ir import load as load_ir
 
+        _has_report(artifact)
         report = read_artifact_json(artifact / REPORT_FILE, ReportFile, "Loihi 2 report")  # types and ranges checked
         extra = {k: report[k] for k in ("cores", "chips", "neurons", "synaptic_memory_bits", "energy_uj_per_inference")}
         return load_ir(artifact / "model.ir"), extra
@@ -125,8 +137,23 @@ class LavaTarget(Target):
     def flash_bytes(self, folder):
         from edgesnn.limits import read_json
 
+        _has_report(folder)
         report = read_json(Path(folder) / REPORT_FILE, "Loihi 2 report")
         return -(-int(report["synaptic_memory_bits"]) // 8), "Loihi 2 synaptic memory (loihi2.json)"
+
+
+def _stateful(folder: Path) -> bool:
+    """Whether a Lava folder holds a model over sequences (its model.ir says so)."""
+    from edgesnn.ir import load as load_ir
+
+    return (Path(folder) / "model.ir").is_file() and load_ir(Path(folder) / "model.ir").stateful
+
+
+def _has_report(folder: Path) -> None:
+    if not (Path(folder) / REPORT_FILE).is_file() and _stateful(folder):
+        from edgesnn.backends.lava import NO_REPORT
+
+        raise EdgesnnError(f"{folder}: {NO_REPORT}")
 
 
 LAVA = LavaTarget()
