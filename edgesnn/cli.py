@@ -9,6 +9,7 @@ progress and errors on stderr; ``--json FILE`` is the machine-readable form. Exi
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import traceback
 from inspect import Parameter, signature
@@ -298,6 +299,9 @@ def train(
                                             "object); with --epochs 0 nothing is trained"),
     strip_prefix: list[str] = typer.Option(None, help="remove this prefix from the start of every --weights key, "
                                                       "e.g. module. (DDP) or model. (repeatable, applied in order)"),
+    model_kwargs: str = typer.Option(None, help="the model's constructor arguments as a JSON object, over the data "
+                                                "set's defaults, e.g. '{\"neuron\": \"cuba_lif\", \"hidden\": 128}' "
+                                                "(a recipe's model.kwargs)"),
 ):
     """Train a spiking model with one-timestep SFA (or bring trained weights) and write a safetensors + JSON checkpoint."""
     from edgesnn import pipeline
@@ -305,10 +309,23 @@ def train(
 
     metrics = pipeline.train_model(model, data, epochs, out, D=D, lr=lr, seed=seed,
                                    neuron_map=parse_neuron_map(neuron_map), weights=weights,
-                                   strip_prefix=tuple(strip_prefix or ()))
+                                   strip_prefix=tuple(strip_prefix or ()), model_kwargs=_json_object(model_kwargs))
     source = metrics.get("weights")
     came = "" if source is None else f"  (weights {source['file']}{', not trained' if not metrics['epochs'] else ''})"
     _result(f"wrote {out}  test_accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} samples{came}")
+
+
+def _json_object(text: str | None) -> dict | None:
+    """--model-kwargs: a JSON object, or one error line."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise EdgesnnError(f"--model-kwargs is not JSON: {e.msg} at character {e.pos}") from None
+    if not isinstance(value, dict):
+        raise EdgesnnError(f"--model-kwargs must be a JSON object {{\"name\": value, ...}}, got {type(value).__name__}")
+    return value
 
 
 @command()
@@ -397,11 +414,15 @@ def import_cmd(
     dt: float = typer.Option(None, help="seconds per step for LIF / CubaLIF time constants (default 1e-4, "
                                         "snnTorch's convention)"),
     float_only: bool = typer.Option(False, "--float", help="ignore edgesnn metadata: import the float graph"),
+    min_agreement: float = typer.Option(None, help="graphs over sequences: the least share of test sequences on "
+                                                   "which the imported IR's readout argmax must agree with the "
+                                                   "graph's float simulation (default 0.95)"),
 ):
-    """Build a checkpoint from a NIR graph (Affine, Linear, Conv2d, pooling, Flatten, IF / LIF / CubaLIF)."""
+    """Build a checkpoint from a NIR graph (Affine, Linear, Conv2d, pooling, Flatten, IF / LIF / CubaLIF); a
+    graph over sequences (LI, CubaLI, I, recurrence, or --data with a time axis) becomes OUT/model.ir."""
     from edgesnn.backends.nir import import_nir
 
-    r = import_nir(nir_file, out, data, timesteps, dt, use_metadata=not float_only)
+    r = import_nir(nir_file, out, data, timesteps, dt, use_metadata=not float_only, min_agreement=min_agreement)
     for note in r["notes"]:
         _say(f"note: {note}")
     how = ("exact integer program from its edgesnn metadata" if r["exact"]

@@ -104,3 +104,28 @@ def test_temporal_train_options_that_do_not_apply(tmp_path):
     with pytest.raises(EdgesnnError, match="takes no --weights, --strip-prefix or --neuron-map"):
         pipeline.train_model("temporal-dense", "digits-events", 1, tmp_path / "b", weights=tmp_path / "w.safetensors")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_model_kwargs_choose_the_neuron_from_the_command_line(tmp_path):
+    """--model-kwargs: the constructor's arguments as JSON, recorded in the checkpoint and exported as they say."""
+    r = edgesnn("train", "--model", "temporal-dense", "--data", "digits-events", "--epochs", 1, "--out", tmp_path / "ck",
+                "--model-kwargs", '{"neuron": "cuba_lif", "hidden": 16}')
+    assert r.returncode == 0, r.stderr
+    kwargs = json.loads((tmp_path / "ck" / "config.json").read_text())["kwargs"]
+    assert kwargs["neuron"] == "cuba_lif" and kwargs["hidden"] == 16
+    graph = load_ir(pipeline.export_model(tmp_path / "ck", "ir", tmp_path / "ir"))
+    assert [op.kind for op in graph.ops if op.kind in ("lif", "cuba_lif")] == ["cuba_lif"]
+    assert next(op for op in graph.ops if op.kind == "dense").weight.shape[0] == 16
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ("{bad", "--model-kwargs is not JSON: Expecting property name"),
+    ("[1, 2]", "--model-kwargs must be a JSON object"),
+    ('{"nope": 1}', "model 'temporal-dense' has no option(s) ['nope']"),
+    ('{"neuron": "izhikevich"}', "neuron must be one of lif, cuba_lif, rlif"),
+])
+def test_bad_model_kwargs_are_one_line(tmp_path, kwargs, fragment):
+    r = edgesnn("train", "--model", "temporal-dense", "--data", "digits-events", "--epochs", 1, "--out", tmp_path / "ck",
+                "--model-kwargs", kwargs)
+    assert_user_error(r, fragment)
+    assert not (tmp_path / "ck").exists()

@@ -14,12 +14,14 @@ from edgesnn.models.mlp import SpikingMLP
 from edgesnn.models.nirnet import NIRNet
 from edgesnn.models.resnet import SpikingResNet
 from edgesnn.models.spikeformer import SpikeFormer, e_spikeformer_5m_config
+from edgesnn.temporal.conv import conv_model
 from edgesnn.temporal.model import dense_model
 
 MODELS: dict[str, type[nn.Module]] = {"mlp": SpikingMLP, "cnn": SpikingCNN, "resnet": SpikingResNet, "spikeformer": SpikeFormer,
                                    "nir": NIRNet,  # nir: built by `edgesnn import` from a NIR graph
-                                   "temporal-dense": dense_model}  # over sequences: edgesnn/temporal (BPTT, state)
-TEMPORAL = frozenset({"temporal-dense"})  # models over sequences (N, T, ...): trained and exported by edgesnn.temporal.pipeline
+                                   "temporal-dense": dense_model,  # over sequences: edgesnn/temporal (BPTT, state)
+                                   "temporal-conv": conv_model}
+TEMPORAL = frozenset({"temporal-dense", "temporal-conv"})  # models over sequences (N, T, ...): trained and exported by edgesnn.temporal.pipeline
 
 __all__ = ["MODELS", "TEMPORAL", "build", "default_kwargs", "resolved_kwargs", "e_spikeformer_5m_config"]
 

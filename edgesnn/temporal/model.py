@@ -71,18 +71,22 @@ class SpikingSequence(nn.Module):
         if x.dim() != 2 + len(self.frame_shape) or tuple(x.shape[2:]) != self.frame_shape:
             raise EdgesnnError(f"input sequences have shape {tuple(x.shape)}; this model takes (batch, T, "
                                f"{', '.join(map(str, self.frame_shape))})")
-        xq = self.quantize_input(x).flatten(2)
+        xq = self.quantize_input(x)
         if exact:
             xq = xq.to(torch.int64)
-        states = [neuron.init_state(len(x), xq) for _, neuron in self.pairs]
-        outs = []
-        for t in range(x.shape[1]):
-            h, scale = xq[:, t], float(self.input_scale)
-            for (lin, neuron), state in zip(self.pairs, states):
-                h = neuron.step(lin.step(h, scale, neuron.scale, neuron.current), state)
-                scale = 1.0  # spikes
-            outs.append(h)
-        return torch.stack(outs, 1)
+        states = self.init_states(len(x), xq)
+        return torch.stack([self.step(xq[:, t], states) for t in range(x.shape[1])], 1)
+
+    def init_states(self, n: int, like: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        return [neuron.init_state(n, like) for _, neuron in self.pairs]
+
+    def step(self, frame: torch.Tensor, states: list[dict], scale: float | None = None) -> torch.Tensor:
+        """One timestep of integer frames (N, *frame) on ``scale`` (default: the input's) through the pairs."""
+        h, scale = frame.flatten(1), float(self.input_scale) if scale is None else scale
+        for (lin, neuron), state in zip(self.pairs, states):
+            h = neuron.step(lin.step(h, scale, neuron.scale, neuron.current), state)
+            scale = 1.0  # spikes
+        return h
 
     def reduce(self, steps: torch.Tensor) -> torch.Tensor:
         """The readout's integers over T: count and mean sum, last takes the last step."""

@@ -162,8 +162,9 @@ class _Stateful(nn.Module):
     def state_names(self) -> list[str]:
         return ["v"]
 
-    def init_state(self, n: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: like.new_zeros((n, self.channels)) for name in self.state_names()}
+    def init_state(self, n: int, like: torch.Tensor, shape: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
+        """Zero states (n, *shape): shape (channels,) by default, (channels, H, W) for a conv layer's neurons."""
+        return {name: like.new_zeros((n, *(shape or (self.channels,)))) for name in self.state_names()}
 
 
 class LIF(_Stateful):

@@ -31,10 +31,11 @@ import torch
 
 from edgesnn import checkpoint, limits, models
 from edgesnn import data as datasets
+from edgesnn.backends.nir import import_state
 from edgesnn.backends.nir import program as prog
 from edgesnn.backends.nir.check import SUPPORTED, check_path, one_line
 from edgesnn.errors import EdgesnnError
-from edgesnn.files import one_writer, sha256_file
+from edgesnn.files import atomic_files, one_writer, sha256_file, write_json
 from edgesnn.train import evaluate
 
 SYNAPSES = ("Affine", "Linear", "Conv2d")
@@ -45,15 +46,41 @@ MAX_TIMESTEPS = 127  # the IR's spike tensors are int8 counts in [0, D]
 
 @one_writer
 def import_nir(path: str | Path, out: str | Path, data_spec: str | None = None, timesteps: int | None = None,
-               dt: float | None = None, use_metadata: bool = True) -> dict:
-    """Write the checkpoint ``out`` for the NIR file ``path``; returns what was imported."""
-    r = read_model(path, data_spec, timesteps, dt, use_metadata)
+               dt: float | None = None, use_metadata: bool = True, min_agreement: float | None = None) -> dict:
+    """Write the checkpoint ``out`` for the NIR file ``path`` (a graph over sequences: ``out/model.ir``, the
+    temporal IR graph, see import_state.py); returns what was imported."""
+    path = Path(path)
+    graph = read_graph(path)
+    program = read_program(graph, path) if use_metadata else None
+    if import_state.is_temporal(graph, program) or (program is None and import_state.has_time_axis(data_spec)):
+        return _import_temporal(path, out, graph, program, data_spec, timesteps, dt, min_agreement)
+    if min_agreement is not None:
+        raise EdgesnnError("--min-agreement applies to graphs over sequences (LI, CubaLI, I nodes, a recurrent cycle, "
+                           "or a file edgesnn exported from a temporal model)")
+    r = read_model(path, data_spec, timesteps, dt, use_metadata, graph=graph)
     model, config, ds = r.pop("model"), r.pop("config"), r.pop("dataset")
     metrics = {"test_accuracy": evaluate(model, ds.x_test, ds.y_test), "test_samples": int(len(ds.y_test)),
                "nir": {"file": str(path), "exact": r["exact"], "timesteps": r["timesteps"]}}
     checkpoint.save(model, config, out, metrics)
     return {"checkpoint": str(out), **r, "test_accuracy": metrics["test_accuracy"],
             "test_samples": metrics["test_samples"]}
+
+
+def _import_temporal(path: Path, out, graph, program, data_spec, timesteps, dt, min_agreement) -> dict:
+    """A graph over sequences -> ``out/model.ir`` and ``out/import.json`` (what the check measured)."""
+    if timesteps is not None:
+        raise EdgesnnError(f"{path}: a graph over sequences runs one step per frame of the data; drop --timesteps "
+                           f"(the sequence length is the data's T)")
+    if program is not None and dt is not None:
+        raise EdgesnnError(f"{path}: its edgesnn metadata holds the exact integer program; drop --dt, or import "
+                           f"with --float to take it as a float graph")
+    r = import_state.read_temporal(path, graph, program, data_spec, dt, min_agreement, _hints(graph).get("data"))
+    ir = r.pop("graph")
+    report = {"file": str(path.resolve()), "sha256": sha256_file(path), **r}
+    with atomic_files(out, ("model.ir", "import.json")) as tmp:
+        ir.save(tmp / "model.ir")
+        write_json(tmp / "import.json", report)
+    return {"checkpoint": str(Path(out) / "model.ir"), "file": str(path), "timesteps": r["steps"], **r}
 
 
 def read_model(path: str | Path, data_spec: str | None = None, timesteps: int | None = None,

@@ -69,6 +69,10 @@ def integer_metadata(graph: g.Graph) -> dict[str, str]:
     for key in ("checkpoint", "data"):
         if isinstance(source.get(key), str):
             meta[f"edgesnn.{key}"] = source[key]
+    if graph.stateful:  # a temporal graph's states and sequence (state.py)
+        from edgesnn.backends.onnx.state import metadata
+
+        meta.update(metadata(graph))
     return meta
 
 

@@ -27,6 +27,8 @@ requant.py, the interpreter's ``_finish``):
 - sum_pool2d -> the sum of the window's strided Slices (int32); max_pool2d -> Max of the same
   Slices (int16 through int32: onnxruntime's Max has no int16 kernel); reshape -> Reshape (batch
   axis copied); transpose -> Transpose with the batch axis kept first.
+- A temporal graph (lif, cuba_lif, li, recurrent): one run per timestep, its states as int64 inputs
+  ``state:<name>`` and outputs ``state:<name>:next`` (state.py).
 
 Each ConvInteger / MatMulInteger accumulates in int32; onnxruntime's uint8 kernels sum raw
 products of up to 255 * 255, so an op summing more than MAX_DEPTH terms per output is refused by
@@ -42,6 +44,7 @@ from onnx import helper
 from edgesnn import __version__
 from edgesnn.backends.onnx import requant
 from edgesnn.backends.onnx.builder import INT, Builder
+from edgesnn.backends.onnx.state import StateLowering
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.packing import widen
@@ -61,6 +64,7 @@ class _Lowering:
         self.g = graph
         self.b = Builder(reserved=graph.tensors)
         self._wide: dict[str, str] = {}
+        self.state = StateLowering(self) if graph.stateful else None  # its state as inputs and outputs (state.py)
 
     def run(self, metadata: dict[str, str]) -> onnx.ModelProto:
         for op in self.g.ops:
@@ -68,8 +72,13 @@ class _Lowering:
             if lowering is None:
                 raise _unsupported(op, "has no ONNX lowering")
             lowering(op)
-        graph = helper.make_graph(self.b.nodes, "edgesnn", [self.value_info(self.g.input)],
-                                  [self.value_info(name) for name in self.g.outputs], initializer=self.b.initializers,
+        state_in, state_out = [], []
+        if self.state is not None:
+            self.state.finish()
+            state_in, state_out = self.state.value_infos()
+        graph = helper.make_graph(self.b.nodes, "edgesnn", [self.value_info(self.g.input), *state_in],
+                                  [*(self.value_info(name) for name in self.g.outputs), *state_out],
+                                  initializer=self.b.initializers,
                                   doc_string=f"edgesnn IR v{g.IR_VERSION} -> ONNX (integer only)")
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgesnn",
                                   producer_version=__version__)
@@ -262,6 +271,20 @@ class _Lowering:
 
     def op_transpose(self, op: g.Transpose) -> None:
         self.b.node("Transpose", [op.inputs[0]], op.name, out=op.output, perm=[0, *(p + 1 for p in op.perm)])
+
+    # -- stateful ops (a temporal graph: state.py) ----------------------------------------------
+
+    def op_lif(self, op) -> None:
+        self.state.lif(op)
+
+    def op_cuba_lif(self, op) -> None:
+        self.state.lif(op)
+
+    def op_li(self, op) -> None:
+        self.state.li(op)
+
+    def op_recurrent(self, op) -> None:
+        self.state.recurrent(op)
 
     # -- pieces -------------------------------------------------------------------------------
 

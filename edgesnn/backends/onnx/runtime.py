@@ -50,6 +50,9 @@ def run(path: Path, graph: g.Graph, xq: np.ndarray) -> list[np.ndarray]:
     the int64 temporaries within the memory budget."""
     if len(xq) == 0:
         raise EdgesnnError("no samples to run")
+    if graph.stateful:
+        raise EdgesnnError(f"{path}: a model over sequences runs one step at a time with its states "
+                           "(edgesnn.backends.onnx.state.run_sequences)")
     sess = session(path)
     _check_signature(path, sess, graph)
     name = sess.get_inputs()[0].name

@@ -17,6 +17,7 @@ class ONNXTarget(Target):
     file, files = ONNX_FILE, (ONNX_FILE, IR_FILE)
     profiled = False
     not_profiled = "an ONNX file runs on no board edgesnn profiles"
+    stateful = True  # a temporal graph: its state as inputs and outputs, one run per step (state.py)
 
     def export(self, graph, out, board, options, calibration):
         """The ONNX file and the IR it was lowered from (verify compares the two), in one commit."""
@@ -57,6 +58,10 @@ class ONNXTarget(Target):
 
             return verify_qcdq(artifact, data, ckpt, trust_code)
         graph, ir = beside_ir(artifact, ir)  # a checkpoint, as for a .tflite, plays no part
+        if graph.stateful:  # over sequences: every readout integer and every step's output vs the IR's
+            from edgesnn.backends.onnx.state import verify as verify_sequences
+
+            return verify_sequences(artifact, graph, ir, data, samples)
         data, ds = artifact_data.load(artifact, data, graph=graph)
         r = compare(artifact, graph, datasets.to_nhwc(ds.x_test))
         y = ds.y_test.numpy()
