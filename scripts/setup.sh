@@ -62,6 +62,12 @@ quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps spikingjelly==2.0.0 loguru
 # dependencies; `import tonic` needs importRosbag and expelliarmus (numpy, scipy and h5py come from above).
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps tonic==1.7.0 importRosbag==1.0.4 expelliarmus==1.1.12
 "$VENV/bin/python" -c "import tonic.io, tonic.transforms, tonic.datasets"
+# norse 1.1.0, sinabs 3.1.3 and rockpool 3.1.0 (tests/test_temporal_nir_import.py imports the NIR graphs their
+# exporters write): norse requires torchvision, sinabs pins nir <= 1.0.4 and samna (its chip stack), rockpool's
+# torch extra more; none of that is imported on these paths, so they are installed without dependencies next to
+# this torch and nir (sinabs needs pbr at import).
+quiet "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps norse==1.1.0 sinabs==3.1.3 rockpool==3.1.0 pbr==7.1.3
+"$VENV/bin/python" -c "import norse.torch, sinabs.layers, sinabs.nir, rockpool.nn.modules.torch.nir"
 # tflite-runtime 2.14 (what older Raspberry Pi images run; verify and the tests run .tflite files in
 # it) needs numpy < 2, which this environment cannot have: a small environment of its own inside
 # this one, $VENV/tflite-runtime, run as a subprocess (edgesnn/backends/tflite/runtime214.py).

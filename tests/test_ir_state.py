@@ -413,23 +413,21 @@ def test_hostile_temporal_headers_load_and_run_or_fail_in_one_line(tmp_path_fact
     assert all(len(v) == 2 for v in out.values())
 
 
-def _stateless_targets() -> list[str]:
-    from edgesnn import targets
+def test_a_target_without_state_refuses_a_temporal_graph_by_name(tmp_path):
+    """Every built-in target now steps sequences (tests/test_temporal_*.py); one that does not (the toy target
+    of tests/toy_target.py, stateful False) is refused in one line naming it, before it writes anything."""
+    import toy_target
 
-    return [t.name for t in targets.all_targets() if t.source == "ir" and not t.stateful]
-
-
-@pytest.mark.parametrize("target", _stateless_targets())  # the others step them: tests/test_temporal_*.py
-def test_targets_without_state_refuse_a_temporal_graph_by_name(target, tmp_path):
-    """Until a backend runs sequences (issue 24), exporting a temporal IR to it is one line naming it, and
-    nothing is written."""
     from edgesnn import targets
 
     path = tmp_path / "model.ir"
     serialize.save(full_graph(), path)
-    board = "nucleo-f446re" if target == "mcu" else None
     out = tmp_path / "out"
-    calibration = np.zeros((1, 5), np.float32)
-    with pytest.raises(EdgesnnError, match=f"^--target {target} runs no stateful graph"):
-        targets.export_ir(target, path, out, board=board, calibration=calibration)
+    targets.register(toy_target.TOY)
+    try:
+        assert not targets.get("toy").stateful
+        with pytest.raises(EdgesnnError, match="^--target toy runs no stateful graph"):
+            targets.export_ir("toy", path, out, calibration=np.zeros((1, 5), np.float32))
+    finally:
+        targets.unregister("toy")
     assert not out.exists()

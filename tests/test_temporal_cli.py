@@ -77,7 +77,7 @@ def test_inspect_shows_states_and_steps(run):
     assert "l0.v: int16[64] 12-bit, scale 0.015625, overflow saturate" in r.stdout
 
 
-@pytest.mark.parametrize("target", [t for t in targets.names() if not targets.get(t).stateful])  # mcu: test_temporal_mcu
+@pytest.mark.parametrize("target", [t for t in targets.names() if not targets.get(t).stateful])  # onnx-qcdq; the others: test_temporal_*.py
 def test_other_targets_refuse_by_name(run, tmp_path, target):
     board = {"board": "nucleo-f446re"} if target == "mcu" else {}
     with pytest.raises(EdgesnnError) as e:

@@ -104,3 +104,25 @@ def test_bad_kwargs(kwargs, message):
     with pytest.raises(EdgesnnError) as e:
         models.build("temporal-conv", {"frame_shape": [1, 12, 12], "classes": 20, **kwargs})
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_learned_beta_is_the_decay_that_deploys():
+    """learn_beta: BPTT moves beta; the exported decay is round(4096 (1 - beta)) of the trained value, and the
+    IR equals torch at every step (the last optimizer step came after the last forward: export re-derives it)."""
+    from edgesnn.temporal.train import train
+
+    ds = data.load("digits-events", temporal=True)
+    model = conv_model(ds.frame_shape, ds.num_classes, channels=[4], beta=0.8, learn_beta=True, seed=1)
+    (lif,) = model.conv_neurons
+    train(model, ds.x_train[:256], ds.y_train[:256], epochs=1)
+    beta = float(lif.beta.detach())
+    graph = export(model, ds.steps)
+    d = int(graph.ops[1].decay_v[0])
+    assert abs(beta - 0.8) > 1e-3 and d == round(4096 * (1 - beta)) and d != 819
+    (out,) = graph.outputs
+    x = ds.x_test[:48]
+    ir = graph.run_sequence(data.to_nhwc(x), keep_steps=True)
+    want = model.integers(torch.as_tensor(x), keep_steps=True)
+    np.testing.assert_array_equal(ir[f"{out}@steps"], want["steps"])
+    with pytest.raises(EdgesnnError, match="learn_beta must be true or false, got 1"):
+        conv_model(ds.frame_shape, ds.num_classes, learn_beta=1)

@@ -5,6 +5,7 @@ its own float simulation; a graph in another tool's convention is refused, namin
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import nir
@@ -169,3 +170,126 @@ def test_agreement_below_the_threshold_and_options(trained, tmp_path):
                                            r"temporal graph"):
         import_nir(tmp_path / "p.nir", tmp_path / "o2")
     assert not (tmp_path / "o2").exists()
+
+
+# ---------------------------------------------------------------- the libraries' own exporters
+
+def _repair(graph, reset: str | None = None, **fields):
+    """What a user does to a Norse / Sinabs / Rockpool graph before nir.write (docs/nir.md): every neuron
+    parameter as a 1-d numpy array (their 0-d torch scalars cannot be written), ``fields`` (node -> value)
+    replacing a parameter, and the reset the library does recorded in the node's metadata."""
+    for node in graph.nodes.values():
+        kind = type(node).__name__
+        for name in ("tau", "tau_mem", "tau_syn", "r", "w_in", "v_threshold", "v_leak", "v_reset"):
+            v = getattr(node, name, None)
+            if v is not None and kind not in ("Affine", "Linear"):
+                v = v.detach().numpy() if hasattr(v, "detach") else v
+                setattr(node, name, np.atleast_1d(np.asarray(v, np.float32)))
+        for name, value in fields.items():
+            if hasattr(node, name):
+                setattr(node, name, f32(value(node)))
+        if reset and kind in ("LIF", "CubaLIF"):
+            node.metadata = {**(node.metadata or {}), "reset": reset}
+    return graph
+
+
+def _linear(t, k, gain=1.0):
+    import torch
+
+    w, b = t[f"W{k}"], t[f"b{k}"]
+    lin = torch.nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(torch.as_tensor(w * gain, dtype=torch.float32))
+        lin.bias.copy_(torch.as_tensor(b * gain, dtype=torch.float32))
+    return lin
+
+
+def _own_agreement(t, own, out: Path) -> float:
+    """How often the imported IR ranks the classes as the library's own run of its network does."""
+    back = serialize.load(out / "model.ir")
+    got = back.run_sequence(data.to_nhwc(t["ds"].x_test.numpy()))[back.outputs[0]]
+    own = np.asarray(own, np.float64)
+    untied = (own == own.max(1, keepdims=True)).sum(1) == 1
+    assert untied.mean() > 0.9
+    return float((own.argmax(1) == got.argmax(1))[untied].mean())
+
+
+def _flat_test(t):
+    x = t["ds"].x_test
+    return x.reshape(len(x), x.shape[1], -1).float()
+
+
+def test_norse_export(trained, tmp_path):
+    """Norse 1.1's to_nir: LIFBoxCell -> LIF, LIBoxCell -> LI, with 0-d parameters, the batch dimension in the
+    Input, and tau = dt/tau_mem_inv (dt 1e-3) where the time constant is 1/tau_mem_inv."""
+    import torch
+    import norse.torch as norse
+
+    p = norse.LIFBoxParameters(tau_mem_inv=torch.tensor(100.0), v_th=torch.tensor(1.0))
+    net = norse.SequentialState(_linear(trained, 1, 10.0), norse.LIFBoxCell(p), _linear(trained, 2, 10.0),
+                                norse.LIBoxCell(norse.LIBoxParameters(tau_mem_inv=torch.tensor(100.0))))
+    x, state, own = _flat_test(trained), None, 0.0
+    with torch.no_grad():
+        for step in range(x.shape[1]):
+            out, state = net(x[:, step], state)
+            own = own + out
+    graph = norse.to_nir(net, torch.randn(1, 144))
+    assert list(graph.nodes["input"].input_type["input"]) == [1, 144] and np.ndim(graph.nodes["1"].tau) == 0
+    assert float(graph.nodes["1"].tau) == pytest.approx(1e-5)  # dt / tau_mem_inv
+    nir.write(tmp_path / "as_written.nir", _repair(norse.to_nir(net, torch.randn(1, 144))))
+    with pytest.raises(EdgesnnError, match=r"node '1' \(LIF\): tau 1e-05 s is at most --dt 0.001 s.*Norse 1.1 "
+                                           r"writes tau = dt/tau_inv, divide its taus by its dt"):
+        import_nir(tmp_path / "as_written.nir", tmp_path / "o", "digits-events", dt=1e-3)
+    nir.write(tmp_path / "n.nir", _repair(graph, tau=lambda n: np.atleast_1d(np.asarray(n.tau)) / 1e-3))
+    r = import_nir(tmp_path / "n.nir", tmp_path / "o", "digits-events", dt=1e-3)
+    assert r["agreement"] >= 0.95
+    assert _own_agreement(trained, own.numpy(), tmp_path / "o") >= 0.9
+
+
+def test_sinabs_export(trained, tmp_path):
+    """Sinabs 3.1: LIF(norm_input=False) -> LIF with tau in steps and r = 1 whatever norm_input, reset by
+    subtraction (MembraneSubtract) while the file says v_reset 0; ExpLeak -> LI."""
+    import sinabs
+    import sinabs.layers as sl
+    import torch
+
+    net = torch.nn.Sequential(_linear(trained, 1), sl.LIF(tau_mem=10.0, norm_input=False), _linear(trained, 2),
+                              sl.ExpLeak(tau_mem=10.0, norm_input=False))
+    with torch.no_grad():
+        own = net(_flat_test(trained)).sum(1).numpy()
+    graph = sinabs.to_nir(net, torch.randn(1, 144))
+    assert float(np.asarray(graph.nodes["1"].tau)) == 10.0 and float(np.asarray(graph.nodes["1"].r)) == 1.0
+    nir.write(tmp_path / "as_written.nir", _repair(sinabs.to_nir(net, torch.randn(1, 144))))
+    with pytest.raises(EdgesnnError, match=r"likely cause: dt: with --dt 0.0001 s \(the default\), node '1' has "
+                                           r"tau/dt up to 100000"):
+        import_nir(tmp_path / "as_written.nir", tmp_path / "o", "digits-events")
+    # tau in steps: --dt 1; the input added unscaled: r = tau/dt; MembraneSubtract: reset subtract
+    nir.write(tmp_path / "s.nir", _repair(graph, reset="subtract", r=lambda n: np.asarray(n.tau)))
+    r = import_nir(tmp_path / "s.nir", tmp_path / "o", "digits-events", dt=1.0)
+    assert r["agreement"] >= 0.95
+    assert _own_agreement(trained, own, tmp_path / "o") >= 0.8  # Sinabs decays by exp(-1/tau), NIR by 1 - 1/tau
+
+
+def test_rockpool_export(trained, tmp_path):
+    """Rockpool 3.1: LIFTorch -> CubaLIF (r = its own gain, w_in 1 where its current jumps by the input),
+    ExpSynTorch -> LI; dt 1e-3 s; reset by subtraction. One spike per step (max_spikes_per_dt=1), as NIR."""
+    import torch
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import ExpSynTorch, LIFTorch, LinearTorch
+    from rockpool.nn.modules.torch.nir import to_nir
+
+    net = Sequential(LinearTorch((144, 64), weight=torch.as_tensor(trained["W1"].T, dtype=torch.float32)),
+                     LIFTorch(64, max_spikes_per_dt=1),
+                     LinearTorch((64, 20), weight=torch.as_tensor(trained["W2"].T, dtype=torch.float32)),
+                     ExpSynTorch(20))
+    with torch.no_grad():
+        out, _, _ = net(_flat_test(trained))
+    own = out.sum(1).numpy()
+    nir.write(tmp_path / "as_written.nir", _repair(to_nir(net)))
+    r = edgesnn("import", tmp_path / "as_written.nir", "--out", tmp_path / "o", "--dt", "1e-3")
+    assert_user_error(r, "likely cause: input gain / w_in: node '1_LIFTorch' has w_in = 1 with tau_syn/dt = 20")
+    graph = _repair(to_nir(net), reset="subtract", w_in=lambda n: np.asarray(n.tau_syn.detach()) / 1e-3)
+    nir.write(tmp_path / "r.nir", graph)
+    r = import_nir(tmp_path / "r.nir", tmp_path / "o", "digits-events", dt=1e-3)
+    assert r["agreement"] >= 0.95
+    assert _own_agreement(trained, own, tmp_path / "o") >= 0.95

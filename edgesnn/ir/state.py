@@ -292,16 +292,25 @@ def _run(graph: g.Graph, xq: np.ndarray, keep_steps: bool, first: int) -> dict[s
         raise EdgesnnError(f"integer overflow while running the IR: {e}") from None
     result = {}
     for o in graph.outputs:
-        mode = seq.readout[o]
-        if mode == "last":
-            result[o] = last[o]
-        else:
-            if sums[o].size and (sums[o].min() < INT32_MIN or sums[o].max() > INT32_MAX):
-                raise EdgesnnError(f"the {mode} readout of {o!r} over {seq.steps} steps does not fit int32")
-            result[o] = sums[o].astype(np.int32)
+        result[o] = last[o] if seq.readout[o] == "last" else _int32_total(graph, o, sums[o])
         if keep_steps:
             result[f"{o}@steps"] = np.stack(per_step[o], axis=1)
     return result
+
+
+def readout(graph: g.Graph, name: str, per_step: np.ndarray) -> np.ndarray:
+    """Output ``name``'s readout from its steps (N, T, ...): the last step, or the int32 sum over T (count,
+    mean). Every target's runner computes it from the steps it ran, as the interpreter does."""
+    if graph.sequence.readout[name] == "last":
+        return per_step[:, -1]
+    return _int32_total(graph, name, per_step.astype(np.int64).sum(axis=1))
+
+
+def _int32_total(graph: g.Graph, name: str, total: np.ndarray) -> np.ndarray:
+    if total.size and (total.min() < INT32_MIN or total.max() > INT32_MAX):
+        raise EdgesnnError(f"the {graph.sequence.readout[name]} readout of {name!r} over {graph.sequence.steps} steps "
+                           "does not fit int32")
+    return total.astype(np.int32)
 
 
 def readout_real(graph: g.Graph, name: str, q: np.ndarray) -> np.ndarray:

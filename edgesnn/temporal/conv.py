@@ -131,10 +131,12 @@ class ConvSpikingSequence(SpikingSequence):
 
 def conv_model(frame_shape, classes: int, channels=(8, 16), neuron: str = "lif", beta: float = 0.9, bits: int = 12,
                levels: int = 64, reset: str = "subtract", kernel: int = 3, pool: int = 2, conv_current: str = "int8",
-               readout_beta: float = 0.9, readout_alpha: float | None = None, seed: int = 0) -> ConvSpikingSequence:
+               readout_beta: float = 0.9, readout_alpha: float | None = None, learn_beta: bool = False,
+               seed: int = 0) -> ConvSpikingSequence:
     """(C, H, W) frames -> per entry of ``channels``: QConv2d kernel x kernel -> ``neuron`` (lif, cuba_lif)
     -> sum pool ``pool`` x ``pool``; then flatten -> QLinear -> LI, read out as the LI's mean. Every argument
-    is plain JSON (the dense model's, plus channels, kernel, pool and conv_current); weights come from ``seed`` without
+    is plain JSON (the dense model's, plus channels, kernel, pool and conv_current; ``learn_beta`` trains each
+    conv layer's beta, quantized to the IR's decay in every forward); weights come from ``seed`` without
     touching torch's global generator."""
     kinds = {"lif": LIF, "cuba_lif": CubaLIF}
     if neuron not in kinds:
@@ -150,7 +152,7 @@ def conv_model(frame_shape, classes: int, channels=(8, 16), neuron: str = "lif",
         blocks, c = [], int(frame_shape[0])
         for out in channels:
             blocks.append((QConv2d(c, out, kernel),
-                           kinds[neuron](out, beta=beta, bits=bits, levels=levels, reset=reset)))
+                           kinds[neuron](out, beta=beta, bits=bits, levels=levels, reset=reset, learn_beta=learn_beta)))
             c = out
         h, w = int(frame_shape[1]), int(frame_shape[2])
         for _ in channels:

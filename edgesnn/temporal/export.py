@@ -100,7 +100,8 @@ def _neuron(name: str, neuron, cur: str, tensors: dict, ops: list, states: dict)
     shape = list(tensors[cur].shape)
     spec = st.StateSpec(shape, neuron.dtype, neuron.bits, neuron.scale, "saturate")
     states[f"{name}.v"] = spec
-    common = dict(v_state=f"{name}.v", decay_v=_int32(neuron.decay_v), input_shift=0)
+    d_v = neuron.leak(exact=True) if hasattr(neuron, "leak") else neuron.decay_v  # a learned beta's integer
+    common = dict(v_state=f"{name}.v", decay_v=_int32(d_v), input_shift=0)
     if isinstance(neuron, LI):
         out = f"{name}.v_out"
         tensors[out] = g.TensorSpec(shape, neuron.dtype, neuron.scale)

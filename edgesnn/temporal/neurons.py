@@ -174,12 +174,16 @@ class LIF(_Stateful):
         s = v > theta                      # theta = levels: the threshold on the membrane's grid
         v = v - theta s  (reset "subtract")   or   v = v (1 - s)  (reset "zero")
 
-    with a surrogate gradient for s and the reset detached (snnTorch's default)."""
+    with a surrogate gradient for s and the reset detached (snnTorch's default). ``learn_beta``: beta is a
+    parameter, and d = round(4096 (1 - beta)) straight-through in every forward, so the trained decay is
+    the integer that deploys (:meth:`leak`; the ``decay_v`` buffer follows it)."""
 
     kind = "lif"
 
     def __init__(self, channels: int, beta: float = 0.9, threshold: float = 1.0, levels: int = 64, bits: int = 12,
-                 reset: str = "subtract", slope: float = 5.0):
+                 reset: str = "subtract", slope: float = 5.0, learn_beta: bool = False):
+        if not isinstance(learn_beta, bool):
+            raise EdgesnnError(f"{type(self).__name__}: learn_beta must be true or false, got {learn_beta!r}")
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
             raise EdgesnnError(f"{type(self).__name__}: levels (the threshold's integer) must be a positive integer, "
                                f"got {levels!r}")
@@ -190,6 +194,19 @@ class LIF(_Stateful):
         if reset not in RESETS:
             raise EdgesnnError(f"{type(self).__name__}: reset must be one of {', '.join(RESETS)}, got {reset!r}")
         self.theta, self.reset, self.slope = levels, reset, float(slope)
+        self.learn_beta = learn_beta
+        if learn_beta:
+            self.beta = nn.Parameter(torch.tensor([float(beta)]))
+
+    def leak(self, exact: bool) -> torch.Tensor:
+        """The membrane's decay d: the ``decay_v`` buffer, or with ``learn_beta`` round(4096 (1 - beta)),
+        beta held to 0..1: int64 when ``exact``, else a float whose rounding is straight-through."""
+        if not self.learn_beta:
+            return self.decay_v
+        d = DECAY_UNITY * (1 - self.beta.clamp(0.0, 1.0))
+        with torch.no_grad():
+            self.decay_v.copy_(torch.round(d.detach()).to(torch.int64))
+        return self.decay_v if exact else round_ste(d)
 
     def fire(self, v: torch.Tensor) -> torch.Tensor:
         if not v.is_floating_point():
@@ -197,7 +214,7 @@ class LIF(_Stateful):
         return _Spike.apply((v - self.theta) / self.theta, self.slope)
 
     def integrate(self, cur: torch.Tensor, state: dict) -> torch.Tensor:
-        return self.hold(decay(state["v"], self.decay_v) + cur)
+        return self.hold(decay(state["v"], self.leak(not cur.is_floating_point())) + cur)
 
     def step(self, cur: torch.Tensor, state: dict) -> torch.Tensor:
         v = self.integrate(cur, state)
@@ -230,7 +247,7 @@ class CubaLIF(LIF):
 
     def integrate(self, cur: torch.Tensor, state: dict) -> torch.Tensor:
         state["i"] = self.hold(decay(state["i"], self.decay_i) + cur)
-        return self.hold(decay(state["v"], self.decay_v) + state["i"])
+        return self.hold(decay(state["v"], self.leak(not cur.is_floating_point())) + state["i"])
 
 
 class RLIF(LIF):

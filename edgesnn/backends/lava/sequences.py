@@ -221,17 +221,6 @@ def simulate(graph: g.Graph, xq: np.ndarray, workdir: Path) -> dict[str, np.ndar
     return result
 
 
-def readout(graph: g.Graph, name: str, per_step: np.ndarray) -> np.ndarray:
-    """An output's readout from its steps (N, T, ...), as the IR defines it: the int32 sum, or the last step."""
-    mode = graph.sequence.readout[name]
-    if mode == "last":
-        return per_step[:, -1]
-    total = per_step.astype(np.int64).sum(axis=1)
-    if total.size and (total.min() < np.iinfo(np.int32).min or total.max() > INT32_MAX):
-        raise EdgesnnError(f"the {mode} readout of {name!r} over {graph.sequence.steps} steps does not fit int32")
-    return total.astype(np.int32)
-
-
 def compare(graph: g.Graph, xq: np.ndarray, got: dict[str, np.ndarray]) -> dict:
     """Every step's output integers and the readout of Lava's run against the golden interpreter's."""
     golden = st.run_sequence(graph, xq, keep_steps=True)
@@ -239,7 +228,7 @@ def compare(graph: g.Graph, xq: np.ndarray, got: dict[str, np.ndarray]) -> dict:
     differs, elements, step_elements = np.zeros(n, bool), 0, 0
     for o in graph.outputs:
         bad_steps = (got[o] != golden[f"{o}@steps"]).reshape(n, -1)
-        bad_readout = (readout(graph, o, got[o]) != golden[o]).reshape(n, -1)
+        bad_readout = (st.readout(graph, o, got[o]) != golden[o]).reshape(n, -1)
         differs |= bad_steps.any(1) | bad_readout.any(1)
         step_elements += int(bad_steps.sum())
         elements += int(bad_steps.sum() + bad_readout.sum())

@@ -17,15 +17,8 @@ from edgesnn.progress import step
 
 
 def readout(graph: g.Graph, per_step: np.ndarray) -> np.ndarray:
-    """The readout of one output from its steps (N, T, ...), as the IR's: sums in int32, or the last step."""
-    mode = graph.sequence.readout[graph.outputs[0]]
-    if mode == "last":
-        return per_step[:, -1]
-    total = per_step.astype(np.int64).sum(axis=1)
-    if total.size and (total.min() < np.iinfo(np.int32).min or total.max() > np.iinfo(np.int32).max):
-        raise EdgesnnError(f"the {mode} readout of {graph.outputs[0]!r} over {graph.sequence.steps} steps does not "
-                           f"fit int32")
-    return total.astype(np.int32)
+    """The readout of the one output from its steps (N, T, ...), as the IR's."""
+    return state.readout(graph, graph.outputs[0], per_step)
 
 
 def verify_sequences(project: Path, x: np.ndarray | None, qemu: bool = False, samples: int | None = None,

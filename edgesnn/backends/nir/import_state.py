@@ -107,18 +107,19 @@ def read_temporal(path: Path, graph, program: dict | None, data_spec: str | None
                 "notes": ["exact integer program from its edgesnn metadata"]}
     dt_given = dt is not None
     dt = _check_dt(1e-4 if dt is None else dt)
-    layers, readout = _parse(graph, path, ds.frame_shape)
+    layers, readout, flat = _parse(graph, path, ds.frame_shape)
     mapped = [_map_neuron(layer, dt, dt_given, path) for layer in layers]
     x_train, x_test, y = ds.x_train.numpy(), ds.x_test.numpy(), ds.y_test.numpy()
+    as_input = (lambda a: a.reshape(*a.shape[:2], -1)) if flat else (lambda a: a)  # noqa: E731 - the Input's layout
     with _simulated_dt(graph, mapped):
-        li_scale = _li_scale(graph, x_train[:CALIBRATION_SAMPLES]) if not mapped[-1]["spiking"] else None
+        li_scale = _li_scale(graph, as_input(x_train[:CALIBRATION_SAMPLES]), path) if not mapped[-1]["spiking"] else None
         model = _model(ds.frame_shape, mapped, readout, li_scale, ds.x_train)
         from edgesnn.temporal.export import export
 
         ir = export(model, int(ds.steps))
         ir.meta.update({"source": {"nir": str(path)}, "data": datasets.recorded(spec)})
         try:
-            want = simulate_sequence(graph, x_test)
+            want = simulate_sequence(graph, as_input(x_test))
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
             raise EdgesnnError(f"{path}: its nodes cannot be simulated ({type(e).__name__}: {limits._short(e)})") from None
     want = want.reshape(len(y), -1)
@@ -170,8 +171,9 @@ def _agreement(want: np.ndarray, got: np.ndarray) -> dict:
 
 # ---------------------------------------------------------------- the graph
 
-def _parse(graph, path: Path, frame_shape) -> tuple[list[dict], str]:
-    """[{synapse, neuron, recurrent}] from the Input to the Output, and the readout the Output names."""
+def _parse(graph, path: Path, frame_shape) -> tuple[list[dict], str, bool]:
+    """[{synapse, neuron, recurrent}] from the Input to the Output, the readout the Output names, and whether
+    the Input takes flattened frames."""
     kinds = {k: type(n).__name__ for k, n in graph.nodes.items()}
     odd = next((k for k, kind in kinds.items() if kind not in KNOWN), None)
     if odd is not None:
@@ -198,7 +200,7 @@ def _parse(graph, path: Path, frame_shape) -> tuple[list[dict], str]:
                                    f"edgesnn imports one recurrent Affine per spiking neuron (IF, LIF, CubaLIF)")
             recurrent[neuron] = k
     feedback = set(recurrent.values())
-    _check_input(graph.nodes[ins[0]], path, frame_shape)
+    flat = _check_input(graph.nodes[ins[0]], path, frame_shape)
     layers, name, synapse = [], ins[0], None
     seen = {name}
     while name != outs[0]:
@@ -243,18 +245,18 @@ def _parse(graph, path: Path, frame_shape) -> tuple[list[dict], str]:
         readout = "count"
     elif readout not in ("last", "mean"):
         readout = "mean"  # a sum or mean over T: the same argmax
-    return layers, readout
+    return layers, readout, flat
 
 
-def _check_input(node, path: Path, frame_shape) -> None:
-    """The Input's shape must be one frame, or its flattening, with or without a leading batch of 1 (as
-    Norse's and NIRTorch's exporters keep it)."""
+def _check_input(node, path: Path, frame_shape) -> bool:
+    """The Input's shape must be one frame, or its flattening (then True), with or without a leading batch
+    of 1 (as Norse's and NIRTorch's exporters keep it)."""
     declared = (node.input_type or {}).get("input") if isinstance(node.input_type, dict) else None
     shape = None if declared is None else [int(d) for d in np.atleast_1d(np.asarray(declared)).tolist()]
     frame = [int(d) for d in frame_shape]
     for batch in (0, 1):
         if shape is not None and shape[:batch] == [1] * batch and shape[batch:] in (frame, [math.prod(frame)]):
-            return
+            return shape[batch:] != frame
     raise EdgesnnError(f"{path}: the graph's input has shape {shape}, one frame of the data is {frame} "
                        f"(pass the right --data)")
 
@@ -337,8 +339,9 @@ def _decay(tau: np.ndarray, dt: float, where: str, label: str) -> np.ndarray:
     d = st.DECAY_UNITY * dt / tau
     if (d > st.DECAY_UNITY - 0.5).any():
         raise EdgesnnError(f"{where}: {label} {tau.min():g} s is at most --dt {dt:g} s, so a step forgets everything "
-                           f"(decay rounds to 4096 or Euler overshoots); likely cause: dt (a tool's default dt "
-                           f"differs, e.g. Rockpool's 1e-3 s, Norse's 1e-3 s, snnTorch's 1e-4 s): pass its --dt")
+                           f"(decay rounds to 4096 or Euler overshoots); likely cause: dt (pass the file's --dt: "
+                           f"snnTorch's 1e-4 s, Norse's and Rockpool's 1e-3 s; Norse 1.1 writes tau = dt/tau_inv, "
+                           f"divide its taus by its dt)")
     return d
 
 
@@ -402,7 +405,7 @@ class _simulated_dt:
             self.graph.nodes[name].metadata = meta
 
 
-def _li_scale(graph, x: np.ndarray) -> float:
+def _li_scale(graph, x: np.ndarray, path: Path) -> float:
     """The LI readout's grid: the power of two putting the largest membrane of the float simulation on the
     training sequences at most a quarter of the 16-bit range (the rest is headroom for other data)."""
     out = next(k for k, n in graph.nodes.items() if type(n).__name__ == "Output")
@@ -412,7 +415,7 @@ def _li_scale(graph, x: np.ndarray) -> float:
     try:
         peak = max(float(np.abs(simulate_sequence(graph, x[:, :t])).max()) for t in range(1, x.shape[1] + 1))
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
-        raise EdgesnnError(f"the NIR graph's nodes cannot be simulated ({type(e).__name__}: {limits._short(e)})") from None
+        raise EdgesnnError(f"{path}: its nodes cannot be simulated ({type(e).__name__}: {limits._short(e)})") from None
     finally:
         node.metadata = saved
     top = (1 << (STATE_BITS - 1)) - 1
@@ -437,8 +440,8 @@ def _cause(mapped: list[dict], dt: float, dt_given: bool, silent: bool) -> str:
         if m["kind"] in ("CubaLIF", "CubaLI") and np.allclose(m["w_in"], 1) and (m["tau_syn"] / m["dt"] > 4).any():
             return (f"input gain / w_in: node '{m['name']}' has w_in = 1 with tau_syn/dt = "
                     f"{(m['tau_syn'] / m['dt']).max():.0f}, so NIR scales its input by dt/tau_syn; a tool that adds "
-                    f"the input to the current unscaled (Norse) means w_in = tau_syn/dt; set w_in (and r = "
-                    f"tau_mem/dt) in the file, or pass the --dt it was written for")
+                    f"the input to the current unscaled (Norse, Rockpool) means w_in = tau_syn/dt: set it in the "
+                    f"file, and pass the --dt it was written for (theirs: 1e-3 s)")
         if m["kind"] in ("LIF", "LI") and np.allclose(m["r"], 1) and (m["tau"] / m["dt"] > 4).any():
             return (f"r convention / norm_input: node '{m['name']}' has r = 1 with tau/dt = "
                     f"{(m['tau'] / m['dt']).max():.0f}, so NIR scales its input by dt/tau (Sinabs' norm_input=True); "

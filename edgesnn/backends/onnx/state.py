@@ -4,12 +4,13 @@ The file's inputs are the frame, then one int64 tensor per IR state (``state:<na
 ``graph.states``, batch first like the frame); its outputs are the IR's outputs at this step, then each
 state after the step (``state:<name>:next``, same order). :func:`run_sequences` zeroes the states at the
 start of every sequence and feeds each ``:next`` output back; the readout over T is the caller's, with the
-IR's rule (:func:`edgesnn.backends.tflite.state.readout`), and every step's output is compared too.
+IR's rule (:func:`edgesnn.ir.state.readout`), and every step's output is compared too.
 
 The stateful ops are int64 arithmetic (every intermediate of the IR's is below 2**56: an int32 input shifted
-left by at most 24; so int64 holds it with no bound to check, unlike TFLite's int32). onnxruntime's int64 Div truncates toward zero (measured,
-1.32: -4097 / 4096 = -1), as does ONNX's reference evaluator in onnx 1.23, but that one floored until
-onnx/onnx#7585 (issue #7570) made truncation the spec's, so the decay divides a magnitude, as the IR does:
+left by at most 24; so int64 holds it with no bound to check, unlike TFLite's int32). onnxruntime's int64
+Div truncates toward zero (measured, 1.32: -4097 / 4096 = -1), as does ONNX's reference evaluator in
+onnx 1.23, but that one floored until onnx/onnx#7585 (issue #7570) made truncation the spec's, so the
+decay divides a magnitude, as the IR does:
 ``Sign(p) * (Abs(p) / 4096)`` with ``p = v * (4096 - d)``, the same in every runtime. The hold is Clip with
 the state's bounds (an ``overflow: error`` state saturates: where it would overflow the IR gives no result
 to compare); the spike Greater, cast to the int8 spike tensor; the reset ``v - threshold * s`` or
@@ -79,7 +80,8 @@ class StateLowering:
             return None
         b = self.b
         p = b.node("Mul", [v, b.i64(st.DECAY_UNITY - d, f"{op.name}.keep")], f"{hint}.p")
-        magnitude = b.node("Div", [b.node("Abs", [p], f"{hint}.abs"), b.i64(st.DECAY_UNITY, "decay_unit")], f"{hint}.kept")
+        magnitude = b.node("Div", [b.node("Abs", [p], f"{hint}.abs"), b.i64(st.DECAY_UNITY, "decay_unit")],
+                           f"{hint}.kept")
         return b.node("Mul", [b.node("Sign", [p], f"{hint}.sign"), magnitude], f"{hint}.decayed")
 
     def update(self, op, name: str, d, drive: str, final: bool) -> str:
@@ -204,11 +206,10 @@ def compare_sequences(path, graph: g.Graph, xq: np.ndarray, golden: dict | None 
     from pathlib import Path
 
     from edgesnn.backends.onnx.runtime import RUNTIME
-    from edgesnn.backends.tflite.state import readout
 
     steps, name = run_sequences(path, graph, xq)
     golden = golden or st.run_sequence(graph, xq, keep_steps=True)
-    got = readout(graph, steps)
+    got = [st.readout(graph, o, s) for o, s in zip(graph.outputs, steps)]
     differs, elements, step_elements = np.zeros(len(xq), bool), 0, 0
     for a, sa, o in zip(got, steps, graph.outputs):
         bad, bad_steps = a != golden[o], sa != golden[f"{o}@steps"]

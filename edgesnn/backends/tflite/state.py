@@ -253,18 +253,8 @@ def run_sequences(path, graph: g.Graph, xq: np.ndarray, runtime: str) -> tuple[l
 
 
 def readout(graph: g.Graph, steps: list[np.ndarray]) -> list[np.ndarray]:
-    """The IR's readout (edgesnn/ir/state.py) of each output's steps (N, T, ...): count and mean sum over T
-    into int32, last takes the last step. Done here, in the caller, not in the .tflite."""
-    out = []
-    for name, s in zip(graph.outputs, steps):
-        if graph.sequence.readout[name] == "last":
-            out.append(s[:, -1])
-            continue
-        total = s.astype(np.int64).sum(axis=1)
-        if total.size and (total.min() < np.iinfo(np.int32).min or total.max() > INT32_MAX):
-            raise EdgesnnError(f"the {graph.sequence.readout[name]} readout of {name!r} does not fit int32")
-        out.append(total.astype(np.int32))
-    return out
+    """The IR's readout of each output's steps (N, T, ...), done here in the caller, not in the .tflite."""
+    return [st.readout(graph, name, s) for name, s in zip(graph.outputs, steps)]
 
 
 def compare_sequences(path, graph: g.Graph, xq: np.ndarray, runtimes) -> dict:
