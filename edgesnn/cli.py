@@ -194,7 +194,7 @@ LAVA_MODES = ("graded", "rate-burst", "bit-plane")  # edgesnn.backends.lava.netw
 STREAM_DTYPES = ("int8", "int16")  # edgesnn.ir.fixedpoint.ADD_LEFT_SHIFT: the stream dtypes export takes
 # ... and of modules that import torch, which a device install (edgesnn.device) does not have;
 # tests/test_device_torch_free.py checks they are the modules' own lists.
-MODELS = ("mlp", "cnn", "resnet", "spikeformer", "nir", "temporal-dense")  # edgesnn.models.MODELS
+MODELS = ("mlp", "cnn", "resnet", "spikeformer", "nir", "temporal-dense", "temporal-conv")  # edgesnn.models.MODELS
 TARGETS = targets.names()  # edgesnn.targets: the built-in ones and those of installed plugins
 
 

@@ -48,7 +48,8 @@ def test_ir_verify_is_bit_exact(run):
     assert r.returncode == 0, r.stderr
     v = json.loads((run / "v.json").read_text())
     assert v["samples"] == 450 and v["mismatches"] == 0 and v["mismatched_elements"] == 0 and v["passed"]
-    assert v["accuracy"] == v["torch_accuracy"] == json.loads((run / "ck" / "metrics.json").read_text())["test_accuracy"]
+    metrics = json.loads((run / "ck" / "metrics.json").read_text())
+    assert v["accuracy"] == v["torch_accuracy"] == metrics["test_accuracy"]
 
 
 def test_tflite_and_mcu_are_bit_exact(run):

@@ -288,7 +288,7 @@ def test_rockpool_export(trained, tmp_path):
     nir.write(tmp_path / "as_written.nir", _repair(to_nir(net)))
     r = edgesnn("import", tmp_path / "as_written.nir", "--out", tmp_path / "o", "--dt", "1e-3")
     assert_user_error(r, "likely cause: input gain / w_in: node '1_LIFTorch' has w_in = 1 with tau_syn/dt = 20")
-    graph = _repair(to_nir(net), reset="subtract", w_in=lambda n: np.asarray(n.tau_syn.detach()) / 1e-3)
+    graph = _repair(to_nir(net), reset="subtract", w_in=lambda n: np.asarray(n.tau_syn) / 1e-3)
     nir.write(tmp_path / "r.nir", graph)
     r = import_nir(tmp_path / "r.nir", tmp_path / "o", "digits-events", dt=1e-3)
     assert r["agreement"] >= 0.95

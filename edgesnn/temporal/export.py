@@ -83,10 +83,10 @@ def _conv_blocks(model, tensors: dict, ops: list, states: dict) -> str:
         height, width, _ = tensors[h].shape
         cur = f"{name}.current"
         tensors[cur] = g.TensorSpec([height, width, neuron.channels], model.current_dtype(neuron), neuron.scale)
-        pad = int(conv.padding[0])
+        pad, ohwi = int(conv.padding[0]), np.ascontiguousarray(p["weight"].transpose(0, 2, 3, 1))
         ops.append(g.Conv2D(f"{name}.conv", [h], cur, multiplier=p["multiplier"], shift=p["shift"],
-                            clamp=list(model.current_range(neuron)), weight=np.ascontiguousarray(p["weight"].transpose(0, 2, 3, 1)),
-                            bias=p["bias"], weight_scale=p["weight_scale"], stride=[1, 1], padding=[pad] * 4))
+                            clamp=list(model.current_range(neuron)), weight=ohwi, bias=p["bias"],
+                            weight_scale=p["weight_scale"], stride=[1, 1], padding=[pad] * 4))
         spikes = _neuron(name, neuron, cur, tensors, ops, states)
         pooled, k2 = f"{name}.pooled", model.pool
         tensors[pooled] = g.TensorSpec([height // k2, width // k2, neuron.channels], "int8", 1.0)

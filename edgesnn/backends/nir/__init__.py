@@ -8,7 +8,8 @@
   graph's IF / LIF / CubaLIF neurons over a window of timesteps.
 - a temporal graph (state over time, edgesnn/ir/state.py) is lowered by lower_state.py to LIF, CubaLIF,
   LI (IF, I) nodes and recurrent Affine cycles; verify runs its program over sequences and its nodes'
-  float semantics (simulate_state.py). ``edgesnn import`` does not read such a file yet.
+  float semantics (simulate_state.py). ``import_nir`` reads such a file back into a temporal IR graph
+  (import_state.py): exactly from the metadata, or mapped and checked against the float semantics.
 - NIR has no node for a transpose or a product of two activation tensors (batch_matmul), nor for a
   reshape other than flattening an image: export refuses such a graph naming the first such op.
 - :func:`exact_graph` gives the export pipeline the imported program (None when there is none).
