@@ -1,5 +1,5 @@
 """temporal-conv, the event-camera SNN (QConv2d -> LIF per channel and pixel -> sum pool, twice, then
-QLinear -> LI) from the command line on digits-events: train -> export --target ir / tflite / mcu -> verify,
+QLinear -> LI) from the command line on digits-events: train -> export --target ir / tflite / mcu / onnx -> verify,
 each bit-exact over the 450 test sequences; the int16-current and CubaLIF variants through the API; the bad
 options, one error line each."""
 
@@ -66,6 +66,15 @@ def test_tflite_and_mcu_are_bit_exact(run):
     assert r.returncode == 0, r.stderr
     host = json.loads((run / "mv.json").read_text())["runs"]["host"]
     assert host["mismatches"] == 0 and host["mismatched_elements"] == 0 and host["stats"]["samples"] == 4500
+
+
+def test_onnx_is_bit_exact(run):
+    r = edgesnn("export", run / "ck", "--target", "onnx", "--out", run / "onnx")
+    assert r.returncode == 0, r.stderr
+    r = edgesnn("verify", run / "onnx" / "model.onnx", "--samples", 100, "--json", run / "ov.json")
+    assert r.returncode == 0, r.stderr
+    v = json.loads((run / "ov.json").read_text())
+    assert v["samples"] == 100 and v["mismatches"] == 0 and v["mismatched_step_elements"] == 0, v
 
 
 @pytest.mark.parametrize("kw", [dict(neuron="cuba_lif", reset="zero", conv_current="state", channels=[4]),

@@ -291,7 +291,7 @@ def _map_neuron(layer: dict, dt: float, dt_given: bool, path: Path) -> dict:
     if not dt_given and "dt" in meta:  # an edgesnn file read with --float names its own step
         dt = _check_dt(np.asarray(meta["dt"]).reshape(-1)[0])
     p = lambda f: _param(node, f, channels, where)  # noqa: E731
-    out = {"name": name, "kind": kind, "spiking": layer["spiking"], "channels": channels, "dt": dt,
+    out = {"name": name, "kind": kind, "spiking": layer["spiking"], "channels": channels, "dt": dt, "where": where,
            "weight": w, "bias": bias, "recurrent": None, "r": p("r"), "w_in": None, "tau": None, "tau_syn": None}
     if kind not in ("IF", "I") and not np.allclose(p("v_leak"), 0):
         raise EdgesnnError(f"{where}: v_leak must be 0 (the IR's neurons rest at 0)")
@@ -353,6 +353,9 @@ def _model(frame_shape, mapped: list[dict], readout: str, li_scale, x_train):
     layers = []
     features = math.prod(frame_shape)
     for m in mapped:
+        if m["weight"].shape[1] != features:
+            raise EdgesnnError(f"{m['where']}: its synapse's weight {list(m['weight'].shape)} does not take the "
+                               f"{features} values before it")
         lin = QLinear(features, m["channels"])
         with torch.no_grad():
             lin.weight.copy_(torch.as_tensor(m["weight"], dtype=torch.float32))

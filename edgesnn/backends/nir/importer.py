@@ -52,7 +52,9 @@ def import_nir(path: str | Path, out: str | Path, data_spec: str | None = None, 
     path = Path(path)
     graph = read_graph(path)
     program = read_program(graph, path) if use_metadata else None
-    if import_state.is_temporal(graph, program) or (program is None and import_state.has_time_axis(data_spec)):
+    temporal = program is not None and program["ir"].get("sequence") is not None
+    if temporal or (timesteps is None and (import_state.is_temporal(graph, program)
+                                           or (program is None and import_state.has_time_axis(data_spec)))):
         return _import_temporal(path, out, graph, program, data_spec, timesteps, dt, min_agreement)
     if min_agreement is not None:
         raise EdgesnnError("--min-agreement applies to graphs over sequences (LI, CubaLI, I nodes, a recurrent cycle, "
@@ -74,7 +76,11 @@ def _import_temporal(path: Path, out, graph, program, data_spec, timesteps, dt, 
     if program is not None and dt is not None:
         raise EdgesnnError(f"{path}: its edgesnn metadata holds the exact integer program; drop --dt, or import "
                            f"with --float to take it as a float graph")
-    r = import_state.read_temporal(path, graph, program, data_spec, dt, min_agreement, _hints(graph).get("data"))
+    try:
+        r = import_state.read_temporal(path, graph, program, data_spec, dt, min_agreement, _hints(graph).get("data"))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, IndexError, AttributeError, KeyError) as e:
+        # the mapping checks what it reads; a node value it did not foresee is still one line
+        raise EdgesnnError(f"{path}: invalid NIR node values ({type(e).__name__}: {limits._short(e)})") from None
     ir = r.pop("graph")
     report = {"file": str(path.resolve()), "sha256": sha256_file(path), **r}
     with atomic_files(out, ("model.ir", "import.json")) as tmp:
@@ -209,7 +215,10 @@ def node_chain(graph, path: Path) -> list[tuple[str, object]]:
     for name, node in graph.nodes.items():
         kind = type(node).__name__
         if not isinstance(node, (nir.Input, nir.Output)) and kind not in SYNAPSES + NEURONS + ("SumPool2d", "AvgPool2d", "Flatten"):
-            raise EdgesnnError(f"{path}: node '{name}' has type {kind}, which edgesnn cannot import; supported: {SUPPORTED}")
+            hint = (" (with --timesteps; without it, a graph with LI, CubaLI or I nodes is imported over sequences)"
+                    if kind in import_state.TEMPORAL_KINDS else "")
+            raise EdgesnnError(f"{path}: node '{name}' has type {kind}, which edgesnn cannot import; supported: "
+                               f"{SUPPORTED}{hint}")
     inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
     outputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
