@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgesnn import data, pipeline
-from edgesnn.backends.nir import export_nir, import_nir
+from edgesnn.backends.nir import export_nir
 from edgesnn.backends.nir.lower_state import DT
 from edgesnn.backends.nir.simulate_state import simulate_sequence
 from edgesnn.backends.nir.verify import verify_nir
@@ -258,9 +258,6 @@ def test_refusals_are_one_line(exported, tmp_path):
         verify_nir(tmp_path / "model.nir", graph, "digits-events")
     (tmp_path / "model.nir").unlink()
     (tmp_path / "model.ir").unlink()
-    with pytest.raises(EdgesnnError, match=r"a graph over sequences \(neurons with state over time\); edgesnn import "
-                                           r"does not read one yet"):
-        import_nir(path, tmp_path / "ck")
     with pytest.raises(EdgesnnError, match=r"a graph over sequences, but data set 'digits' has static samples "
                                            r"\(1, 8, 8\); use a set with a time axis"):
         pipeline.verify(path, "digits")

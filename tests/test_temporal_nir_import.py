@@ -108,9 +108,11 @@ def test_bad_dt_is_refused_naming_it(trained, tmp_path):
 
 
 def _norse_style(t, path, repaired: bool):
-    """Norse's export of LIFCell -> LICell: CubaLIF and CubaLI with 0-d parameters, the batch dimension kept
-    in the Input (and Flatten's start_dim 1), dt 1e-3, w_in = r = 1 although Norse adds the input to the
-    current unscaled. Repaired as docs/nir.md says: w_in = tau_syn/dt and r = tau_mem/dt."""
+    """A graph in Norse's convention for LIFCell (CubaLIF, w_in = r = 1 although Norse adds the input to the
+    current unscaled, dt 1e-3) with its quirks: 0-d parameters in the file, the batch dimension kept in the
+    Input (and Flatten's start_dim 1); a CubaLI readout where Norse 1.1 writes a None node for LICell, and
+    the taus as time constants (test_norse_export covers Norse's own tau). Repaired as docs/nir.md says:
+    w_in = tau_syn/dt and r = tau_mem/dt."""
     dt, ts, tm = 1e-3, 5e-3, 1e-2
     w_in, r = (ts / dt, tm / dt) if repaired else (1.0, 1.0)
     one = lambda v: f32([v])  # noqa: E731 - nir.write cannot write 0-d arrays; they are made 0-d below
@@ -169,6 +171,16 @@ def test_agreement_below_the_threshold_and_options(trained, tmp_path):
     with pytest.raises(EdgesnnError, match=r"node 'pool' has type SumPool2d, which edgesnn cannot import in a "
                                            r"temporal graph"):
         import_nir(tmp_path / "p.nir", tmp_path / "o2")
+    nodes, edges = _snntorch_style(trained)
+    nodes["fc2"] = nir.Affine(weight=f32(trained["W2"][:4]), bias=f32(trained["b2"][:4]))
+    nodes["li"] = nir.LI(tau=f32([1e-3]), r=f32([10.0]), v_leak=f32([0.0]))
+    nir.write(tmp_path / "c.nir", nir.NIRGraph(nodes, edges, type_check=False))
+    with pytest.raises(EdgesnnError, match=r"the graph reads out 4 values, but digits-events has 20 classes"):
+        import_nir(tmp_path / "c.nir", tmp_path / "o2")
+    nodes["fc2"] = nir.Affine(weight=f32(trained["W2"][:, :50]), bias=f32(trained["b2"]))
+    nir.write(tmp_path / "c.nir", nir.NIRGraph(nodes, edges, type_check=False))
+    with pytest.raises(EdgesnnError, match=r"node 'li' \(LI\): its synapse's weight \[20, 50\] does not take the 64 "):
+        import_nir(tmp_path / "c.nir", tmp_path / "o2")
     assert not (tmp_path / "o2").exists()
 
 

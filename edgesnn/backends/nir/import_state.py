@@ -109,6 +109,15 @@ def read_temporal(path: Path, graph, program: dict | None, data_spec: str | None
     dt = _check_dt(1e-4 if dt is None else dt)
     layers, readout, flat = _parse(graph, path, ds.frame_shape)
     mapped = [_map_neuron(layer, dt, dt_given, path) for layer in layers]
+    features = math.prod(ds.frame_shape)
+    for m in mapped:
+        if m["weight"].shape[1] != features:
+            raise EdgesnnError(f"{m['where']}: its synapse's weight {list(m['weight'].shape)} does not take the "
+                               f"{features} values before it")
+        features = m["channels"]
+    if features != ds.num_classes:
+        raise EdgesnnError(f"{path}: the graph reads out {features} values, but {spec} has {ds.num_classes} classes "
+                           f"(pass the right --data)")
     x_train, x_test, y = ds.x_train.numpy(), ds.x_test.numpy(), ds.y_test.numpy()
     as_input = (lambda a: a.reshape(*a.shape[:2], -1)) if flat else (lambda a: a)  # noqa: E731 - the Input's layout
     with _simulated_dt(graph, mapped):
@@ -353,9 +362,6 @@ def _model(frame_shape, mapped: list[dict], readout: str, li_scale, x_train):
     layers = []
     features = math.prod(frame_shape)
     for m in mapped:
-        if m["weight"].shape[1] != features:
-            raise EdgesnnError(f"{m['where']}: its synapse's weight {list(m['weight'].shape)} does not take the "
-                               f"{features} values before it")
         lin = QLinear(features, m["channels"])
         with torch.no_grad():
             lin.weight.copy_(torch.as_tensor(m["weight"], dtype=torch.float32))
