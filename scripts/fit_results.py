@@ -5,7 +5,8 @@ for the digits CNN on each board against the shipped digits-sfa-cnn recipe's dep
 
     .venv/bin/python scripts/fit_results.py --trials 30 --json fit_results.json
 
-Prints Markdown tables; --json writes every number. The shipped deployment on a board is scored
+Writes the Markdown tables into docs/fit.md (between the fit-results markers; --out another file) and
+prints them; --json writes every number. The shipped deployment on a board is scored
 exactly as a trial is (the same recipe machinery, energy and memory): the recipe's checkpoint
 (trained as the recipe trains it), no compression, the board's first target.
 """
@@ -31,6 +32,7 @@ from edgesnn import boards, checkpoint, pipeline  # noqa: E402
 from edgesnn import recipes as recipe_files  # noqa: E402
 from edgesnn.fit import fit  # noqa: E402
 from edgesnn.fit import front, space, trial  # noqa: E402
+from markdown_section import replace_section  # noqa: E402
 
 BOARDS = ("nucleo-f446re", "nrf52840", "loihi2")
 SHIPPED = "digits-sfa-cnn"
@@ -46,8 +48,9 @@ def train_shipped(work: Path) -> Path:
     return out
 
 
-def shipped_point(ckpt: Path, board_name: str, work: Path) -> dict:
-    """The shipped recipe's deployment on the board, scored as a fit trial is."""
+def shipped_point(ckpt: Path, board_name: str, work: Path, source: str) -> dict:
+    """The shipped recipe's deployment on the board, scored as a fit trial is, in the fit's energy
+    (``source``: the board's model or the 45 nm convention, whichever the fit compared)."""
     board = boards.load(board_name)
     config = checkpoint.read_config(ckpt)
     target = next(t for t in board.targets if t in space.FIT_TARGETS)
@@ -58,7 +61,6 @@ def shipped_point(ckpt: Path, board_name: str, work: Path) -> dict:
     m = trial.run_child(recipe, work / f"shipped-{board_name}", board_name)
     if "error" in m:
         raise SystemExit(f"shipped deployment on {board_name}: {m['error']}")
-    source = front.energy_source(board, [target])
     acc, energy, memory = front.objectives(m, source)
     return {"point": point, "accuracy": acc, "energy_uj": energy, "memory_bytes": int(memory), "energy": source}
 
@@ -124,6 +126,7 @@ def main() -> None:
     ap.add_argument("--speedup-trials", type=int, default=6, help="trials of each Ray speed-up fit (0: skip)")
     ap.add_argument("--ddp-epochs", type=int, default=5, help="epochs of the DDP timing (0: skip)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "fit.md", help="Markdown file to write the section into")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="fit-results-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -132,7 +135,7 @@ def main() -> None:
     for b in args.boards:
         r, seconds = timed_fit(ckpt, b, work / f"fit-{b}", args.trials, epochs=args.epochs)
         ran = r["completed"] + r["failed"]
-        shipped = shipped_point(ckpt, b, work)
+        shipped = shipped_point(ckpt, b, work, r["energy"])
         chosen = r["chosen"]
         results["boards"][b] = {
             "trials": ran, "completed": r["completed"], "failed": r["failed"], "seconds": seconds,
@@ -158,7 +161,9 @@ def main() -> None:
         one, two = ddp_seconds(ckpt, work, 1, args.ddp_epochs), ddp_seconds(ckpt, work, 2, args.ddp_epochs)
         results["ddp"] = {"epochs": args.ddp_epochs, "seconds_1_process": one, "seconds_2_processes": two,
                           "speedup": one / two}
-    print(markdown(results))
+    text = markdown(results)
+    print(text)
+    replace_section(args.out, "fit-results", text.strip())
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
