@@ -58,6 +58,25 @@ def load(artifact: Path, data_spec: str | None = None, arrays: bool = False, **k
         raise EdgesnnError(f"{artifact}: the data set it records cannot be read ({e}); pass --data") from None
 
 
+def test_sequences(artifact: Path, data_spec: str | None, graph, samples: int | None = None):
+    """A temporal graph's first ``samples`` test sequences as input integers: (spec, xq, y). The data set is
+    ``data_spec`` or the one the artifact records; static samples, another T or frame, or an empty split is
+    one error line."""
+    import numpy as np
+
+    from edgesnn.ir import state
+
+    spec = resolve(artifact, data_spec, graph=graph)
+    ds = datasets.load(spec, temporal=True)
+    if ds.steps is None:
+        raise EdgesnnError(f"{artifact}: a model over sequences, but data set {spec!r} has static samples "
+                           f"{tuple(ds.in_shape)}")
+    x, y = ds.x_test[:samples], np.asarray(ds.y_test)[:samples]
+    if not len(x):
+        raise EdgesnnError(f"{spec}: the test split is empty")
+    return spec, state.quantize_sequence(graph, datasets.to_nhwc(np.asarray(x, np.float32))), y
+
+
 def _recorded(artifact: Path, graph, ir: Path | None) -> str | None:
     if graph is not None:  # the artifact's IR, read by the caller
         return _from_ir(Path(getattr(graph, "path", None) or artifact), graph)

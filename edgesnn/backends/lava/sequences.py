@@ -240,20 +240,11 @@ def verify(folder: Path, data_spec: str | None, samples: int | None, timeout: fl
     """``edgesnn verify`` of a Lava folder of a temporal graph: the first ``samples`` test sequences of
     ``data_spec`` (None: the set its model.ir records) in Lava's simulation, vs the IR."""
     from edgesnn import artifact_data
-    from edgesnn import data as datasets
     from edgesnn.backends.lava.network import run_in_subprocess
 
     folder = Path(folder)
     graph = load_ir(folder / "model.ir")
-    spec = artifact_data.resolve(folder, data_spec, graph=graph)
-    ds = datasets.load(spec, temporal=True)
-    if ds.steps is None:
-        raise EdgesnnError(f"{folder}: a model over sequences (N, T, ...), but data set {spec!r} has static samples "
-                           f"{tuple(ds.in_shape)}")
-    x, y = ds.x_test[:samples], np.asarray(ds.y_test)[:samples]
-    if not len(x):
-        raise EdgesnnError(f"{spec}: the test split is empty")
-    xq = st.quantize_sequence(graph, datasets.to_nhwc(np.asarray(x, np.float32)))  # another T or frame: one line
+    spec, xq, y = artifact_data.test_sequences(folder, data_spec, graph, samples)
     net = describe(graph, "graded")
     t0 = time.perf_counter()
     with step(f"lava: {len(xq)} sequences of {graph.sequence.steps} steps in Lava's Loihi 2 simulation"):

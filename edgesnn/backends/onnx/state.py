@@ -229,17 +229,8 @@ def compare_sequences(path, graph: g.Graph, xq: np.ndarray, golden: dict | None 
 def verify(artifact, graph: g.Graph, ir, data_spec: str | None, samples: int | None) -> dict:
     """verify of a temporal ONNX file: the test sequences of the data set the IR records (or ``data_spec``)."""
     from edgesnn import artifact_data
-    from edgesnn import data as datasets
 
-    spec = artifact_data.resolve(artifact, data_spec, graph=graph)
-    ds = datasets.load(spec, temporal=True)
-    if ds.steps is None:
-        raise EdgesnnError(f"{artifact}: a model over sequences, but data set {spec!r} has static samples "
-                           f"{tuple(ds.in_shape)}")
-    x, y = ds.x_test[:samples], np.asarray(ds.y_test)[:samples]
-    if not len(x):
-        raise EdgesnnError(f"{spec}: the test split is empty")
-    xq = st.quantize_sequence(graph, datasets.to_nhwc(np.asarray(x)))
+    spec, xq, y = artifact_data.test_sequences(artifact, data_spec, graph, samples)
     golden = st.run_sequence(graph, xq, keep_steps=True)
     r = compare_sequences(artifact, graph, xq, golden)
     result = {"artifact": str(artifact), "ir": str(ir), "data": spec, **r}

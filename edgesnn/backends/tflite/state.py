@@ -293,7 +293,6 @@ def verify(artifact, data_spec: str | None, ir, samples: int | None) -> dict:
     from pathlib import Path
 
     from edgesnn import artifact_data
-    from edgesnn import data as datasets
     from edgesnn.backends.tflite.runtime import LITERT_DEFAULT, LITERT_REFERENCE, MICRO, micro_available
     from edgesnn.device import beside_ir, not_run_here
 
@@ -301,15 +300,7 @@ def verify(artifact, data_spec: str | None, ir, samples: int | None) -> dict:
     graph, ir = beside_ir(artifact, ir)
     if not graph.stateful:
         raise EdgesnnError(f"{artifact}: its IR {ir} has no state over time")
-    spec = artifact_data.resolve(artifact, data_spec, graph=graph)
-    ds = datasets.load(spec, temporal=True)
-    if ds.steps is None:
-        raise EdgesnnError(f"{artifact}: a model over sequences, but data set {spec!r} has static samples "
-                           f"{tuple(ds.in_shape)}")
-    x, y = ds.x_test[:samples], np.asarray(ds.y_test)[:samples]
-    if not len(x):
-        raise EdgesnnError(f"{spec}: the test split is empty")
-    xq = st.quantize_sequence(graph, datasets.to_nhwc(np.asarray(x)))
+    spec, xq, y = artifact_data.test_sequences(artifact, data_spec, graph, samples)
     skipped = not_run_here()
     runtimes = [r for r in (LITERT_REFERENCE, LITERT_DEFAULT) + (MICRO,) * micro_available() if r not in skipped]
     r = compare_sequences(artifact, graph, xq, runtimes)
