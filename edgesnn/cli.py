@@ -385,7 +385,9 @@ def export(
                                                                           for t in targets.all_targets()),
                                **_choices(TARGETS)),
     out: Path = typer.Option(..., help="output folder"),
-    weight_bits: int = typer.Option(8, help="weight bits per channel (1..8) of float layers; layers trained by "
+    weight_bits: int = typer.Option(8, help="weight bits per channel of float layers: 1..8, or 16 (up to 16 bits "
+                                            "as two int8 planes, for trained float weights brought in without "
+                                            "retraining: docs/bring-your-model.md); layers trained by "
                                             "`edgesnn quantize` keep their own"),
     stream_dtype: str = typer.Option(None, help="dtype of membrane/residual streams and outputs: int8 or int16 "
                                                 "(default: int8, or what the checkpoint's compression asks for)",
@@ -772,6 +774,8 @@ def profile(
             _say(line)
         need, have = r["needed_bytes"], r["available_bytes"]
         room = ", ".join(f"{k} {need[k]} of {have[k] if have[k] is not None else 'unlimited'} bytes" for k in need)
+        if "needed_cores" in r:
+            room = f"{r['needed_cores']} of {r['available_cores']} neuro cores"
         _result(f"{r['board']}: {'fits' if r['fits'] else 'does not fit'} ({room})")
         return
     table = Table(title=f"{r['artifact']} ({r['target']}) per layer, {r['samples']} samples")

@@ -24,7 +24,7 @@ import torch
 from torch import fx, nn
 from torch.fx.experimental import meta_tracer
 
-from edgesnn import __version__, export_tensors, source_lines
+from edgesnn import __version__, export_planes, export_tensors, source_lines
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import (ADD_LEFT_SHIFT, add_multipliers, effective_multiplier, linear_requantizer,
@@ -118,6 +118,7 @@ class _Linear:
     scale: float = 1.0  # reduce_sum: the multiplier its sum carries
     attrs: dict = field(default_factory=dict)
     qweight: _QuantWeight | None = None  # set for layers trained with a weight quantizer
+    planes: tuple | None = None  # (int8 weights over the doubled input, scale): export_planes
 
 
 def _is_leaf(m: nn.Module) -> bool:
@@ -831,6 +832,9 @@ class _Exporter:
         """``levels``: the output integers whose thresholds must be torch's (a Q-SNN membrane's, a
         trained stream's; a neuron's 1..D are implied by its clamp). ``ratio16``: torch's stream
         quantizer scales by the 16x8 kernel's M16 / M (StreamQuant.writer_ratio), so thresholds do."""
+        if (v.kind in ("conv2d", "dense") and v.qweight is None and v.planes is None
+                and self.bits_for(v.attrs.get("layer")) == export_planes.PLANES_BITS):
+            v = export_planes.two_planes(self, v, _post_training_grid) or v
         if dtype == "int16" and v.kind in ("conv2d", "dense"):
             v.src = self.int16_input(v.src)
         elif v.kind in ("conv2d", "dense") and self.tensors[v.src.name].dtype == "int16":
@@ -853,11 +857,14 @@ class _Exporter:
             self.ops.append(g.ReduceSum(name, [v.src.name], out, multiplier=mult, shift=shift, clamp=clamp,
                                         scale=float(sum_scale)))
             return _Int(out, index=v.attrs.get("index"))
-        if v.qweight is not None:
+        if v.planes is not None:
+            wq, w_scale = v.planes
+            bits, code, w = 8, "signed", wq
+        elif v.qweight is not None:
             wq, w_scale, bits, code = _trained_grid(v.qweight, v.src.factor)
             w = wq
         else:
-            bits = self.bits_for(v.attrs["layer"])
+            bits = min(self.bits_for(v.attrs["layer"]), 8)  # 16: a layer two planes cannot take keeps 8
             code = "odd" if bits == 1 else "signed"
             w = v.weight * v.src.factor
             wq, w_scale = _post_training_grid(w, bits, code)
@@ -1019,8 +1026,9 @@ class _Exporter:
 
     def bits_for(self, layer: str) -> int:
         bits = self.weight_bits.get(layer, 8) if isinstance(self.weight_bits, dict) else self.weight_bits
-        if not 1 <= int(bits) <= 8:
-            raise EdgesnnError(f"weight bits must be between 1 and 8, got {bits}")
+        if not (1 <= int(bits) <= 8 or int(bits) == export_planes.PLANES_BITS):
+            raise EdgesnnError(f"weight bits must be between 1 and 8, or {export_planes.PLANES_BITS} "
+                               f"(two int8 planes), got {bits}")
         return int(bits)
 
 

@@ -143,14 +143,13 @@ def test_inspect_shows_each_mapped_layer(brought):
 
 
 def test_the_ir_agrees_with_torch(brought):
-    """At the default int8 streams. The issue asks >= 0.995; measured for these models (3 seeds each,
-    docs/bring-your-model.md) 0.971-1.000: every IR-vs-torch difference is the rounding of the float
-    weights to 8 bits (next test), not the pool order or the exporter. 0.98 guards against the
-    int8 membrane before the neuron that the pool-before-neuron order cost before (0.916-0.958)."""
+    """The issue's >= 0.995 with no training: the guide exports with --weight-bits 16 (the float
+    weights as two int8 planes) and int16 streams. With 8-bit weights these models measure
+    0.971-1.000 (docs/bring-your-model.md): the rounding of the float weights (next test)."""
     r = _result(brought, "ir")
     metrics = json.loads((brought["ck"] / checkpoint.METRICS).read_text())
     assert r["samples"] == 450 and r["torch_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
-    assert r["agreement"] >= 0.98, r
+    assert r["agreement"] >= 0.995, r
 
 
 def test_the_ir_computes_the_model_with_the_exporters_8_bit_weights(brought, eight_bit_weights):

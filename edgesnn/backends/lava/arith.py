@@ -24,7 +24,7 @@ import numpy as np
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import linear_requantizer, multiply_by_quantized_multiplier
-from edgesnn.ir.packing import widening_shift
+from edgesnn.ir.packing import widen, widening_shift
 
 STATE_BITS = 24
 STATE_MAX = 2 ** (STATE_BITS - 1) - 1
@@ -197,6 +197,22 @@ def check_state(graph: g.Graph) -> None:
                                f"{STATE_BITS}-bit neuron state (|state| <= {STATE_MAX})")
 
 
+def _linear_bounds(graph: g.Graph, op: g.Op, bounds: tuple[int, int]) -> tuple[int, int]:
+    """A conv's or dense's output range from its input's: per channel the extreme accumulators (a padded
+    tap reads a real zero), requantized (monotone) and clamped. Tighter than the clamp where an op
+    rescales a small range, such as the doubling of export --weight-bits 16 (export_planes.py)."""
+    zp = graph.tensors[op.inputs[0]].zero_point
+    lo, hi = min(bounds[0] - zp, 0), max(bounds[1] - zp, 0)
+    w = widen(op.weight, op.weight_bits, op.weight_code).astype(np.int64).reshape(len(op.weight), -1)
+    bias = op.bias.astype(np.int64)
+    acc = np.stack([np.minimum(w * lo, w * hi).sum(1) + bias, np.maximum(w * lo, w * hi).sum(1) + bias])
+    try:
+        ends = requantizer(op, graph)(acc, op.multiplier, op.shift) + graph.tensors[op.output].zero_point
+    except OverflowError:
+        return tuple(op.clamp)
+    return max(op.clamp[0], int(ends.min())), min(op.clamp[1], int(ends.max()))
+
+
 def product_bounds(graph: g.Graph, op: g.BatchMatMul, bounds: dict | None = None) -> tuple[int, int]:
     """(largest |a * b| of one product compartment, largest |sum of K products| of a sum neuron)."""
     (a_lo, a_hi), (b_lo, b_hi) = _operand_ranges(graph, op, tensor_bounds(graph) if bounds is None else bounds)
@@ -234,6 +250,8 @@ def tensor_bounds(graph: g.Graph) -> dict[str, tuple[int, int]]:
             except OverflowError:  # beyond the requantizer's accumulator: only the clamp bounds it
                 ends = np.array(op.clamp)
             out[op.output] = (max(op.clamp[0], int(ends.min())), min(op.clamp[1], int(ends.max())))
+        elif op.kind in ("conv2d", "dense") and graph.tensors[op.inputs[0]].dtype != "int32":
+            out[op.output] = _linear_bounds(graph, op, out[op.inputs[0]])
         elif hasattr(op, "clamp") and op.kind != "add":
             out[op.output] = tuple(op.clamp)
         elif op.kind == "sum_pool2d":  # the window's count times its input's range, not the (int32) dtype's
