@@ -53,8 +53,8 @@ class Settings:
     quantize_epochs: int | None  # None: each recipe's own training and fine-tuning epochs
 
 
-QUICK = Settings("quick", epochs=3, repeats=3, time_samples=100, qemu_samples=20, lava_samples=(10, 100),
-                 lava_repeats=2, export_widths=(32, 64, 128), export_depths=(1, 1), export_repeats=1,
+QUICK = Settings("quick", epochs=3, repeats=2, time_samples=50, qemu_samples=20, lava_samples=(5, 40),
+                 lava_repeats=1, export_widths=(32, 64, 128), export_depths=(1, 1), export_repeats=1,
                  models=("cnn",), quantize_epochs=1)
 FULL = Settings("full", epochs=30, repeats=7, time_samples=450, qemu_samples=100, lava_samples=(20, 450),
                 lava_repeats=3, export_widths=(64, 144, 208), export_depths=(2, 4), export_repeats=3,
