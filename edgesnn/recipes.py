@@ -120,6 +120,7 @@ class Export(_Strict):
     compression's, else int8)."""
 
     stream_dtype: Literal["int8", "int16"] | None = None
+    weight_bits: Literal[1, 2, 3, 4, 5, 6, 7, 8, 16] | None = None  # export --weight-bits (float layers; unset: 8)
 
     def _options(self) -> dict:
         """Each recipe option's value as the user gave it (the command line's default where not given)."""
@@ -144,12 +145,13 @@ class Export(_Strict):
     def target_options(self) -> dict:
         """What ``export_model`` takes for this entry: the board and the target's recipe options."""
         own = {o.name for o in targets.get(self.target).export_options if o.recipe}
-        return {"board": self.board, "stream_dtype": self.stream_dtype, **{name: getattr(self, name) for name in own}}
+        bits = {} if self.weight_bits is None else {"weight_bits": self.weight_bits}
+        return {"board": self.board, "stream_dtype": self.stream_dtype, **bits, **{name: getattr(self, name) for name in own}}
 
     def key(self) -> dict:
         """The settings in the stage's key: an option set "when-set" (and the stream dtype) only when it has a value."""
         unset = {o.name for o in _recipe_options() if o.recipe == "when-set" and getattr(self, o.name) == _field(o)[1]}
-        return self.model_dump(exclude=unset | ({"stream_dtype"} if self.stream_dtype is None else set()))
+        return self.model_dump(exclude=unset | {name for name in ("stream_dtype", "weight_bits") if getattr(self, name) is None})
 
     def folder(self) -> str:
         """Its folder in the run's output: the target, and for a board's build the board's name (a file's stem)."""

@@ -46,6 +46,7 @@ def test_shipped_recipes_are_valid_and_cover_every_target_and_three_boards(name)
     (TINY.replace("{epochs: 2}", "{epochs: two}"), "train.epochs: input should be a valid integer"),
     (TINY.replace("model: {name: mlp, D: 4}\n", ""), "model: field required"),
     (TINY.replace("{target: ir}", "{target: gpu}"), "export.0.target: input should be"),
+    (TINY.replace("{target: ir}", "{target: ir, weight_bits: 12}"), "export.0.weight_bits: input should be 1, 2,"),
     (TINY.replace("{export: tflite,", "{export: nope,"), "profile.export: 'nope' is not one of this recipe's exports"),
     (TINY.replace("{export: tflite,", "{export: nir,"), "profile.export: a NIR file runs on no board of its own"),
     ("name: [unclosed", "not valid YAML"),
