@@ -359,11 +359,14 @@ def quantize(
                                                   "(DistributedDataParallel; gloo on CPU, nccl on GPUs)"),
 ):
     """Compress a checkpoint with quantization-aware fine-tuning (Q-SNN, QP-SNN, BESTformer, ternary spikes,
-    IBRA-LIF, MPBN)."""
+    IBRA-LIF, MPBN). A temporal checkpoint takes qsnn: low-bit weights and membrane (docs/temporal.md)."""
     from edgesnn import distributed
     from edgesnn.quantize import Options, check_options, quantize_checkpoint
 
     if nproc_per_node is not None:  # the same command in N ranks, without this option
+        from edgesnn.quantize import check_processes
+
+        check_processes(checkpoint)
         raise typer.Exit(distributed.relaunch(nproc_per_node, sys.argv[1:], "--nproc-per-node"))
     opts = Options(weight_bits=weight_bits, membrane_bits=membrane_bits, spike_bits=spike_bits, prune=prune,
                    prune_criterion=prune_criterion, stream_dtype=stream_dtype, epochs=epochs, first_last_bits=first_last_bits, lr=lr, seed=seed)

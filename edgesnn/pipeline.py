@@ -274,7 +274,9 @@ def _weight_layers(model: torch.nn.Module) -> list[dict]:
         rows.append({"layer": name, "type": "conv2d" if conv else "dense",
                      "in": m.in_channels if conv else m.in_features, "out": m.out_channels if conv else m.out_features,
                      "weights": m.weight.numel(),
-                     "format": f"{tq.name} {tq.bits}-bit" if hasattr(tq, "bits") else "float32"})
+                     "format": f"{tq.name} {tq.bits}-bit" if hasattr(tq, "bits") else
+                     f"{m.weight_quantizer} {m.weight_bits}-bit" if hasattr(m, "weight_bits") else "float32"})
+                     # a temporal layer's grid (edgesnn/temporal/neurons.py QLinear: uniform 8-bit unless quantized)
     return rows
 
 

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -26,3 +28,21 @@ def trained(tmp_path_factory):
     for name in ("mlp", "cnn", "resnet", "spikeformer"):
         pipeline.train_model(name, "digits", 3, root / name)
     return {name: root / name for name in ("mlp", "cnn", "resnet", "spikeformer")}
+
+
+@pytest.fixture(scope="session")
+def temporal_dense(tmp_path_factory):
+    """temporal-dense trained 1 epoch on digits-events from the command line, as a user runs it. The
+    temporal backend tests each copy it (:func:`temporal_dense_copy`) and export their own target."""
+    from test_cli import edgesnn
+
+    ck = tmp_path_factory.mktemp("temporal_dense") / "ck"
+    r = edgesnn("train", "--model", "temporal-dense", "--data", "digits-events", "--epochs", 1, "--out", ck)
+    assert r.returncode == 0, r.stderr
+    return ck
+
+
+def temporal_dense_copy(trained: "Path", folder: "Path") -> "Path":
+    """A copy of the shared checkpoint in ``folder`` (so no test can change another's)."""
+    shutil.copytree(trained, folder / "ck")
+    return folder / "ck"

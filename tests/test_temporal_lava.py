@@ -15,6 +15,7 @@ from edgesnn.backends.lava import sequences as seq
 from edgesnn.backends.lava.network import run_in_subprocess
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import state as st
+from conftest import temporal_dense_copy
 from test_cli import assert_user_error, edgesnn
 from test_ir_state import currents, full_graph, neuron_graph
 
@@ -22,11 +23,10 @@ SAMPLES = 12
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, temporal_dense):
     """train, export --target lava and verify from the command line, as a user runs them."""
     d = tmp_path_factory.mktemp("temporal_lava")
-    r = edgesnn("train", "--model", "temporal-dense", "--data", "digits-events", "--epochs", 1, "--out", d / "ck")
-    assert r.returncode == 0, r.stderr
+    temporal_dense_copy(temporal_dense, d)
     r = edgesnn("export", d / "ck", "--target", "lava", "--out", d / "lava")
     assert r.returncode == 0, r.stderr
     assert "lava: l0 (lif): edgesnn Neuron: reset by subtraction (Lava's LIF resets to zero)" in r.stdout
@@ -44,7 +44,7 @@ def test_cli_export_and_verify_are_bit_exact_over_sequences(trained):
     net = json.loads((d / "lava" / "lava.json").read_text())
     assert net["steps"] == 10 and net["netx"] is None and "netx" in net["netx_note"]
     assert [p["kind"] for p in net["processes"]] == ["dense", "lif", "dense", "li"]
-    assert sorted(p.name for p in (d / "lava").iterdir()) == ["lava.json", "model.ir"]
+    assert sorted(p.name for p in (d / "lava").iterdir()) == ["lava.json", "loihi2.json", "model.ir"]
     from edgesnn import data
     from edgesnn.ir import load
 
@@ -54,7 +54,7 @@ def test_cli_export_and_verify_are_bit_exact_over_sequences(trained):
     assert v["accuracy"] == float((want.argmax(1) == np.asarray(ds.y_test)[:SAMPLES]).mean())
 
 
-def test_cli_refuses_spike_trains_and_a_missing_report(trained, tmp_path):
+def test_cli_refuses_spike_trains(trained, tmp_path):
     d = trained
     assert_user_error(edgesnn("export", d / "ck", "--target", "lava", "--lava-mode", "rate-burst", "--out", tmp_path / "x"),
                       "lava: a model over sequences runs graded spikes only (one IR step per Lava step, its spikes 0/1), "

@@ -18,6 +18,7 @@ from edgesnn.backends.mcu.sequences import verify_sequences
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir import state as st
+from conftest import temporal_dense_copy
 from test_cli import edgesnn
 from test_ir_state import currents, full_graph, neuron_graph
 
@@ -28,11 +29,10 @@ BOARD = "nucleo-f446re"  # Cortex-M4: QEMU's mps2-an386
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, temporal_dense):
     """train, export --target mcu and verify from the command line, as a user runs them."""
     d = tmp_path_factory.mktemp("temporal_mcu")
-    r = edgesnn("train", "--model", "temporal-dense", "--data", "digits-events", "--epochs", 1, "--out", d / "ck")
-    assert r.returncode == 0, r.stderr
+    temporal_dense_copy(temporal_dense, d)
     r = edgesnn("export", d / "ck", "--target", "mcu", "--board", BOARD, "--out", d / "mcu")
     assert r.returncode == 0, r.stderr
     return d

@@ -125,13 +125,13 @@ def test_wrong_sequences_and_other_files_are_one_line(tmp_path):
         run(path, graph, np.zeros((2, 5), np.int16))
 
 
-def test_train_export_verify_from_the_command_line(tmp_path):
+def test_train_export_verify_from_the_command_line(tmp_path, temporal_dense):
     """edgesnn train (temporal-dense, digits-events) -> export --target onnx -> verify: every readout integer and
     every step's output of the 450 test sequences equal to the IR's in onnxruntime; onnx-qcdq refuses the model."""
+    from conftest import temporal_dense_copy
     from test_cli import assert_user_error, edgesnn
 
-    r = edgesnn("train", "--model", "temporal-dense", "--data", "digits-events", "--epochs", 1, "--out", tmp_path / "ck")
-    assert r.returncode == 0, r.stderr
+    temporal_dense_copy(temporal_dense, tmp_path)
     r = edgesnn("export", tmp_path / "ck", "--target", "onnx", "--out", tmp_path / "d")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["model.ir", "model.onnx"]

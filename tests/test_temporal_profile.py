@@ -16,6 +16,7 @@ from edgesnn.cli import app
 from edgesnn.ir import load
 from edgesnn.ir import state as st
 from edgesnn.profile import profile
+from conftest import temporal_dense_copy
 
 runner = CliRunner()
 
@@ -27,9 +28,9 @@ def _cli(*args):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, temporal_dense):
     tmp = tmp_path_factory.mktemp("tprof")
-    _cli("train", "--model", "temporal-dense", "--data", "digits-events", "--epochs", 1, "--out", tmp / "ck")
+    temporal_dense_copy(temporal_dense, tmp)
     _cli("export", tmp / "ck", "--target", "ir", "--out", tmp / "ir")
     _cli("export", tmp / "ck", "--target", "tflite", "--out", tmp / "tfl")
     return tmp

@@ -163,15 +163,15 @@ def test_the_int32_operators_have_op_version_cc_versions(tmp_path):
     assert set(INT32_RULES) == {"SUB", "DIV", "GREATER", "CAST"}
 
 
-def test_train_export_verify_from_the_command_line(tmp_path):
+def test_train_export_verify_from_the_command_line(tmp_path, temporal_dense):
     """edgesnn train (temporal-dense, digits-events) -> export --target tflite -> verify: every readout integer
     of the 450 test sequences equal to the IR's in LiteRT's reference kernels and TFLite Micro."""
     import json
 
+    from conftest import temporal_dense_copy
     from test_cli import edgesnn
 
-    r = edgesnn("train", "--model", "temporal-dense", "--data", "digits-events", "--epochs", 1, "--out", tmp_path / "ck")
-    assert r.returncode == 0, r.stderr
+    temporal_dense_copy(temporal_dense, tmp_path)
     r = edgesnn("export", tmp_path / "ck", "--target", "tflite", "--out", tmp_path / "d")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["model.ir", "model.tflite"]

@@ -208,3 +208,23 @@ def test_the_state_dict_rebuilds_the_same_integers(events, tmp_path):
     assert not torch.equal(back.layers[0].weight, model.layers[0].weight)
     back.load_state_dict(load_file(tmp_path / "model.safetensors"))
     np.testing.assert_array_equal(back.integers(events.x_test)["readout"], model.integers(events.x_test)["readout"])
+
+
+def test_a_learned_readout_beta_is_the_decay_that_deploys(events):
+    """learn_readout_beta (temporal-dense's and temporal-conv's kwarg): BPTT moves the LI's beta, the exported
+    li decay is round(4096 (1 - beta)) of the trained value, and the IR equals torch's integers at every step."""
+    from edgesnn import models
+
+    model = models.build("temporal-dense", {"frame_shape": list(events.frame_shape), "classes": events.num_classes,
+                                            "hidden": 16, "readout_beta": 0.8, "learn_readout_beta": True})
+    li = model.layers[-1]
+    assert li.learn_beta and not model.layers[1].learn_beta
+    train(model, events.x_train[:256], events.y_train[:256], epochs=1)
+    beta = float(li.beta.detach())
+    graph = export(model, events.steps)
+    d = int(graph.ops[-1].decay_v[0])
+    assert abs(beta - 0.8) > 1e-3 and d == round(4096 * (1 - beta)) and d != 819
+    assert int(graph.ops[2].decay_v[0]) == 410  # the hidden LIF's beta 0.9 stays
+    _assert_bit_exact(model, graph, events.x_test[:96])
+    with pytest.raises(EdgesnnError, match="LI: learn_beta must be true or false, got 'yes'"):
+        dense_model(events.frame_shape, events.num_classes, learn_readout_beta="yes")

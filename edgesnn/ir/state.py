@@ -10,6 +10,8 @@ the state's own units, a state held to a symmetric width (Loihi's 24 bits: +-(2*
 ``v > threshold``, then a reset by subtraction or to zero.
 
 - ``lif``: IF (decay 0) and LIF. ``cuba_lif``: a synaptic current with its own decay feeds the membrane.
+  Either emits 0/1 spikes, or with ``max_spike`` D > 1 an integer count in 0..D per step (SFA's
+  MultiSpike, Q-SNN's integer spikes): the thresholds its membrane passes.
 - ``li``: a leaky integrator with no spike (the usual readout layer); its output is the membrane.
 - ``recurrent``: adds a learned weight times the previous step's value of a tensor (a layer's own spikes).
 
@@ -36,6 +38,7 @@ DECAY_SHIFT = 12
 DECAY_UNITY = 1 << DECAY_SHIFT  # decay 4096: nothing is kept from one step to the next
 MAX_INPUT_SHIFT = 24
 MAX_STEPS = 1_000_000
+MAX_SPIKE = 127  # the largest spike count per step: the spike tensor is int8
 OVERFLOW = ("saturate", "error")
 RESETS = ("subtract", "zero")
 READOUTS = ("count", "last", "mean")
@@ -71,14 +74,26 @@ class Sequence:
 class LIF(g.Op):
     """IF (``decay_v`` 0) or LIF: ``v = decay(v, decay_v) + (x << input_shift)``, held to its width;
     spike ``s = v > threshold`` (int8 0/1); reset ``v -= threshold * s`` (subtract) or ``v = 0`` where
-    s (zero). ``decay_v`` and ``threshold``: int32, one entry or one per channel (last axis)."""
+    s (zero). ``decay_v`` and ``threshold``: int32, one entry or one per channel (last axis).
+
+    ``max_spike`` D > 1 (SFA's MultiSpike per step): s is the number of thresholds k * threshold,
+    k = 1..D, that v exceeds, ``s = clip(floor((v - 1) / threshold), 0, D)`` (threshold >= 1), which for
+    D = 1 is ``v > threshold``; the same resets, ``v -= threshold * s`` or ``v = 0`` where s > 0. The
+    output is int8 with spike_D D. D = 1 is not written to the file (files from before it load as D 1)."""
 
     v_state: str = ""
     decay_v: np.ndarray = None
     threshold: np.ndarray = None
     reset: str = "subtract"
     input_shift: int = 0
+    max_spike: int = 1
     kind = "lif"
+
+    def attrs(self) -> dict:
+        a = super().attrs()
+        if a.get("max_spike") == 1:
+            del a["max_spike"]
+        return a
 
 
 @dataclass
@@ -166,14 +181,22 @@ def _integrate(op, x, states, specs, step, first) -> np.ndarray:
     return _hold(v, specs[op.v_state], op.v_state, op, step, first)
 
 
+def spike_count(v: np.ndarray, theta: np.ndarray, max_spike: int) -> np.ndarray:
+    """The spikes of membrane v (int64): ``v > theta`` (D 1), else how many of theta, 2 theta, ..., D theta
+    v exceeds, ``clip(floor((v - 1) / theta), 0, D)`` (theta >= 1)."""
+    if max_spike == 1:
+        return (v > theta).astype(np.int64)
+    return np.clip(np.floor_divide(v - 1, theta), 0, max_spike)
+
+
 def lif_step(op: LIF, x: np.ndarray, states: dict, specs: dict, step: int, first: int) -> np.ndarray:
     v = _integrate(op, x, states, specs, step, first)
     theta = _channels(op.threshold)
-    spike = v > theta
+    spike = spike_count(v, theta, op.max_spike)
     if op.reset == "subtract":
-        v = v - np.where(spike, theta, 0)
+        v = v - spike * theta
     else:
-        v = np.where(spike, 0, v)
+        v = np.where(spike > 0, 0, v)
     states[op.v_state] = v
     return spike.astype(np.int8)
 
@@ -437,8 +460,13 @@ def check_op(graph: g.Graph, op: g.Op, ins: list[list[int]], out: list[int]) -> 
         theta = _int_array(op, "threshold", channels)
         _require(theta.min() >= 0 and theta.max() <= hi, f"op {op.name}: threshold must be in 0..{hi} (the membrane's width)")
         _require(op.reset in RESETS, f"op {op.name}: reset must be one of {', '.join(RESETS)}")
-        _require(o.dtype == "int8" and o.zero_point == 0 and o.spike_D == 1,
-                 f"op {op.name}: its output is spikes: int8, zero point 0, spike_D 1")
+        top = op.max_spike
+        _require(_is_int(top) and 1 <= top <= MAX_SPIKE, f"op {op.name}: max_spike (the most spikes per step) must be "
+                                                         f"an integer in 1..{MAX_SPIKE}, got {top!r}")
+        _require(top == 1 or theta.min() >= 1, f"op {op.name}: max_spike {top} counts multiples of the threshold, "
+                                               f"which must then be at least 1")
+        _require(o.dtype == "int8" and o.zero_point == 0 and o.spike_D == top,
+                 f"op {op.name}: its output is spikes: int8, zero point 0, spike_D {top}")
     return ins[0]
 
 

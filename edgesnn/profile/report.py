@@ -559,9 +559,14 @@ _TARGET = {  # target_memory key -> (label, formatter, source)
     "neurons": ("Neurons (compartments)", lambda v: _count(v, "neurons"), "loihi2.json of the Lava folder (export)"),
     "synaptic_memory_bits": ("Synaptic memory", _bits,
                              "loihi2.json: weights at their bit width + bias + multiplier per channel"),
+    "state_slots": ("Loihi 2 24-bit state slots", lambda v: _count(v, "slots"),
+                    "loihi2.json: one per neuron, plus a current's and a recurrent source's elements"),
+    "ir_state_slots": ("Loihi 2 state slots holding the IR's states", lambda v: _count(v, "slots"),
+                       "loihi2.json: one per state element, whatever its width up to 24 bits"),
     "sizes_note": ("Section sizes", str, "profile"),
 }
-_TARGET_ELSEWHERE = {"energy_uj_per_inference"}  # shown in the board energy section, beside profile's own
+_TARGET_ELSEWHERE = {"energy_uj_per_inference", "energy_uj_per_step",  # shown in the board energy section,
+                     "energy_uj_per_sequence"}  # beside profile's own
 
 
 def _target_rows(r: dict) -> list[Row]:
@@ -598,6 +603,29 @@ def _energy_45nm_rows(r: dict) -> list[Row]:
     return rows
 
 
+def _loihi_sequence_rows(r: dict, note: str | None) -> list[Row]:
+    """Loihi 2's energy of a model over sequences per timestep and per sequence, and which layers are estimates."""
+    rows: list[Row] = []
+    t, memory = r.get("steps"), r.get("target_memory") or {}
+    for per, suffix in (("per timestep", "_per_step"), (f"per sequence (T = {t})", "_per_sequence")):
+        pj = r.get("energy_board_pj" + suffix)
+        rows.append((f"Loihi 2 energy {per}, per-op model on the profiled sequences",
+                     "not available" if pj is None else _energy(pj), note or "edgesnn's Loihi 2 resource model",
+                     "none" if pj is None else None))
+        uj = memory.get("energy_uj" + suffix)
+        if uj is not None:
+            rows.append((f"Loihi 2 energy {per}, loihi2.json of the Lava folder", _energy(uj * 1e6),
+                         "the same per-op model, counted by export on the first test sequences", None))
+    for row in (r.get("loihi2") or {}).get("layers") or []:
+        if row["mapping"] == "loihi-cuba":
+            rows.append((f"Layer {row['name']} ({row['op']})", "Loihi's CUBA neuron",
+                         "Lava's bit-accurate LIF runs its arithmetic exactly", None))
+        elif row["mapping"] == "estimate":
+            rows.append((f"Layer {row['name']} ({row['op']})", "estimate",
+                         f"{row['neuron_model']}, not Loihi's CUBA neuron: {row['why']}", None))
+    return rows
+
+
 def _board_energy(r: dict) -> tuple[list[Row], str]:
     """Rows and a one-line statement of what the board energy is (a different model from 45 nm)."""
     board, pj, note = r.get("board", "the board"), r.get("energy_board_pj"), r.get("energy_board_note")
@@ -607,6 +635,8 @@ def _board_energy(r: dict) -> tuple[list[Row], str]:
         what = (f"An estimate from a per-operation model: synaptic operations and neuron updates that profile "
                 f"counted on the test split of {r.get('data') or 'the data'}, times {board}'s energy per operation "
                 "(its board file: Loihi 1 figures, Davies et al. 2018, used as proxies: an order of magnitude).")
+        if r.get("steps"):  # a model over sequences: per timestep and per sequence, and each layer's neuron model
+            return _loihi_sequence_rows(r, note), what
         rows.append(("Loihi 2 energy per inference, per-op model on the profiled data", value,
                      note or "edgesnn's Loihi 2 resource model", "none" if pj is None else None))
         uj = (r.get("target_memory") or {}).get("energy_uj_per_inference")

@@ -5,7 +5,7 @@ states that carry from one step to the next.
 
 Per step means the mean over every sample and step; per sequence the mean over samples of the sum over
 the T steps, so per sequence = T x per step. SOPs are counted as for a static graph (spikes x fan-out, one
-accumulate per spike per synapse), one step's spikes at a time: a neuron's output is 0/1 at each step. A
+accumulate per spike per synapse), one step's spikes at a time: a count s > 1 (``max_spike``) is s spikes. A
 ``recurrent`` op's weight reads the previous step's spikes (its state), so it is a row too: its SOPs are
 those spikes x its output channels, its MACs its weight's size.
 """
@@ -175,6 +175,10 @@ def target_state(target, artifact: Path, graph: g.Graph, target_memory: dict) ->
         own = read_project(artifact).get("state_bytes")
         if own is not None:
             return int(own), "ram" in target_memory, "the MCU project (project.json state_bytes, static array edgesnn_state)"
+    if target.name == "lava" and target_memory.get("ir_state_slots") is not None:  # loihi2.json: a 24-bit slot each
+        return 3 * int(target_memory["ir_state_slots"]), True, (
+            "the states on Loihi 2's 24-bit neuron state (loihi2.json ir_state_slots x 3 bytes), in the neuro cores "
+            "counted")
     if target.name == "tflite":
         elements = sum(math.prod(s.shape) for s in graph.states.values())
         return 4 * elements, "tflm_arena_bytes" in target_memory, "int32 state input tensors of the .tflite file"
@@ -275,10 +279,12 @@ def measure(target, artifact: Path, xq: np.ndarray, steps: int) -> dict:
 
 # ---- board energy --------------------------------------------------------------------------------
 
-def board_energy(board, target, artifact: Path, xq: np.ndarray, r: dict, steps: int) -> dict:
+def board_energy(board, target, artifact: Path, xq: np.ndarray, r: dict, steps: int,
+                 graph: g.Graph | None = None) -> dict:
     """The board's own energy per step and per sequence: an MCU project's instructions per step counted on
-    QEMU x the board's energy per cycle; a CPU board's latency per step x its power (energy.cpu_board);
-    otherwise a note saying there is no per-step model."""
+    QEMU x the board's energy per cycle; a CPU board's latency per step x its power (energy.cpu_board); a
+    neuromorphic chip's per-operation model over the sequences, of the target that runs on it (Loihi 2: the
+    lava target, backends/lava/resources_state.py); otherwise a note saying there is no per-step model."""
     from edgesnn.profile.energy import cpu_board
 
     if board.kind == "mcu":
@@ -286,8 +292,12 @@ def board_energy(board, target, artifact: Path, xq: np.ndarray, r: dict, steps: 
     elif board.kind != "neuromorphic":
         e = cpu_board(board, r)
     else:
-        e = {"energy_board_pj": None,
-             "energy_board_note": f"no per-timestep energy model of {board.name} for a model over sequences"}
+        from edgesnn import targets
+
+        owner = next((t for t in [target, *targets.all_targets()] if board.kind in t.runs_on), None)
+        e = owner.board_energy(board, artifact if owner is target else None, graph, xq) if owner and graph else None
+        e = e or {"energy_board_pj": None,
+                  "energy_board_note": f"no per-timestep energy model of {board.name} for a model over sequences"}
     pj = e.get("energy_board_pj")
     e["energy_board_pj_per_step"] = pj
     e["energy_board_pj_per_sequence"] = None if pj is None else pj * steps
@@ -334,8 +344,8 @@ def profile(artifact: Path, target, graph: g.Graph, target_memory: dict, board, 
         "params": memory.params(graph), "weight_bytes": memory.weight_bytes(graph),
         "peak_activation_bytes": memory.peak_activation_bytes(graph),
         "neuron_state_bytes": state_bytes, "state_bytes": state_bytes, "states": state_list,
-        "target_state_bytes": target_bytes, "target_state_note": how + (", inside the RAM figure" if included
-                                                                         else ", added to the RAM figure"),
+        "target_state_bytes": target_bytes, "target_state_note": how + (
+            "" if "cores" in target_memory else ", inside the RAM figure" if included else ", added to the RAM figure"),
         "target_memory": target_memory, "spike_code": code, **totals(layers, steps), "layers": layers,
     }
     try:  # a board counted in other units than bytes (Loihi 2's cores) is its target's own fit
@@ -347,7 +357,7 @@ def profile(artifact: Path, target, graph: g.Graph, target_memory: dict, board, 
         result.update(measure(target, Path(artifact), xq, steps))
         if "latency_note" not in result and target.name == "mcu":
             result["latency_note"] = "MCU: the host build's harness, per edgesnn_step"
-    result.update(board_energy(board, target, Path(artifact), xq, result, steps))
+    result.update(board_energy(board, target, Path(artifact), xq, result, steps, graph))
     return result
 
 
@@ -379,6 +389,15 @@ def summary(r: dict):
     board_e = "unknown" if pj is None else (f"{pj / 1e6:.4f} uJ per step, "
                                             f"{r['energy_board_pj_per_sequence'] / 1e6:.4f} uJ per sequence")
     lines.append(f"energy on {r['board']}: {board_e} ({r['energy_board_note']})")
+    if r.get("loihi2"):  # a neuromorphic board: its resource model per layer (backends/lava/resources_state.py)
+        lo = r["loihi2"]
+        lines.append(f"Loihi 2: {lo['cores']} cores, {lo['neurons']} neurons, {lo['state_slots']} 24-bit state slots "
+                     f"({lo['ir_state_slots']} hold the IR's states), {lo['synops_per_step']:.1f} synaptic ops per "
+                     f"step, {lo['synops_per_sequence']:.1f} per sequence")
+        lines += [f"Loihi 2 {row['name']} ({row['op']}): " + (
+            "Loihi's CUBA neuron (Lava's bit-accurate LIF)" if row["mapping"] == "loihi-cuba" else
+            f"estimate: {row['neuron_model']}, not Loihi's CUBA neuron ({row['why']})")
+            for row in lo["layers"] if row["mapping"] in ("loihi-cuba", "estimate")]
     if "latency_ms_per_step" in r:
         power = f"; {r['power_note']}" if "power_note" in r else f", {r['power_w_mean']:.2f} W ({r['power_sensor']})"
         lines.append(f"measured here: {r['latency_ms_per_step']:.4f} ms per step, {r['latency_ms_per_sequence']:.4f} ms "

@@ -1,6 +1,7 @@
 """Compression methods: Q-SNN, QP-SNN, BESTformer and ternary spikes, as quantization-aware
 fine-tuning of a trained checkpoint into a smaller checkpoint the exporter consumes; and the two
-neuron methods IBRA-LIF and MPBN, fine-tuned the same way.
+neuron methods IBRA-LIF and MPBN, fine-tuned the same way. A temporal checkpoint (a model over
+sequences) takes Q-SNN only, through temporal.py.
 
 Each method module has ``prepare(model, config, data, options) -> Plan``: it changes the model
 (quantizers, pruning, neurons) and says how to fine-tune it. What it changed is recorded in the
@@ -15,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from edgesnn import checkpoint, distributed, export, threads
+from edgesnn import checkpoint, distributed, export, models, threads
 from edgesnn import data as datasets
 from edgesnn.errors import EdgesnnError
 from edgesnn.files import replaceable_dir
 from edgesnn.models.custom import Trust
-from edgesnn.quantize import bestformer, ibra, int8, mpbn, qpsnn, qsnn, streams, ternary
+from edgesnn.quantize import bestformer, ibra, int8, mpbn, qpsnn, qsnn, streams, temporal, ternary
 from edgesnn.quantize.common import Options, Plan
 from edgesnn.quantize.pruning import CRITERIA
 from edgesnn.train import evaluate, train
@@ -67,6 +68,14 @@ def check_options(method: str, opts: Options) -> None:
         raise EdgesnnError(f"--epochs must be at least 1, got {opts.epochs}")
 
 
+def check_processes(ckpt: Path) -> None:
+    """Before ``--nproc-per-node`` relaunches the command in N ranks: what only one process can fine-tune
+    is one line here, not N lines and torchrun's traceback."""
+    model_name = checkpoint.read_config(ckpt)["model"]
+    if model_name in models.TEMPORAL:
+        raise EdgesnnError(temporal.ONE_PROCESS.format(model_name))
+
+
 @distributed.one_writer  # under torchrun: rank 0 writes, the others only train
 def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_spec: str | None = None,
                         on_epoch: Callable[[int, float], None] | None = None, trust_code: Trust = False,
@@ -77,10 +86,15 @@ def quantize_checkpoint(ckpt: Path, method: str, out: Path, opts: Options, data_
     is relative, so the same recipe writes the same bytes in any folder)."""
     check_options(method, opts)
     replaceable_dir(out, checkpoint.CONFIG)  # before the fine-tuning, not after
+    model_name = checkpoint.read_config(ckpt)["model"]
+    if model_name in models.TEMPORAL:  # what a temporal checkpoint cannot take, before it loads
+        temporal.check(method, opts, model_name)
     model, config = checkpoint.load(ckpt, trust_code=trust_code)
     if config.get("quantization"):
         raise EdgesnnError(f"{ckpt} is already compressed ({config['quantization'].get('method')}); "
                            f"start from the float checkpoint")
+    if config["model"] in models.TEMPORAL:  # over sequences: Q-SNN on the neurons with state, BPTT
+        return temporal.quantize_checkpoint(ckpt, model, config, method, out, opts, data_spec, on_epoch, source_ref)
     data_spec = data_spec or config.get("data")
     if not data_spec:
         raise EdgesnnError(f"{ckpt} records no data set for calibration and fine-tuning; pass --data")

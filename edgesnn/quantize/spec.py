@@ -76,6 +76,12 @@ def quant_layer(m: nn.Module, quantizer: str, bits: int) -> nn.Module:
 
 def apply(model: nn.Module, spec: dict) -> nn.Module:
     """Replay ``spec`` on a freshly built model (before its weights load)."""
+    from edgesnn.temporal.model import SpikingSequence
+
+    if isinstance(model, SpikingSequence):  # a temporal model: its layers' grids, no Brevitas (quantize/temporal.py)
+        from edgesnn.quantize import temporal
+
+        return temporal.apply(model, spec)
     for name, w in spec.get("widths", {}).items():
         set_module(model, name, narrowed(get_module(model, name), w.get("in"), w.get("out")))
     for name, n in spec.get("neurons", {}).items():

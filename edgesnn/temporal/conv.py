@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgesnn.errors import EdgesnnError
+from edgesnn.ir.packing import widen
 from edgesnn.temporal.model import SpikingSequence
-from edgesnn.temporal.neurons import LI, LIF, WEIGHT_QMAX, CubaLIF, QLinear, _requantize, round_ste
+from edgesnn.temporal.neurons import LI, LIF, CubaLIF, QLinear, _requantize, round_ste
 
 CONV_NEURONS = (LIF, CubaLIF)  # a recurrent all-to-all weight over every pixel is not a conv layer's
 CONV_CURRENTS = ("int8", "state")  # a conv's current: int8 (TFLite's convolutions keep int8), or the state's dtype
@@ -30,15 +31,10 @@ class QConv2d(nn.Conv2d):
             raise EdgesnnError(f"kernel must be a positive odd integer (a 'same' convolution), got {kernel!r}")
         super().__init__(in_channels, out_channels, kernel, padding=kernel // 2)
 
-    def weight_grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(fake-quantized weight, int8 levels, float32 scale per output channel)."""
-        w = self.weight
-        absmax = w.detach().abs().amax((1, 2, 3))
-        scale = torch.where(absmax > 0, absmax / WEIGHT_QMAX, torch.ones_like(absmax)).float()
-        q = torch.clamp(torch.round(w.detach() / scale[:, None, None, None]), -WEIGHT_QMAX, WEIGHT_QMAX)
-        return w + (q * scale[:, None, None, None] - w).detach(), q, scale
-
-    integers = QLinear.integers  # weight int8 [out, in, kh, kw]; the bias, multipliers and shifts as QLinear's
+    # weights int8 per output channel, or on fewer bits (QLinear.set_weight_grid: quantize --method qsnn)
+    weight_quantizer, weight_bits, weight_t = QLinear.weight_quantizer, QLinear.weight_bits, QLinear.weight_t
+    set_weight_grid, weight_code, weight_grid = QLinear.set_weight_grid, QLinear.weight_code, QLinear.weight_grid
+    integers = QLinear.integers  # weight [out, in, kh, kw]; the bias, multipliers and shifts as QLinear's
 
     @property
     def out_features(self) -> int:  # what QLinear.integers sizes the bias by
@@ -48,7 +44,8 @@ class QConv2d(nn.Conv2d):
         """One timestep: integer frames (N, C, H, W) on ``in_scale`` -> integer currents on ``out_scale``."""
         if not x.is_floating_point():
             p = self.integers(in_scale, out_scale)
-            acc = F.conv2d(x.to(torch.float64), torch.from_numpy(p["weight"]).to(torch.float64), padding=self.padding)
+            w = torch.from_numpy(widen(p["weight"], p["weight_bits"], p["weight_code"])).to(torch.float64)
+            acc = F.conv2d(x.to(torch.float64), w, padding=self.padding)
             acc = acc.to(torch.int64) + torch.from_numpy(p["bias"]).to(torch.int64)[:, None, None]
             where = f"conv {self.in_channels}->{self.out_channels}"
             y = _requantize(acc.permute(0, 2, 3, 1), p["multiplier"], p["shift"], current, where)  # channels last
@@ -92,6 +89,9 @@ class ConvSpikingSequence(SpikingSequence):
         for conv, neuron in blocks:
             if not isinstance(conv, QConv2d) or not isinstance(neuron, CONV_NEURONS):
                 raise EdgesnnError("a conv block is a QConv2d and a LIF or CubaLIF layer")
+            if pool * pool * neuron.max_spike > 127:
+                raise EdgesnnError(f"a {pool}x{pool} sum of up to {neuron.max_spike} spikes per step (max_spike) can "
+                                   f"reach {pool * pool * neuron.max_spike}, beyond the int8 of the pooled counts")
             if conv.in_channels != c or conv.out_channels != neuron.channels:
                 raise EdgesnnError(f"QConv2d {conv.in_channels}->{conv.out_channels} does not take {c} channels to "
                                    f"{type(neuron).__name__}({neuron.channels})")
@@ -132,11 +132,12 @@ class ConvSpikingSequence(SpikingSequence):
 def conv_model(frame_shape, classes: int, channels=(8, 16), neuron: str = "lif", beta: float = 0.9, bits: int = 12,
                levels: int = 64, reset: str = "subtract", kernel: int = 3, pool: int = 2, conv_current: str = "int8",
                readout_beta: float = 0.9, readout_alpha: float | None = None, learn_beta: bool = False,
-               seed: int = 0) -> ConvSpikingSequence:
+               learn_readout_beta: bool = False, max_spike: int = 1, seed: int = 0) -> ConvSpikingSequence:
     """(C, H, W) frames -> per entry of ``channels``: QConv2d kernel x kernel -> ``neuron`` (lif, cuba_lif)
     -> sum pool ``pool`` x ``pool``; then flatten -> QLinear -> LI, read out as the LI's mean. Every argument
     is plain JSON (the dense model's, plus channels, kernel, pool and conv_current; ``learn_beta`` trains each
-    conv layer's beta, quantized to the IR's decay in every forward); weights come from ``seed`` without
+    conv layer's beta, quantized to the IR's decay in every forward; ``learn_readout_beta`` the LI's); weights come
+    from ``seed`` without
     touching torch's global generator."""
     kinds = {"lif": LIF, "cuba_lif": CubaLIF}
     if neuron not in kinds:
@@ -152,12 +153,14 @@ def conv_model(frame_shape, classes: int, channels=(8, 16), neuron: str = "lif",
         blocks, c = [], int(frame_shape[0])
         for out in channels:
             blocks.append((QConv2d(c, out, kernel),
-                           kinds[neuron](out, beta=beta, bits=bits, levels=levels, reset=reset, learn_beta=learn_beta)))
+                           kinds[neuron](out, beta=beta, bits=bits, levels=levels, reset=reset, learn_beta=learn_beta,
+                                         max_spike=max_spike)))
             c = out
         h, w = int(frame_shape[1]), int(frame_shape[2])
         for _ in channels:
             h, w = h // _check_pool(pool), w // pool
         features = c * max(h, 1) * max(w, 1)  # a frame too small: ConvSpikingSequence names it
-        head = [QLinear(features, classes), LI(classes, beta=readout_beta, alpha=readout_alpha)]
+        head = [QLinear(features, classes),
+                LI(classes, beta=readout_beta, alpha=readout_alpha, learn_beta=learn_readout_beta)]
     return ConvSpikingSequence(frame_shape, blocks, head, readout="mean", pool=pool, conv_current=conv_current)
 

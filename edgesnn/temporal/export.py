@@ -6,10 +6,12 @@ pairs below, the first dense's columns permuted from the pooled features' CHW to
 
 Each frame (NHWC) is flattened by a Reshape; each QLinear becomes a ``dense`` whose integers come from
 ``QLinear.integers`` (the very numbers the torch eval forward uses, so the two agree bit for bit) and
-whose output is the current on the next neuron's grid, in the state's dtype; the weight columns are
+whose output is the current on the next neuron's grid, in the state's dtype (weights of fewer bits, from
+``quantize --method qsnn``, keep their ``weight_bits`` / ``weight_code``); the weight columns are
 permuted from torch's CHW flattening to the IR's HWC. An RLIF adds a ``recurrent`` op reading the
 previous step's spikes (state ``<name>.prev``, int8); a LIF, CubaLIF and LI become ``lif``,
-``cuba_lif`` and ``li`` with their states (``overflow: saturate``, as torch's ``hold``).
+``cuba_lif`` and ``li`` with their states (``overflow: saturate``, as torch's ``hold``); a neuron's
+``max_spike`` D (MultiSpike) is the op's, and its spike tensor's spike_D.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def export(model: SpikingSequence, steps: int) -> g.Graph:
         cur = f"{name}.current"
         tensors[cur] = g.TensorSpec([neuron.channels], neuron.dtype, neuron.scale)
         ops.append(g.Dense(f"{name}.dense", [h], cur, multiplier=p["multiplier"], shift=p["shift"],
-                           clamp=list(neuron.current), weight=weight, bias=p["bias"], weight_scale=p["weight_scale"]))
+                           clamp=list(neuron.current), weight=weight, bias=p["bias"], weight_scale=p["weight_scale"],
+                           weight_bits=p["weight_bits"], weight_code=p["weight_code"]))
         if isinstance(neuron, RLIF):
             ops.append(_recurrent(name, neuron, cur, tensors, states))
             cur = ops[-1].output
@@ -86,7 +89,8 @@ def _conv_blocks(model, tensors: dict, ops: list, states: dict) -> str:
         pad, ohwi = int(conv.padding[0]), np.ascontiguousarray(p["weight"].transpose(0, 2, 3, 1))
         ops.append(g.Conv2D(f"{name}.conv", [h], cur, multiplier=p["multiplier"], shift=p["shift"],
                             clamp=list(model.current_range(neuron)), weight=ohwi, bias=p["bias"],
-                            weight_scale=p["weight_scale"], stride=[1, 1], padding=[pad] * 4))
+                            weight_scale=p["weight_scale"], weight_bits=p["weight_bits"],
+                            weight_code=p["weight_code"], stride=[1, 1], padding=[pad] * 4))
         spikes = _neuron(name, neuron, cur, tensors, ops, states)
         pooled, k2 = f"{name}.pooled", model.pool
         tensors[pooled] = g.TensorSpec([height // k2, width // k2, neuron.channels], "int8", 1.0)
@@ -111,8 +115,8 @@ def _neuron(name: str, neuron, cur: str, tensors: dict, ops: list, states: dict)
         ops.append(st.LI(name, [cur], out, **common))
         return out
     out = f"{name}.spikes"
-    tensors[out] = g.TensorSpec(shape, "int8", 1.0, 0, spike_D=1)
-    kw = dict(common, threshold=np.array([neuron.theta], np.int32), reset=neuron.reset)
+    tensors[out] = g.TensorSpec(shape, "int8", 1.0, 0, spike_D=neuron.max_spike)
+    kw = dict(common, threshold=np.array([neuron.theta], np.int32), reset=neuron.reset, max_spike=neuron.max_spike)
     if isinstance(neuron, CubaLIF):
         states[f"{name}.i"] = replace(spec)
         ops.append(st.CubaLIF(name, [cur], out, i_state=f"{name}.i", decay_i=_int32(neuron.decay_i), **kw))
@@ -129,7 +133,8 @@ def _recurrent(name: str, neuron: RLIF, cur: str, tensors: dict, states: dict) -
     states[f"{name}.prev"] = st.StateSpec([neuron.channels], "int8", 8, 1.0, "saturate")
     return st.Recurrent(f"{name}.rec", [cur], out, multiplier=p["multiplier"], shift=p["shift"],
                         clamp=list(neuron.current), state=f"{name}.prev", source=f"{name}.spikes",
-                        weight=p["weight"], weight_scale=p["weight_scale"])
+                        weight=p["weight"], weight_scale=p["weight_scale"], weight_bits=p["weight_bits"],
+                        weight_code=p["weight_code"])
 
 
 def _int32(t) -> np.ndarray:

@@ -118,11 +118,13 @@ class SpikingSequence(nn.Module):
 
 def dense_model(frame_shape, classes: int, hidden: int = 64, neuron: str = "lif", beta: float = 0.9,
                 bits: int = 12, levels: int = 64, reset: str = "subtract", readout_beta: float = 0.9,
-                readout_alpha: float | None = None, learn_beta: bool = False, seed: int = 0) -> SpikingSequence:
+                readout_alpha: float | None = None, learn_beta: bool = False, learn_readout_beta: bool = False,
+                max_spike: int = 1, seed: int = 0) -> SpikingSequence:
     """flatten -> Linear -> ``neuron`` (lif, cuba_lif, rlif) -> Linear -> LI, read out as the LI's mean.
     Every argument is plain JSON, so (frame_shape, classes, **kwargs) can be a checkpoint's config; the
     weights are initialized from ``seed`` without touching torch's global generator. ``learn_beta``: the
-    hidden layer's beta is trained, quantized to the IR's 12-bit decay in every forward."""
+    hidden layer's beta is trained, quantized to the IR's 12-bit decay in every forward; ``learn_readout_beta``:
+    the LI readout's, the same way. ``max_spike`` D > 1: the hidden layer emits 0..D spikes per step (MultiSpike)."""
     from edgesnn.temporal.neurons import LIF, RLIF, CubaLIF
 
     kinds = {"lif": LIF, "cuba_lif": CubaLIF, "rlif": RLIF}
@@ -131,7 +133,8 @@ def dense_model(frame_shape, classes: int, hidden: int = 64, neuron: str = "lif"
     features = math.prod(frame_shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        hidden_layer = kinds[neuron](hidden, beta=beta, bits=bits, levels=levels, reset=reset, learn_beta=learn_beta)
+        hidden_layer = kinds[neuron](hidden, beta=beta, bits=bits, levels=levels, reset=reset, learn_beta=learn_beta,
+                                     max_spike=max_spike)
         layers = [QLinear(features, hidden), hidden_layer, QLinear(hidden, classes),
-                  LI(classes, beta=readout_beta, alpha=readout_alpha)]
+                  LI(classes, beta=readout_beta, alpha=readout_alpha, learn_beta=learn_readout_beta)]
     return SpikingSequence(frame_shape, layers, readout="mean")

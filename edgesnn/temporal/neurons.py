@@ -22,7 +22,8 @@ from torch import nn
 
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir.fixedpoint import effective_multiplier, multiply_by_quantized_multiplier, quantize_multipliers
-from edgesnn.ir.state import DECAY_SHIFT, DECAY_UNITY, RESETS
+from edgesnn.ir.packing import check_format, widen, widening_shift
+from edgesnn.ir.state import DECAY_SHIFT, DECAY_UNITY, MAX_SPIKE, RESETS
 
 WEIGHT_QMAX = 127  # int8 weights, symmetric per output channel
 INT32 = (-(2**31), 2**31 - 1)
@@ -60,6 +61,24 @@ class _Spike(torch.autograd.Function):
         return grad / (1 + ctx.slope * x.abs()) ** 2, None
 
 
+class _MultiSpike(torch.autograd.Function):
+    """The count of thresholds k theta (k = 1..D) that v exceeds, clip(floor((v - 1) / theta), 0, D), with
+    the sum of the D fast-sigmoid surrogates of (v - k theta) / theta: for D = 1 that is :class:`_Spike`."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, theta: float, top: int, slope: float) -> torch.Tensor:
+        ctx.save_for_backward(v)
+        ctx.theta, ctx.top, ctx.slope = theta, top, slope
+        return torch.clamp(torch.floor((v - 1) / theta), 0, top)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (v,) = ctx.saved_tensors
+        u = v / ctx.theta
+        surrogate = sum(1 / (1 + ctx.slope * (u - k).abs()) ** 2 for k in range(1, ctx.top + 1))
+        return grad * surrogate / ctx.theta, None, None, None
+
+
 def decay_of(beta: float, where: str) -> int:
     """The integer decay d of a multiplicative leak beta: beta = 1 - d / 4096 (beta 1: IF, no leak)."""
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
@@ -80,34 +99,56 @@ def _dtype_of(bits: int) -> str:
 class QLinear(nn.Linear):
     """A linear layer with int8 weights per output channel (straight-through) whose output is the current
     on the next neuron's grid: ``round((x_real @ W^T + b) / state_scale)``, clamped to the current's dtype.
-    Eval computes the IR dense op: int32 accumulator of the integers plus the integer bias, requantized."""
+    Eval computes the IR dense op: int32 accumulator of the integers plus the integer bias, requantized.
+
+    :meth:`set_weight_grid` puts the weights on fewer bits (``edgesnn quantize --method qsnn``): the IR op
+    then holds them as ``weight_bits`` / ``weight_code`` and computes with them widened to int8
+    (:func:`edgesnn.ir.packing.widen`), as this layer's eval does."""
+
+    weight_quantizer, weight_bits, weight_t = "uniform", 8, 1.0  # int8, what training writes
+
+    def set_weight_grid(self, quantizer: str, bits: int) -> None:
+        """Weights on ``quantizer``'s grid at ``bits``: "uniform" (symmetric, 2..8 bits, code signed) or
+        "qsnn" (Q-SNN's odd levels, 1..7 bits). Plain attributes: the state dict stays the same, and a
+        checkpoint's quantization spec sets them again on load (edgesnn/quantize/temporal.py)."""
+        code = WEIGHT_CODES.get(quantizer)
+        if code is None:
+            raise EdgesnnError(f"weight quantizer must be one of {', '.join(WEIGHT_CODES)}, got {quantizer!r}")
+        try:
+            check_format(bits if isinstance(bits, int) and not isinstance(bits, bool) else -1, code)
+        except ValueError as e:
+            raise EdgesnnError(f"{quantizer} weights: {e}") from None
+        self.weight_quantizer, self.weight_bits = quantizer, int(bits)
+
+    @property
+    def weight_code(self) -> str:
+        return WEIGHT_CODES[self.weight_quantizer]
 
     def weight_grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(fake-quantized weight, int8 levels, float32 scale per output channel)."""
-        w = self.weight
-        absmax = w.detach().abs().amax(1)
-        scale = torch.where(absmax > 0, absmax / WEIGHT_QMAX, torch.ones_like(absmax)).float()
-        q = torch.clamp(torch.round(w.detach() / scale[:, None]), -WEIGHT_QMAX, WEIGHT_QMAX)
-        return w + (q * scale[:, None] - w).detach(), q, scale
+        """(fake-quantized weight, integer levels, float32 scale per output channel)."""
+        return weight_grid(self.weight, self.weight_quantizer, self.weight_bits, self.weight_t)
 
     @torch.no_grad()
     def integers(self, in_scale: float, out_scale: float) -> dict:
-        """What the IR dense op holds: weight int8 [out, in], weight_scale and bias per channel (bias on the
-        accumulator's grid in_scale * weight_scale), multiplier and shift. The exporter writes exactly these."""
+        """What the IR dense op holds: weight [out, in] (int8 levels of ``weight_bits`` in ``weight_code``),
+        weight_scale per channel (the scale of the weights widened to int8) and bias (on the accumulator's
+        grid in_scale * weight_scale), multiplier and shift. The exporter writes exactly these."""
         _, q, scale = self.weight_grid()
-        s_w = scale.cpu().numpy().astype(np.float32)
+        bits, code = self.weight_bits, self.weight_code
+        s_w = (scale.cpu().numpy().astype(np.float32) / np.float32(2 ** widening_shift(bits, code))).astype(np.float32)
         acc_scale = np.float64(np.float32(in_scale)) * s_w.astype(np.float64)
         bias = np.zeros(self.out_features) if self.bias is None else self.bias.detach().cpu().double().numpy()
         bias_q = np.clip(np.round(bias / acc_scale), -(2**31), 2**31 - 1).astype(np.int32)
         mult, shift = quantize_multipliers(effective_multiplier(np.float32(in_scale), s_w, np.float32(out_scale)))
         return {"weight": q.cpu().numpy().astype(np.int8), "weight_scale": s_w, "bias": bias_q,
-                "multiplier": mult, "shift": shift}
+                "multiplier": mult, "shift": shift, "weight_bits": bits, "weight_code": code}
 
     def step(self, x: torch.Tensor, in_scale: float, out_scale: float, current: tuple[int, int]) -> torch.Tensor:
         """One timestep: integer inputs x on ``in_scale`` -> integer current on ``out_scale``."""
         if not x.is_floating_point():
             p = self.integers(in_scale, out_scale)
-            acc = x @ torch.from_numpy(p["weight"]).to(torch.int64).T + torch.from_numpy(p["bias"]).to(torch.int64)
+            w = torch.from_numpy(widen(p["weight"], p["weight_bits"], p["weight_code"])).to(torch.int64)
+            acc = x @ w.T + torch.from_numpy(p["bias"]).to(torch.int64)
             where = f"linear {self.in_features}->{self.out_features}"
             return _requantize(acc, p["multiplier"], p["shift"], current, where)
         w, _, _ = self.weight_grid()
@@ -115,6 +156,36 @@ class QLinear(nn.Linear):
         if self.bias is not None:
             cur = cur + self.bias
         return torch.clamp(round_ste(cur / out_scale), *current)
+
+
+WEIGHT_CODES = {"uniform": "signed", "qsnn": "odd"}  # the IR's weight code of each grid (edgesnn/ir/packing.py)
+
+
+def weight_grid(w: torch.Tensor, quantizer: str = "uniform", bits: int = 8, t: float = 1.0):
+    """(fake-quantized weight, integer levels q, float32 scale per output channel) of ``w`` [out, ...].
+
+    - "uniform": symmetric per channel, q in +-(2^(b-1) - 1), scale max|w_c| / (2^(b-1) - 1) (at 8 bits: the
+      int8 grid every temporal layer trains on), straight-through;
+    - "qsnn": Q-SNN's grid of static qsnn (:class:`edgesnn.quantize.quantizers.QSNNWeight`): the standardized
+      weights on 2^b odd levels with a power-of-two step, its gradient (b = 1: the tanh surrogate at ``t``);
+      no BatchNorm follows to absorb the standardization here, so the scale is std_c * step_c and the
+      weight real std_c * step_c * q (the channel's mean dropped, as in Q-SNN)."""
+    view = (-1,) + (1,) * (w.dim() - 1)
+    if quantizer == "uniform":
+        qmax = 2 ** (bits - 1) - 1
+        absmax = w.detach().abs().flatten(1).amax(1)
+        scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax)).float()
+        q = torch.clamp(torch.round(w.detach() / scale.view(view)), -qmax, qmax)
+        return w + (q * scale.view(view) - w).detach(), q, scale
+    from edgesnn.quantize.quantizers import QSNNWeight  # Brevitas: imported only for a compressed model
+
+    quant = QSNNWeight(bits)
+    quant.t = t
+    proxy, q, step = quant.grid(w)
+    std = w.flatten(1).std(1).clamp_min(1e-12).view(view)
+    scale = (std.detach().flatten() * step).float()
+    surrogate = std * proxy
+    return q * scale.view(view) + (surrogate - surrogate.detach()), q, scale  # forward: exactly q * scale
 
 
 def _requantize(acc: torch.Tensor, mult, shift, clamp: tuple[int, int], where: str) -> torch.Tensor:
@@ -176,12 +247,18 @@ class LIF(_Stateful):
 
     with a surrogate gradient for s and the reset detached (snnTorch's default). ``learn_beta``: beta is a
     parameter, and d = round(4096 (1 - beta)) straight-through in every forward, so the trained decay is
-    the integer that deploys (:meth:`leak`; the ``decay_v`` buffer follows it)."""
+    the integer that deploys (:meth:`leak`; the ``decay_v`` buffer follows it). ``max_spike`` D > 1: SFA's
+    MultiSpike per step, s = clip(floor((v - 1) / theta), 0, D) spikes (the thresholds theta, 2 theta, ...
+    v exceeds; D = 1 is ``v > theta``), the surrogate summed over the D thresholds, v -= theta s or v = 0
+    where s > 0: the IR's ``lif`` with ``max_spike`` D."""
 
     kind = "lif"
 
     def __init__(self, channels: int, beta: float = 0.9, threshold: float = 1.0, levels: int = 64, bits: int = 12,
-                 reset: str = "subtract", slope: float = 5.0, learn_beta: bool = False):
+                 reset: str = "subtract", slope: float = 5.0, learn_beta: bool = False, max_spike: int = 1):
+        if isinstance(max_spike, bool) or not isinstance(max_spike, int) or not 1 <= max_spike <= MAX_SPIKE:
+            raise EdgesnnError(f"{type(self).__name__}: max_spike (the most spikes per step) must be an integer in "
+                               f"1..{MAX_SPIKE}, got {max_spike!r}")
         if not isinstance(learn_beta, bool):
             raise EdgesnnError(f"{type(self).__name__}: learn_beta must be true or false, got {learn_beta!r}")
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
@@ -194,7 +271,7 @@ class LIF(_Stateful):
         if reset not in RESETS:
             raise EdgesnnError(f"{type(self).__name__}: reset must be one of {', '.join(RESETS)}, got {reset!r}")
         self.theta, self.reset, self.slope = levels, reset, float(slope)
-        self.learn_beta = learn_beta
+        self.learn_beta, self.max_spike = learn_beta, max_spike
         if learn_beta:
             self.beta = nn.Parameter(torch.tensor([float(beta)]))
 
@@ -209,6 +286,10 @@ class LIF(_Stateful):
         return self.decay_v if exact else round_ste(d)
 
     def fire(self, v: torch.Tensor) -> torch.Tensor:
+        if self.max_spike > 1:
+            if not v.is_floating_point():
+                return torch.clamp(torch.div(v - 1, self.theta, rounding_mode="floor"), 0, self.max_spike)
+            return _MultiSpike.apply(v, float(self.theta), self.max_spike, self.slope)
         if not v.is_floating_point():
             return (v > self.theta).to(v.dtype)
         return _Spike.apply((v - self.theta) / self.theta, self.slope)
@@ -222,13 +303,13 @@ class LIF(_Stateful):
         if self.reset == "subtract":
             v = v - spk.detach() * self.theta
         else:
-            v = v * (1 - spk.detach())
+            v = v * (1 - spk.detach().clamp(max=1))
         state["v"] = v
         return spk
 
     def extra_repr(self) -> str:
         return (f"{self.channels}, decay={int(self.decay_v[0])}/4096, threshold={self.theta} levels, bits={self.bits}, "
-                f"reset={self.reset}")
+                f"reset={self.reset}" + (f", max_spike={self.max_spike}" if self.max_spike > 1 else ""))
 
 
 class CubaLIF(LIF):
@@ -275,17 +356,33 @@ class RLIF(LIF):
 class LI(_Stateful):
     """Leaky integrator, the readout layer: ``v = hold(decay(v, d) + I)``, no spike; the output is v on
     ``scale`` (default 1/256 of a unit, 16 bits: logits within +-128). With ``alpha`` the input passes
-    through a leaky current first, as CubaLIF's: ``i = hold(decay(i, d_i) + I)``, ``v = hold(decay(v, d) + i)``."""
+    through a leaky current first, as CubaLIF's: ``i = hold(decay(i, d_i) + I)``, ``v = hold(decay(v, d) + i)``.
+    ``learn_beta``: the membrane's beta is a parameter, as LIF's (:meth:`leak`: the integer decay that deploys)."""
 
     kind = "li"
     spiking = False
 
     def __init__(self, channels: int, beta: float = 0.9, bits: int = 16, scale: float = 2.0**-8,
-                 alpha: float | None = None):
+                 alpha: float | None = None, learn_beta: bool = False):
+        if not isinstance(learn_beta, bool):
+            raise EdgesnnError(f"{type(self).__name__}: learn_beta must be true or false, got {learn_beta!r}")
         super().__init__(channels, bits, scale, beta)
         self.synaptic = alpha is not None
         if self.synaptic:
             self.register_buffer("decay_i", torch.tensor([decay_of(alpha, type(self).__name__)], dtype=torch.int64))
+        self.learn_beta = learn_beta
+        if learn_beta:
+            self.beta = nn.Parameter(torch.tensor([float(beta)]))
+
+    def leak(self, exact: bool) -> torch.Tensor:
+        """The membrane's decay d: the ``decay_v`` buffer, or with ``learn_beta`` round(4096 (1 - beta)), beta
+        held to 0..1, straight-through on float (LIF's rule: the readout's trained decay is the exported one)."""
+        if not self.learn_beta:
+            return self.decay_v
+        d = DECAY_UNITY * (1 - self.beta.clamp(0.0, 1.0))
+        with torch.no_grad():
+            self.decay_v.copy_(torch.round(d.detach()).to(torch.int64))
+        return self.decay_v if exact else round_ste(d)
 
     def state_names(self) -> list[str]:
         return ["i", "v"] if self.synaptic else ["v"]
@@ -294,7 +391,7 @@ class LI(_Stateful):
         if self.synaptic:
             state["i"] = self.hold(decay(state["i"], self.decay_i) + cur)
             cur = state["i"]
-        state["v"] = self.hold(decay(state["v"], self.decay_v) + cur)
+        state["v"] = self.hold(decay(state["v"], self.leak(not cur.is_floating_point())) + cur)
         return state["v"]
 
     def extra_repr(self) -> str:

@@ -22,10 +22,10 @@ class History:
 
 
 def train(model: SpikingSequence, x: torch.Tensor, y: torch.Tensor, epochs: int = 5, lr: float = 5e-3,
-          batch_size: int = 64, seed: int = 0, log=None, on_epoch=None) -> History:
+          batch_size: int = 64, seed: int = 0, log=None, on_epoch=None, before_epoch=None) -> History:
     """Train ``model`` in place on sequences ``x`` (N, T, *frame) with labels ``y``; calibrates its input
     scale on ``x`` first. Returns the mean loss of each epoch. ``log`` takes a line per epoch, ``on_epoch``
-    (epoch, mean loss) as edgesnn.train's."""
+    (epoch, mean loss) as edgesnn.train's, ``before_epoch`` (epoch) before each (Q-SNN's annealing)."""
     x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)
     if x.dim() < 3 or len(x) != len(y) or not len(x):
         raise EdgesnnError(f"training takes sequences (N, T, ...) with one label each, got x {tuple(x.shape)}, "
@@ -38,6 +38,8 @@ def train(model: SpikingSequence, x: torch.Tensor, y: torch.Tensor, epochs: int 
     history = History()
     model.train()
     for epoch in range(epochs):
+        if before_epoch:
+            before_epoch(epoch)
         order = torch.randperm(len(x), generator=gen)
         total = 0.0
         for s in range(0, len(x), batch_size):

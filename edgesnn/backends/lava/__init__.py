@@ -77,15 +77,18 @@ def resolve_mode(lava_mode: str | None, spike_code: str | None) -> str | None:
     return code
 
 
-def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -> dict:
+def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray | None, data: str | None = None,
+                data_note: str | None = None) -> dict:
     """Write OUT/model.ir, lava.json (the process graph), model.net (netx, when it can express the
-    graph) and loihi2.json (resources and energy); checks everything before the folder appears."""
+    graph) and loihi2.json (resources and energy); checks everything before the folder appears.
+    A temporal graph's ``calibration``: its test sequences as input integers (N, T, ...) of ``data``, or None
+    (``data_note``: why)."""
     from edgesnn.backends.lava.netx import netx_supported, write_netx
     from edgesnn.backends.lava.resources import loihi2_report
 
     network = describe(graph, mode)  # refuses an op Lava cannot map, or a 24-bit overflow
-    if graph.stateful:  # a model over sequences (sequences.py): the process graph and the IR
-        return _export_sequences(graph, out, network)
+    if graph.stateful:  # a model over sequences (sequences.py): the process graph, the IR, the Loihi 2 report
+        return _export_sequences(graph, out, network, calibration, data, data_note)
     with step(f"lava: Loihi 2 resources and energy over {len(calibration)} calibration samples"):
         report = loihi2_report(graph, calibration, mode=mode)
     netx_ok, reason = netx_supported(graph)
@@ -101,18 +104,26 @@ def export_lava(graph: g.Graph, out: Path, mode: str, calibration: np.ndarray) -
     return network
 
 
-NO_REPORT = ("a model over sequences: no Loihi 2 report yet (its activity is per step; the per-sequence count is "
-             "not written)")
-NO_NETX = ("netx holds no model over sequences here: lava-dl's netx CUBA blocks reset to zero, shift their input by "
-           "6 and carry no state reset between sequences (see docs/temporal.md#lava)")
+def _export_sequences(graph: g.Graph, out: Path, network: dict, xq: np.ndarray | None, data: str | None,
+                      data_note: str | None) -> dict:
+    """lava.json (each stateful op's process model and why), model.ir, loihi2.json (resources, states and the
+    activity per step and per sequence over ``xq``: resources_state.py) and model.net where netx holds the graph
+    exactly (netx_state.py)."""
+    from edgesnn.backends.lava import netx_state
+    from edgesnn.backends.lava.resources_state import sequence_report
 
-
-def _export_sequences(graph: g.Graph, out: Path, network: dict) -> dict:
-    """lava.json (each stateful op's process model and why) and model.ir; no netx file, no Loihi 2 report."""
-    network.update(netx=None, netx_note=NO_NETX, netx_summary=None, report=None, report_note=NO_REPORT)
+    what = "no test sequences" if xq is None else f"{len(xq)} test sequences of {graph.sequence.steps} steps"
+    with step(f"lava: Loihi 2 resources and energy over {what}"):
+        report = sequence_report(graph, xq, data, note=data_note)
+    netx_ok, why = netx_state.supported(graph)  # the narrow class netx holds exactly (netx_state.py)
+    network.update(netx=NETX_FILE if netx_ok else None, netx_note=why, netx_summary=None, report=REPORT_FILE)
     with atomic_dir(out, NETWORK_FILE) as tmp:
         graph.save(tmp / "model.ir")
+        if netx_ok:
+            summary = {**netx_state.write(graph, tmp / NETX_FILE), "path": NETX_FILE}
+            network["netx_note"], network["netx_summary"] = summary["note"], summary
         (tmp / NETWORK_FILE).write_text(json.dumps(network, indent=2) + "\n")
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=_plain) + "\n")
     return network
 
 

@@ -1,6 +1,6 @@
 """A temporal graph (docs/temporal.md) as a Lava process graph: one Lava timestep per IR step, sequence
 after sequence (sample n's step t at Lava step n * T + t + 1), every state zeroed at each sequence's
-first step. Graded mode only (a step's spikes are 0/1, its currents graded payloads).
+first step. Graded mode only (a step's spikes are 0/1, or MultiSpike counts 0..D, its currents graded payloads).
 
 Each stateful op runs in Lava's own bit-accurate LIF where its arithmetic is the IR's, else in
 edgesnn's ProcessModel (state_processes.py); :func:`loihi_lif` says which and why:
@@ -56,6 +56,7 @@ def loihi_lif(graph: g.Graph, op, view: list) -> tuple[dict | None, str]:
     di = _one(op.decay_i) if op.kind == "cuba_lif" else 4096
     reasons = [
         (op.reset != "zero", "reset by subtraction (Lava's LIF resets to zero)"),
+        (op.max_spike != 1, f"up to {op.max_spike} spikes per step, MultiSpike (Lava's LIF spikes 0/1)"),
         (op.input_shift != 6, f"input shift {op.input_shift} (Lava's LIF shifts its input by 6)"),
         (v.bits != STATE_BITS, f"a {v.bits}-bit membrane (Lava's is 24 bits)"),
         (op.kind == "cuba_lif" and (graph.states[op.i_state].bits != STATE_BITS
@@ -183,7 +184,7 @@ def simulate(graph: g.Graph, xq: np.ndarray, workdir: Path) -> dict[str, np.ndar
                             threshold=_flat(op.threshold, c) if op.kind != "li" else None,
                             reset=getattr(op, "reset", "zero"), input_shift=int(op.input_shift), bounds_v=v.bounds(),
                             bounds_i=graph.states[i_name].bounds() if i_name else None, gather=gathers[0],
-                            name=op.name)
+                            name=op.name, max_spike=getattr(op, "max_spike", 1))
             model, port_in, port_out = S.NeuronModel, [proc.in0], proc.out
         else:
             fn = op_function(graph, op)

@@ -11,6 +11,7 @@ does with ``reset_interval`` T. The arithmetic is the IR's (docs/temporal.md), s
     decay(v, d) = sign(p) * (|p| >> 12),  p = v * (4096 - d)
     i = hold(decay(i, d_i) + (x << shift));  v = hold(decay(v, d_v) + i)    (lif, li: no i)
     s = v > threshold;  v -= threshold * s  (subtract)  |  v = 0 where s  (zero)
+    MultiSpike (max_spike D > 1): s = clip(floor((v - 1) / threshold), 0, D), the same resets (s > 0)
 
 ``hold`` saturates to the state's width (an ``overflow: error`` state too: where it would overflow,
 the IR stops with an error and there is nothing to compare).
@@ -40,12 +41,14 @@ STATE = LavaPyType(np.ndarray, np.int32, precision=24)
 class Neuron(AbstractProcess):
     """lif, cuba_lif or li over sequences of ``steps``. Per-element parameters (flat, the IR's per-channel
     values repeated along the vector): ``decay_v``, ``decay_i`` (None: no current), ``threshold`` (None: li),
-    ``bounds_v`` / ``bounds_i`` (each state's symmetric width); ``gather``: the order the input is read in."""
+    ``bounds_v`` / ``bounds_i`` (each state's symmetric width); ``gather``: the order the input is read in;
+    ``max_spike``: the most spikes per step (1: 0/1 spikes; D > 1: MultiSpike counts, graded payloads)."""
 
     def __init__(self, *, size_in: int, size: int, steps: int, decay_v, decay_i, threshold, reset: str,
-                 input_shift: int, bounds_v, bounds_i, gather, name: str):
+                 input_shift: int, bounds_v, bounds_i, gather, name: str, max_spike: int = 1):
         super().__init__(steps=steps, decay_v=decay_v, decay_i=decay_i, threshold=threshold, reset=reset,
-                         input_shift=input_shift, bounds_v=bounds_v, bounds_i=bounds_i, gather=gather, name=name)
+                         input_shift=input_shift, bounds_v=bounds_v, bounds_i=bounds_i, gather=gather, name=name,
+                         max_spike=max_spike)
         self.in0 = InPort(shape=(size_in,))
         self.out = OutPort(shape=(size,))
         self.v = Var(shape=(size,), init=0)
@@ -106,8 +109,9 @@ class NeuronModel(PyLoihiProcessModel):
             self.v[:] = v
             self.out.send(v.astype(np.int32))
             return
-        spike = v > p["threshold"]
-        v = v - np.where(spike, p["threshold"], 0) if p["reset"] == "subtract" else np.where(spike, 0, v)
+        top = p.get("max_spike", 1)
+        spike = (v > p["threshold"]).astype(np.int64) if top == 1 else np.clip((v - 1) // p["threshold"], 0, top)
+        v = v - spike * p["threshold"] if p["reset"] == "subtract" else np.where(spike > 0, 0, v)
         self.v[:] = v
         self.out.send(spike.astype(np.int32))
 

@@ -48,6 +48,10 @@ class LavaTarget(Target):
     def export(self, graph, out, board, options, calibration):
         from edgesnn.backends.lava import export_lava
 
+        if graph.stateful:  # the Loihi 2 report counts the test sequences of the data set the graph records
+            data, calibration, note = _sequences(graph, Path(out))
+            export_lava(graph, Path(out), options["lava_mode"], calibration, data, note)
+            return Path(out)
         export_lava(graph, Path(out), options["lava_mode"], calibration)
         return Path(out)
 
@@ -59,7 +63,8 @@ class LavaTarget(Target):
         if "steps" in network:  # a model over sequences: which model runs each stateful op
             return [f"lava: {p['name']} ({p['kind']}): {p['model']}" + ("" if p["lif"] else f": {p['why']}")
                     for p in network["processes"] if p["kind"] in ("lif", "cuba_lif", "li", "recurrent")] + \
-                   [f"netx: no model.net: {network['netx_note']}", f"no loihi2.json: {network['report_note']}"]
+                   [_sequence_line(json.loads((Path(artifact) / REPORT_FILE).read_text()))] + \
+                   ((network.get("netx_summary") or {}).get("lines") or [f"netx: no model.net: {network['netx_note']}"])
         r = json.loads((Path(artifact) / REPORT_FILE).read_text())
         lines = [f"Loihi 2 ({r['mode']}): {r['neurons']} neurons, {r['synapses']} synapses, {r['cores']} cores, "
                  f"{r['synops_per_inference']:.0f} synaptic ops and {r['energy_uj_per_inference']:.2f} uJ per inference "
@@ -93,9 +98,16 @@ class LavaTarget(Target):
         from edgesnn.ir import load as load_ir
 
         _has_report(artifact)
+        graph = load_ir(artifact / "model.ir")
+        if graph.stateful:  # per step and per sequence (resources_state.py)
+            from edgesnn.backends.lava.resources_state import SequenceReportFile
+
+            report = read_artifact_json(artifact / REPORT_FILE, SequenceReportFile, "Loihi 2 report")
+            return graph, {k: report[k] for k in ("cores", "chips", "neurons", "synaptic_memory_bits", "state_slots",
+                                                  "ir_state_slots", "energy_uj_per_step", "energy_uj_per_sequence")}
         report = read_artifact_json(artifact / REPORT_FILE, ReportFile, "Loihi 2 report")  # types and ranges checked
         extra = {k: report[k] for k in ("cores", "chips", "neurons", "synaptic_memory_bits", "energy_uj_per_inference")}
-        return load_ir(artifact / "model.ir"), extra
+        return graph, extra
 
     def spike_code(self, artifact):
         from edgesnn import spikes
@@ -112,9 +124,14 @@ class LavaTarget(Target):
 
     def board_energy(self, board, artifact, graph, x):
         """Loihi 2's per-synaptic-op and per-neuron-update figures over ``x``, in the folder's own mode
-        (another target's artifact: graded spikes)."""
+        (another target's artifact: graded spikes). A temporal graph's ``x``: integer sequences (N, T, ...),
+        the energy per step (resources_state.board_energy)."""
         if board.kind != "neuromorphic":
             return None
+        if graph.stateful:
+            from edgesnn.backends.lava.resources_state import board_energy
+
+            return board_energy(graph, x)
         from edgesnn.backends.lava.resources import loihi2_report
 
         mode = (self.spike_code(artifact) if artifact is not None else None) or "graded"
@@ -129,7 +146,12 @@ class LavaTarget(Target):
             return None
         from edgesnn.backends.lava.resources import loihi2_report
 
-        cores = target_memory.get("cores") or loihi2_report(graph, x[:64])["cores"]
+        if graph.stateful:  # no data needed: cores count neurons, memory and state
+            from edgesnn.backends.lava.resources_state import cores as sequence_cores
+
+            cores = target_memory.get("cores") or sequence_cores(graph)
+        else:
+            cores = target_memory.get("cores") or loihi2_report(graph, x[:64])["cores"]
         have = int(board.figures["neuro_cores_per_chip"]["value"])
         return {"fits": cores <= have, "needed_cores": cores, "available_cores": have, "margin_cores": have - cores,
                 "needed_bytes": {}, "available_bytes": {}, "margin_bytes": {}}
@@ -151,9 +173,37 @@ def _stateful(folder: Path) -> bool:
 
 def _has_report(folder: Path) -> None:
     if not (Path(folder) / REPORT_FILE).is_file() and _stateful(folder):
-        from edgesnn.backends.lava import NO_REPORT
+        raise EdgesnnError(f"{folder}: no {REPORT_FILE} (a model over sequences exported by an older edgesnn): export "
+                           f"it again")
 
-        raise EdgesnnError(f"{folder}: {NO_REPORT}")
+
+def _sequences(graph, out: Path) -> tuple[str | None, object, str | None]:
+    """(spec, input integers (N, T, ...), None) of the first test sequences of the data set a temporal graph
+    records, or (spec, None, why) when there is none to read: the report then holds no activity."""
+    from edgesnn import artifact_data
+    from edgesnn.backends.lava.resources_state import SAMPLES
+
+    try:
+        spec = artifact_data.resolve(out, None, graph=graph)
+    except EdgesnnError:
+        return None, None, "the graph records no data set"
+    try:
+        return spec, artifact_data.test_sequences(out, spec, graph, SAMPLES)[1], None
+    except EdgesnnError as e:
+        return spec, None, f"its data set cannot be read here ({e})"
+
+
+def _sequence_line(r: dict) -> str:
+    """Export's line about a temporal graph's loihi2.json."""
+    head = (f"Loihi 2: {r['neurons']} neurons, {r['synapses']} synapses, {r['cores']} cores, {r['state_slots']} "
+            f"24-bit state slots")
+    if r.get("synops_per_step") is None:
+        return f"{head}; {r['activity_note']}"
+    estimated = (f"; estimates for {', '.join(r['estimated_layers'])} (edgesnn's own neuron models, not Loihi's CUBA)"
+                 if r["estimated_layers"] else "")
+    return (f"{head}; per step {r['synops_per_step']:.0f} synaptic ops, {r['energy_uj_per_step']:.4f} uJ; per sequence "
+            f"(T={r['steps']}) {r['synops_per_sequence']:.0f}, {r['energy_uj_per_sequence']:.3f} uJ over "
+            f"{r['samples']} test sequences{estimated} (see loihi2.json)")
 
 
 LAVA = LavaTarget()

@@ -54,8 +54,12 @@ COEFFICIENTS = {
                         event_mac=2.91, tap_e=9.08, input=7.71, output_e=37.49),  # nucleo-f446re
     ('dsp', 'generic'): Coefficients(mac=12.37, padded_mac=7.54, tap=0.0, output=0.0,
                         event_mac=12.78, tap_e=6.76, input=0.0, output_e=27.03),  # nucleo-f446re
+    ('dsp', 'counts'): Coefficients(mac=1.77, padded_mac=0.36, tap=5.96, output=39.88,
+                        event_mac=1.51, tap_e=20.5, input=12.26, output_e=46.08),  # nucleo-f446re
     ('plain', 'int8'): Coefficients(mac=2.76, padded_mac=0.19, tap=5.07, output=41.77,
                         event_mac=3.03, tap_e=9.14, input=7.76, output_e=36.0),  # nucleo-f103rb
+    ('plain', 'counts'): Coefficients(mac=2.76, padded_mac=0.19, tap=5.39, output=41.45,
+                        event_mac=3.38, tap_e=15.93, input=13.7, output_e=42.67),  # nucleo-f103rb
     ('plain', 'generic'): Coefficients(mac=12.38, padded_mac=7.53, tap=0.0, output=0.0,
                         event_mac=12.78, tap_e=6.76, input=0.0, output_e=27.23),  # nucleo-f103rb
 }
@@ -67,10 +71,14 @@ def core_family(cpu: str | None) -> str:
 
 
 def kernel_family(graph: g.Graph, op: g.Op) -> str:
-    from edgesnn.backends.mcu.kernels import gather_tile, int8_linear
+    """"counts" (int8 gathers reading spike counts: additions only, kernels.counts_gather), "int8"
+    (the multiply-accumulate micro-kernels) or "generic" (TE loops)."""
+    from edgesnn.backends.mcu.kernels import counts_gather, gather_tile, int8_linear
 
     if not int8_linear(graph, op):
         return "generic"
+    if counts_gather(graph, op):
+        return "counts"
     return "int8" if op.kind == "dense" or gather_tile(graph, op) else "generic"
 
 
@@ -130,9 +138,10 @@ LAYERS = ("conv3x3", "wide3x3", "conv1x1", "dense", "square")
 
 def _layer_graph(kind: str, family: str, seed: int) -> g.Graph:
     """One spike-reading layer (int8, zero point 0): a padded 3x3 conv, a 1x1 conv or a dense layer;
-    8-bit weights for the int8 family, 4-bit for the generic one."""
+    8-bit weights for the int8 and counts families, 4-bit for the generic one; for counts the input
+    holds spike counts 0..COUNTS_D (TensorSpec.spike_D)."""
     rng = np.random.default_rng(seed)
-    bits = 8 if family == "int8" else 4
+    bits = 4 if family == "generic" else 8
     shapes = {"conv3x3": ([8, 8, 16], [8, 8, 16], (16, 3, 3, 16)), "wide3x3": ([6, 6, 32], [6, 6, 32], (32, 3, 3, 32)),
               "conv1x1": ([8, 8, 32], [8, 8, 32], (32, 1, 1, 32)), "dense": ([256], [32], (32, 256)),
               "square": ([64], [64], (64, 64))}
@@ -142,7 +151,8 @@ def _layer_graph(kind: str, family: str, seed: int) -> g.Graph:
                   clamp=[-128, 127], weight=rng.integers(1 - half, half, w_shape).astype(np.int8),
                   bias=rng.integers(-100, 100, w_shape[0]).astype(np.int32), weight_scale=np.full(w_shape[0], 0.01),
                   weight_bits=bits)
-    tensors = {"x": g.TensorSpec(in_shape, "int8", 1.0, 0), "y": g.TensorSpec(out_shape, "int8", 1.0, 0)}
+    tensors = {"x": g.TensorSpec(in_shape, "int8", 1.0, 0, spike_D=COUNTS_D if family == "counts" else None),
+               "y": g.TensorSpec(out_shape, "int8", 1.0, 0)}
     if len(in_shape) == 1:
         op = g.Dense("layer", ["x"], "y", **common)
     else:
@@ -151,9 +161,16 @@ def _layer_graph(kind: str, family: str, seed: int) -> g.Graph:
     return g.Graph(tensors, [op], "x", ["y"])
 
 
+COUNTS_D = 4  # the counts family's fits: counts 1..4, the spike neurons' D
+
+
 def _inputs(graph: g.Graph, rate: float, samples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    shape = (samples, *graph.tensors[graph.input].shape)
+    spec = graph.tensors[graph.input]
+    shape = (samples, *spec.shape)
+    if spec.spike_D:  # spike counts, mostly small as in the trained models
+        values = np.minimum(rng.geometric(0.5, shape), spec.spike_D)
+        return np.where(rng.random(shape) < rate, values, 0).astype(np.int8)
     values = rng.integers(1, 8, shape) * np.where(rng.random(shape) < 0.5, 1, -1)
     return np.where(rng.random(shape) < rate, values, 0).astype(np.int8)
 

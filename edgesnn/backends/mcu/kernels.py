@@ -42,7 +42,8 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import WIDE_INPUTS
 from edgesnn.ir.packing import pack, widening_shift
-from edgesnn.backends.mcu.microkernels import AXPY, DOT, DOT4, EVENT_OFFSET_LIMIT, EVENTS, GATHER
+from edgesnn.backends.mcu.microkernels import (AXPY, COUNTS_MAX_D, DOT, DOT4, EVENT_OFFSET_LIMIT, EVENTS, EVENTS_COUNTS,
+                                               GATHER, GATHER_COUNTS, HALF_LIMIT)
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
 I32, I64 = "int32", "int64"
@@ -603,10 +604,12 @@ def conv2d_events(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFun
     tile = gather_tile(graph, op)
     if tile:  # the nonzero inputs listed per pixel, gathered into a tile of outputs in registers
         height, width, channels = spec_in.shape
-        sig.scratch("events", height * width * (channels + 1), "int32")
+        counts = counts_gather(graph, op)
+        header = counts[1] + 1 if counts else 1
+        sig.scratch("events", height * width * (channels + header), "int32")
         return _conv2d_gather_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), tuple(op.stride),
                                    tuple(op.padding), spec_in.zero_point, spec_out.dtype, spec_out.zero_point,
-                                   tuple(op.clamp), tile)
+                                   tuple(op.clamp), tile, counts)
     sig.scratch("acc", oh * ow * oc_count, linear_rule(spec_in.dtype)[0])
     return _conv2d_events_func(shapes, str(x_t.dtype), str(w_t.dtype), spec_in.dtype, tuple(spec_out.shape),
                                tuple(op.weight.shape), op.groups, tuple(op.stride), tuple(op.padding),
@@ -664,20 +667,51 @@ def gather_tile(graph: g.Graph, op) -> int:
     return 8 if outputs % 8 == 0 else 4 if outputs % 4 == 0 else 0
 
 
+def counts_gather(graph: g.Graph, op) -> tuple[int, int, int] | None:
+    """(unit shift, D, steps) where a gather-tile layer (:func:`gather_tile`) reads spike counts
+    (unit x c, 1 <= c <= D, unsigned: edgesnn.spikes.count_tensors) and so takes the counts
+    micro-kernels, which only add weights (16-bit halves on DSP cores); None keeps the
+    multiply-accumulate gather (any int8 values).
+
+    ``steps``: how many counts the 16-bit running sums may take before they are flushed into the
+    int32 sums. With W the largest sum of |weights| one tap (a pixel's channels) adds into one
+    output, a sum of weights is within W and after s counts the running sum within s W, so
+    steps = 32767 // W keeps every half inside int16 (exact), 0 where the D counts never need a flush
+    before the end; W above 32767 (over 258 channels of large weights) keeps the multiply-accumulate
+    gather."""
+    if not gather_tile(graph, op):
+        return None
+    counts = spikes.count_tensors(graph).get(op.inputs[0])
+    if counts is None or counts.signed or counts.unit & (counts.unit - 1) or not 1 <= counts.D <= COUNTS_MAX_D:
+        return None
+    weight = np.abs(np.asarray(op.weight, np.int64))
+    per_tap = int(weight.reshape(weight.shape[0], -1, weight.shape[-1]).sum(-1).max()) if weight.size else 0
+    if per_tap > HALF_LIMIT:
+        return None
+    steps = HALF_LIMIT // max(per_tap, 1)
+    return counts.unit_shift, int(counts.D), 0 if steps >= counts.D else steps
+
+
 @functools.lru_cache(maxsize=256)
 def _conv2d_gather_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype, out_zero_point, clamp,
-                        tile) -> tirx.PrimFunc:
+                        tile, counts=None) -> tirx.PrimFunc:
     """:func:`conv2d_events` (groups 1, int8 input, 8-bit weights in HWIO) with the accumulators in
     registers: first each input pixel's nonzero channels are listed (value and weight offset, in
     ``events``: the counts, then the lists); then per output pixel and tile of ``tile`` output
     channels, the gather micro-kernel adds each listed input of every tap inside the input to the
-    tile. A zero input costs its test in the listing and nothing after."""
+    tile. A zero input costs its test in the listing and nothing after.
+
+    ``counts`` (:func:`counts_gather`): the input holds spike counts; each pixel's block of
+    ``events`` is a header of D + 1 words and its entries grouped by count, and the gather only adds."""
     x_shape, w_shape, b_shape, m_shape, s_shape = shapes
     height, width, channels = x_shape
     oh, ow, oc_count = out_shape
     _, kh, kw, _ = weight_shape
     (sh, sw), (top, _, left, _) = stride, padding
     pixels, rule, gather = height * width, requantize_double_rounding, GATHER[tile]
+    if counts:
+        return _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dtype, out_zero_point, clamp,
+                                   tile, counts)
 
     @T.prim_func(private=True)
     def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
@@ -698,6 +732,45 @@ def _conv2d_gather_func(shapes, out_shape, weight_shape, stride, padding, zp, ou
                                              events[iy * width + ix],
                                              T.address_of(weight[(rh * kw + rw) * channels * oc_count + t * tile]),
                                              T.address_of(acc[0])))
+            for j in range(tile):
+                out[oy, ox, t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                                   _channel(shift, t * tile + j), out_zero_point, list(clamp), out_dtype)
+
+    return func
+
+
+def _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dtype, out_zero_point, clamp, tile,
+                        counts) -> tirx.PrimFunc:
+    """:func:`_conv2d_gather_func` for spike counts (the counts micro-kernels)."""
+    x_shape, w_shape, b_shape, m_shape, s_shape = shapes
+    height, width, channels = x_shape
+    oh, ow, oc_count = out_shape
+    _, kh, kw, _ = weight_shape
+    (sh, sw), (top, _, left, _) = stride, padding
+    unit_shift, most, steps = counts
+    block, rule, gather = most + 1 + channels, requantize_double_rounding, GATHER_COUNTS[tile]
+    pixels, unit = height * width, 1 << unit_shift
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+             events: T.Buffer((pixels * block,), "int32"), out: T.Buffer(out_shape, out_dtype)):
+        acc = T.alloc_buffer((tile,), "int32")
+        for iy, ix in T.grid(height, width):
+            T.evaluate(T.call_extern("int32", EVENTS_COUNTS, T.address_of(x[iy, ix, 0]), channels, unit_shift, most,
+                                     oc_count, T.address_of(events[(iy * width + ix) * block]),
+                                     T.address_of(events[(iy * width + ix) * block + most + 1])))
+        for oy, ox, t in T.grid(oh, ow, oc_count // tile):
+            for j in range(tile):
+                acc[j] = bias[t * tile + j]
+            for rh, rw in T.grid(kh, kw):
+                iy = T.meta_var(oy * sh + rh - top)
+                ix = T.meta_var(ox * sw + rw - left)
+                if 0 <= iy and iy < height and 0 <= ix and ix < width:
+                    T.evaluate(T.call_extern("int32", gather, T.address_of(events[(iy * width + ix) * block]),
+                                             T.address_of(events[(iy * width + ix) * block + most + 1]),
+                                             T.address_of(weight[(rh * kw + rw) * channels * oc_count + t * tile]),
+                                             unit, steps, T.address_of(acc[0])))
             for j in range(tile):
                 out[oy, ox, t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
                                                    _channel(shift, t * tile + j), out_zero_point, list(clamp), out_dtype)
@@ -750,6 +823,30 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
     m_out, k_in = op.weight.shape
     zp, bits, code, out_dtype = spec_in.zero_point, op.weight_bits, op.weight_code, spec_out.dtype
     tile = gather_tile(graph, op) if len(x_t.shape) == 1 else 0
+    counts = counts_gather(graph, op) if tile else None
+    if counts:  # spike counts: listed once grouped by count, gathered by additions only
+        unit_shift, most, steps = counts
+        sig.scratch("events", k_in + most + 1, "int32")
+        clamp, gather, unit = list(op.clamp), GATHER_COUNTS[tile], 1 << unit_shift
+        w_shape, b_shape, m_shape, s_shape = (tuple(int(d) for d in t.shape) for t in (w_t, b_t, m_t, s_t))
+
+        @T.prim_func(private=True)
+        def func(x: T.Buffer((k_in,), "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+                 multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+                 events: T.Buffer((k_in + most + 1,), "int32"), out: T.Buffer((m_out,), out_dtype)):
+            acc = T.alloc_buffer((tile,), "int32")
+            T.evaluate(T.call_extern("int32", EVENTS_COUNTS, T.address_of(x[0]), k_in, unit_shift, most, m_out,
+                                     T.address_of(events[0]), T.address_of(events[most + 1])))
+            for t in range(m_out // tile):
+                for j in range(tile):
+                    acc[j] = bias[t * tile + j]
+                T.evaluate(T.call_extern("int32", gather, T.address_of(events[0]), T.address_of(events[most + 1]),
+                                         T.address_of(weight[t * tile]), unit, steps, T.address_of(acc[0])))
+                for j in range(tile):
+                    out[t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                               _channel(shift, t * tile + j), spec_out.zero_point, clamp, out_dtype)
+
+        return func
     if tile:  # the nonzero inputs listed once, gathered into tiles of outputs held in registers
         sig.scratch("events", k_in + 1, "int32")
         clamp, gather = list(op.clamp), GATHER[tile]

@@ -1,11 +1,12 @@
 """The stateful ops of a temporal graph (lif, cuba_lif, li, recurrent) as small C functions, one per op,
 with the integer arithmetic of :mod:`edgesnn.ir.state` spelled out as TFLite Micro's reference kernels
 spell theirs: Loihi's decay (``v * (4096 - d)``, shifted right by 12 with the sign kept), the input
-added in the state's units, a symmetric hold to the state's width, a spike when ``v > threshold``, a
-reset by subtraction or to zero; ``recurrent``'s ``W . prev`` requantized by TFLite's
-MultiplyByQuantizedMultiplier. TVM generates the per-step static ops as for any model; these few
-lines are written here because they read and write the state, which lives in its own static arena
-(``edgesnn_state`` in model.c, zeroed by ``edgesnn_reset``), not in the activations' arena.
+added in the state's units, a symmetric hold to the state's width, a spike when ``v > threshold`` (or
+MultiSpike's count ``min(D, (v - 1) / threshold)`` when v > threshold), a reset by subtraction or to
+zero; ``recurrent``'s ``W . prev`` requantized by TFLite's MultiplyByQuantizedMultiplier. TVM generates
+the per-step static ops as for any model; these few lines are written here because they read and write
+the state, which lives in its own static arena (``edgesnn_state`` in model.c, zeroed by
+``edgesnn_reset``), not in the activations' arena.
 
 Every function returns 0, or 1 when a state of ``overflow: error`` would leave its width (the IR's
 error; ``edgesnn_step`` then returns nonzero). What cannot be computed exactly in this arithmetic is
@@ -154,13 +155,21 @@ def _neuron_c(graph: g.Graph, op, symbol: str, args) -> str:
     lines += _hold("v", v)
     if op.kind == "li":
         lines += [f"        v_state[n] = ({C_TYPES[v.dtype]})v;", f"        out[n] = ({C_TYPES[ts[op.output].dtype]})v;"]
-    else:
+    elif op.max_spike == 1:
         reset = "v -= theta;" if op.reset == "subtract" else "v = 0;"
         lines += [f"        int64_t theta = threshold{_at(op.threshold, 'c')};",
                   "        int8_t spike = v > theta;",
                   f"        if (spike) {reset}",
                   f"        v_state[n] = ({C_TYPES[v.dtype]})v;",
                   "        out[n] = spike;"]
+    else:  # MultiSpike: the thresholds theta, 2 theta, ..., D theta that v exceeds (theta >= 1)
+        reset = "v -= spike * theta;" if op.reset == "subtract" else "v = 0;"
+        lines += [f"        int64_t theta = threshold{_at(op.threshold, 'c')};",
+                  "        int64_t spike = v > theta ? (v - 1) / theta : 0;",
+                  f"        if (spike > {op.max_spike}) spike = {op.max_spike};",
+                  f"        if (spike) {reset}",
+                  f"        v_state[n] = ({C_TYPES[v.dtype]})v;",
+                  "        out[n] = (int8_t)spike;"]
     lines += ["    }", "    return 0;", "}", ""]
     return "\n".join(lines)
 

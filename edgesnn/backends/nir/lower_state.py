@@ -12,6 +12,7 @@ beta = 1 - dt/tau and the input gain dt·r/tau. So each node gets (docs/nir.md, 
 - a neuron with no leak (d = 0 everywhere) is ``IF`` / ``I`` with r = 1 (the gain per step, as the
   static export's IF); v_threshold = threshold · scale; v_reset 0, and ``reset`` (subtract or zero)
   in the node's metadata, since NIR has only a reset to v_reset;
+- a MultiSpike neuron (``max_spike`` > 1: up to D spikes per step) is refused: NIR's neurons spike 0/1;
 - a ``recurrent`` op is an ``Affine`` (its real weight, bias 0) from the spikes it reads back to the
   neuron its output feeds: a cycle, which NIR allows, and which a step-by-step reader delays one step.
 
@@ -131,6 +132,9 @@ def _neuron(nir, op, graph: g.Graph, where: str):
     if op.kind == "li":
         kind = nir.CubaLI if synaptic else (nir.LI if "tau" in common else nir.I)
         return kind(**common, metadata=meta)
+    if op.max_spike != 1:
+        raise EdgesnnError(f"{where} emits up to {op.max_spike} spikes per step (MultiSpike, max_spike); NIR's LIF and "
+                           f"CubaLIF spike 0/1, so NIR export takes max_spike 1 only")
     threshold = full(op.threshold.astype(np.float64) * np.float64(np.float32(v.scale)))
     meta["reset"] = op.reset
     if synaptic:

@@ -105,13 +105,24 @@ class StateLowering:
     # -- the ops ------------------------------------------------------------------------------
 
     def lif(self, op: st.LIF) -> None:
+        """Spike ``v > threshold``; MultiSpike (max_spike D > 1) ``Clip(Div(v - 1, threshold), 0, D)``: Div
+        truncates or floors (runtimes differ, see above), which agree where v - 1 >= 0 and both end at 0 after
+        the Clip elsewhere. The zero reset's flag is ``v > threshold`` (s > 0)."""
         b = self.b
         v = self.membrane(op, final=False)
         theta = b.i64(op.threshold, f"{op.name}.threshold")
-        fired = b.node("Greater", [v, theta], f"{op.name}.fired")
-        b.cast(fired, self.graph.tensors[op.output].dtype, op.name, out=op.output)
-        s = b.cast(fired, "int64", f"{op.name}.s")
-        drop = b.node("Mul", [s, theta if op.reset == "subtract" else v], f"{op.name}.reset")
+        if op.max_spike == 1:
+            fired = b.node("Greater", [v, theta], f"{op.name}.fired")
+            b.cast(fired, self.graph.tensors[op.output].dtype, op.name, out=op.output)
+            s = flag = b.cast(fired, "int64", f"{op.name}.s")
+        else:
+            count = b.node("Div", [b.node("Sub", [v, b.i64(1, "one")], f"{op.name}.above"), theta], f"{op.name}.count")
+            top = b.i64(op.max_spike, f"{op.name}.max_spike")
+            s = b.node("Clip", [count, b.i64(0, "zero"), top], f"{op.name}.spikes")
+            b.cast(s, self.graph.tensors[op.output].dtype, op.name, out=op.output)
+            if op.reset == "zero":
+                flag = b.cast(b.node("Greater", [v, theta], f"{op.name}.fired"), "int64", f"{op.name}.flag")
+        drop = b.node("Mul", [s, theta] if op.reset == "subtract" else [flag, v], f"{op.name}.reset")
         b.node("Sub", [v, drop], f"{op.name}.next", next_name(op.v_state))
 
     def li(self, op: st.LI) -> None:

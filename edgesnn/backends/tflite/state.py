@@ -120,17 +120,30 @@ class StateLowering(Int32Program):
     # -- the ops ------------------------------------------------------------------------------
 
     def lif(self, op: st.LIF) -> None:
-        """Spike ``v > threshold`` (GREATER, CAST to the int8 spike tensor); reset: v - threshold * s, or v - v * s."""
+        """Spike ``v > threshold`` (GREATER, CAST to the int8 spike tensor); reset: v - threshold * s, or v - v * s.
+        MultiSpike (max_spike D > 1): s = MINIMUM(MAXIMUM(DIV(v - 1, threshold), 0), D), DIV's truncation being
+        the IR's floor where v - 1 >= 0 and 0 after the MAXIMUM elsewhere; the zero reset's flag is v > threshold."""
         lw = self.lw
         v, shape = self.membrane(op, final=False)
         theta = self.const(op, "threshold", op.threshold)
-        fired = self.tensor(op, "fired", shape, "bool")
-        lw.emit("GREATER", [v, theta], [fired], last=False)
-        lw.emit("CAST", [fired], [lw.activation(op.output)], last=False)
-        lw.bounds[op.output] = (0, 1)
-        s = self.tensor(op, "s", shape)
-        lw.emit("CAST", [fired], [s], last=False)
-        drop = self.binary(op, "MUL", s, theta if op.reset == "subtract" else v, shape, "reset")
+        lw.bounds[op.output] = (0, op.max_spike)
+        flag = None
+        if op.max_spike == 1 or op.reset == "zero":
+            fired = self.tensor(op, "fired", shape, "bool")
+            lw.emit("GREATER", [v, theta], [fired], last=False)
+        if op.max_spike == 1:
+            lw.emit("CAST", [fired], [lw.activation(op.output)], last=False)
+            s = flag = self.cast(op, fired, shape, "s")
+        else:
+            above = self.binary(op, "SUB", v, self.const(op, "one", [1]), shape, "above")
+            count = self.binary(op, "DIV", above, theta, shape, "count")
+            low = self.binary(op, "MAXIMUM", count, self.const(op, "zero", [0]), shape, "count.low")
+            s = self.binary(op, "MINIMUM", low, self.const(op, "max_spike", [op.max_spike]), shape, "spikes")
+            self.cast(op, s, shape, "out", "int8", lw.activation(op.output))
+            if op.reset == "zero":
+                flag = self.cast(op, fired, shape, "flag")
+        drop = self.binary(op, "MUL", s, theta, shape, "reset") if op.reset == "subtract" else \
+            self.binary(op, "MUL", flag, v, shape, "reset")
         self.binary(op, "SUB", v, drop, shape, "next", self.next_tensor(op.v_state))
 
     def cuba_lif(self, op: st.CubaLIF) -> None:

@@ -1,0 +1,131 @@
+"""The counts micro-kernels (backends/mcu/microkernels.py: edgesnn_events_counts_s8 and the
+gathers that only add weights) on single spike-reading layers: binary spikes, counts 0..4 widened
+by the exporter's 2^4 headroom, 300 inputs of one count in a pixel, counts whose 16-bit running
+sums must be flushed before the last count, a dense layer; ternary spikes and large weights (600 inputs) keep
+the multiply-accumulate gather. Each is equal to the golden interpreter on the host (plain C) and
+on QEMU's Cortex-M4 (SXTAB16/SADD16), and the counts kernel takes fewer instructions there than
+the multiply-accumulate one it replaces."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from edgesnn import boards
+from edgesnn.ir import graph as g
+
+import tvm  # noqa: E402,F401  (scripts/setup.sh installs apache-tvm: a missing one fails, never skips)
+from edgesnn.backends.mcu import export_mcu, kernels, verify_mcu  # noqa: E402
+from edgesnn.backends.mcu.build import run  # noqa: E402
+from edgesnn.backends.mcu.microkernels import EVENTS, EVENTS_COUNTS, GATHER, GATHER_COUNTS  # noqa: E402
+
+M4 = "nucleo-f446re"
+
+
+def need(*tools: str) -> None:
+    """Not skipped: CI runs scripts/setup.sh, so a missing tool is a failure of the setup."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    assert not missing, f"{', '.join(missing)} missing: scripts/setup.sh installs it"
+
+
+def _graph(kind: str, in_shape, out_ch: int, D: int, headroom: int = 0, signed: bool = False, wmax: int = 127,
+           shift: int | None = None, seed: int = 0) -> g.Graph:
+    """x (spike counts 0..D, or -D..D) -> [x 2^headroom] -> one conv2d (3x3, padded; 1x1 when the
+    input has over 64 channels) or dense layer with int8 weights in [-wmax, wmax]."""
+    rng = np.random.default_rng(seed)
+    fan_in = in_shape[-1]
+    conv = kind == "conv"
+    k = 3 if conv and fan_in <= 64 else 1
+    w_shape = (out_ch, k, k, fan_in) if conv else (out_ch, fan_in)
+    out_shape = [*in_shape[:2], out_ch] if conv else [out_ch]
+    tensors = {"x": g.TensorSpec(list(in_shape), "int8", 1.0, 0, spike_D=D, signed=signed),
+               "y": g.TensorSpec(out_shape, "int8", 0.5, -3)}
+    ops, src = [], "x"
+    if headroom:
+        tensors["xs"] = g.TensorSpec(list(in_shape), "int8", 1.0 / (1 << headroom), 0)
+        ops.append(g.Requantize("widen", ["x"], "xs", multiplier=np.array([1 << 30], np.int32),
+                                shift=np.array([headroom + 1], np.int32), clamp=[-128, 127]))
+        src = "xs"
+    common = dict(multiplier=rng.integers(2**30, 2**31 - 1, out_ch).astype(np.int32),
+                  shift=np.full(out_ch, -9 - headroom - (D > 4) * 3 if shift is None else shift, np.int32), clamp=[-128, 127],
+                  weight=rng.integers(-wmax, wmax + 1, w_shape).astype(np.int8),
+                  bias=rng.integers(-3000, 3000, out_ch).astype(np.int32), weight_scale=np.full(out_ch, 0.01))
+    if conv:
+        ops.append(g.Conv2D("layer", [src], "y", **common, padding=[k // 2] * 4))
+    else:
+        ops.append(g.Dense("layer", [src], "y", **common))
+    return g.Graph(tensors, ops, "x", ["y"])
+
+
+def _spikes(graph: g.Graph, rate: float, samples: int, seed: int = 1) -> np.ndarray:
+    spec = graph.tensors["x"]
+    rng = np.random.default_rng(seed)
+    shape = (samples, *spec.shape)
+    values = rng.integers(1, spec.spike_D + 1, shape)
+    if spec.signed:
+        values = values * np.where(rng.random(shape) < 0.5, 1, -1)
+    return np.where(rng.random(shape) < rate, values, 0).astype(np.float32)
+
+
+CASES = {  # name: (graph arguments, counts kernel expected, counts between flushes: 0 none before the end)
+    "binary": (dict(kind="conv", in_shape=(5, 5, 12), out_ch=16, D=1), True, 0),
+    "D4-headroom": (dict(kind="conv", in_shape=(5, 4, 20), out_ch=8, D=4, headroom=4), True, 0),
+    "300-inputs": (dict(kind="conv", in_shape=(3, 3, 300), out_ch=8, D=1, wmax=90, shift=-5), True, 0),
+    "flushed": (dict(kind="conv", in_shape=(4, 4, 48), out_ch=16, D=16), True, None),
+    "dense": (dict(kind="dense", in_shape=(70,), out_ch=24, D=4, headroom=2), True, 0),
+    "ternary": (dict(kind="conv", in_shape=(5, 5, 8), out_ch=8, D=1, signed=True), False, None),
+    "large-weights": (dict(kind="conv", in_shape=(2, 2, 600), out_ch=8, D=1, shift=-5), False, None),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_counts_kernels_are_bit_exact_on_the_host_and_cortex_m4(case, tmp_path):
+    need("cc", "make", "arm-none-eabi-gcc", "qemu-system-arm")
+    args, takes_counts, steps = CASES[case]
+    graph = _graph(**args)
+    op = graph.ops[-1]
+    counts = kernels.counts_gather(graph, op)
+    assert (counts is not None) == takes_counts, counts
+    if steps is not None:
+        assert counts[2] == steps
+    if case == "flushed":  # 16-bit sums flushed before the last count: the path is taken
+        assert 0 < counts[2] < counts[1] == 16
+    if case == "300-inputs":  # one pixel's 300 inputs in one group: > 258 weights added into a half
+        w = np.abs(op.weight.astype(np.int64)).sum(-1).max()
+        assert w <= 32767 and op.weight.shape[-1] > 258
+    if case == "large-weights":
+        assert np.abs(op.weight.astype(np.int64)).sum(-1).max() > 32767
+    x = _spikes(graph, 0.95 if case == "300-inputs" else 0.5, 12)
+    ints = graph.run_integer(graph.quantize_input(x), keep_all=True)
+    assert len(np.unique(ints["y"])) > 10  # outputs not all clamped
+    if case == "300-inputs":
+        assert (np.count_nonzero(ints["x"], axis=-1) > 258).any()
+    out = tmp_path / "mcu"
+    export_mcu(graph, boards.load(M4), out, "all", x)
+    source = (out / "kernels.c").read_text()
+    tile = kernels.gather_tile(graph, op)
+    used = (EVENTS_COUNTS, GATHER_COUNTS[tile]) if takes_counts else (EVENTS, GATHER[tile])
+    assert all(f"{name}(" in source for name in used), used
+    r = verify_mcu(out, x, qemu=True, samples=12, trust_code=True)
+    assert set(r["runs"]) == {"host", "arm"}
+    assert all(run["mismatched_elements"] == 0 and run["samples"] == 12 for run in r["runs"].values()), r["runs"]
+
+
+def test_counts_gather_takes_fewer_instructions_than_the_multiply_accumulate_one(tmp_path, monkeypatch):
+    need("make", "arm-none-eabi-gcc", "qemu-system-arm")
+    graph = _graph("conv", (6, 6, 32), 64, D=4)  # the digits cnn's features.6 shape, counts 0..4
+    x = _spikes(graph, 0.6, 3)
+    xq = graph.quantize_input(x)
+    measured = {}
+    for form in ("counts", "multiply"):
+        if form == "multiply":
+            monkeypatch.setattr(kernels, "counts_gather", lambda graph, op: None)
+        out = tmp_path / form
+        export_mcu(graph, boards.load(M4), out, "all", x)
+        assert (f"{EVENTS_COUNTS}(" in (out / "kernels.c").read_text()) == (form == "counts")
+        y, stats = run(out, "arm", xq, "int8", 6 * 6 * 64, machine=boards.load(M4).qemu_machine)
+        assert (y.reshape(3, 6, 6, 64) == graph.run_integer(xq, keep_all=True)["y"]).all()
+        measured[form] = stats["mean"]
+    assert measured["counts"] < 0.85 * measured["multiply"], measured
