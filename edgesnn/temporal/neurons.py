@@ -211,6 +211,7 @@ class _Stateful(nn.Module):
         if not self.scale > 0:
             raise EdgesnnError(f"{where}: the state's scale must be positive, got {scale!r}")
         self.register_buffer("decay_v", torch.tensor([decay_of(beta, where)], dtype=torch.int64))
+        self.learn_beta = False  # a subclass that learns beta sets it, with its Parameter ``beta``
 
     @property
     def dtype(self) -> str:
@@ -225,6 +226,17 @@ class _Stateful(nn.Module):
         """The clamp of the current tensor: its dtype's range."""
         info = np.iinfo(self.dtype)
         return int(info.min), int(info.max)
+
+    def leak(self, exact: bool) -> torch.Tensor:
+        """The membrane's decay d: the ``decay_v`` buffer, or with ``learn_beta`` round(4096 (1 - beta)),
+        beta held to 0..1: int64 when ``exact``, else a float whose rounding is straight-through (so the
+        trained decay is the exported one)."""
+        if not self.learn_beta:
+            return self.decay_v
+        d = DECAY_UNITY * (1 - self.beta.clamp(0.0, 1.0))
+        with torch.no_grad():
+            self.decay_v.copy_(torch.round(d.detach()).to(torch.int64))
+        return self.decay_v if exact else round_ste(d)
 
     def hold(self, v: torch.Tensor) -> torch.Tensor:
         """Saturate to the state's width (the IR's ``overflow: saturate``)."""
@@ -274,16 +286,6 @@ class LIF(_Stateful):
         self.learn_beta, self.max_spike = learn_beta, max_spike
         if learn_beta:
             self.beta = nn.Parameter(torch.tensor([float(beta)]))
-
-    def leak(self, exact: bool) -> torch.Tensor:
-        """The membrane's decay d: the ``decay_v`` buffer, or with ``learn_beta`` round(4096 (1 - beta)),
-        beta held to 0..1: int64 when ``exact``, else a float whose rounding is straight-through."""
-        if not self.learn_beta:
-            return self.decay_v
-        d = DECAY_UNITY * (1 - self.beta.clamp(0.0, 1.0))
-        with torch.no_grad():
-            self.decay_v.copy_(torch.round(d.detach()).to(torch.int64))
-        return self.decay_v if exact else round_ste(d)
 
     def fire(self, v: torch.Tensor) -> torch.Tensor:
         if self.max_spike > 1:
@@ -373,16 +375,6 @@ class LI(_Stateful):
         self.learn_beta = learn_beta
         if learn_beta:
             self.beta = nn.Parameter(torch.tensor([float(beta)]))
-
-    def leak(self, exact: bool) -> torch.Tensor:
-        """The membrane's decay d: the ``decay_v`` buffer, or with ``learn_beta`` round(4096 (1 - beta)), beta
-        held to 0..1, straight-through on float (LIF's rule: the readout's trained decay is the exported one)."""
-        if not self.learn_beta:
-            return self.decay_v
-        d = DECAY_UNITY * (1 - self.beta.clamp(0.0, 1.0))
-        with torch.no_grad():
-            self.decay_v.copy_(torch.round(d.detach()).to(torch.int64))
-        return self.decay_v if exact else round_ste(d)
 
     def state_names(self) -> list[str]:
         return ["i", "v"] if self.synaptic else ["v"]
