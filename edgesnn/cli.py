@@ -366,8 +366,8 @@ def quantize(
     if nproc_per_node is not None:  # the same command in N ranks, without this option
         from edgesnn.quantize import check_processes
 
-        check_processes(checkpoint)
-        raise typer.Exit(distributed.relaunch(nproc_per_node, sys.argv[1:], "--nproc-per-node"))
+        raise typer.Exit(distributed.relaunch(nproc_per_node, sys.argv[1:], "--nproc-per-node",
+                                              check=lambda: check_processes(checkpoint)))
     opts = Options(weight_bits=weight_bits, membrane_bits=membrane_bits, spike_bits=spike_bits, prune=prune,
                    prune_criterion=prune_criterion, stream_dtype=stream_dtype, epochs=epochs, first_last_bits=first_last_bits, lr=lr, seed=seed)
     check_options(method, opts)

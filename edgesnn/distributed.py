@@ -133,11 +133,14 @@ def launch(nproc: int, argv: list[str]) -> int:
         return p.wait()
 
 
-def relaunch(nproc: int, argv: list[str], option: str) -> int:
-    """This command line (``argv``, which gave ``option N``) again in ``nproc`` ranks, without the option."""
+def relaunch(nproc: int, argv: list[str], option: str, check=None) -> int:
+    """This command line (``argv``, which gave ``option N``) again in ``nproc`` ranks, without the option.
+    ``check``: what must hold first (its error is one line here, not one per rank under torchrun's traceback)."""
     rest = without_option(argv, option)
     if rest == list(argv):  # called from Python, not from this command line: there is nothing to relaunch
         raise EdgesnnError(f"{option}: relaunches the edgesnn command line; from Python, run it under torchrun")
+    if check is not None:
+        check()
     return launch(nproc, rest)
 
 

@@ -143,7 +143,7 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
 
 def test_bad_export_options(trained, tmp_path):
     r = edgesnn("export", trained / "cnn", "--weight-bits", 9, "--out", tmp_path / "out")
-    assert_user_error(r, "weight bits must be between 1 and 8, got 9")
+    assert_user_error(r, "weight bits must be between 1 and 8, or 16 (two int8 planes), got 9")
     r = edgesnn("export", trained / "cnn", "--stream-dtype", "int4", "--out", tmp_path / "out")
     assert_user_error(r, "stream dtype must be one of int8, int16, got 'int4'")
     assert not (tmp_path / "out").exists()

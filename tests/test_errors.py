@@ -242,7 +242,7 @@ EXPORT = [
     ("spec-membrane-bits", lambda c: [c.ck(edit=_quantization({"method": "qsnn", "membrane_bits": 40}))],
      "membrane bits must be between 2 and 16, got 40"),
     ("unknown-target", lambda c: [c.ckpt, "--target", "fpga"], "unknown target 'fpga'; available: ir, onnx, onnx-qcdq, tflite"),
-    ("weight-bits", lambda c: [c.ckpt, "--weight-bits", 0], "weight bits must be between 1 and 8, got 0"),
+    ("weight-bits", lambda c: [c.ckpt, "--weight-bits", 0], "weight bits must be between 1 and 8, or 16 (two int8 planes), got 0"),
     ("stream-dtype", lambda c: [c.ckpt, "--stream-dtype", "int4"], "stream dtype must be one of int8, int16, got 'int4'"),
     ("board-file-missing", lambda c: [c.ckpt, "--target", "mcu", "--board", c.tmp / "b.yaml"], "b.yaml: no such board file"),
     ("board-file-bad", lambda c: [c.ckpt, "--target", "mcu", "--board", c.file("b.yaml", "name: b\nkind: fpga\n")],
