@@ -103,7 +103,7 @@ def fit_cost_model() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         for core, board in (("dsp", "nucleo-f446re"), ("plain", "nucleo-f103rb")):
-            for family in ("int8", "generic"):
+            for family in ("int8", "generic", "counts"):
                 coef, rows = cost.fit(boards.load(board), family, Path(tmp))
                 print(f"    ({core!r}, {family!r}): {coef!r},  # {board}", flush=True)
                 for kind, rate, form, measured, modelled in rows:

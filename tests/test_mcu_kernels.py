@@ -258,8 +258,8 @@ def test_event_driven_equals_dense_form(tmp_path):
     for k, op in zip(events, b.ops):
         scratch = [a for a in k.args if a.role == "scratch"]
         shape = graph.tensors[op.inputs[0]].shape
-        if op.name == "dense8":  # the gather form: the nonzero inputs listed, with their count
-            assert scratch[0].name == "events" and k.scratch_bytes == 4 * (int(np.prod(shape)) + 1)
+        if op.name == "dense8":  # the counts gather: the nonzero inputs listed by count (D + 2 more words)
+            assert scratch[0].name == "events" and k.scratch_bytes == 4 * (int(np.prod(shape)) + 1 + 2)
         else:  # an int32 accumulator per output in the arena
             assert scratch[0].name == "acc" and k.scratch_bytes == 4 * int(np.prod(graph.tensors[op.output].shape))
         assert len(scratch) == 1

@@ -1,10 +1,10 @@
 """The counts micro-kernels (backends/mcu/microkernels.py: edgesnn_events_counts_s8 and the
-gathers that only add weights) on single spike-reading layers: binary spikes, counts 0..4 widened
-by the exporter's 2^4 headroom, 300 inputs of one count in a pixel, counts whose 16-bit running
-sums must be flushed before the last count, a dense layer; ternary spikes and large weights (600 inputs) keep
-the multiply-accumulate gather. Each is equal to the golden interpreter on the host (plain C) and
-on QEMU's Cortex-M4 (SXTAB16/SADD16), and the counts kernel takes fewer instructions there than
-the multiply-accumulate one it replaces."""
+gathers that only add weights) on single spike-reading layers: binary spikes, counts 0..4
+widened by the exporter's 2^4 headroom, 300 inputs of one count in a pixel, counts whose 16-bit
+running sums must be flushed before the last count, a dense layer; ternary spikes and large
+weights (600 inputs) keep the multiply-accumulate gather. Each is equal to the golden interpreter
+on the host (plain C) and on QEMU's Cortex-M4 (SXTAB16/SADD16), two also at -Os, and the counts
+kernel takes fewer instructions there than the multiply-accumulate one it replaces."""
 
 from __future__ import annotations
 
@@ -113,9 +113,21 @@ def test_counts_kernels_are_bit_exact_on_the_host_and_cortex_m4(case, tmp_path):
     assert all(run["mismatched_elements"] == 0 and run["samples"] == 12 for run in r["runs"].values()), r["runs"]
 
 
+@pytest.mark.parametrize("case", ["flushed", "dense"])
+def test_counts_kernels_are_bit_exact_at_os(case, tmp_path, monkeypatch):
+    """-Os (MAKEFLAGS, as scripts/mcu_vs_cmsis_nn.py builds) allocates registers otherwise."""
+    need("cc", "make", "arm-none-eabi-gcc", "qemu-system-arm")
+    monkeypatch.setenv("MAKEFLAGS", "OPT=-Os")
+    graph = _graph(**CASES[case][0])
+    x = _spikes(graph, 0.5, 6)
+    export_mcu(graph, boards.load(M4), tmp_path / "mcu", "all", x)
+    r = verify_mcu(tmp_path / "mcu", x, qemu=True, samples=6, trust_code=True)
+    assert all(run["mismatched_elements"] == 0 and run["samples"] == 6 for run in r["runs"].values()), r["runs"]
+
+
 def test_counts_gather_takes_fewer_instructions_than_the_multiply_accumulate_one(tmp_path, monkeypatch):
     need("make", "arm-none-eabi-gcc", "qemu-system-arm")
-    graph = _graph("conv", (6, 6, 32), 64, D=4)  # the digits cnn's features.6 shape, counts 0..4
+    graph = _graph("conv", (6, 6, 32), 64, D=4)  # the digits cnn's features.6 channels, counts 0..4
     x = _spikes(graph, 0.6, 3)
     xq = graph.quantize_input(x)
     measured = {}
@@ -128,4 +140,4 @@ def test_counts_gather_takes_fewer_instructions_than_the_multiply_accumulate_one
         y, stats = run(out, "arm", xq, "int8", 6 * 6 * 64, machine=boards.load(M4).qemu_machine)
         assert (y.reshape(3, 6, 6, 64) == graph.run_integer(xq, keep_all=True)["y"]).all()
         measured[form] = stats["mean"]
-    assert measured["counts"] < 0.85 * measured["multiply"], measured
+    assert measured["counts"] < 0.75 * measured["multiply"], measured  # 0.60 when written

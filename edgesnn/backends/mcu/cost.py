@@ -15,8 +15,9 @@ padded convolution, whose generic dense loop tests the padding at every multiply
 the requantization and the bias and accumulator set-up per output.
 
 The coefficients depend on the core (DSP extension or not: the micro-kernels' two builds) and on
-the kernel family a layer gets (``kernels.int8_linear``: the int8 micro-kernels, or the generic TE
-loops for sub-byte weights and int16 inputs). They were fitted by least squares (non-negative) on QEMU
+the kernel family a layer gets (``kernels.int8_linear``: the int8 micro-kernels, the counts
+micro-kernels where the input holds spike counts (``kernels.counts_gather``: additions only), or
+the generic TE loops for sub-byte weights and int16 inputs). They were fitted by least squares (non-negative) on QEMU
 instruction counts of single-layer graphs, by :func:`fit`, on the Cortex-M4 (mps2-an386) for cores
 with DSP and on the Cortex-M3 (mps2-an385) for the rest (Cortex-M0, aarch64 Linux);
 ``scripts/mcu_vs_cmsis_nn.py --fit`` refits them and prints this table. docs/mcu.md describes the
@@ -55,11 +56,11 @@ COEFFICIENTS = {
     ('dsp', 'generic'): Coefficients(mac=12.37, padded_mac=7.54, tap=0.0, output=0.0,
                         event_mac=12.78, tap_e=6.76, input=0.0, output_e=27.03),  # nucleo-f446re
     ('dsp', 'counts'): Coefficients(mac=1.77, padded_mac=0.36, tap=5.96, output=39.88,
-                        event_mac=1.51, tap_e=20.5, input=12.26, output_e=46.08),  # nucleo-f446re
+                        event_mac=1.11, tap_e=14.48, input=15.92, output_e=41.02),  # nucleo-f446re
     ('plain', 'int8'): Coefficients(mac=2.76, padded_mac=0.19, tap=5.07, output=41.77,
                         event_mac=3.03, tap_e=9.14, input=7.76, output_e=36.0),  # nucleo-f103rb
     ('plain', 'counts'): Coefficients(mac=2.76, padded_mac=0.19, tap=5.39, output=41.45,
-                        event_mac=3.38, tap_e=15.93, input=13.7, output_e=42.67),  # nucleo-f103rb
+                        event_mac=2.91, tap_e=12.12, input=16.83, output_e=42.84),  # nucleo-f103rb
     ('plain', 'generic'): Coefficients(mac=12.38, padded_mac=7.53, tap=0.0, output=0.0,
                         event_mac=12.78, tap_e=6.76, input=0.0, output_e=27.23),  # nucleo-f103rb
 }

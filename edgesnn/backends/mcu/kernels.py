@@ -22,7 +22,8 @@ Conventions of the generated functions:
   call of a C micro-kernel (:mod:`.microkernels`: SXTB16/SMLAD on cores with DSP): dense, four
   output channels per call over a run of input channels or a whole kernel row; event-driven, the
   nonzero inputs listed once and gathered into tiles of outputs held in registers (weights stored
-  output-minor). Sub-byte weights and int16 inputs keep the TE forms.
+  output-minor; inputs holding spike counts: grouped by count and gathered by additions only,
+  :func:`counts_gather`). Sub-byte weights and int16 inputs keep the TE forms.
 - Event-driven conv2d / dense reading spike counts have spike-train forms (``--spike-code``):
   the counts are walked as rate-burst or bit-plane trains, additions only per synapse.
 """
@@ -605,7 +606,7 @@ def conv2d_events(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFun
     if tile:  # the nonzero inputs listed per pixel, gathered into a tile of outputs in registers
         height, width, channels = spec_in.shape
         counts = counts_gather(graph, op)
-        header = counts[1] + 1 if counts else 1
+        header = counts[1] + 2 if counts else 1  # counts: the largest, a length per group, the end mark
         sig.scratch("events", height * width * (channels + header), "int32")
         return _conv2d_gather_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), tuple(op.stride),
                                    tuple(op.padding), spec_in.zero_point, spec_out.dtype, spec_out.zero_point,
@@ -702,16 +703,17 @@ def _conv2d_gather_func(shapes, out_shape, weight_shape, stride, padding, zp, ou
     tile. A zero input costs its test in the listing and nothing after.
 
     ``counts`` (:func:`counts_gather`): the input holds spike counts; each pixel's block of
-    ``events`` is a header of D + 1 words and its entries grouped by count, and the gather only adds."""
+    ``events`` is its list of entries grouped by count (D + 2 + channels words at most), and the
+    gather only adds."""
     x_shape, w_shape, b_shape, m_shape, s_shape = shapes
     height, width, channels = x_shape
     oh, ow, oc_count = out_shape
     _, kh, kw, _ = weight_shape
     (sh, sw), (top, _, left, _) = stride, padding
-    pixels, rule, gather = height * width, requantize_double_rounding, GATHER[tile]
     if counts:
         return _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dtype, out_zero_point, clamp,
                                    tile, counts)
+    pixels, rule, gather = height * width, requantize_double_rounding, GATHER[tile]
 
     @T.prim_func(private=True)
     def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
@@ -748,7 +750,7 @@ def _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dt
     _, kh, kw, _ = weight_shape
     (sh, sw), (top, _, left, _) = stride, padding
     unit_shift, most, steps = counts
-    block, rule, gather = most + 1 + channels, requantize_double_rounding, GATHER_COUNTS[tile]
+    block, rule, gather = most + 2 + channels, requantize_double_rounding, GATHER_COUNTS[tile]
     pixels, unit = height * width, 1 << unit_shift
 
     @T.prim_func(private=True)
@@ -758,8 +760,7 @@ def _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dt
         acc = T.alloc_buffer((tile,), "int32")
         for iy, ix in T.grid(height, width):
             T.evaluate(T.call_extern("int32", EVENTS_COUNTS, T.address_of(x[iy, ix, 0]), channels, unit_shift, most,
-                                     oc_count, T.address_of(events[(iy * width + ix) * block]),
-                                     T.address_of(events[(iy * width + ix) * block + most + 1])))
+                                     oc_count, T.address_of(events[(iy * width + ix) * block])))
         for oy, ox, t in T.grid(oh, ow, oc_count // tile):
             for j in range(tile):
                 acc[j] = bias[t * tile + j]
@@ -768,7 +769,6 @@ def _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dt
                 ix = T.meta_var(ox * sw + rw - left)
                 if 0 <= iy and iy < height and 0 <= ix and ix < width:
                     T.evaluate(T.call_extern("int32", gather, T.address_of(events[(iy * width + ix) * block]),
-                                             T.address_of(events[(iy * width + ix) * block + most + 1]),
                                              T.address_of(weight[(rh * kw + rw) * channels * oc_count + t * tile]),
                                              unit, steps, T.address_of(acc[0])))
             for j in range(tile):
@@ -826,22 +826,22 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
     counts = counts_gather(graph, op) if tile else None
     if counts:  # spike counts: listed once grouped by count, gathered by additions only
         unit_shift, most, steps = counts
-        sig.scratch("events", k_in + most + 1, "int32")
+        sig.scratch("events", k_in + most + 2, "int32")
         clamp, gather, unit = list(op.clamp), GATHER_COUNTS[tile], 1 << unit_shift
         w_shape, b_shape, m_shape, s_shape = (tuple(int(d) for d in t.shape) for t in (w_t, b_t, m_t, s_t))
 
         @T.prim_func(private=True)
         def func(x: T.Buffer((k_in,), "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
                  multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
-                 events: T.Buffer((k_in + most + 1,), "int32"), out: T.Buffer((m_out,), out_dtype)):
+                 events: T.Buffer((k_in + most + 2,), "int32"), out: T.Buffer((m_out,), out_dtype)):
             acc = T.alloc_buffer((tile,), "int32")
             T.evaluate(T.call_extern("int32", EVENTS_COUNTS, T.address_of(x[0]), k_in, unit_shift, most, m_out,
-                                     T.address_of(events[0]), T.address_of(events[most + 1])))
+                                     T.address_of(events[0])))
             for t in range(m_out // tile):
                 for j in range(tile):
                     acc[j] = bias[t * tile + j]
-                T.evaluate(T.call_extern("int32", gather, T.address_of(events[0]), T.address_of(events[most + 1]),
-                                         T.address_of(weight[t * tile]), unit, steps, T.address_of(acc[0])))
+                T.evaluate(T.call_extern("int32", gather, T.address_of(events[0]), T.address_of(weight[t * tile]), unit,
+                                         steps, T.address_of(acc[0])))
                 for j in range(tile):
                     out[t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
                                                _channel(shift, t * tile + j), spec_out.zero_point, clamp, out_dtype)

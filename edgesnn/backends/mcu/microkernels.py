@@ -9,6 +9,10 @@ compiler does not find them on its own. Everywhere else (the host, Cortex-M0/M3)
 are their plain C loops. TVM still generates every kernel: the loop nests, padding, strides,
 groups and requantization; it calls these two functions for the innermost run of bytes.
 
+Inputs known to hold spike counts (unit x c, c = 1..D) take the counts kernels: each pixel's
+nonzero inputs listed grouped by count, and a gather that only adds weights (16-bit halves, two
+outputs a register, with SXTAB16 / SADD16), the counts applied by Horner's rule.
+
 Bit-exactness: the sums are the same integers in another order. Every operand fits the 16-bit
 halves: an int8 input minus its zero point is within [-255, 255], a weight within [-128, 127], so a
 product is exact, and SMLAD / SMLABB add to the 32-bit accumulator as C's int32 addition does.
@@ -27,7 +31,7 @@ AXPY = "edgesnn_axpy_s8"
 # gather only adds weights (see the comments of the C functions below).
 EVENTS_COUNTS = "edgesnn_events_counts_s8"
 GATHER_COUNTS = {4: "edgesnn_gather4_counts_s8", 8: "edgesnn_gather8_counts_s8"}
-COUNTS_MAX_D = 64  # a pixel's header has D + 1 words
+COUNTS_MAX_D = 64  # EDGESNN_COUNTS_MAX: the listing's histogram on the stack
 HALF_LIMIT = 32767  # a 16-bit half's sums must stay within int16
 NAMES = (DOT, DOT4, EVENTS, *GATHER.values(), AXPY, EVENTS_COUNTS, *GATHER_COUNTS.values())
 
@@ -272,82 +276,135 @@ EDGESNN_INLINE int32_t edgesnn_axpy_s8(int32_t *restrict acc, int8_t *restrict w
     return 0;
 }
 /* Spike counts. An input holding unit * c (c = 1..most: a neuron's spike count, widened by the
-   exporter's 2^shift headroom) is listed under its count c: edgesnn_events_counts_s8 writes a
-   pixel's weight offsets grouped by count, largest first (a counting sort), and a header:
-   head[0] = the largest count present, head[c] = where the entries of count c end. Values that are
-   not such multiples cannot occur (the IR's spike tensors); they would be left out, never written
-   out of bounds. */
+   exporter's 2^shift headroom) is listed under its count c. edgesnn_events_counts_s8 writes a
+   pixel's list: the largest count present, then the groups from it down to count 1 (a counting
+   sort; binary spikes in one pass), each its length then its entries (weight offsets), and -1
+   (most + 2 + n words at most). Values that are not such multiples cannot occur (the IR's spike
+   tensors); they would be left out, never written out of bounds. */
+#define EDGESNN_COUNTS_MAX 64
 EDGESNN_INLINE int32_t edgesnn_events_counts_s8(int8_t *restrict x, int32_t n, int32_t shift, int32_t most,
-                                               int32_t stride, int32_t *restrict head, int32_t *restrict entries)
+                                               int32_t stride, int32_t *restrict list)
 {
-    int32_t i, c, total = 0, top = 0;
+    int32_t i, c, k = 0, top = 0, at[EDGESNN_COUNTS_MAX + 1];
     if (most == 1) {  /* binary spikes: one group, one pass */
         for (i = 0; i < n; i++)
             if (((int32_t)x[i] >> shift) == 1)
-                entries[total++] = i * stride;
-        head[0] = total != 0;
-        head[1] = total;
-        return total;
+                list[2 + k++] = i * stride;
+        list[0] = 1;
+        list[1] = k;
+        list[k + 2] = -1;
+        return k;
     }
     for (c = 1; c <= most; c++)
-        head[c] = 0;
+        at[c] = 0;
     for (i = 0; i < n; i++) {
         c = (int32_t)x[i] >> shift;
         if ((uint32_t)(c - 1) < (uint32_t)most)
-            head[c]++;
+            at[c]++;
     }
-    for (c = most; c >= 1; c--) {  /* head[c]: where count c starts (the larger counts come first) */
-        const int32_t k = head[c];
-        head[c] = total;
-        total += k;
-        if (k != 0 && top == 0)
-            top = c;
+    for (c = most; c >= 1 && at[c] == 0; c--)
+        ;
+    top = c;
+    list[k++] = top;
+    for (c = top; c >= 1; c--) {  /* each group's length, and where its entries go */
+        list[k] = at[c];
+        k += at[c] + 1;
+        at[c] = k - at[c];
     }
-    for (i = 0; i < n; i++) {  /* ... and, once its entries are written, where it ends */
+    list[k] = -1;
+    for (i = 0; i < n; i++) {
         c = (int32_t)x[i] >> shift;
         if ((uint32_t)(c - 1) < (uint32_t)most)
-            entries[head[c]++] = i * stride;
+            list[at[c]++] = i * stride;
     }
-    head[0] = top;
-    return total;
+    return k;
 }
 
 /* sums[j] += unit * sum over the listed inputs of count c * w[offset + j], j < 4 (or 8), from a
-   header and entries of edgesnn_events_counts_s8. Additions only: walking the counts down from
-   the largest, p accumulates the weights of the inputs of count >= c and r += p once per count, so
-   r ends as sum c * w (Horner's rule on the counts). DSP cores keep p and r as 16-bit halves (two
+   list of edgesnn_events_counts_s8. Additions only: walking the groups down from the largest
+   count, p accumulates the weights of the inputs of count >= c and r += p once per count, so r
+   ends as sum c * w (Horner's rule on the counts). DSP cores keep p and r as 16-bit halves (two
    outputs a register): one LDR and two SXTAB16 add four weights, one SADD16 adds two halves of p
    to r; SMLABB / SMLATB multiply the halves by unit into the int32 sums once at the end, and every
    ``steps`` counts (flush). Exact: halves add modulo 2^16, so only the final values must fit int16,
    and the generator chooses ``steps`` so that they do: |p| <= W and |r| <= steps * W <= 32767, W
    the largest sum of one tap's |weights| into an output (kernels.counts_gather); steps 0: never
-   before the end (D * W <= 32767). */
+   before the end (D * W <= 32767). Elsewhere (no SIMD) each group's count multiplies its weights. */
 #ifdef EDGESNN_DSP
 #define EDGESNN_FLUSH2(r, unit, lo, hi)                                                             \
     do {                                                                                            \
         lo = __smlabb(r, unit, lo);                                                                 \
         hi = __smlatb(r, unit, hi);                                                                 \
     } while (0)
+/* The run of entries [e, stop) added into p0..p3 (eight outputs: the words at w and w4 = w + 4
+   past each entry's offset), written out: GCC keeps the halves on the stack at -Os and adds
+   w + entry first at -O2. Two entries a loop, 15 instructions: LDRD of the two entries, four LDR
+   of weights, eight SXTAB16, CMP and branch (an odd first entry alone, 7 more). */
+#define EDGESNN_ADD8(e, stop, w, w4, p0, p1, p2, p3)                                                \
+    do {                                                                                            \
+        uint32_t t0_, t1_, t2_;                                                                     \
+        __asm__ volatile("sub %[a], %[stop], %[e]\n"                                                \
+                         "tst %[a], #4\n"                                                           \
+                         "beq 2f\n"                                                                 \
+                         "ldr %[a], [%[e]], #4\n"                                                   \
+                         "ldr %[b], [%[w4], %[a]]\n"                                                \
+                         "ldr %[a], [%[w], %[a]]\n"                                                 \
+                         "sxtab16 %[p0], %[p0], %[a]\n"                                             \
+                         "sxtab16 %[p1], %[p1], %[a], ror #8\n"                                     \
+                         "sxtab16 %[p2], %[p2], %[b]\n"                                             \
+                         "sxtab16 %[p3], %[p3], %[b], ror #8\n"                                     \
+                         "b 2f\n"                                                                   \
+                         "1: ldrd %[a], %[c], [%[e]], #8\n"                                         \
+                         "ldr %[b], [%[w4], %[a]]\n"                                                \
+                         "ldr %[a], [%[w], %[a]]\n"                                                 \
+                         "sxtab16 %[p0], %[p0], %[a]\n"                                             \
+                         "sxtab16 %[p1], %[p1], %[a], ror #8\n"                                     \
+                         "sxtab16 %[p2], %[p2], %[b]\n"                                             \
+                         "sxtab16 %[p3], %[p3], %[b], ror #8\n"                                     \
+                         "ldr %[b], [%[w4], %[c]]\n"                                                \
+                         "ldr %[a], [%[w], %[c]]\n"                                                 \
+                         "sxtab16 %[p0], %[p0], %[a]\n"                                             \
+                         "sxtab16 %[p1], %[p1], %[a], ror #8\n"                                     \
+                         "sxtab16 %[p2], %[p2], %[b]\n"                                             \
+                         "sxtab16 %[p3], %[p3], %[b], ror #8\n"                                     \
+                         "2: cmp %[e], %[stop]\n"                                                   \
+                         "blo 1b\n"                                                                 \
+                         : [e] "+r"(e), [p0] "+r"(p0), [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3),   \
+                           [a] "=&r"(t0_), [b] "=&r"(t1_), [c] "=&r"(t2_)                            \
+                         : [stop] "r"(stop), [w] "r"(w), [w4] "r"(w4)                               \
+                         : "cc", "memory");                                                         \
+    } while (0)
+/* the same for four outputs (one word of weights an entry: 7 instructions) */
+#define EDGESNN_ADD4(e, stop, w, p0, p1)                                                            \
+    do {                                                                                            \
+        uint32_t t0_;                                                                               \
+        __asm__ volatile("b 2f\n"                                                                   \
+                         "1: ldr %[a], [%[e]], #4\n"                                                \
+                         "ldr %[a], [%[w], %[a]]\n"                                                 \
+                         "sxtab16 %[p0], %[p0], %[a]\n"                                             \
+                         "sxtab16 %[p1], %[p1], %[a], ror #8\n"                                     \
+                         "2: cmp %[e], %[stop]\n"                                                   \
+                         "blo 1b\n"                                                                 \
+                         : [e] "+r"(e), [p0] "+r"(p0), [p1] "+r"(p1), [a] "=&r"(t0_)                \
+                         : [stop] "r"(stop), [w] "r"(w)                                             \
+                         : "cc", "memory");                                                         \
+    } while (0)
 #endif
 
-EDGESNN_INLINE int32_t edgesnn_gather4_counts_s8(int32_t *restrict head, int32_t *restrict entries, int8_t *restrict w,
-                                                int32_t unit, int32_t steps, int32_t *restrict sums)
+EDGESNN_INLINE int32_t edgesnn_gather4_counts_s8(int32_t *restrict list, int8_t *restrict w, int32_t unit, int32_t steps,
+                                                int32_t *restrict sums)
 {
-    int32_t k = 0;
+    const int32_t *e = list + 1;  /* list[0]: the largest count, which only the plain C form needs */
+    int32_t n;
 #ifdef EDGESNN_DSP
     int16x2_t p0 = 0, p1 = 0, r0 = 0, r1 = 0;  /* outputs (0, 2) and (1, 3) */
     int32_t s0 = sums[0], s1 = sums[1], s2 = sums[2], s3 = sums[3], left = steps;
-    const int32_t *e = entries;
-    (void)k;
-    for (const int32_t *h = head + head[0]; h != head; h--) {
-        for (const int32_t *stop = entries + *h; e < stop; e++) {
-            const uint32_t a = edgesnn_word(w + *e);
-            p0 = __sxtab16(p0, (int8x4_t)a);
-            p1 = edgesnn_sxtab16_ror8(p1, a);
-        }
+    while ((n = *e++) >= 0) {  /* a group: its length, then its entries */
+        const int32_t *stop = e + n;
+        EDGESNN_ADD4(e, stop, w, p0, p1);
         r0 = __sadd16(r0, p0);
         r1 = __sadd16(r1, p1);
-        if (steps != 0 && --left == 0) {
+        if (steps != 0 && --left == 0) {  /* steps 0 (never) is a constant: the test goes */
             EDGESNN_FLUSH2(r0, unit, s0, s2);
             EDGESNN_FLUSH2(r1, unit, s1, s3);
             r0 = r1 = 0;
@@ -360,16 +417,16 @@ EDGESNN_INLINE int32_t edgesnn_gather4_counts_s8(int32_t *restrict head, int32_t
     sums[1] = s1;
     sums[2] = s2;
     sums[3] = s3;
-#else
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#else  /* no SIMD: a multiply-accumulate costs what an addition does, so each group's count multiplies */
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, c = list[0];
     (void)steps;
-    for (int32_t c = head[0]; c > 0; c--) {
-        for (const int32_t end = head[c]; k < end; k++) {
-            const int8_t *p = w + entries[k];
-            a0 += c * p[0];
-            a1 += c * p[1];
-            a2 += c * p[2];
-            a3 += c * p[3];
+    for (; (n = *e++) >= 0; c--) {
+        for (const int32_t *stop = e + n; e < stop; e++) {
+            const int8_t *q = w + *e;
+            a0 += c * q[0];
+            a1 += c * q[1];
+            a2 += c * q[2];
+            a3 += c * q[3];
         }
     }
     sums[0] += unit * a0;
@@ -381,32 +438,48 @@ EDGESNN_INLINE int32_t edgesnn_gather4_counts_s8(int32_t *restrict head, int32_t
 }
 
 /* edgesnn_gather4_counts_s8 for eight outputs (two words of weights per entry). */
-EDGESNN_INLINE int32_t edgesnn_gather8_counts_s8(int32_t *restrict head, int32_t *restrict entries, int8_t *restrict w,
-                                                int32_t unit, int32_t steps, int32_t *restrict sums)
+EDGESNN_INLINE int32_t edgesnn_gather8_counts_s8(int32_t *restrict list, int8_t *restrict w, int32_t unit, int32_t steps,
+                                                int32_t *restrict sums)
 {
-#if defined(__OPTIMIZE_SIZE__) || !defined(EDGESNN_DSP)
-    edgesnn_gather4_counts_s8(head, entries, w, unit, steps, sums);
-    return edgesnn_gather4_counts_s8(head, entries, w + 4, unit, steps, sums + 4);
+#if !defined(EDGESNN_DSP)
+    const int32_t *e = list + 1;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0, n, c = list[0];
+    (void)steps;
+    for (; (n = *e++) >= 0; c--) {
+        for (const int32_t *stop = e + n; e < stop; e++) {
+            const int8_t *q = w + *e;
+            a0 += c * q[0];
+            a1 += c * q[1];
+            a2 += c * q[2];
+            a3 += c * q[3];
+            a4 += c * q[4];
+            a5 += c * q[5];
+            a6 += c * q[6];
+            a7 += c * q[7];
+        }
+    }
+    sums[0] += unit * a0;
+    sums[1] += unit * a1;
+    sums[2] += unit * a2;
+    sums[3] += unit * a3;
+    sums[4] += unit * a4;
+    sums[5] += unit * a5;
+    sums[6] += unit * a6;
+    sums[7] += unit * a7;
+    return 0;
 #else
     int16x2_t p0 = 0, p1 = 0, p2 = 0, p3 = 0, r0 = 0, r1 = 0, r2 = 0, r3 = 0;  /* (0,2) (1,3) (4,6) (5,7) */
-    int32_t left = steps;
-    const int32_t *e = entries;
-    int8_t *w4 = w + 4;  /* a register each: the loads take the entry as their offset */
-    __asm__("" : "+r"(w4));  /* (hidden from GCC, which would otherwise add w + entry first) */
-    for (const int32_t *h = head + head[0]; h != head; h--) {  /* the counts, largest first */
-        for (const int32_t *stop = entries + *h; e < stop; e++) {
-            const int32_t o = *e;
-            const uint32_t a = edgesnn_word(w + o), b = edgesnn_word(w4 + o);
-            p0 = __sxtab16(p0, (int8x4_t)a);
-            p1 = edgesnn_sxtab16_ror8(p1, a);
-            p2 = __sxtab16(p2, (int8x4_t)b);
-            p3 = edgesnn_sxtab16_ror8(p3, b);
-        }
+    int32_t n, left = steps;
+    const int32_t *e = list + 1;
+    int8_t *w4 = w + 4;
+    while ((n = *e++) >= 0) {
+        const int32_t *stop = e + n;
+        EDGESNN_ADD8(e, stop, w, w4, p0, p1, p2, p3);
         r0 = __sadd16(r0, p0);
         r1 = __sadd16(r1, p1);
         r2 = __sadd16(r2, p2);
         r3 = __sadd16(r3, p3);
-        if (steps != 0 && --left == 0) {  /* steps 0 (never) is a constant: the test goes */
+        if (steps != 0 && --left == 0) {
             EDGESNN_FLUSH2(r0, unit, sums[0], sums[2]);
             EDGESNN_FLUSH2(r1, unit, sums[1], sums[3]);
             EDGESNN_FLUSH2(r2, unit, sums[4], sums[6]);
