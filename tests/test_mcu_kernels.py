@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from edgesnn import data, export, models, spikes
+from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import ADD_LEFT_SHIFT, add_multipliers, quantize_multipliers
 from edgesnn.ir.interpreter import KERNELS
@@ -325,6 +326,16 @@ def test_event_driven_falls_back_without_spikes(tmp_path):
     op = b.conv("conv", x, 3)
     kern = K.kernel(b.graph(), op, event_driven=True)
     assert kern.scratch_bytes == 0 and all(a.role != "scratch" for a in kern.args)
+
+
+def test_a_negative_multiplier_is_refused():
+    """The kernels' requantization has no saturation test (its only case needs a negative multiplier,
+    which no exporter writes): an IR that has one is one line at export, not a wrong result."""
+    b = Builder(6)
+    op = b.dense("neg", b.tensor("xn", [5]), 3)
+    op.multiplier = np.array([1 << 30, -(1 << 31), 1 << 30], np.int32)
+    with pytest.raises(EdgesnnError, match=r"^mcu: op neg: a negative requantization multiplier \(-2147483648\)"):
+        K.kernel(b.graph(), op)
 
 
 def test_event_driven_int16(tmp_path):

@@ -91,13 +91,12 @@ def requantize_double_rounding(x, multiplier, shift):
     # RoundingDivideByPOT: round half away from zero
     threshold = tirx.shift_right(mask, one) + tirx.Select(high < zero, one, zero)
     divided = tirx.shift_right(high, right) + tirx.Select(tirx.bitwise_and(high, mask) > threshold, one, zero)
-    # SaturatingRoundingDoublingHighMul. The only overflow, x == multiplier == INT32_MIN, is tested
-    # on the product (2**62): a test on the Let-bound operands was folded away by TVM's simplifier.
+    # SaturatingRoundingDoublingHighMul. Its only overflow, x == multiplier == INT32_MIN, cannot occur:
+    # every multiplier is >= 0 (:meth:`_Signature.requant_consts` refuses others), so no saturation test.
     # TFLite's (p + (p >= 0 ? 2^30 : 1 - 2^30)) / 2^31, truncating, is floor((p + 2^30) / 2^31) for
     # every p (for p = -y < 0: -floor((y - 1 + 2^30) / 2^31) = -ceil((y - 2^30) / 2^31)): one add
     # and an arithmetic shift, no sign test (CMSIS-NN's arm_nn_doubling_high_mult_no_sat).
-    high_mul = tirx.Select(product == tirx.const(1 << 62, I64), tirx.const(2**31 - 1, I32),
-                           tirx.shift_right(product + tirx.const(1 << 30, I64), tirx.const(31, I64)).astype(I32))
+    high_mul = tirx.shift_right(product + tirx.const(1 << 30, I64), tirx.const(31, I64)).astype(I32)
     # 2^right - 1 in 32 unsigned bits (right <= 31), not in 64
     mask_value = (tirx.shift_left(tirx.const(1, "uint32"), right.astype("uint32")) - tirx.const(1, "uint32")).astype(I32)
     body = tirx.Let(mask, mask_value, tirx.Let(high, high_mul, divided))
@@ -207,6 +206,11 @@ class _Signature:
         return te.placeholder((data.size,), data.dtype.name, name)
 
     def requant_consts(self, op) -> tuple[te.Tensor, te.Tensor]:
+        """The multipliers and shifts; a negative multiplier (which no exporter writes: a real multiplier is
+        positive) is refused, so requantize_double_rounding needs no saturation test."""
+        if (np.asarray(op.multiplier) < 0).any():
+            raise EdgesnnError(f"mcu: op {op.name}: a negative requantization multiplier "
+                               f"({int(np.min(op.multiplier))}); the kernels take multipliers >= 0")
         return self.const("multiplier", op.multiplier.astype(np.int32)), self.const("shift", op.shift.astype(np.int32))
 
     def linear_consts(self, op, output_minor: bool = False) -> tuple:
