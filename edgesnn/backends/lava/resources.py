@@ -293,14 +293,22 @@ def _measured_synops(graph: g.Graph, x: np.ndarray, mode: str) -> dict[str, floa
     batch = max(1, min(BATCH, BATCH_BYTES // max(per_sample, 1)))
     for start in range(0, len(x), batch):
         values = graph.run_integer(graph.quantize_input(x[start:start + batch]), keep_all=True)
-        for op in graph.ops:
-            for name, fan_out in zip(op.inputs, fan_outs[op.name]):
-                sent = _spikes_sent(values[name].astype(np.int64) - graph.tensors[name].zero_point, units.get(name),
-                                    mode)
-                totals[op.name] += float((sent * fan_out).sum())
-            if op.kind == "batch_matmul":
-                totals[op.name] += _nonzero_products(graph, op, values)
+        add_synops(graph, fan_outs, values, totals, units, mode)
     return {name: total / len(x) for name, total in totals.items()}
+
+
+def add_synops(graph: g.Graph, fan_outs: dict, values: dict, totals: dict, units: dict | None = None,
+               mode: str = "graded") -> None:
+    """Add one batch's synaptic operations per op to ``totals``: every element an op reads sends its
+    spikes (:func:`_spikes_sent`) to each synapse it fans out to; a batch_matmul's product compartments
+    send their nonzero products. Static inferences and each step of a sequence count alike."""
+    for op in graph.ops:
+        for name, fan_out in zip(op.inputs, fan_outs[op.name]):
+            sent = _spikes_sent(values[name].astype(np.int64) - graph.tensors[name].zero_point,
+                                (units or {}).get(name), mode)
+            totals[op.name] += float((sent * fan_out).sum())
+        if op.kind == "batch_matmul":
+            totals[op.name] += _nonzero_products(graph, op, values)
 
 
 def _nonzero_products(graph: g.Graph, op: g.BatchMatMul, values: dict) -> float:

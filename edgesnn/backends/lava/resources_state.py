@@ -201,7 +201,7 @@ def measured_synops(graph: g.Graph, xq: np.ndarray) -> tuple[dict[str, int], dic
     step}) of integer sequences ``xq`` in the golden interpreter, one step at a time."""
     steps, n = graph.sequence.steps, len(xq)
     fans = {op.name: R._fan_outs(graph, op) for op in graph.ops}
-    totals = dict.fromkeys(fans, 0)
+    totals = dict.fromkeys(fans, 0.0)
     spiking = {op.name: op.output for op in graph.ops if op.kind in ("lif", "cuba_lif")}
     fired = dict.fromkeys(spiking, 0)
     per_seq = steps * sum(math.prod(t.shape) * 8 for t in graph.tensors.values())  # int64 copies, every tensor
@@ -216,19 +216,15 @@ def measured_synops(graph: g.Graph, xq: np.ndarray) -> tuple[dict[str, int], dic
                 values = stepper.step(part[:, t], keep_all=True)
             except OverflowError as e:
                 raise EdgesnnError(f"integer overflow while running the IR: {e}") from None
+            R.add_synops(graph, fans, values, totals)  # graded: a nonzero value is one spike
             for op in graph.ops:
-                for name, fan in zip(op.inputs, fans[op.name]):
-                    sent = (values[name].astype(np.int64) != graph.tensors[name].zero_point)
-                    totals[op.name] += int((sent * fan).sum())
                 if op.kind == "recurrent":  # the previous step's source, through the stored weight
                     sent = before[op.state] != graph.tensors[op.source].zero_point
                     totals[op.name] += int(sent.sum()) * int(op.weight.shape[0])
-                elif op.kind == "batch_matmul":
-                    totals[op.name] += int(R._nonzero_products(graph, op, values))
             for name, tensor in spiking.items():
                 fired[name] += int((values[tensor] != 0).sum())
     rate = {name: fired[name] / (n * steps * math.prod(graph.tensors[spiking[name]].shape)) for name in spiking}
-    return totals, rate
+    return {name: int(total) for name, total in totals.items()}, rate  # counts: exact in float64
 
 
 def cores(graph: g.Graph, limits_path: str | Path | None = None) -> int:
