@@ -142,14 +142,6 @@ def measure(s: Settings, work: Path) -> dict:
         if not np.array_equal(got, steps[0][i]):
             raise SystemExit(f"the timed LiteRT loop differs from run_sequences on test sequence {i}")
 
-    def litert_pass(q):
-        def one() -> float:
-            t0 = time.perf_counter()
-            for sequence in q:
-                litert_step(sequence)
-            return (time.perf_counter() - t0) / len(q)
-        return one
-
     def c_pass(project):
         def one() -> float:
             _, stats = run_c(project, "host", frames, out_spec.dtype, size)
@@ -164,7 +156,7 @@ def measure(s: Settings, work: Path) -> dict:
             "snntorch_b1": per_sample(net, singles_t), "snntorch_b64": batched(net, batch_t, len(batch_t)),
             "golden_b1": per_sample(graph.run_sequence, singles_ir),
             "golden_b64": batched(graph.run_sequence, batch_ir, len(batch_ir)),
-            "litert_b1": litert_pass(xq[:n]), "litert_b64": litert_pass(batch_q),
+            "litert_b1": per_sample(litert_step, xq[:n]), "litert_b64": per_sample(litert_step, batch_q),
             "c_none": c_pass(projects["none"]), "c_all": c_pass(projects["all"]),
         }, s.repeats)
     load_after = os.getloadavg()
