@@ -211,6 +211,9 @@ def test_space_has_per_layer_bits_and_stream_dtype(ckpt, board, tmp_path):
     r = space.recipe({"method": "none", "D": 4, "target": "ir", "stream_dtype": "int16"}, ckpt, config, str(board),
                      1, 0, "fit")
     assert r.quantize is None and [(e.target, e.stream_dtype) for e in r.export] == [("ir", "int16")]
+    r16 = space.recipe({"method": "none", "D": 4, "target": "tflite", "stream_dtype": "int8", "weight_bits": 16}, ckpt,
+                       config, str(board), 1, 0, "fit")  # the float layers as two int8 planes, in every export
+    assert [(e.target, e.weight_bits) for e in r16.export] == [("ir", 16), ("tflite", 16)]
     manifest = run_recipe(r, tmp_path / "none16")  # the float checkpoint exported with int16 streams
     graph = serialize.load(tmp_path / "none16" / "ir" / "model.ir")
     assert [graph.tensors[o].dtype for o in graph.outputs] == ["int16"] and manifest["summary"][0]["samples"] == 450

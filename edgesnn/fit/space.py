@@ -1,7 +1,8 @@
 """The search space of ``edgesnn fit``: what a trial may choose, derived from the checkpoint and the board.
 
 A point is a compression method (none, qsnn, qpsnn, bestformer where the model takes it, ternary)
-with its settings (weight bits, per inner layer for qsnn and qpsnn; membrane bits, prune ratio),
+with its settings (weight bits: per inner layer for qsnn and qpsnn, and for none the float layers'
+export width, 8 or 16; membrane bits, prune ratio),
 the stream dtype, the SFA neurons' D (zoo models), the export target (for a board that runs
 several) and, on the mcu target, which layers run event-driven. Every point is a recipe
 (:func:`recipe`): a trial is ``edgesnn run`` of it, so the chosen point reproduces by running its
@@ -25,7 +26,8 @@ from edgesnn import recipes
 from edgesnn.recipes import Recipe
 
 METHODS = ("none", "qsnn", "qpsnn", "bestformer", "ternary")
-WEIGHT_BITS = {"qsnn": (1, 2, 4, 8), "qpsnn": (2, 3, 4, 6, 8), "bestformer": (1,), "ternary": (8,)}
+# none: export --weight-bits of the float layers (16: two int8 planes, closer to torch, twice the bytes)
+WEIGHT_BITS = {"none": (8, 16), "qsnn": (1, 2, 4, 8), "qpsnn": (2, 3, 4, 6, 8), "bestformer": (1,), "ternary": (8,)}
 MEMBRANE_BITS = (4, 6, 8, 12, 16)  # qsnn
 PRUNE = (0.0, 0.25, 0.5, 0.75)  # qpsnn
 D_VALUES = (1, 2, 4, 8)
@@ -182,13 +184,14 @@ def recipe(point: dict, ckpt: Path, config: dict, board_spec: str, epochs: int, 
                 q["layer_bits"] = layer_bits
         raw["quantize"] = {**q, "stream_dtype": dtype}  # the compressed checkpoint's: every export uses it
     target = {"target": point["target"]}
+    plain = {"stream_dtype": dtype, **({"weight_bits": point["weight_bits"]} if "weight_bits" in point else {})}
     if method == "none":
-        target["stream_dtype"] = dtype
+        target.update(plain)
     if point["target"] == "mcu":
         target.update(board=board_spec, event_driven=point.get("event_driven", "auto"))
     if point["target"] == "lava":
         target["lava_mode"] = "graded"
-    ir = {"target": "ir", **({"stream_dtype": dtype} if method == "none" else {})}
+    ir = {"target": "ir", **(plain if method == "none" else {})}
     exports = [ir] + ([target] if point["target"] != "ir" else [])
     cls = recipe_class()
     folder = cls.model_validate({**raw, "export": [target]}).export[0].folder()
