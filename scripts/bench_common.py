@@ -50,12 +50,14 @@ class Settings:
     export_depths: tuple[int, int]  # blocks in the CNN stage and in the transformer stage
     export_repeats: int
     models: tuple[str, ...]  # the MCU, LiteRT and Lava tables
-    quantize_epochs: int | None  # None: each recipe's own training and fine-tuning epochs
+    quantize_epochs: int | None  # table 6's training and fine-tuning epochs (byte counts do not depend on them);
+    # None: each recipe's own
+    accuracy_samples: int | None = None  # first test samples of table 6's IR accuracy; None: the whole split
 
 
 QUICK = Settings("quick", epochs=3, repeats=2, time_samples=50, qemu_samples=20, lava_samples=(5, 40),
-                 lava_repeats=1, export_widths=(32, 64, 128), export_depths=(1, 1), export_repeats=1,
-                 models=("cnn",), quantize_epochs=1)
+                 lava_repeats=1, export_widths=(16, 32, 64), export_depths=(1, 1), export_repeats=1,
+                 models=("cnn",), quantize_epochs=1, accuracy_samples=250)
 FULL = Settings("full", epochs=30, repeats=7, time_samples=450, qemu_samples=100, lava_samples=(20, 450),
                 lava_repeats=3, export_widths=(64, 144, 208), export_depths=(2, 4), export_repeats=3,
                 models=("cnn", "spikeformer"), quantize_epochs=None)

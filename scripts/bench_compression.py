@@ -46,7 +46,7 @@ def measure(work: Work, s: Settings) -> dict:
 
     rows = []
     for j in jobs():
-        epochs = s.epochs if s.quantize_epochs is not None else j["train"].epochs
+        epochs = s.quantize_epochs or j["train"].epochs
         ckpt = work.checkpoint(j["model"], epochs, j["kwargs"] or None, j["D"], j["train"].lr, j["train"].seed, j["data"])
         source, q_epochs = ckpt, None
         if j["method"]:
@@ -61,7 +61,7 @@ def measure(work: Work, s: Settings) -> dict:
         actual = memory.weight_bytes(graph)
         bits = Counter(int(op.weight_bits) for op in ops)
         info = pipeline.inspect(ir_path)
-        accuracy = pipeline.verify(ir_path, j["data"])["accuracy"]
+        accuracy = pipeline.verify(ir_path, j["data"], samples=s.accuracy_samples)["accuracy"]
         rows.append({"label": j["label"], "data": j["data"], "model": j["model"],
                      "method": j["method"] or "none (8-bit post-training)",
                      "layers": len(ops), "weights": weights, "bits": dict(sorted(bits.items(), reverse=True)),
@@ -89,8 +89,9 @@ def table(r: dict) -> str:
 
 
 def text(r: dict, s: Settings) -> str:
-    epochs = (f"{s.epochs} training, {s.quantize_epochs} fine-tuning (quick mode: accuracies are not meaningful; "
-              "byte counts do not depend on training)." if s.quantize_epochs is not None
+    epochs = (f"{s.quantize_epochs} training, {s.quantize_epochs} fine-tuning (quick mode: accuracies, on the first "
+              f"{s.accuracy_samples} test samples, are not meaningful; byte counts do not depend on training)."
+              if s.quantize_epochs is not None
               else "each recipe's own (ternary: 30 training, 20 fine-tuning).")
     return ("Every shipped recipe (`edgesnn/shipped/recipes/*.yaml`: its model, training and compression settings) "
             "and the ternary method, exported to the IR. Weight bytes are the IR's packed weight tensors (every "

@@ -21,7 +21,8 @@ Usage: OMP_NUM_THREADS=1 .venv/bin/python scripts/mcu_vs_cmsis_nn.py [--samples 
 The section between the markers mcu-vs-cmsis-nn in --out is replaced.
 
 --fit: instead, fit the coefficients of ``--event-driven auto``'s cost model (backends/mcu/cost.py)
-on QEMU (Cortex-M4 for cores with DSP, Cortex-M3 for the others) and print them with the measured
+on QEMU (Cortex-M4 for cores with DSP, Cortex-M3 for the others, the Cortex-M55 built for Helium for
+cores with MVE; ``--fit-cores helium`` fits one family) and print them with the measured
 and modelled instructions of every single-layer run; the table in cost.py is this output.
 """
 
@@ -97,12 +98,20 @@ def firing_rates(ir: Path, x: np.ndarray) -> dict[str, float]:
     return rates(load_ir(ir), x)
 
 
-def fit_cost_model() -> None:
+FIT_BOARDS = {"dsp": "nucleo-f446re", "plain": "nucleo-f103rb", "helium": "mps3-an547"}  # core family -> board
+
+
+def fit_cost_model(families: list[str]) -> None:
     from edgesnn import boards
     from edgesnn.backends.mcu import cost
 
     with tempfile.TemporaryDirectory() as tmp:
-        for core, board in (("dsp", "nucleo-f446re"), ("plain", "nucleo-f103rb")):
+        for core in families:
+            board = FIT_BOARDS[core]
+            if core == "helium":  # the Helium build, as the benchmark's (hard float: GCC's MVE needs it)
+                os.environ["MAKEFLAGS"] = MAKE_VARS["M55"]
+            else:
+                os.environ.pop("MAKEFLAGS", None)
             for family in ("int8", "generic", "counts"):
                 coef, rows = cost.fit(boards.load(board), family, Path(tmp))
                 print(f"    ({core!r}, {family!r}): {coef!r},  # {board}", flush=True)
@@ -121,9 +130,10 @@ def main() -> None:
     ap.add_argument("--cmsis-nn", type=Path, default=ANCHOR)
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--fit", action="store_true", help="fit and print the event-driven cost model instead")
+    ap.add_argument("--fit-cores", default=",".join(FIT_BOARDS), help="core families to fit (dsp, plain, helium)")
     args = ap.parse_args()
     if args.fit:
-        return fit_cost_model()
+        return fit_cost_model(args.fit_cores.split(","))
     cores, opts = args.cores.split(","), args.opts.split(",")
     ds = load_data(args.data, arrays=True)
     x_test = to_nhwc(ds.x_test)[:args.samples]

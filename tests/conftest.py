@@ -3,7 +3,11 @@ import shutil
 import pytest
 import torch
 
-from edgesnn import data, export, models, pipeline, train
+from edgesnn import data, export, models, pipeline, threads, train
+
+# One torch thread for the whole session, as the CLI's default: a test trains the same model alone as in the
+# suite, whatever ran before it (an in-process CLI call used to switch the count for the tests after it).
+threads.use(1)
 
 
 @pytest.fixture(scope="session")

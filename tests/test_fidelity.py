@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgesnn import export
+from edgesnn import export, threads
 from edgesnn.data import to_nhwc
 from edgesnn.ir.fixedpoint import effective_multiplier, multiply_by_quantized_multiplier, quantize_multipliers
 from edgesnn.neurons import MembraneQuant, MultiSpike
@@ -100,6 +100,15 @@ def test_qsnn_membrane_of_a_column_sum_fires_at_torchs_counts(seed):
 
 MNIST = "mnist5k-14"
 REQUIRED = 0.995
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every test here on one thread, as the CLI computes and as this module runs within the whole suite (an
+    earlier in-process CLI command leaves torch at one thread): the same models alone or in the suite, and on
+    any machine. Run alone on a loaded 2-core machine, two threads took 236 s for the qsnn spikeformer, one 80 s."""
+    with threads.pinned(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -338,12 +338,8 @@ def test_bestformer_on_the_spike_driven_transformer(tmp_path):
     TFLite's double rounding fires at torch's values), agreement ranged 96.4-99.8 %: a binary
     attention count of 63 / 128 fired, and 1-bit channels just below a threshold fired for every token.
     """
-    torch.set_num_threads(1)  # small convs: one thread is several times faster on a shared machine
-    try:
-        pipeline.train_model("spikeformer", "digits", 30, tmp_path / "sf", model_kwargs={"channels": [20, 40]})
-        m = quantize_checkpoint(tmp_path / "sf", "bestformer", tmp_path / "bf", Options(epochs=40))
-    finally:
-        torch.set_num_threads(2)
+    pipeline.train_model("spikeformer", "digits", 30, tmp_path / "sf", model_kwargs={"channels": [20, 40]})
+    m = quantize_checkpoint(tmp_path / "sf", "bestformer", tmp_path / "bf", Options(epochs=40))
     assert "reversible" in m["notes"][0]
     config = json.loads((tmp_path / "bf" / "config.json").read_text())
     assert config["kwargs"]["reversible"] and config["kwargs"]["binary_attention"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesnn.backends.mcu.cost import HELIUM_CORES
 from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.progress import step
@@ -39,7 +40,17 @@ def board_mk(cpu: str, machine: str | None, kind: str = "mcu") -> str:
     timer = (f"-DTIMER0_BASE=0x{base:08x}u " if base is not None else "") + (f"-DTIMER_HZ={hz}u" if hz else "")
     return (f"CPU := {cpu}\nMACHINE := {machine or 'none'}\nBUILD := {'arm' if kind == 'mcu' else 'aarch64'}\n"
             f"PLAT := {'plat_mps2' if base is not None else 'plat_systick'}\nTIMER := {timer}\n"
-            f"LDSCRIPT := {f'{machine}.ld' if machine in MACHINES else 'cortex-m.ld'}\n")
+            f"LDSCRIPT := {f'{machine}.ld' if machine in MACHINES else 'cortex-m.ld'}\n"
+            + (_CPU_FLAGS.format(cpu=cpu) if kind != "mcu" else "")
+            + (_HELIUM_ABI if cpu in HELIUM_CORES else ""))
+
+
+# An application CPU's project (kernels_cpu): -O3 and the CPU's vector extensions (AVX-512 VNNI / AVX2 on
+# the host that builds it, the board's -mcpu for aarch64: +dotprod on a Cortex-A76 or A78AE).
+_CPU_FLAGS = "HOST_FLAGS := -O3 -march=native\nA64_FLAGS := -O3 -mcpu={cpu}\n"
+# A core with Helium builds for the hard-float ABI, as its firmware does: GCC has no MVE under soft float,
+# and the cost model's coefficients for these cores (cost.py) are those of the Helium build.
+_HELIUM_ABI = "ARM_ABI ?= -mfloat-abi=hard\n"
 
 
 def no_machine(board: str, cpu: str | None, machine: str | None) -> str:

@@ -19,7 +19,8 @@ the kernel family a layer gets (``kernels.int8_linear``: the int8 micro-kernels,
 micro-kernels where the input holds spike counts (``kernels.counts_gather``: additions only), or
 the generic TE loops for sub-byte weights and int16 inputs). They were fitted by least squares (non-negative) on QEMU
 instruction counts of single-layer graphs, by :func:`fit`, on the Cortex-M4 (mps2-an386) for cores
-with DSP and on the Cortex-M3 (mps2-an385) for the rest (Cortex-M0, aarch64 Linux);
+with DSP, on the Cortex-M55 (mps3-an547) built with the hard-float ABI (Helium) for cores with MVE, and
+on the Cortex-M3 (mps2-an385) for the rest (Cortex-M0, aarch64 Linux);
 ``scripts/mcu_vs_cmsis_nn.py --fit`` refits them and prints this table. docs/mcu.md describes the
 check against whole models.
 """
@@ -33,6 +34,8 @@ import numpy as np
 from edgesnn.ir import graph as g
 
 DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
+# Helium (MVE): the micro-kernels' EDGESNN_MVE branches, in a build for it (hard float, as an M55 firmware)
+HELIUM_CORES = ("cortex-m55", "cortex-m85")
 
 
 @dataclass(frozen=True)
@@ -51,24 +54,31 @@ class Coefficients:
 
 # (core family, kernel family) -> coefficients; fitted by fit() (scripts/mcu_vs_cmsis_nn.py --fit)
 COEFFICIENTS = {
-    ('dsp', 'int8'): Coefficients(mac=1.77, padded_mac=0.22, tap=4.97, output=40.9,
-                        event_mac=2.91, tap_e=9.08, input=7.71, output_e=37.49),  # nucleo-f446re
-    ('dsp', 'generic'): Coefficients(mac=12.37, padded_mac=7.54, tap=0.0, output=0.0,
-                        event_mac=12.78, tap_e=6.76, input=0.0, output_e=27.03),  # nucleo-f446re
-    ('dsp', 'counts'): Coefficients(mac=1.77, padded_mac=0.36, tap=5.96, output=39.88,
-                        event_mac=1.11, tap_e=14.48, input=15.92, output_e=41.02),  # nucleo-f446re
-    ('plain', 'int8'): Coefficients(mac=2.76, padded_mac=0.19, tap=5.07, output=41.77,
-                        event_mac=3.03, tap_e=9.14, input=7.76, output_e=36.0),  # nucleo-f103rb
-    ('plain', 'counts'): Coefficients(mac=2.76, padded_mac=0.19, tap=5.39, output=41.45,
-                        event_mac=2.91, tap_e=12.12, input=16.83, output_e=42.84),  # nucleo-f103rb
-    ('plain', 'generic'): Coefficients(mac=12.38, padded_mac=7.53, tap=0.0, output=0.0,
-                        event_mac=12.78, tap_e=6.76, input=0.0, output_e=27.23),  # nucleo-f103rb
+    ('dsp', 'int8'): Coefficients(mac=1.77, padded_mac=0.31, tap=5.63, output=16.16,
+                        event_mac=2.92, tap_e=9.69, input=7.59, output_e=16.91),  # nucleo-f446re
+    ('dsp', 'generic'): Coefficients(mac=12.0, padded_mac=7.85, tap=0.0, output=0.0,
+                        event_mac=12.78, tap_e=6.8, input=0.0, output_e=8.78),  # nucleo-f446re
+    ('dsp', 'counts'): Coefficients(mac=1.77, padded_mac=0.31, tap=5.63, output=16.16,
+                        event_mac=1.15, tap_e=11.79, input=17.04, output_e=19.99),  # nucleo-f446re
+    ('plain', 'int8'): Coefficients(mac=2.75, padded_mac=0.2, tap=4.19, output=21.3,
+                        event_mac=3.04, tap_e=8.8, input=7.62, output_e=18.47),  # nucleo-f103rb
+    ('plain', 'counts'): Coefficients(mac=2.75, padded_mac=0.2, tap=4.19, output=21.3,
+                        event_mac=3.45, tap_e=15.6, input=14.1, output_e=23.01),  # nucleo-f103rb
+    ('plain', 'generic'): Coefficients(mac=12.04, padded_mac=7.81, tap=0.0, output=0.0,
+                        event_mac=12.78, tap_e=6.75, input=0.0, output_e=9.02),  # nucleo-f103rb
+    ('helium', 'int8'): Coefficients(mac=0.26, padded_mac=0.09, tap=4.13, output=4.88,
+                        event_mac=1.15, tap_e=5.39, input=8.07, output_e=4.28),  # mps3-an547
+    ('helium', 'generic'): Coefficients(mac=11.07, padded_mac=8.81, tap=0.0, output=0.0,
+                        event_mac=11.82, tap_e=7.17, input=0.0, output_e=7.88),  # mps3-an547
+    ('helium', 'counts'): Coefficients(mac=0.26, padded_mac=0.09, tap=4.13, output=4.88,
+                        event_mac=0.72, tap_e=6.7, input=10.73, output_e=6.55),  # mps3-an547
 }
 
 
 def core_family(cpu: str | None) -> str:
-    """"dsp" for the cores whose micro-kernels use SXTB16/SMLAD, "plain" otherwise (and off Cortex-M)."""
-    return "dsp" if cpu in DSP_CORES else "plain"
+    """"helium" for the cores with MVE (fitted on the Helium build), "dsp" for the other cores whose
+    micro-kernels use SXTB16/SMLAD, "plain" otherwise (and off Cortex-M)."""
+    return "helium" if cpu in HELIUM_CORES else "dsp" if cpu in DSP_CORES else "plain"
 
 
 def kernel_family(graph: g.Graph, op: g.Op) -> str:

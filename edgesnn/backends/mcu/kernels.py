@@ -16,6 +16,9 @@ Conventions of the generated functions:
 - Requantization is TFLite's: double rounding (``MultiplyByQuantizedMultiplier``), or the 16x8
   rule for conv2d/dense with an int16 input. TVM's built-in ``q_multiply_shift`` is not used: it
   rounds differently from TFLite (see the tvmproto study), so the rules are written out here, once each.
+  What the generator knows of the constants shortens the double rounding (:func:`requant_info`):
+  one SMLAL, an add and a shift for shifts -31..-2, per-tensor shifts folded into the code, no sign
+  nudge where the clamp maps every negative accumulator to its low end.
 - Intermediates stay scalar (the accumulator is computed at the output element that consumes
   it), so no kernel needs a TVM workspace; the event-driven forms take an explicit scratch buffer.
 - int8 conv2d / dense with 8-bit weights are TVMScript loop nests whose innermost run of bytes is a
@@ -23,13 +26,16 @@ Conventions of the generated functions:
   output channels per call over a run of input channels or a whole kernel row; event-driven, the
   nonzero inputs listed once and gathered into tiles of outputs held in registers (weights stored
   output-minor; inputs holding spike counts: grouped by count and gathered by additions only,
-  :func:`counts_gather`). Sub-byte weights and int16 inputs keep the TE forms.
+  :func:`counts_gather`). Depthwise layers take a window micro-kernel (four channels a word,
+  :func:`depthwise4`), inputs of 1-3 channels (images) a window gathered once per pixel
+  (:func:`im2col4`). Sub-byte weights and int16 inputs keep the TE forms.
 - Event-driven conv2d / dense reading spike counts have spike-train forms (``--spike-code``):
   the counts are walked as rate-burst or bit-plane trains, additions only per synapse.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -43,8 +49,9 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import WIDE_INPUTS
 from edgesnn.ir.packing import pack, widening_shift
-from edgesnn.backends.mcu.microkernels import (AXPY, COUNTS_MAX_D, DOT, DOT4, EVENT_OFFSET_LIMIT, EVENTS, EVENTS_COUNTS,
-                                               GATHER, GATHER_COUNTS, HALF_LIMIT)
+from edgesnn.backends.mcu.microkernels import (AXPY, COUNTS_MAX_D, DOT, DOT4, DW4, EVENT_OFFSET_LIMIT, EVENTS,
+                                               EVENTS_COUNTS, GATHER, GATHER_COUNTS, HALF_LIMIT, HELIUM, REQUANT,
+                                               COUNTS_TILE)
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
 I32, I64 = "int32", "int64"
@@ -79,12 +86,42 @@ class Kernel:
 # Arithmetic shared by all kernels: one expression per rounding rule, weight decoding.
 
 
-def requantize_double_rounding(x, multiplier, shift):
+@dataclass(frozen=True)
+class Requant:
+    """What the generator knows of an op's double-rounding requantization before the kernel runs
+    (hashable: a key of the cached kernel builders). ``multiplier``/``shift``: every channel's, when
+    they are all the same (the constants go into the code, which the C compiler folds); ``right``:
+    every shift is within [-31, -2], which :func:`requantize_double_rounding` computes in a short form."""
+
+    multiplier: int | None = None
+    shift: int | None = None
+    right: bool = False
+    nonneg: bool = False  # set by finish: every x < 0 ends at the clamp's low end, so only x >= 0 must be exact
+
+
+def requant_info(multiplier, shift) -> Requant:
+    """The :class:`Requant` of an op's multiplier and shift arrays (numpy, one value or one per channel)."""
+    m, s = np.asarray(multiplier).ravel(), np.asarray(shift).ravel()
+    right = bool(s.size) and -31 <= int(s.min()) and int(s.max()) <= -2
+    if m.size and (m == m[0]).all() and (s == s[0]).all():
+        return Requant(int(m[0]), int(s[0]), right)
+    return Requant(right=right)
+
+
+def requantize_double_rounding(x, multiplier, shift, rq: Requant | None = None):
     """TFLite's MultiplyByQuantizedMultiplier on int32 ``x`` (fixedpoint.multiply_by_quantized_multiplier).
 
     SaturatingRoundingDoublingHighMul(x * 2**max(shift, 0), multiplier) then RoundingDivideByPOT by
     max(-shift, 0). The intermediate values are Let-bound so the C has no duplicated subtrees.
+    ``rq`` (:func:`requant_info`): constants known to the generator replace the loads of
+    ``multiplier`` and ``shift``, and shifts within [-31, -2] take the short form (:func:`_requantize_right`).
     """
+    if rq is not None and rq.shift is not None and not rq.right:
+        return _requantize_constant(x, rq.multiplier, rq.shift)
+    if rq is not None and rq.shift is not None:  # the multiplier stays a load, which GCC hoists: a register
+        shift = tirx.const(rq.shift, I32)         # for SMLAL (a constant one becomes UMULL, MLA and ADC)
+    if rq is not None and rq.right:
+        return _requantize_right(x, multiplier, shift, rq.nonneg)
     zero, one = tirx.const(0, I32), tirx.const(1, I32)
     xs, high, right, mask = (tirx.Var(n, I32) for n in ("rq_xs", "rq_high", "rq_right", "rq_mask"))
     product = tirx.Var("rq_product", I64)
@@ -103,6 +140,56 @@ def requantize_double_rounding(x, multiplier, shift):
     body = tirx.Let(product, xs.astype(I64) * multiplier.astype(I64), body)
     body = tirx.Let(xs, x.astype(I32) * tirx.shift_left(one, te.max(shift, zero)), body)  # int32, as TFLite
     return tirx.Let(right, te.max(-shift, zero), body)
+
+
+def _requantize_constant(x, multiplier: int, shift: int):
+    """:func:`requantize_double_rounding` by constants (one multiplier and shift for every channel)
+    outside the short form's shifts: the same steps with the constants worked out here."""
+    left, right = max(shift, 0), max(-shift, 0)
+    xs = x.astype(I32) * tirx.const(1 << left, I32) if left else x.astype(I32)  # int32, as TFLite
+    if left and multiplier == 1 << 30:  # an exact widening (the exporter's x 2^k): (xs 2^30 + 2^30) >> 31 = xs >> 1
+        return tirx.shift_right(xs, tirx.const(1, I32))
+    high = tirx.shift_right(xs.astype(I64) * tirx.const(multiplier, I64) + tirx.const(1 << 30, I64),
+                            tirx.const(31, I64)).astype(I32)  # not Let-bound: TVM's bound analysis trips on it
+    if not right:
+        return high
+    mask, one, zero = (1 << right) - 1, tirx.const(1, I32), tirx.const(0, I32)
+    threshold = tirx.const(mask >> 1, I32) + tirx.Select(high < zero, one, zero)
+    return tirx.shift_right(high, tirx.const(right, I32)) + tirx.Select(
+        tirx.bitwise_and(high, tirx.const(mask, I32)) > threshold, one, zero)
+
+
+def _requantize_right(x, multiplier, shift, nonneg: bool = False):
+    """:func:`requantize_double_rounding` where shift = -r with 2 <= r <= 31 (no left shift): one
+    multiply-accumulate, an add and a shift, the same integers for every int32 x and multiplier >= 0.
+
+    With p = x m and h = floor((p + 2^30) / 2^31) (the high multiply), RoundingDivideByPOT(h, r)
+    (half away from zero) is floor((h + 2^(r-1) - [h < 0]) / 2^r) = floor((p + 2^30 - 2^31 [h < 0]
+    + 2^(30+r)) / 2^(31+r)) (floor(floor(a / b) + k) / c = floor((a + k b) / (b c))). [h < 0] may be
+    replaced by [x < 0]: they differ only where -2^30 <= p < 0 (or m = 0), where both give 0 for r >= 1.
+    So with y = p + (x < 0 ? -2^30 : 2^30) (one SMLAL) and hi = floor(y / 2^32) (its high word, |hi| <= 2^30),
+    the result is (hi + 2^(r-2)) >> (r-1): no overflow, no mask, no sign test after the multiply; the
+    2^(r-2) goes into the SMLAL's starting high word where the shift is a constant.
+    ``nonneg``: the nudge is 2^30 for every x; for x < 0 the result is then <= 0, as the exact one
+    is, which the caller's clamp (low end >= the zero point) maps to the same output.
+    """
+    rm1, sign = tirx.Var("rq_rm1", I32), tirx.Var("rq_sign", I32)
+    one, u32, u64 = tirx.const(1, I32), "uint32", "uint64"
+    # 2^(r-2) + the nudge (-2^30 or 2^30) as two words, (sign + 2^(r-2), sign << 31 | 2^30), which GCC
+    # loads into the SMLAL's accumulator: the high word of the sum is then hi + 2^(r-2)
+    # (per channel, GCC schedules the add after the multiply better: the 2^(r-2) is added there)
+    nudge2 = tirx.shift_right(tirx.shift_left(one, rm1), one)
+    folded = isinstance(shift, tirx.IntImm)
+    top, low = (nudge2 if folded else tirx.const(0, I32)), tirx.const(1 << 30, u32)
+    if not nonneg:
+        top, low = top + sign, tirx.bitwise_or(tirx.shift_left(sign.astype(u32), tirx.const(31, u32)), low)
+    start = tirx.bitwise_or(tirx.shift_left(top.astype(I64).astype(u64), tirx.const(32, u64)), low.astype(u64))
+    y = start.astype(I64) + x.astype(I64) * multiplier.astype(I64)
+    if not nonneg:
+        y = tirx.Let(sign, tirx.shift_right(x.astype(I32), tirx.const(31, I32)), y)
+    hi = tirx.shift_right(y, tirx.const(32, I64)).astype(I32)
+    body = tirx.shift_right(hi if folded else hi + nudge2, rm1)
+    return tirx.Let(rm1, -shift - one, body)  # r - 1
 
 
 def requantize_16x8(x, multiplier, shift):
@@ -125,15 +212,57 @@ def linear_rule(input_dtype: str):
     return (I64, requantize_16x8) if input_dtype in WIDE_INPUTS else (I32, requantize_double_rounding)
 
 
-def finish(acc, rule, multiplier, shift, zero_point: int, clamp, out_dtype: str):
+def finish(acc, rule, multiplier, shift, zero_point: int, clamp, out_dtype: str, rq: Requant | None = None):
     """Requantize ``acc`` by ``rule``, add the output zero point, clamp, cast (interpreter._finish).
 
     The 16x8 rule works on int64 (its result can exceed int32 before the clamp), the other on int32.
+    ``rq``: what the generator knows of the double rounding's constants (:func:`requant_info`).
     """
     dtype = I64 if rule is requantize_16x8 else I32
-    v = rule(acc, multiplier, shift) + tirx.const(zero_point, dtype)
+    if rq is not None and rq.right and zero_point <= clamp[0]:  # a neuron's counts, a ReLU: x < 0 gives clamp[0]
+        rq = dataclasses.replace(rq, nonneg=True)
+    v = (rule(acc, multiplier, shift) if rule is requantize_16x8 else rule(acc, multiplier, shift, rq)) \
+        + tirx.const(zero_point, dtype)
     v = te.max(te.min(v, tirx.const(clamp[1], dtype)), tirx.const(clamp[0], dtype))
     return v.astype(out_dtype)
+
+
+def _scalar_requant(count: int, acc, multiplier, shift, first, zero_point: int, clamp, out_dtype: str, out,
+                    rq: Requant | None = None):
+    """The condition of a tile's scalar requantization (``count`` outputs from channel ``first``,
+    written from ``out``, an address): Helium cores requantize the tile in the micro-kernel
+    (microkernels.REQUANT, four outputs a vector) and skip it; elsewhere the call is a constant 0.
+    ``rq`` (the counts kernels) with per-channel shifts all within [-31, -2]: DSP cores take the
+    micro-kernel too (its short form, SSAT for the int8 clamp; a per-tensor shift stays TVM's,
+    folded into the code)."""
+    if out_dtype != "int8" or count % 4:
+        return True
+    first = first if int(multiplier.shape[0]) > 1 else 0
+    return T.call_extern("int32", REQUANT, count, T.address_of(acc[0]), T.address_of(multiplier[first]),
+                         T.address_of(shift[first]), _requant_flags(multiplier, rq), zero_point, int(clamp[0]),
+                         int(clamp[1]), out) == 0
+
+
+def _requant_flags(multiplier, rq: Requant | None) -> int:
+    """microkernels.REQUANT's flags: bit 0 per channel, bit 1 the DSP cores' short form (see _scalar_requant)."""
+    per_channel = int(multiplier.shape[0]) > 1
+    return int(per_channel) | (2 if per_channel and rq is not None and rq.right and rq.shift is None else 0)
+
+
+def _fuse_counts_tile(count: int, out_dtype: str) -> bool:
+    """Whether a counts tile with one gather call takes microkernels.COUNTS_TILE (the requantization's
+    conditions of :func:`_scalar_requant`)."""
+    return out_dtype == "int8" and count % 4 == 0
+
+
+def _counts_tile(count: int, events, weight, unit: int, steps: int, bias, acc, multiplier, shift, first,
+                 zero_point: int, clamp, out, rq: Requant | None):
+    """The condition of the scalar requantization of a counts tile done by microkernels.COUNTS_TILE
+    (acc = bias + one gather, then the tile's requantization; ``events``, ``weight``, ``out``: addresses)."""
+    one = first if int(multiplier.shape[0]) > 1 else 0
+    return T.call_extern("int32", COUNTS_TILE, count, events, weight, unit, steps, T.address_of(bias[first]),
+                         T.address_of(acc[0]), T.address_of(multiplier[one]), T.address_of(shift[one]),
+                         _requant_flags(multiplier, rq), zero_point, int(clamp[0]), int(clamp[1]), out) == 0
 
 
 def _channel(buf, c):
@@ -303,8 +432,13 @@ def conv2d(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
     * w[o, kh, kw, c], in int32 (int64 for int16 inputs), then the requantization of the input dtype.
     """
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    if depthwise4(graph, op):
+        return _depthwise(sig, graph, op)
+    if im2col4(graph, op):
+        return _im2col(sig, graph, op)
     x = sig.input("x", op.inputs[0])
     w, bias, mult, shift = sig.linear_consts(op)
+    rq = requant_info(op.multiplier, op.shift)
     _, kh, kw, cg = op.weight.shape
     per_group = spec_out.shape[2] // op.groups
     if int8_linear(graph, op) and (cg >= 4 or op.groups == 1 and kw > 1 and per_group % 4 == 0):
@@ -312,7 +446,7 @@ def conv2d(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
         shapes = tuple(tuple(int(d) for d in t.shape) for t in (x, w, bias, mult, shift))
         return _conv2d_dot_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), op.groups, tuple(op.stride),
                                 tuple(op.padding), spec_in.zero_point, spec_out.dtype, spec_out.zero_point,
-                                tuple(op.clamp))
+                                tuple(op.clamp), rq=rq)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     (sh, sw), top, left = op.stride, op.padding[0], op.padding[2]
 
@@ -323,7 +457,7 @@ def conv2d(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
 
     def epilogue(acc, oy, ox, oc):
         return finish(acc + bias[oc].astype(acc_dtype), rule, _channel(mult, oc), _channel(shift, oc),
-                      spec_out.zero_point, op.clamp, spec_out.dtype)
+                      spec_out.zero_point, op.clamp, spec_out.dtype, rq=rq)
 
     axes = [*_window_axes((kh, kw)), te.reduce_axis((0, cg), "kc")]
     return _accumulate_and_finish([x, w, bias, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, acc_dtype)
@@ -331,7 +465,7 @@ def conv2d(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
 
 @functools.lru_cache(maxsize=256)
 def _conv2d_dot_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype, out_zero_point,
-                     clamp) -> tirx.PrimFunc:
+                     clamp, rq=None) -> tirx.PrimFunc:
     """:func:`conv2d` of an int8 input and 8-bit weights: per output and kernel tap inside the
     input, one call of the dot micro-kernel over the group's input channels (contiguous in NHWC
     and in OHWI). The padding test is per tap, not per multiply-accumulate."""
@@ -345,7 +479,7 @@ def _conv2d_dot_func(shapes, out_shape, weight_shape, groups, stride, padding, z
 
     if per_group % 4 == 0:  # four output channels per call, sharing the widened inputs
         return _conv2d_dot4_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype,
-                                 out_zero_point, clamp)
+                                 out_zero_point, clamp, rq=rq)
 
     @T.prim_func(private=True)
     def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
@@ -361,13 +495,13 @@ def _conv2d_dot_func(shapes, out_shape, weight_shape, groups, stride, padding, z
                     acc[0] = acc[0] + T.call_extern("int32", DOT, T.address_of(x[iy, ix, (oc // per_group) * cg]),
                                                     T.address_of(weight[((oc * kh + rh) * kw + rw) * cg]), cg, -zp)
             out[oy, ox, oc] = finish(acc[0], rule, _channel(multiplier, oc), _channel(shift, oc), out_zero_point,
-                                     list(clamp), out_dtype)
+                                     list(clamp), out_dtype, rq=rq)
 
     return func
 
 
 def _conv2d_dot4_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype, out_zero_point,
-                      clamp) -> tirx.PrimFunc:
+                      clamp, rq=None) -> tirx.PrimFunc:
     """:func:`_conv2d_dot_func` four output channels at a time (a group's channels a multiple of 4)."""
     x_shape, w_shape, b_shape, m_shape, s_shape = shapes
     height, width, _ = x_shape
@@ -384,7 +518,7 @@ def _conv2d_dot4_func(shapes, out_shape, weight_shape, groups, stride, padding, 
              out: T.Buffer(out_shape, out_dtype)):
         acc = T.alloc_buffer((4,), "int32")  # a stack array the inlined micro-kernel keeps in registers
         for oy, ox, quad in T.grid(oh, ow, oc_count // 4):
-            for j in range(4):
+            for j in T.unroll(4):
                 acc[j] = bias[quad * 4 + j]
             for rh in range(kh):
                 iy = T.meta_var(oy * sh + rh - top)
@@ -394,6 +528,17 @@ def _conv2d_dot4_func(shapes, out_shape, weight_shape, groups, stride, padding, 
                         T.evaluate(T.call_extern("int32", DOT4, T.address_of(x[iy, ox * sw - left, 0]),
                                                  T.address_of(weight[(quad * 4 * kh + rh) * kw * cg]), kw * cg, -zp,
                                                  row, T.address_of(acc[0])))
+                    elif whole_rows and cg >= 16 and T.call_extern("int32", HELIUM) != 0:
+                        # Helium (a constant 1 there, 0 elsewhere): a border row's taps inside the input in
+                        # one run, whose vectors cost less than a call per tap (fewer channels than a
+                        # vector: the calls per tap, whose run length is a constant)
+                        lo = T.meta_var(T.max(ox * sw - left, 0))
+                        hi = T.meta_var(T.min(ox * sw - left + kw, width))
+                        if lo < hi:
+                            T.evaluate(T.call_extern("int32", DOT4, T.address_of(x[iy, lo, 0]),
+                                                     T.address_of(weight[((quad * 4 * kh + rh) * kw + lo - ox * sw + left)
+                                                                         * cg]),
+                                                     (hi - lo) * cg, -zp, row, T.address_of(acc[0])))
                     else:
                         for rw in range(kw):
                             ix = T.meta_var(ox * sw + rw - left)
@@ -402,9 +547,144 @@ def _conv2d_dot4_func(shapes, out_shape, weight_shape, groups, stride, padding, 
                                                          T.address_of(x[iy, ix, (quad * 4 // per_group) * cg]),
                                                          T.address_of(weight[((quad * 4 * kh + rh) * kw + rw) * cg]),
                                                          cg, -zp, row, T.address_of(acc[0])))
-            for j in range(4):
-                out[oy, ox, quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
-                                                   _channel(shift, quad * 4 + j), out_zero_point, list(clamp), out_dtype)
+            if _scalar_requant(4, acc, multiplier, shift, quad * 4, out_zero_point, clamp, out_dtype,
+                               T.address_of(out[oy, ox, quad * 4])):
+                for j in T.unroll(4):
+                    out[oy, ox, quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
+                                                       _channel(shift, quad * 4 + j), out_zero_point, list(clamp),
+                                                       out_dtype, rq=rq)
+
+    return func
+
+
+IM2COL_LIMIT = 64  # bytes of a window gathered on the stack
+
+
+def im2col4(graph: g.Graph, op) -> bool:
+    """A groups-1 conv2d of an int8 input with fewer than 4 channels (an image: a row of the window is
+    a few bytes, too short for the dot micro-kernel's words) and 8-bit weights: :func:`_im2col`."""
+    _, kh, kw, cg = op.weight.shape
+    return (op.kind == "conv2d" and int8_linear(graph, op) and op.groups == 1 and cg < 4 and kh * kw > 1
+            and op.weight.shape[0] % 4 == 0 and kh * kw * cg <= IM2COL_LIMIT)
+
+
+def _im2col(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
+    """:func:`conv2d` for :func:`im2col4` layers: per output pixel the window's kh * kw * cg inputs are
+    gathered once into a stack buffer (the input's zero point in the padding, so it adds 0), then
+    four output channels per dot micro-kernel call run over it in words, the weights' rows padded
+    with zeros to a multiple of 4 bytes."""
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x_t = sig.input("x", op.inputs[0])
+    out_ch, kh, kw, cg = op.weight.shape
+    k = kh * kw * cg
+    k4 = (k + 3) // 4 * 4
+    rows = np.zeros((out_ch, k4), np.int8)
+    rows[:, :k] = np.asarray(op.weight, np.int8).reshape(out_ch, k)
+    w_t = sig.const("weight", rows)
+    b_t = sig.const("bias", op.bias.astype(np.int32))
+    m_t, s_t = sig.requant_consts(op)
+    shapes = tuple(tuple(int(d) for d in t.shape) for t in (x_t, w_t, b_t, m_t, s_t))
+    return _im2col_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), tuple(op.stride), tuple(op.padding),
+                        spec_in.zero_point, spec_out.dtype, spec_out.zero_point, tuple(op.clamp),
+                        rq=requant_info(op.multiplier, op.shift))
+
+
+@functools.lru_cache(maxsize=256)
+def _im2col_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype, out_zero_point, clamp,
+                 rq=None) -> tirx.PrimFunc:
+    x_shape, w_shape, b_shape, m_shape, s_shape = shapes
+    height, width, _ = x_shape
+    oh, ow, oc_count = out_shape
+    _, kh, kw, cg = weight_shape
+    (sh, sw), (top, _, left, _) = stride, padding
+    k = kh * kw * cg
+    k4 = (k + 3) // 4 * 4
+    rule = requantize_double_rounding
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+             out: T.Buffer(out_shape, out_dtype)):
+        col = T.alloc_buffer((k4,), "int8")  # the window, on the stack
+        acc = T.alloc_buffer((4,), "int32")
+        for t in range(k, k4):  # the padding of the rows: its weights are 0
+            col[t] = T.int8(zp)
+        for oy, ox in T.grid(oh, ow):
+            for rh, rw, c in T.grid(kh, kw, cg):
+                iy = T.meta_var(oy * sh + rh - top)
+                ix = T.meta_var(ox * sw + rw - left)
+                col[(rh * kw + rw) * cg + c] = T.if_then_else(0 <= iy and iy < height and 0 <= ix and ix < width,
+                                                              x[iy, ix, c], T.int8(zp))
+            for quad in range(oc_count // 4):
+                for j in T.unroll(4):
+                    acc[j] = bias[quad * 4 + j]
+                T.evaluate(T.call_extern("int32", DOT4, T.address_of(col[0]), T.address_of(weight[quad * 4 * k4]), k4,
+                                         -zp, k4, T.address_of(acc[0])))
+                if _scalar_requant(4, acc, multiplier, shift, quad * 4, out_zero_point, clamp, out_dtype,
+                                   T.address_of(out[oy, ox, quad * 4])):
+                    for j in T.unroll(4):
+                        out[oy, ox, quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
+                                                           _channel(shift, quad * 4 + j), out_zero_point, list(clamp),
+                                                           out_dtype, rq=rq)
+
+    return func
+
+
+def depthwise4(graph: g.Graph, op) -> bool:
+    """A depthwise conv2d (one output channel per input channel, a multiple of 4) of an int8 input and
+    8-bit weights: :func:`_depthwise` (the edgesnn_dw4_s8 micro-kernel, four channels a word)."""
+    channels = graph.tensors[op.inputs[0]].shape[-1]
+    return (op.kind == "conv2d" and int8_linear(graph, op) and op.groups == channels == op.weight.shape[0]
+            and op.weight.shape[3] == 1 and channels % 4 == 0)
+
+
+def _depthwise(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
+    """:func:`conv2d` for :func:`depthwise4` layers: weights HWC (output-minor), per output pixel and
+    four channels one micro-kernel call over the window clipped to the input (the padding tested
+    per window, not per tap), the four sums in registers. Also the event-driven form of these
+    layers: skipping taps whose four inputs are all zero cost more than it saved on the
+    spikeformer (Cortex-M4: 128,487 against 124,824 instructions for its 8x8x32 layer)."""
+    spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    x_t = sig.input("x", op.inputs[0])
+    w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=True)
+    shapes = tuple(tuple(int(d) for d in t.shape) for t in (x_t, w_t, b_t, m_t, s_t))
+    return _depthwise_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), tuple(op.stride), tuple(op.padding),
+                           spec_in.zero_point, spec_out.dtype, spec_out.zero_point, tuple(op.clamp),
+                           rq=requant_info(op.multiplier, op.shift))
+
+
+@functools.lru_cache(maxsize=256)
+def _depthwise_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype, out_zero_point, clamp,
+                    rq=None) -> tirx.PrimFunc:
+    x_shape, w_shape, b_shape, m_shape, s_shape = shapes
+    height, width, channels = x_shape
+    oh, ow, _ = out_shape
+    _, kh, kw, _ = weight_shape
+    (sh, sw), (top, _, left, _) = stride, padding
+    rule = requantize_double_rounding
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+             out: T.Buffer(out_shape, out_dtype)):
+        acc = T.alloc_buffer((4,), "int32")  # a stack array the inlined micro-kernel keeps in registers
+        for oy, ox, quad in T.grid(oh, ow, channels // 4):
+            iy = T.meta_var(oy * sh - top)
+            ix = T.meta_var(ox * sw - left)
+            r0 = T.meta_var(T.max(0, 0 - iy))
+            c0 = T.meta_var(T.max(0, 0 - ix))
+            for j in T.unroll(4):
+                acc[j] = bias[quad * 4 + j]
+            T.evaluate(T.call_extern("int32", DW4, T.address_of(x[iy + r0, ix + c0, quad * 4]),
+                                     T.address_of(weight[(r0 * kw + c0) * channels + quad * 4]),
+                                     T.min(kh, height - iy) - r0, T.min(kw, width - ix) - c0, width * channels,
+                                     channels, kw * channels, -zp, 0, T.address_of(acc[0])))
+            if _scalar_requant(4, acc, multiplier, shift, quad * 4, out_zero_point, clamp, out_dtype,
+                               T.address_of(out[oy, ox, quad * 4])):
+                for j in T.unroll(4):
+                    out[oy, ox, quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
+                                                       _channel(shift, quad * 4 + j), out_zero_point, list(clamp),
+                                                       out_dtype, rq=rq)
 
     return func
 
@@ -414,6 +694,7 @@ def dense(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x = sig.input("x", op.inputs[0])
     w, bias, mult, shift = sig.linear_consts(op)
+    rq = requant_info(op.multiplier, op.shift)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     k_in = op.weight.shape[1]
     if int8_linear(graph, op) and len(x.shape) == 1:  # one dot micro-kernel call per output
@@ -428,18 +709,21 @@ def dense(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
                  out: T.Buffer((m_out,), spec_out.dtype)):
             acc = T.alloc_buffer((4,), "int32")  # four rows per call, sharing the widened inputs
             for quad in range(quads):
-                for j in range(4):
+                for j in T.unroll(4):
                     acc[j] = bias[quad * 4 + j]
                 T.evaluate(T.call_extern("int32", DOT4, T.address_of(x[0]), T.address_of(weight[quad * 4 * k_in]), k_in,
                                          -zp, k_in, T.address_of(acc[0])))
-                for j in range(4):
-                    out[quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
-                                               _channel(shift, quad * 4 + j), spec_out.zero_point, clamp, spec_out.dtype)
+                if _scalar_requant(4, acc, multiplier, shift, quad * 4, spec_out.zero_point, clamp, spec_out.dtype,
+                                   T.address_of(out[quad * 4])):
+                    for j in T.unroll(4):
+                        out[quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
+                                                   _channel(shift, quad * 4 + j), spec_out.zero_point, clamp,
+                                                   spec_out.dtype, rq=rq)
             for m in range(quads * 4, m_out):  # the rows left over
                 out[m] = finish(bias[m] + T.call_extern("int32", DOT, T.address_of(x[0]), T.address_of(weight[m * k_in]),
                                                         k_in, -zp),
                                 rule, _channel(multiplier, m), _channel(shift, m), spec_out.zero_point, clamp,
-                                spec_out.dtype)
+                                spec_out.dtype, rq=rq)
 
         return func
 
@@ -448,7 +732,7 @@ def dense(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
 
     def epilogue(acc, m):
         return finish(acc + bias[m].astype(acc_dtype), rule, _channel(mult, m), _channel(shift, m),
-                      spec_out.zero_point, op.clamp, spec_out.dtype)
+                      spec_out.zero_point, op.clamp, spec_out.dtype, rq=rq)
 
     axes = [te.reduce_axis((0, k_in), "k")]
     return _accumulate_and_finish([x, w, bias, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, acc_dtype)
@@ -460,6 +744,7 @@ def reduce_sum(sig: _Signature, graph: g.Graph, op: g.ReduceSum) -> tirx.PrimFun
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x = sig.input("x", op.inputs[0])
     mult, shift = sig.requant_consts(op)
+    rq = requant_info(op.multiplier, op.shift)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     h, w, _ = spec_in.shape
 
@@ -467,7 +752,8 @@ def reduce_sum(sig: _Signature, graph: g.Graph, op: g.ReduceSum) -> tirx.PrimFun
         return _offset(x[rh, rw, c], spec_in.zero_point)
 
     def epilogue(acc, _y, _x, c):
-        return finish(acc, rule, _channel(mult, c), _channel(shift, c), spec_out.zero_point, op.clamp, spec_out.dtype)
+        return finish(acc, rule, _channel(mult, c), _channel(shift, c), spec_out.zero_point, op.clamp, spec_out.dtype,
+                      rq=rq)
 
     axes = [te.reduce_axis((0, h), "h"), te.reduce_axis((0, w), "w")]
     return _accumulate_and_finish([x, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, acc_dtype)
@@ -478,11 +764,12 @@ def mul(sig: _Signature, graph: g.Graph, op: g.Mul) -> tirx.PrimFunc:
     spec_a, spec_b, spec_out = (graph.tensors[n] for n in (*op.inputs, op.output))
     a, b = sig.input("a", op.inputs[0]), sig.input("b", op.inputs[1])
     mult, shift = sig.requant_consts(op)
+    rq = requant_info(op.multiplier, op.shift)
 
     def element(*i):
         product = _offset(_broadcast(a, i), spec_a.zero_point) * _offset(_broadcast(b, i), spec_b.zero_point)
         return finish(product, requantize_double_rounding, _channel(mult, i[-1]), _channel(shift, i[-1]),
-                      spec_out.zero_point, op.clamp, spec_out.dtype)
+                      spec_out.zero_point, op.clamp, spec_out.dtype, rq=rq)
 
     return te.create_prim_func([a, b, mult, shift, te.compute(tuple(spec_out.shape), element, "out")])
 
@@ -492,12 +779,29 @@ def requantize(sig: _Signature, graph: g.Graph, op: g.Requantize) -> tirx.PrimFu
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x = sig.input("x", op.inputs[0])
     mult, shift = sig.requant_consts(op)
+    rq = requant_info(op.multiplier, op.shift)
 
     def element(*i):
         return finish(_offset(x[i], spec_in.zero_point), requantize_double_rounding, _channel(mult, i[-1]),
-                      _channel(shift, i[-1]), spec_out.zero_point, op.clamp, spec_out.dtype)
+                      _channel(shift, i[-1]), spec_out.zero_point, op.clamp, spec_out.dtype, rq=rq)
 
-    return te.create_prim_func([x, mult, shift, te.compute(tuple(spec_out.shape), element, "out")])
+    func = te.create_prim_func([x, mult, shift, te.compute(tuple(spec_out.shape), element, "out")])
+    return _unrolled(func, "out") if rq.shift is not None else func
+
+
+def _unrolled(func: tirx.PrimFunc, block: str, by: int = 4) -> tirx.PrimFunc:
+    """An elementwise kernel whose constants are per tensor (no channel index) as one loop over the
+    elements, ``by`` of them per iteration (the loop's compare and branch once per ``by``); ``block``:
+    the outermost block (its loops hold the others)."""
+    sch = s_tir.Schedule(func)
+    loops = sch.get_loops(sch.get_sblock(block))
+    extent = int(np.prod([int(sch.get(lp).extent) for lp in loops]))
+    if extent % by:
+        return func
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    _, inner = sch.split(fused, [None, by])
+    sch.unroll(inner)
+    return sch.mod["main"]
 
 
 def add(sig: _Signature, graph: g.Graph, op: g.Add) -> tirx.PrimFunc:
@@ -509,15 +813,16 @@ def add(sig: _Signature, graph: g.Graph, op: g.Add) -> tirx.PrimFunc:
 
     def scaled(x, spec, j, i):
         shifted = _offset(x[i], spec.zero_point) * (1 << op.left_shift)  # not <<: UB for negatives in C
-        return requantize_double_rounding(shifted, mult[j], shift[j])
+        return requantize_double_rounding(shifted, mult[j], shift[j], requant_info(op.multiplier[j], op.shift[j]))
 
     # The sum is its own (scalar) stage: one requantization nested in another makes TVM's buffer
     # region analysis (CompactBufferAllocation) take seconds.
     shape = tuple(spec_out.shape)
     total = te.compute(shape, lambda *i: scaled(a, spec_a, 0, i) + scaled(b, spec_b, 1, i), "acc")
+    rq = requant_info(op.multiplier[2], op.shift[2])
     out = te.compute(shape, lambda *i: finish(total(*i), requantize_double_rounding, mult[2], shift[2],
-                                              spec_out.zero_point, op.clamp, spec_out.dtype), "out")
-    return _scalar_accumulator(te.create_prim_func([a, b, mult, shift, out]), len(shape))
+                                              spec_out.zero_point, op.clamp, spec_out.dtype, rq=rq), "out")
+    return _unrolled(_scalar_accumulator(te.create_prim_func([a, b, mult, shift, out]), len(shape)), "acc")
 
 
 def sum_pool2d(sig: _Signature, graph: g.Graph, op: g.SumPool2D) -> tirx.PrimFunc:
@@ -569,6 +874,7 @@ def batch_matmul(sig: _Signature, graph: g.Graph, op: g.BatchMatMul) -> tirx.Pri
     spec_a, spec_b, spec_out = (graph.tensors[n] for n in (*op.inputs, op.output))
     a, b = sig.input("a", op.inputs[0]), sig.input("b", op.inputs[1])
     mult, shift = sig.requant_consts(op)
+    rq = requant_info(op.multiplier, op.shift)
     acc_dtype, rule = linear_rule(spec_a.dtype)
 
     def summand(*index):
@@ -577,7 +883,7 @@ def batch_matmul(sig: _Signature, graph: g.Graph, op: g.BatchMatMul) -> tirx.Pri
         return _offset(a[(*lead, m, k)], spec_a.zero_point) * _offset(bv, spec_b.zero_point)  # int16 x int16 fits int32
 
     def epilogue(acc, *_):
-        return finish(acc, rule, mult[0], shift[0], spec_out.zero_point, op.clamp, spec_out.dtype)
+        return finish(acc, rule, mult[0], shift[0], spec_out.zero_point, op.clamp, spec_out.dtype, rq=rq)
 
     axes = [te.reduce_axis((0, int(spec_a.shape[-1])), "k")]
     return _accumulate_and_finish([a, b, mult, shift], tuple(spec_out.shape), summand, axes, epilogue, acc_dtype)
@@ -602,8 +908,11 @@ def conv2d_events(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFun
     contributes (it is real zero). Integer sums do not depend on order: bit-exact with :func:`conv2d`.
     """
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
+    if depthwise4(graph, op):  # the dense window kernel: skipping all-zero taps did not pay (docs/mcu.md)
+        return _depthwise(sig, graph, op)
     x_t = sig.input("x", op.inputs[0])
     w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=True)
+    rq = requant_info(op.multiplier, op.shift)
     oh, ow, oc_count = spec_out.shape
     shapes = tuple(tuple(int(d) for d in t.shape) for t in (x_t, w_t, b_t, m_t, s_t))
     tile = gather_tile(graph, op)
@@ -614,17 +923,17 @@ def conv2d_events(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFun
         sig.scratch("events", height * width * (channels + header), "int32")
         return _conv2d_gather_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), tuple(op.stride),
                                    tuple(op.padding), spec_in.zero_point, spec_out.dtype, spec_out.zero_point,
-                                   tuple(op.clamp), tile, counts)
+                                   tuple(op.clamp), tile, counts, rq=rq)
     sig.scratch("acc", oh * ow * oc_count, linear_rule(spec_in.dtype)[0])
     return _conv2d_events_func(shapes, str(x_t.dtype), str(w_t.dtype), spec_in.dtype, tuple(spec_out.shape),
                                tuple(op.weight.shape), op.groups, tuple(op.stride), tuple(op.padding),
                                spec_in.zero_point, op.weight_bits, op.weight_code, spec_out.dtype,
-                               spec_out.zero_point, tuple(op.clamp))
+                               spec_out.zero_point, tuple(op.clamp), rq=rq)
 
 
 @functools.lru_cache(maxsize=256)
 def _conv2d_events_func(shapes, x_dtype, w_dtype, in_dtype, out_shape, weight_shape, groups, stride, padding, zp,
-                        bits, code, out_dtype, out_zero_point, clamp) -> tirx.PrimFunc:
+                        bits, code, out_dtype, out_zero_point, clamp, rq=None) -> tirx.PrimFunc:
     """The PrimFunc of :func:`conv2d_events`, one per distinct signature: parsing TVMScript takes
     tens of milliseconds, and a network of repeated blocks has many event-driven convs alike."""
     x_shape, w_shape, b_shape, m_shape, s_shape = shapes
@@ -636,7 +945,7 @@ def _conv2d_events_func(shapes, x_dtype, w_dtype, in_dtype, out_shape, weight_sh
     (sh, sw), (top, _, left, _) = stride, padding
     if in_dtype == "int8" and bits == 8 and per_group >= 4:  # the axpy micro-kernel over the group's outputs
         return _conv2d_axpy_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype,
-                                 out_zero_point, clamp)
+                                 out_zero_point, clamp, rq=rq)
 
     @T.prim_func(private=True)
     def func(x: T.Buffer(x_shape, x_dtype), weight: T.Buffer(w_shape, w_dtype), bias: T.Buffer(b_shape, "int32"),
@@ -656,7 +965,7 @@ def _conv2d_events_func(shapes, x_dtype, w_dtype, in_dtype, out_shape, weight_sh
                             * weight_value(weight, ((rh * kw + rw) * cg + ic % cg) * oc_count + oc, bits, code))
         for oy, ox, oc in T.grid(oh, ow, oc_count):
             out[oy, ox, oc] = finish(acc[oy, ox, oc], rule, _channel(multiplier, oc), _channel(shift, oc),
-                                     out_zero_point, list(clamp), out_dtype)
+                                     out_zero_point, list(clamp), out_dtype, rq=rq)
 
     return func
 
@@ -699,7 +1008,7 @@ def counts_gather(graph: g.Graph, op) -> tuple[int, int, int] | None:
 
 @functools.lru_cache(maxsize=256)
 def _conv2d_gather_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype, out_zero_point, clamp,
-                        tile, counts=None) -> tirx.PrimFunc:
+                        tile, counts=None, rq=None) -> tirx.PrimFunc:
     """:func:`conv2d_events` (groups 1, int8 input, 8-bit weights in HWIO) with the accumulators in
     registers: first each input pixel's nonzero channels are listed (value and weight offset, in
     ``events``: the counts, then the lists); then per output pixel and tile of ``tile`` output
@@ -716,7 +1025,7 @@ def _conv2d_gather_func(shapes, out_shape, weight_shape, stride, padding, zp, ou
     (sh, sw), (top, _, left, _) = stride, padding
     if counts:
         return _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dtype, out_zero_point, clamp,
-                                   tile, counts)
+                                   tile, counts, rq=rq)
     pixels, rule, gather = height * width, requantize_double_rounding, GATHER[tile]
 
     @T.prim_func(private=True)
@@ -728,7 +1037,7 @@ def _conv2d_gather_func(shapes, out_shape, weight_shape, stride, padding, zp, ou
             events[iy * width + ix] = T.call_extern("int32", EVENTS, T.address_of(x[iy, ix, 0]), channels, zp, oc_count,
                                                     T.address_of(events[pixels + (iy * width + ix) * channels]))
         for oy, ox, t in T.grid(oh, ow, oc_count // tile):
-            for j in range(tile):
+            for j in T.unroll(tile):
                 acc[j] = bias[t * tile + j]
             for rh, rw in T.grid(kh, kw):
                 iy = T.meta_var(oy * sh + rh - top)
@@ -738,15 +1047,18 @@ def _conv2d_gather_func(shapes, out_shape, weight_shape, stride, padding, zp, ou
                                              events[iy * width + ix],
                                              T.address_of(weight[(rh * kw + rw) * channels * oc_count + t * tile]),
                                              T.address_of(acc[0])))
-            for j in range(tile):
-                out[oy, ox, t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
-                                                   _channel(shift, t * tile + j), out_zero_point, list(clamp), out_dtype)
+            if _scalar_requant(tile, acc, multiplier, shift, t * tile, out_zero_point, clamp, out_dtype,
+                               T.address_of(out[oy, ox, t * tile])):
+                for j in T.unroll(tile):
+                    out[oy, ox, t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                                       _channel(shift, t * tile + j), out_zero_point, list(clamp),
+                                                       out_dtype, rq=rq)
 
     return func
 
 
 def _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dtype, out_zero_point, clamp, tile,
-                        counts) -> tirx.PrimFunc:
+                        counts, rq=None) -> tirx.PrimFunc:
     """:func:`_conv2d_gather_func` for spike counts (the counts micro-kernels)."""
     x_shape, w_shape, b_shape, m_shape, s_shape = shapes
     height, width, channels = x_shape
@@ -756,6 +1068,8 @@ def _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dt
     unit_shift, most, steps = counts
     block, rule, gather = most + 2 + channels, requantize_double_rounding, GATHER_COUNTS[tile]
     pixels, unit = height * width, 1 << unit_shift
+    # a 1x1 kernel without padding: each output's one tap is inside (oh = ceil(height / sh))
+    fused = kh == 1 and kw == 1 and top == 0 and left == 0 and _fuse_counts_tile(tile, out_dtype)
 
     @T.prim_func(private=True)
     def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
@@ -766,24 +1080,36 @@ def _conv2d_counts_func(shapes, out_shape, weight_shape, stride, padding, out_dt
             T.evaluate(T.call_extern("int32", EVENTS_COUNTS, T.address_of(x[iy, ix, 0]), channels, unit_shift, most,
                                      oc_count, T.address_of(events[(iy * width + ix) * block])))
         for oy, ox, t in T.grid(oh, ow, oc_count // tile):
-            for j in range(tile):
-                acc[j] = bias[t * tile + j]
-            for rh, rw in T.grid(kh, kw):
-                iy = T.meta_var(oy * sh + rh - top)
-                ix = T.meta_var(ox * sw + rw - left)
-                if 0 <= iy and iy < height and 0 <= ix and ix < width:
-                    T.evaluate(T.call_extern("int32", gather, T.address_of(events[(iy * width + ix) * block]),
-                                             T.address_of(weight[(rh * kw + rw) * channels * oc_count + t * tile]),
-                                             unit, steps, T.address_of(acc[0])))
-            for j in range(tile):
-                out[oy, ox, t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
-                                                   _channel(shift, t * tile + j), out_zero_point, list(clamp), out_dtype)
+            if fused:  # one tap, always inside: the tile in one call
+                if _counts_tile(tile, T.address_of(events[(oy * sh * width + ox * sw) * block]),
+                                T.address_of(weight[t * tile]), unit, steps, bias, acc, multiplier, shift, t * tile,
+                                out_zero_point, clamp, T.address_of(out[oy, ox, t * tile]), rq):
+                    for j in T.unroll(tile):
+                        out[oy, ox, t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                                           _channel(shift, t * tile + j), out_zero_point,
+                                                           list(clamp), out_dtype, rq=rq)
+            else:
+                for j in T.unroll(tile):
+                    acc[j] = bias[t * tile + j]
+                for rh, rw in T.grid(kh, kw):
+                    iy = T.meta_var(oy * sh + rh - top)
+                    ix = T.meta_var(ox * sw + rw - left)
+                    if 0 <= iy and iy < height and 0 <= ix and ix < width:
+                        T.evaluate(T.call_extern("int32", gather, T.address_of(events[(iy * width + ix) * block]),
+                                                 T.address_of(weight[(rh * kw + rw) * channels * oc_count + t * tile]),
+                                                 unit, steps, T.address_of(acc[0])))
+                if _scalar_requant(tile, acc, multiplier, shift, t * tile, out_zero_point, clamp, out_dtype,
+                                   T.address_of(out[oy, ox, t * tile]), rq=rq):
+                    for j in T.unroll(tile):
+                        out[oy, ox, t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                                           _channel(shift, t * tile + j), out_zero_point,
+                                                           list(clamp), out_dtype, rq=rq)
 
     return func
 
 
 def _conv2d_axpy_func(shapes, out_shape, weight_shape, groups, stride, padding, zp, out_dtype, out_zero_point,
-                      clamp) -> tirx.PrimFunc:
+                      clamp, rq=None) -> tirx.PrimFunc:
     """:func:`conv2d_events` of an int8 input and 8-bit weights (output-minor, HWIO): each nonzero
     input, per kernel tap reaching an output, adds its weights to the group's outputs in one call
     of the axpy micro-kernel (contiguous accumulators and weights)."""
@@ -813,7 +1139,7 @@ def _conv2d_axpy_func(shapes, out_shape, weight_shape, groups, stride, padding, 
                                                  _offset(x[iy, ix, ic], zp), per_group))
         for oy, ox, oc in T.grid(oh, ow, oc_count):
             out[oy, ox, oc] = finish(acc[oy, ox, oc], rule, _channel(multiplier, oc), _channel(shift, oc),
-                                     out_zero_point, list(clamp), out_dtype)
+                                     out_zero_point, list(clamp), out_dtype, rq=rq)
 
     return func
 
@@ -823,6 +1149,7 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
     w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=True)
+    rq = requant_info(op.multiplier, op.shift)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     m_out, k_in = op.weight.shape
     zp, bits, code, out_dtype = spec_in.zero_point, op.weight_bits, op.weight_code, spec_out.dtype
@@ -832,6 +1159,7 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
         unit_shift, most, steps = counts
         sig.scratch("events", k_in + most + 2, "int32")
         clamp, gather, unit = list(op.clamp), GATHER_COUNTS[tile], 1 << unit_shift
+        fused = _fuse_counts_tile(tile, out_dtype)
         w_shape, b_shape, m_shape, s_shape = (tuple(int(d) for d in t.shape) for t in (w_t, b_t, m_t, s_t))
 
         @T.prim_func(private=True)
@@ -842,13 +1170,25 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
             T.evaluate(T.call_extern("int32", EVENTS_COUNTS, T.address_of(x[0]), k_in, unit_shift, most, m_out,
                                      T.address_of(events[0])))
             for t in range(m_out // tile):
-                for j in range(tile):
-                    acc[j] = bias[t * tile + j]
-                T.evaluate(T.call_extern("int32", gather, T.address_of(events[0]), T.address_of(weight[t * tile]), unit,
-                                         steps, T.address_of(acc[0])))
-                for j in range(tile):
-                    out[t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
-                                               _channel(shift, t * tile + j), spec_out.zero_point, clamp, out_dtype)
+                if fused:
+                    if _counts_tile(tile, T.address_of(events[0]), T.address_of(weight[t * tile]), unit, steps, bias,
+                                    acc, multiplier, shift, t * tile, spec_out.zero_point, clamp,
+                                    T.address_of(out[t * tile]), rq):
+                        for j in T.unroll(tile):
+                            out[t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                                       _channel(shift, t * tile + j), spec_out.zero_point, clamp,
+                                                       out_dtype, rq=rq)
+                else:
+                    for j in T.unroll(tile):
+                        acc[j] = bias[t * tile + j]
+                    T.evaluate(T.call_extern("int32", gather, T.address_of(events[0]), T.address_of(weight[t * tile]),
+                                             unit, steps, T.address_of(acc[0])))
+                    if _scalar_requant(tile, acc, multiplier, shift, t * tile, spec_out.zero_point, clamp, out_dtype,
+                                       T.address_of(out[t * tile]), rq=rq):
+                        for j in T.unroll(tile):
+                            out[t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                                       _channel(shift, t * tile + j), spec_out.zero_point, clamp,
+                                                       out_dtype, rq=rq)
 
         return func
     if tile:  # the nonzero inputs listed once, gathered into tiles of outputs held in registers
@@ -863,13 +1203,16 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
             acc = T.alloc_buffer((tile,), "int32")
             events[0] = T.call_extern("int32", EVENTS, T.address_of(x[0]), k_in, zp, m_out, T.address_of(events[1]))
             for t in range(m_out // tile):
-                for j in range(tile):
+                for j in T.unroll(tile):
                     acc[j] = bias[t * tile + j]
                 T.evaluate(T.call_extern("int32", gather, T.address_of(events[1]), events[0],
                                          T.address_of(weight[t * tile]), T.address_of(acc[0])))
-                for j in range(tile):
-                    out[t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
-                                               _channel(shift, t * tile + j), spec_out.zero_point, clamp, out_dtype)
+                if _scalar_requant(tile, acc, multiplier, shift, t * tile, spec_out.zero_point, clamp, out_dtype,
+                                   T.address_of(out[t * tile])):
+                    for j in T.unroll(tile):
+                        out[t * tile + j] = finish(acc[j], rule, _channel(multiplier, t * tile + j),
+                                                   _channel(shift, t * tile + j), spec_out.zero_point, clamp,
+                                                   out_dtype, rq=rq)
 
         return func
     sig.scratch("acc", m_out, acc_dtype)
@@ -889,7 +1232,7 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
                                              _offset(x[k], zp), m_out))
             for m in range(m_out):
                 out[m] = finish(acc[m], rule, _channel(multiplier, m), _channel(shift, m), spec_out.zero_point, clamp,
-                                out_dtype)
+                                out_dtype, rq=rq)
 
         return func
 
@@ -905,7 +1248,7 @@ def dense_events(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
                     acc[m] = acc[m] + T.Cast(acc_dtype, _offset(x[k], zp) * weight_value(weight, k * m_out + m, bits, code))
         for m in range(m_out):
             out[m] = finish(acc[m], rule, _channel(multiplier, m), _channel(shift, m), spec_out.zero_point,
-                            op.clamp, out_dtype)
+                            op.clamp, out_dtype, rq=rq)
 
     return func
 
@@ -944,6 +1287,7 @@ def conv2d_train(sig: _Signature, graph: g.Graph, op: g.Conv2D, code: str, count
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
     w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=True)
+    rq = requant_info(op.multiplier, op.shift)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     height, width, channels = spec_in.shape
     oh, ow, oc_count = spec_out.shape
@@ -978,7 +1322,7 @@ def conv2d_train(sig: _Signature, graph: g.Graph, op: g.Conv2D, code: str, count
         for oy, ox, oc in T.grid(oh, ow, oc_count):
             out[oy, ox, oc] = finish(acc[oy, ox, oc] * T.Cast(acc_dtype, unit) + T.Cast(acc_dtype, bias[oc]), rule,
                                      _channel(multiplier, oc), _channel(shift, oc), spec_out.zero_point, op.clamp,
-                                     out_dtype)
+                                     out_dtype, rq=rq)
 
     return func
 
@@ -988,6 +1332,7 @@ def dense_train(sig: _Signature, graph: g.Graph, op: g.Dense, code: str, counts:
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
     w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=True)
+    rq = requant_info(op.multiplier, op.shift)
     acc_dtype, rule = linear_rule(spec_in.dtype)
     m_out, k_in = op.weight.shape
     bits, wcode, out_dtype, signed = op.weight_bits, op.weight_code, spec_out.dtype, counts.signed
@@ -1012,7 +1357,7 @@ def dense_train(sig: _Signature, graph: g.Graph, op: g.Dense, code: str, counts:
                             x[k], weight_value(weight, k * m_out + m, bits, wcode), signed))
         for m in range(m_out):
             out[m] = finish(acc[m] * T.Cast(acc_dtype, unit) + T.Cast(acc_dtype, bias[m]), rule, _channel(multiplier, m),
-                            _channel(shift, m), spec_out.zero_point, op.clamp, out_dtype)
+                            _channel(shift, m), spec_out.zero_point, op.clamp, out_dtype, rq=rq)
 
     return func
 
@@ -1073,7 +1418,8 @@ def symbol(graph: g.Graph, op: g.Op) -> str:
     return name
 
 
-def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str | None = None) -> Kernel | None:
+def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str | None = None,
+           cpu: bool = False) -> Kernel | None:
     """The C kernel of ``op``; None for reshape of any rank (activations are flat row-major
     arrays, so a reshape is an alias of its input: no code, no copy).
 
@@ -1081,6 +1427,8 @@ def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str
     skips zero inputs and accumulates in a scratch buffer (``Kernel.scratch_bytes``); other ops
     ignore it. ``spike_code`` (rate-burst, bit-plane): an event-driven layer reading spike counts
     (:func:`train_input`) runs them as spike trains of that code; None reads the integer counts.
+    ``cpu``: an application CPU's project (host, linux-aarch64 boards): the dense form of a conv2d / dense
+    that :mod:`.kernels_cpu` covers is its GEMM kernel.
     """
     if op.kind == "reshape":
         return None
@@ -1089,7 +1437,13 @@ def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str
     sig = _Signature(graph)
     events = event_driven and op.kind in EVENT_FORMS and spike_input(graph, op)
     counts = train_input(graph, op) if events and spike_code else None
-    if counts is not None:
+    gemm = None
+    if cpu and not events:
+        from edgesnn.backends.mcu.kernels_cpu import cpu_kernel
+        gemm = cpu_kernel(sig, graph, op)
+    if gemm is not None:
+        func = gemm
+    elif counts is not None:
         func = TRAIN_FORMS[op.kind](sig, graph, op, spikes.code_name(spike_code), counts)
     else:
         func = (EVENT_FORMS if events else DENSE_FORMS)[op.kind](sig, graph, op)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from edgesnn import __version__
+from edgesnn.backends.mcu.cost import HELIUM_CORES
 from edgesnn.boards import Board
 from edgesnn.ir import graph as g
 
@@ -26,9 +27,10 @@ def readme(graph: g.Graph, board: Board, arena_bytes: int, const_bytes: int, siz
     io_bytes = n_in * np.dtype(g.DTYPES[i.dtype]).itemsize + n_out * np.dtype(g.DTYPES[o.dtype]).itemsize
     cortex_m = board.kind == "mcu"
     lib = "build/arm/libedgesnn_model.a" if cortex_m else "build/aarch64/libedgesnn_model.a"
-    compiler = (f"arm-none-eabi-gcc (`-O2 -mthumb -mcpu={board.cpu} -mfloat-abi=soft`)" if cortex_m
-                else "aarch64-linux-gnu-gcc (`-O2`)")
-    abi = _abi_note() if cortex_m and board.cpu not in NO_FPU else ""
+    float_abi = "hard" if board.cpu in HELIUM_CORES else "soft"  # build.board_mk: Helium needs hard float
+    compiler = (f"arm-none-eabi-gcc (`-O2 -mthumb -mcpu={board.cpu} -mfloat-abi={float_abi}`)" if cortex_m
+                else f"aarch64-linux-gnu-gcc (`-O3 -mcpu={board.cpu}`)")
+    abi = _abi_note() if cortex_m and board.cpu not in NO_FPU and float_abi == "soft" else ""
     qemu = ("`--qemu` also runs the static aarch64 build under qemu-aarch64" if not cortex_m else
             f"`--qemu` also runs the board's build on QEMU's {board.qemu_machine} and counts instructions per "
             f"{'step' if graph.stateful else 'inference'}" if board.qemu_machine else "no QEMU machine emulates this core, so `--qemu` does not apply")
