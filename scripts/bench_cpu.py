@@ -26,7 +26,7 @@ The section between the markers cpu-vs-xnnpack in --out is replaced.
 
 from __future__ import annotations
 
-from bench_common import interleaved, machine, median, versions  # first: threads
+from bench_common import interleaved, machine, median, per_sample, versions  # first: threads
 
 import argparse  # noqa: E402
 import ctypes  # noqa: E402
@@ -96,15 +96,6 @@ class CLibrary:
         if self._run(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), len(x)):
             raise SystemExit("edgesnn_infer failed")
         return out
-
-
-def _per_sample(fn, samples):
-    def run() -> float:
-        t0 = time.perf_counter()
-        for s in samples:
-            fn(s)
-        return (time.perf_counter() - t0) / len(samples)
-    return run
 
 
 def _once(fn, batch, n):
@@ -207,9 +198,9 @@ def measure(model: str, epochs: int, repeats: int, samples: int, work: Path) -> 
     timed = xq[:n]
     batch = np.ascontiguousarray(np.resize(xq, (BATCH, *xq.shape[1:])))
     runs = interleaved({
-        "edgesnn": _per_sample(c.infer, timed), "edgesnn_c_loop": _once(c.run, timed, n),
-        "xnnpack": _per_sample(xnn1, timed), "litert_reference": _per_sample(ref1, timed),
-        "onnxruntime": _per_sample(ort1, timed),
+        "edgesnn": per_sample(c.infer, timed), "edgesnn_c_loop": _once(c.run, timed, n),
+        "xnnpack": per_sample(xnn1, timed), "litert_reference": per_sample(ref1, timed),
+        "onnxruntime": per_sample(ort1, timed),
         "edgesnn@64": _once(c.run, batch, BATCH), "xnnpack@64": _once(xnn64, batch, BATCH),
         "litert_reference@64": _once(ref64, batch, BATCH), "onnxruntime@64": _once(ort64, batch, BATCH),
     }, repeats)

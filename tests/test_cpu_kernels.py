@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,18 +23,13 @@ from edgesnn.ir import load as load_ir
 import tvm  # noqa: E402,F401  (scripts/setup.sh installs apache-tvm: a missing one fails, never skips)
 from edgesnn.backends.mcu import export_mcu, verify_mcu  # noqa: E402
 from edgesnn.backends.mcu.microkernels_cpu import DEPTHWISE, GEMM, HEADER  # noqa: E402
+from test_mcu_microkernels import need  # noqa: E402
 
 VNNI = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
 # (build, flags, the micro-kernel path they select); the native build on this machine is AVX-512 VNNI's
 HOST_PATHS = [("host", "-O3 -march=native", "avx512-vnni" if VNNI else None),
               ("host", "-O3 -march=haswell", "avx2"), ("host", "-O3 -march=x86-64", "c")]
 A64_PATHS = [("aarch64", "-O3 -mcpu=cortex-a76", "neon-dotprod"), ("aarch64", "-O3 -mcpu=cortex-a72", "neon")]
-
-
-def need(*tools: str) -> None:
-    """Not skipped: CI runs scripts/setup.sh, so a missing tool is a failure of the setup."""
-    missing = [t for t in tools if shutil.which(t) is None]
-    assert not missing, f"{', '.join(missing)} missing: scripts/setup.sh installs it"
 
 
 def _layer(rng, name, src, dst, w_shape, shift, clamp, dense=False, **conv):
