@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--samples", type=int, default=450)
     ap.add_argument("--models", default="cnn,spikeformer")
-    ap.add_argument("--out", type=Path, help="a Markdown file whose cpu-vs-xnnpack section is replaced")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "BENCHMARKS.md",
+                    help="the Markdown file whose cpu-vs-xnnpack section is replaced")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--work", type=Path, help="keep checkpoints and exports here (default: a temporary folder)")
     args = ap.parse_args(argv)
