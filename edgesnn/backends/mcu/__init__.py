@@ -144,8 +144,10 @@ def export_mcu(graph: g.Graph, board: Board, out: Path, event_driven: str, calib
         calibration = recorded_sequences(graph)
     # An application CPU's dense form is the vector GEMM of kernels_cpu (64 MACs an instruction, the sums
     # in registers); the event-driven forms are scalar loops no firing rate makes cheaper (digits cnn on
-    # this x86 host: 2.9 us dense, 48.8 us event-driven), so auto keeps every layer dense there.
-    auto = "none" if event_driven == "auto" and board.kind in kernels_cpu.BOARD_KINDS else event_driven
+    # this x86 host: 2.9 us dense, 48.8 us event-driven), so auto keeps every layer dense there, unless
+    # --spike-code asks for spike trains, which only event-driven layers run (the cost model chooses them).
+    cpu_dense = event_driven == "auto" and board.kind in kernels_cpu.BOARD_KINDS and spike_code is None
+    auto = "none" if cpu_dense else event_driven
     with step(f"mcu: firing rates of {0 if calibration is None else len(calibration)} calibration samples"):
         chosen, rates = choose_event_driven(graph, auto, calibration, board.cpu)
     if spike_code is not None:
