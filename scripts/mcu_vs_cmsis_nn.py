@@ -101,10 +101,13 @@ def firing_rates(ir: Path, x: np.ndarray) -> dict[str, float]:
 FIT_BOARDS = {"dsp": "nucleo-f446re", "plain": "nucleo-f103rb", "helium": "mps3-an547"}  # core family -> board
 
 
-def fit_cost_model(families: list[str]) -> None:
+def fit_cost_model(families: list[str], kernel_families: list[str] | None = None) -> None:
     from edgesnn import boards
     from edgesnn.backends.mcu import cost
 
+    # Helium cores: layers of int8 with zero point 0 (the fits' layers) take the gather-dot form
+    families_of = {"dsp": ("int8", "generic", "counts"), "plain": ("int8", "generic", "counts"),
+                   "helium": ("gather", "generic")}
     with tempfile.TemporaryDirectory() as tmp:
         for core in families:
             board = FIT_BOARDS[core]
@@ -112,7 +115,7 @@ def fit_cost_model(families: list[str]) -> None:
                 os.environ["MAKEFLAGS"] = MAKE_VARS["M55"]
             else:
                 os.environ.pop("MAKEFLAGS", None)
-            for family in ("int8", "generic", "counts"):
+            for family in kernel_families or families_of[core]:
                 coef, rows = cost.fit(boards.load(board), family, Path(tmp))
                 print(f"    ({core!r}, {family!r}): {coef!r},  # {board}", flush=True)
                 for kind, rate, form, measured, modelled in rows:
@@ -131,9 +134,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--fit", action="store_true", help="fit and print the event-driven cost model instead")
     ap.add_argument("--fit-cores", default=",".join(FIT_BOARDS), help="core families to fit (dsp, plain, helium)")
+    ap.add_argument("--fit-kernels", default=None, help="kernel families to fit (int8, generic, counts, gather; "
+                                                        "default: every family the core has)")
     args = ap.parse_args()
     if args.fit:
-        return fit_cost_model(args.fit_cores.split(","))
+        return fit_cost_model(args.fit_cores.split(","), args.fit_kernels.split(",") if args.fit_kernels else None)
     cores, opts = args.cores.split(","), args.opts.split(",")
     ds = load_data(args.data, arrays=True)
     x_test = to_nhwc(ds.x_test)[:args.samples]

@@ -16,8 +16,9 @@ the requantization and the bias and accumulator set-up per output.
 
 The coefficients depend on the core (DSP extension or not: the micro-kernels' two builds) and on
 the kernel family a layer gets (``kernels.int8_linear``: the int8 micro-kernels, the counts
-micro-kernels where the input holds spike counts (``kernels.counts_gather``: additions only), or
-the generic TE loops for sub-byte weights and int16 inputs). They were fitted by least squares (non-negative) on QEMU
+micro-kernels where the input holds spike counts (``kernels.counts_gather``: additions only),
+the generic TE loops for sub-byte weights and int16 inputs, or on Helium cores the gather-dot form
+of :mod:`.kernels_gather` for the layers it covers). They were fitted by least squares (non-negative) on QEMU
 instruction counts of single-layer graphs, by :func:`fit`, on the Cortex-M4 (mps2-an386) for cores
 with DSP, on the Cortex-M55 (mps3-an547) built with the hard-float ABI (Helium) for cores with MVE, and
 on the Cortex-M3 (mps2-an385) for the rest (Cortex-M0, aarch64 Linux);
@@ -70,6 +71,8 @@ COEFFICIENTS = {
                         event_mac=1.15, tap_e=5.39, input=8.07, output_e=4.28),  # mps3-an547
     ('helium', 'generic'): Coefficients(mac=11.07, padded_mac=8.81, tap=0.0, output=0.0,
                         event_mac=11.82, tap_e=7.17, input=0.0, output_e=7.88),  # mps3-an547
+    ('helium', 'gather'): Coefficients(mac=0.26, padded_mac=0.09, tap=4.13, output=4.88,
+                        event_mac=0.26, tap_e=3.54, input=6.48, output_e=12.56),  # mps3-an547
     ('helium', 'counts'): Coefficients(mac=0.26, padded_mac=0.09, tap=4.13, output=4.88,
                         event_mac=0.72, tap_e=6.7, input=10.73, output_e=6.55),  # mps3-an547
 }
@@ -81,11 +84,15 @@ def core_family(cpu: str | None) -> str:
     return "helium" if cpu in HELIUM_CORES else "dsp" if cpu in DSP_CORES else "plain"
 
 
-def kernel_family(graph: g.Graph, op: g.Op) -> str:
-    """"counts" (int8 gathers reading spike counts: additions only, kernels.counts_gather), "int8"
-    (the multiply-accumulate micro-kernels) or "generic" (TE loops)."""
+def kernel_family(graph: g.Graph, op: g.Op, core: str = "dsp") -> str:
+    """"gather" (a Helium core's gather-dot form, kernels_gather), "counts" (int8 gathers reading spike
+    counts: additions only, kernels.counts_gather), "int8" (the multiply-accumulate micro-kernels) or
+    "generic" (TE loops)."""
+    from edgesnn.backends.mcu import kernels_gather
     from edgesnn.backends.mcu.kernels import counts_gather, gather_tile, int8_linear
 
+    if core == "helium" and kernels_gather.applies(graph, op):
+        return "gather"
     if not int8_linear(graph, op):
         return "generic"
     if counts_gather(graph, op):
@@ -116,7 +123,8 @@ def layer_counts(graph: g.Graph, op: g.Op) -> tuple[int, int, int, int, int]:
 
 def costs(graph: g.Graph, op: g.Op, rate: float, cpu: str | None) -> tuple[float, float]:
     """(dense, event-driven) modelled instructions of ``op`` at input firing rate ``rate`` on ``cpu``."""
-    c = COEFFICIENTS[core_family(cpu), kernel_family(graph, op)]
+    core = core_family(cpu)
+    c = COEFFICIENTS[core, kernel_family(graph, op, core)]
     return model(c, layer_counts(graph, op), rate)
 
 
@@ -149,8 +157,8 @@ LAYERS = ("conv3x3", "wide3x3", "conv1x1", "dense", "square")
 
 def _layer_graph(kind: str, family: str, seed: int) -> g.Graph:
     """One spike-reading layer (int8, zero point 0): a padded 3x3 conv, a 1x1 conv or a dense layer;
-    8-bit weights for the int8 and counts families, 4-bit for the generic one; for counts the input
-    holds spike counts 0..COUNTS_D (TensorSpec.spike_D)."""
+    8-bit weights for the int8, counts and gather families, 4-bit for the generic one; for counts the
+    input holds spike counts 0..COUNTS_D (TensorSpec.spike_D)."""
     rng = np.random.default_rng(seed)
     bits = 4 if family == "generic" else 8
     shapes = {"conv3x3": ([8, 8, 16], [8, 8, 16], (16, 3, 3, 16)), "wide3x3": ([6, 6, 32], [6, 6, 32], (32, 3, 3, 32)),

@@ -49,6 +49,7 @@ from edgesnn.errors import EdgesnnError
 from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import WIDE_INPUTS
 from edgesnn.ir.packing import pack, widening_shift
+from edgesnn.backends.mcu import kernels_gather
 from edgesnn.backends.mcu.microkernels import (AXPY, COUNTS_MAX_D, DOT, DOT4, DW4, EVENT_OFFSET_LIMIT, EVENTS,
                                                EVENTS_COUNTS, GATHER, GATHER_COUNTS, HALF_LIMIT, HELIUM, REQUANT,
                                                COUNTS_TILE)
@@ -1419,7 +1420,7 @@ def symbol(graph: g.Graph, op: g.Op) -> str:
 
 
 def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str | None = None,
-           cpu: bool = False) -> Kernel | None:
+           cpu: bool = False, helium: bool = False) -> Kernel | None:
     """The C kernel of ``op``; None for reshape of any rank (activations are flat row-major
     arrays, so a reshape is an alias of its input: no code, no copy).
 
@@ -1445,6 +1446,8 @@ def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str
         func = gemm
     elif counts is not None:
         func = TRAIN_FORMS[op.kind](sig, graph, op, spikes.code_name(spike_code), counts)
+    elif events and helium and kernels_gather.applies(graph, op):
+        func = getattr(kernels_gather, op.kind)(sig, graph, op)
     else:
         func = (EVENT_FORMS if events else DENSE_FORMS)[op.kind](sig, graph, op)
     sig.output(op.output)

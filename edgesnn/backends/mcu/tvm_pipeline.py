@@ -26,7 +26,7 @@ import tvm.s_tir.pipeline as s_tir_pipeline
 from tvm import s_tir, tirx
 from tvm.tirx import compilation_pipeline
 
-from edgesnn.backends.mcu import microkernels
+from edgesnn.backends.mcu import microkernels, microkernels_gather
 from edgesnn.errors import EdgesnnError
 
 PIPELINE = "unpacked_c"
@@ -41,6 +41,7 @@ SHIM_HEADERS = {
     "tvm/ffi/c_api.h": '#include "tvm/runtime/base.h"\n',
     "tvm/ffi/extra/c_env_api.h": '#include "tvm/runtime/base.h"\n',
     microkernels.HEADER: microkernels.SOURCE,  # the int8 inner loops the kernels call (with_microkernels)
+    microkernels_gather.HEADER: microkernels_gather.SOURCE,  # the gather-dot form's (kernels_gather)
 }
 
 
@@ -163,13 +164,14 @@ def build_c(funcs: dict[str, tirx.PrimFunc], target: dict | None = None) -> str:
 
 
 def with_microkernels(source: str) -> str:
-    """``source`` including the micro-kernels' header (microkernels.HEADER) before TVM's declarations
-    of them, where a kernel calls one."""
-    if not any(name in source for name in microkernels.NAMES):
+    """``source`` including the micro-kernels' headers (microkernels.HEADER, microkernels_gather.HEADER)
+    before TVM's declarations of them, where a kernel calls one."""
+    headers = [m.HEADER for m in (microkernels, microkernels_gather) if any(name in source for name in m.NAMES)]
+    if not headers:
         return source
     last = source.rindex("#include")
     end = source.index("\n", last) + 1
-    return source[:end] + f'#include "{microkernels.HEADER}"\n' + source[end:]
+    return source[:end] + "".join(f'#include "{h}"\n' for h in headers) + source[end:]
 
 
 def restrict_pointers(source: str, names) -> str:
