@@ -18,7 +18,7 @@ from edgesnn import boards
 from edgesnn.ir import graph as g
 
 import tvm  # noqa: E402,F401  (scripts/setup.sh installs apache-tvm: a missing one fails, never skips)
-from edgesnn.backends.mcu import export_mcu, verify_mcu  # noqa: E402
+from edgesnn.backends.mcu import export_mcu, kernels, verify_mcu  # noqa: E402
 from edgesnn.backends.mcu.microkernels import DOT4, DW4, REQUANT  # noqa: E402
 from edgesnn.backends.mcu.microkernels_gather import APPEND, GDOT4, LIST  # noqa: E402
 
@@ -137,3 +137,33 @@ def test_m55_cost_model_takes_the_gather_dot_form_where_it_is_cheaper(tmp_path, 
     assert measured[1] < 0.8 * measured[0], measured
     for m, c in zip(measured, modelled):
         assert abs(c - m) < 0.25 * m, (measured, modelled)
+
+
+@pytest.mark.parametrize("channels,stride,D,widen", [(16, 1, 4, True), (24, 2, 4, True), (16, 1, 32, False)])
+def test_helium_depthwise_of_spike_counts_in_int16_lanes(tmp_path, monkeypatch, channels, stride, D, widen):
+    """A depthwise 3x3 conv reading spike counts 0..D, widened by 2^4 or not (the spikeformer's sn3 reads
+    counts 0..4 after its x16 requantize): eight channels as int16 lanes (microkernels_dw.DW8) where D x
+    the largest sum of a channel's |weights| fits int16 (channel 0's nine weights are 127: 4 x 1143 does,
+    32 x 1143 does not, which keeps the int32-lane kernel); exact on QEMU's M55 and the host."""
+    need("cc", "make", "arm-none-eabi-gcc", "qemu-system-arm")
+    from edgesnn.backends.mcu.microkernels_dw import DW8
+
+    rng = np.random.default_rng(channels + D)
+    out_hw = 6 // stride
+    t = {"x": g.TensorSpec([6, 6, channels], "int8", 1.0, 0, spike_D=D),
+         "xs": g.TensorSpec([6, 6, channels], "int8", 1.0 / 16, 0),
+         "y": g.TensorSpec([out_hw, out_hw, channels], "int8", 0.5, -3)}
+    ops = [g.Requantize("widen", ["x"], "xs", multiplier=np.array([1 << 30], np.int32), shift=np.array([5], np.int32),
+                        clamp=[-128, 127])] if widen else []
+    dw = _layer(rng, "dw", "xs" if widen else "x", "y", (channels, 3, 3, 1), -8 if widen else -7, [-128, 127],
+                groups=channels, padding=[1, 1, 1, 1], stride=[stride, stride])
+    dw.weight[0] = 127
+    graph = g.Graph(t if widen else {k: v for k, v in t.items() if k != "xs"}, [*ops, dw], "x", ["y"])
+    shape = (8, 6, 6, channels)
+    x = np.where(rng.random(shape) < 0.4, rng.integers(1, D + 1, shape), 0).astype(np.float32)
+    small = D * 9 * 127 <= 32767
+    assert (kernels.depthwise_small_sums(graph, dw) == (4 if widen else 0)) == small
+    values = graph.run_integer(graph.quantize_input(x), keep_all=True)["y"]
+    assert len(np.unique(values)) > 50  # not all clamped
+    _verify(graph, x, tmp_path / "p", "none", monkeypatch, samples=8)
+    assert (f"{DW8}(" in (tmp_path / "p" / "kernels.c").read_text()) == small

@@ -50,6 +50,7 @@ from edgesnn.ir import graph as g
 from edgesnn.ir.fixedpoint import WIDE_INPUTS
 from edgesnn.ir.packing import pack, widening_shift
 from edgesnn.backends.mcu import kernels_gather
+from edgesnn.backends.mcu.microkernels_dw import CHANNELS as DW_CHANNELS, DW8, SUM_LIMIT as DW_SUM_LIMIT
 from edgesnn.backends.mcu.microkernels import (AXPY, COUNTS_MAX_D, DOT, DOT4, DW4, EVENT_OFFSET_LIMIT, EVENTS,
                                                EVENTS_COUNTS, GATHER, GATHER_COUNTS, HALF_LIMIT, HELIUM, REQUANT,
                                                COUNTS_TILE)
@@ -651,12 +652,25 @@ def _depthwise(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
     shapes = tuple(tuple(int(d) for d in t.shape) for t in (x_t, w_t, b_t, m_t, s_t))
     return _depthwise_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), tuple(op.stride), tuple(op.padding),
                            spec_in.zero_point, spec_out.dtype, spec_out.zero_point, tuple(op.clamp),
-                           rq=requant_info(op.multiplier, op.shift))
+                           rq=requant_info(op.multiplier, op.shift), small=depthwise_small_sums(graph, op))
+
+
+def depthwise_small_sums(graph: g.Graph, op) -> int | None:
+    """The unit's shift u where a :func:`depthwise4` layer reads spike counts (unit 2^u x c, |c| <= D)
+    whose sums of counts times weights fit int16 in every channel (D x the channel's sum of |weights|
+    <= 32767), over whole groups of eight channels: Helium then takes microkernels_dw.DW8 (eight
+    channels as int16 lanes); else None."""
+    counts = spikes.count_tensors(graph).get(op.inputs[0])
+    channels = graph.tensors[op.inputs[0]].shape[-1]
+    if counts is None or channels % DW_CHANNELS or counts.unit & (counts.unit - 1):
+        return None
+    bound = int(np.abs(np.asarray(op.weight, np.int64)).reshape(channels, -1).sum(1).max()) * counts.D
+    return counts.unit_shift if bound <= DW_SUM_LIMIT else None
 
 
 @functools.lru_cache(maxsize=256)
 def _depthwise_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype, out_zero_point, clamp,
-                    rq=None) -> tirx.PrimFunc:
+                    rq=None, small=None) -> tirx.PrimFunc:
     x_shape, w_shape, b_shape, m_shape, s_shape = shapes
     height, width, channels = x_shape
     oh, ow, _ = out_shape
@@ -668,24 +682,42 @@ def _depthwise_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dt
     def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
              multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
              out: T.Buffer(out_shape, out_dtype)):
-        acc = T.alloc_buffer((4,), "int32")  # a stack array the inlined micro-kernel keeps in registers
-        for oy, ox, quad in T.grid(oh, ow, channels // 4):
-            iy = T.meta_var(oy * sh - top)
-            ix = T.meta_var(ox * sw - left)
-            r0 = T.meta_var(T.max(0, 0 - iy))
-            c0 = T.meta_var(T.max(0, 0 - ix))
-            for j in T.unroll(4):
-                acc[j] = bias[quad * 4 + j]
-            T.evaluate(T.call_extern("int32", DW4, T.address_of(x[iy + r0, ix + c0, quad * 4]),
-                                     T.address_of(weight[(r0 * kw + c0) * channels + quad * 4]),
-                                     T.min(kh, height - iy) - r0, T.min(kw, width - ix) - c0, width * channels,
-                                     channels, kw * channels, -zp, 0, T.address_of(acc[0])))
-            if _scalar_requant(4, acc, multiplier, shift, quad * 4, out_zero_point, clamp, out_dtype,
-                               T.address_of(out[oy, ox, quad * 4])):
+        acc = T.alloc_buffer((4 if small is None else 8,), "int32")  # a stack array kept in registers
+        if small is not None and T.call_extern("int32", HELIUM) != 0:  # spike counts on Helium: eight channels in int16 lanes
+            for oy, ox, octet in T.grid(oh, ow, channels // 8):
+                iy = T.meta_var(oy * sh - top)
+                ix = T.meta_var(ox * sw - left)
+                r0 = T.meta_var(T.max(0, 0 - iy))
+                c0 = T.meta_var(T.max(0, 0 - ix))
+                T.evaluate(T.call_extern("int32", DW8, T.address_of(x[iy + r0, ix + c0, octet * 8]),
+                                         T.address_of(weight[(r0 * kw + c0) * channels + octet * 8]),
+                                         T.min(kh, height - iy) - r0, T.min(kw, width - ix) - c0, width * channels,
+                                         channels, kw * channels, small, T.address_of(bias[octet * 8]),
+                                         T.address_of(acc[0])))
+                if _scalar_requant(8, acc, multiplier, shift, octet * 8, out_zero_point, clamp, out_dtype,
+                                   T.address_of(out[oy, ox, octet * 8])):
+                    for j in T.unroll(8):
+                        out[oy, ox, octet * 8 + j] = finish(acc[j], rule, _channel(multiplier, octet * 8 + j),
+                                                            _channel(shift, octet * 8 + j), out_zero_point,
+                                                            list(clamp), out_dtype, rq=rq)
+        if small is None or T.call_extern("int32", HELIUM) == 0:  # a constant: GCC keeps one of the two loops
+            for oy, ox, quad in T.grid(oh, ow, channels // 4):
+                iy = T.meta_var(oy * sh - top)
+                ix = T.meta_var(ox * sw - left)
+                r0 = T.meta_var(T.max(0, 0 - iy))
+                c0 = T.meta_var(T.max(0, 0 - ix))
                 for j in T.unroll(4):
-                    out[oy, ox, quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
-                                                       _channel(shift, quad * 4 + j), out_zero_point, list(clamp),
-                                                       out_dtype, rq=rq)
+                    acc[j] = bias[quad * 4 + j]
+                T.evaluate(T.call_extern("int32", DW4, T.address_of(x[iy + r0, ix + c0, quad * 4]),
+                                         T.address_of(weight[(r0 * kw + c0) * channels + quad * 4]),
+                                         T.min(kh, height - iy) - r0, T.min(kw, width - ix) - c0, width * channels,
+                                         channels, kw * channels, -zp, 0, T.address_of(acc[0])))
+                if _scalar_requant(4, acc, multiplier, shift, quad * 4, out_zero_point, clamp, out_dtype,
+                                   T.address_of(out[oy, ox, quad * 4])):
+                    for j in T.unroll(4):
+                        out[oy, ox, quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
+                                                           _channel(shift, quad * 4 + j), out_zero_point,
+                                                           list(clamp), out_dtype, rq=rq)
 
     return func
 

@@ -26,7 +26,7 @@ import tvm.s_tir.pipeline as s_tir_pipeline
 from tvm import s_tir, tirx
 from tvm.tirx import compilation_pipeline
 
-from edgesnn.backends.mcu import microkernels, microkernels_gather
+from edgesnn.backends.mcu import microkernels, microkernels_dw, microkernels_gather
 from edgesnn.errors import EdgesnnError
 
 PIPELINE = "unpacked_c"
@@ -42,6 +42,7 @@ SHIM_HEADERS = {
     "tvm/ffi/extra/c_env_api.h": '#include "tvm/runtime/base.h"\n',
     microkernels.HEADER: microkernels.SOURCE,  # the int8 inner loops the kernels call (with_microkernels)
     microkernels_gather.HEADER: microkernels_gather.SOURCE,  # the gather-dot form's (kernels_gather)
+    microkernels_dw.HEADER: microkernels_dw.SOURCE,  # a depthwise conv of spike counts in int16 lanes
 }
 
 
@@ -164,9 +165,10 @@ def build_c(funcs: dict[str, tirx.PrimFunc], target: dict | None = None) -> str:
 
 
 def with_microkernels(source: str) -> str:
-    """``source`` including the micro-kernels' headers (microkernels.HEADER, microkernels_gather.HEADER)
+    """``source`` including the micro-kernels' headers (microkernels, microkernels_gather, microkernels_dw)
     before TVM's declarations of them, where a kernel calls one."""
-    headers = [m.HEADER for m in (microkernels, microkernels_gather) if any(name in source for name in m.NAMES)]
+    headers = [m.HEADER for m in (microkernels, microkernels_gather, microkernels_dw)
+               if any(name in source for name in m.NAMES)]
     if not headers:
         return source
     last = source.rindex("#include")
