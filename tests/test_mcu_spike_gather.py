@@ -123,9 +123,9 @@ def test_counts_kernels_are_bit_exact_on_the_host_and_cortex_m4(case, tmp_path):
     source = (out / "kernels.c").read_text()
     tile = kernels.gather_tile(graph, op)
     fused = case.startswith("1x1") or case in ("300-inputs", "dense")  # one gather a tile
-    if fused:  # the whole tile in one call, flags 3: per channel, the DSP form of the requantization
+    if fused:  # the whole tile in one call, flags 7: per channel, the DSP form of the requantization, no left shift
         assert f"{COUNTS_TILE}({tile}," in source and f"{GATHER_COUNTS[tile]}(" not in source
-        assert re.search(r"shift\[[^\]]*\]\)\), 3, ", source)
+        assert re.search(r"shift\[[^\]]*\]\)\), 7, ", source)
     used = (EVENTS_COUNTS, COUNTS_TILE if fused else GATHER_COUNTS[tile]) if takes_counts else (EVENTS, GATHER[tile])
     assert all(f"{name}(" in source for name in used), used
     r = verify_mcu(out, x, qemu=True, samples=12, trust_code=True)

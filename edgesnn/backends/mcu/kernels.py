@@ -54,6 +54,8 @@ from edgesnn.backends.mcu.microkernels_dw import CHANNELS as DW_CHANNELS, DW8, S
 from edgesnn.backends.mcu.microkernels import (AXPY, COUNTS_MAX_D, DOT, DOT4, DW4, EVENT_OFFSET_LIMIT, EVENTS,
                                                EVENTS_COUNTS, GATHER, GATHER_COUNTS, HALF_LIMIT, HELIUM, REQUANT,
                                                COUNTS_TILE)
+from edgesnn.backends.mcu.microkernels import ADD_RUN, ELTWISE_TYPES, MUL_RUN, REQUANT_RUN  # elementwise runs
+from edgesnn.backends.mcu.microkernels import IMAGE, IMAGE_PREP, SUM_POOL  # image conv, sum pools
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
 I32, I64 = "int32", "int64"
@@ -230,25 +232,28 @@ def finish(acc, rule, multiplier, shift, zero_point: int, clamp, out_dtype: str,
 
 
 def _scalar_requant(count: int, acc, multiplier, shift, first, zero_point: int, clamp, out_dtype: str, out,
-                    rq: Requant | None = None):
+                    rq: Requant | None = None, dsp: bool = True):
     """The condition of a tile's scalar requantization (``count`` outputs from channel ``first``,
     written from ``out``, an address): Helium cores requantize the tile in the micro-kernel
     (microkernels.REQUANT, four outputs a vector) and skip it; elsewhere the call is a constant 0.
     ``rq`` (the counts kernels) with per-channel shifts all within [-31, -2]: DSP cores take the
     micro-kernel too (its short form, SSAT for the int8 clamp; a per-tensor shift stays TVM's,
-    folded into the code)."""
+    folded into the code), unless ``dsp`` is False (the dense kernels: only Helium then uses ``rq``,
+    to leave out the left shift)."""
     if out_dtype != "int8" or count % 4:
         return True
     first = first if int(multiplier.shape[0]) > 1 else 0
     return T.call_extern("int32", REQUANT, count, T.address_of(acc[0]), T.address_of(multiplier[first]),
-                         T.address_of(shift[first]), _requant_flags(multiplier, rq), zero_point, int(clamp[0]),
+                         T.address_of(shift[first]), _requant_flags(multiplier, rq, dsp), zero_point, int(clamp[0]),
                          int(clamp[1]), out) == 0
 
 
-def _requant_flags(multiplier, rq: Requant | None) -> int:
-    """microkernels.REQUANT's flags: bit 0 per channel, bit 1 the DSP cores' short form (see _scalar_requant)."""
+def _requant_flags(multiplier, rq: Requant | None, dsp: bool = True) -> int:
+    """microkernels.REQUANT's flags: bit 0 per channel, bit 1 the DSP cores' short form (see _scalar_requant),
+    bit 2 every shift within [-31, -2] (Helium: no left shift)."""
     per_channel = int(multiplier.shape[0]) > 1
-    return int(per_channel) | (2 if per_channel and rq is not None and rq.right and rq.shift is None else 0)
+    right = rq is not None and rq.right
+    return int(per_channel) | (2 if dsp and per_channel and right and rq.shift is None else 0) | (4 if right else 0)
 
 
 def _fuse_counts_tile(count: int, out_dtype: str) -> bool:
@@ -550,7 +555,7 @@ def _conv2d_dot4_func(shapes, out_shape, weight_shape, groups, stride, padding, 
                                                          T.address_of(weight[((quad * 4 * kh + rh) * kw + rw) * cg]),
                                                          cg, -zp, row, T.address_of(acc[0])))
             if _scalar_requant(4, acc, multiplier, shift, quad * 4, out_zero_point, clamp, out_dtype,
-                               T.address_of(out[oy, ox, quad * 4])):
+                               T.address_of(out[oy, ox, quad * 4]), rq=rq, dsp=False):
                 for j in T.unroll(4):
                     out[oy, ox, quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
                                                        _channel(shift, quad * 4 + j), out_zero_point, list(clamp),
@@ -574,7 +579,8 @@ def _im2col(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
     """:func:`conv2d` for :func:`im2col4` layers: per output pixel the window's kh * kw * cg inputs are
     gathered once into a stack buffer (the input's zero point in the padding, so it adds 0), then
     four output channels per dot micro-kernel call run over it in words, the weights' rows padded
-    with zeros to a multiple of 4 bytes."""
+    with zeros to a multiple of 4 bytes. Helium cores take :func:`_image_helium`'s form instead (the
+    same weights; the other cores' C is unchanged, GCC drops the branch)."""
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
     out_ch, kh, kw, cg = op.weight.shape
@@ -588,12 +594,16 @@ def _im2col(sig: _Signature, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
     shapes = tuple(tuple(int(d) for d in t.shape) for t in (x_t, w_t, b_t, m_t, s_t))
     return _im2col_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), tuple(op.stride), tuple(op.padding),
                         spec_in.zero_point, spec_out.dtype, spec_out.zero_point, tuple(op.clamp),
-                        rq=requant_info(op.multiplier, op.shift))
+                        rq=requant_info(op.multiplier, op.shift), right=bool((np.asarray(op.shift) <= 0).all()))
 
 
 @functools.lru_cache(maxsize=256)
 def _im2col_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype, out_zero_point, clamp,
-                 rq=None) -> tirx.PrimFunc:
+                 rq=None, right: bool = False) -> tirx.PrimFunc:
+    """The kernel of :func:`_im2col`: the word loop (``words``), and where :func:`_image_helium`
+    allows, under ``HELIUM != 0``, per two output pixels one call of microkernels.IMAGE (the window
+    gathered into vectors, one VMLADAV a channel and vector, four channels requantized a vector).
+    ``right``: no shift is positive (Helium's requantization then has no left shift)."""
     x_shape, w_shape, b_shape, m_shape, s_shape = shapes
     height, width, _ = x_shape
     oh, ow, oc_count = out_shape
@@ -603,12 +613,8 @@ def _im2col_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype
     k4 = (k + 3) // 4 * 4
     rule = requantize_double_rounding
 
-    @T.prim_func(private=True)
-    def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
-             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
-             out: T.Buffer(out_shape, out_dtype)):
-        col = T.alloc_buffer((k4,), "int8")  # the window, on the stack
-        acc = T.alloc_buffer((4,), "int32")
+    @T.macro
+    def words(x, weight, bias, multiplier, shift, out, col, acc):
         for t in range(k, k4):  # the padding of the rows: its weights are 0
             col[t] = T.int8(zp)
         for oy, ox in T.grid(oh, ow):
@@ -629,7 +635,72 @@ def _im2col_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype
                                                            _channel(shift, quad * 4 + j), out_zero_point, list(clamp),
                                                            out_dtype, rq=rq)
 
-    return func
+    if not _image_helium(x_shape, weight_shape, out_dtype):
+        @T.prim_func(private=True)
+        def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+                 multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+                 out: T.Buffer(out_shape, out_dtype)):
+            col = T.alloc_buffer((k4,), "int8")  # the window, on the stack
+            acc = T.alloc_buffer((4,), "int32")
+            words(x, weight, bias, multiplier, shift, out, col, acc)
+
+        return func
+
+    nv, line = (k + 15) // 16, width * cg
+    # microkernels.IMAGE's requantization form: per channel, no left shift, negative sums end at the clamp
+    flags = int(m_shape[0] > 1) | 4 * right | 8 * (out_zero_point <= clamp[0])
+
+    @T.macro
+    def pixels(x, weight, multiplier, shift, out, table, wbias, masks, sums, oy, ox, count):
+        # ``count`` (1 or 2) output pixels from (oy, ox), side by side: microkernels.IMAGE
+        if T.call_extern("int32", IMAGE, T.address_of(x[0, 0, 0]), (oy * sh - top) * line + (ox * sw - left) * cg,
+                         (count - 1) * sw * cg, table.access_ptr("r"), T.address_of(masks[oy]),
+                         T.address_of(masks[nv * oh + ox]), oh, ow, k, k4, T.address_of(weight[0]),
+                         wbias.access_ptr("r"), oc_count, T.address_of(multiplier[0]), T.address_of(shift[0]), flags,
+                         out_zero_point, clamp[0], clamp[1], T.address_of(out[oy, ox, 0]),
+                         T.address_of(sums[0])) == 0:
+            for p, oc in T.grid(count, oc_count):
+                out[oy, ox + p, oc] = finish(sums[p * oc_count + oc], rule, _channel(multiplier, oc),
+                                             _channel(shift, oc), out_zero_point, list(clamp), out_dtype, rq=rq)
+
+    @T.prim_func(private=True)
+    def helium(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+               multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+               out: T.Buffer(out_shape, out_dtype)):
+        col = T.alloc_buffer((k4,), "int8")  # the window, on the stack
+        acc = T.alloc_buffer((4,), "int32")
+        table = T.alloc_buffer((32 * nv,), "int8")  # Helium's: microkernels.IMAGE_PREP's tables, on the stack
+        wbias = T.alloc_buffer((oc_count,), "int32")
+        masks = T.alloc_buffer((nv * (oh + ow),), "int32")
+        sums = T.alloc_buffer((2 * oc_count,), "int32")  # the plain C form's (never run: HELIUM is 0 there)
+        if T.call_extern("int32", HELIUM) != 0:  # a constant: the other cores' C is the else branch alone
+            T.evaluate(T.call_extern("int32", IMAGE_PREP, T.address_of(weight[0]), T.address_of(bias[0]), oc_count, k,
+                                     k4, zp, kh, kw, cg, line, height, width, oh, ow, sh, sw, top, left,
+                                     table.access_ptr("w"), wbias.access_ptr("w"), masks.access_ptr("w")))
+            for oy in range(oh):
+                for pair in range(ow // 2):  # two pixels a call: the weights' loads shared
+                    pixels(x, weight, multiplier, shift, out, table, wbias, masks, sums, oy, pair * 2, 2)
+                for last in range(ow % 2):
+                    pixels(x, weight, multiplier, shift, out, table, wbias, masks, sums, oy, ow - 1 + last, 1)
+        else:
+            words(x, weight, bias, multiplier, shift, out, col, acc)
+
+    return helium
+
+
+def _image_helium(x_shape, weight_shape, out_dtype: str) -> bool:
+    """Whether an :func:`im2col4` layer has Helium's form (microkernels.IMAGE): an int8 output
+    (requantized four a vector), window offsets within a byte (the gather's lanes): a window's
+    last byte at most 255 bytes from its first (3x3 kernels: images up to 41 pixels wide with 3
+    channels, 124 with 1),
+    weights (rows of k rounded up to 4 bytes) of at least the window's vectors' bytes, which the
+    first row's read takes, and rows of at least half of them (a row after the first is read from
+    before its start: from the previous row's, not before the array; k <= 4 fails it)."""
+    _, width, channels = x_shape
+    out_ch, kh, kw, cg = weight_shape
+    k = kh * kw * cg
+    return (out_dtype == "int8" and (kh - 1) * width * channels + kw * cg - 1 <= 255
+            and out_ch * ((k + 3) // 4 * 4) >= (k + 15) // 16 * 16 and (k + 3) // 4 * 4 * 2 >= (k + 15) // 16 * 16)
 
 
 def depthwise4(graph: g.Graph, op) -> bool:
@@ -695,7 +766,7 @@ def _depthwise_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dt
                                          channels, kw * channels, small, T.address_of(bias[octet * 8]),
                                          T.address_of(acc[0])))
                 if _scalar_requant(8, acc, multiplier, shift, octet * 8, out_zero_point, clamp, out_dtype,
-                                   T.address_of(out[oy, ox, octet * 8])):
+                                   T.address_of(out[oy, ox, octet * 8]), rq=rq, dsp=False):
                     for j in T.unroll(8):
                         out[oy, ox, octet * 8 + j] = finish(acc[j], rule, _channel(multiplier, octet * 8 + j),
                                                             _channel(shift, octet * 8 + j), out_zero_point,
@@ -713,7 +784,7 @@ def _depthwise_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dt
                                          T.min(kh, height - iy) - r0, T.min(kw, width - ix) - c0, width * channels,
                                          channels, kw * channels, -zp, 0, T.address_of(acc[0])))
                 if _scalar_requant(4, acc, multiplier, shift, quad * 4, out_zero_point, clamp, out_dtype,
-                                   T.address_of(out[oy, ox, quad * 4])):
+                                   T.address_of(out[oy, ox, quad * 4]), rq=rq, dsp=False):
                     for j in T.unroll(4):
                         out[oy, ox, quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
                                                            _channel(shift, quad * 4 + j), out_zero_point,
@@ -747,7 +818,7 @@ def dense(sig: _Signature, graph: g.Graph, op: g.Dense) -> tirx.PrimFunc:
                 T.evaluate(T.call_extern("int32", DOT4, T.address_of(x[0]), T.address_of(weight[quad * 4 * k_in]), k_in,
                                          -zp, k_in, T.address_of(acc[0])))
                 if _scalar_requant(4, acc, multiplier, shift, quad * 4, spec_out.zero_point, clamp, spec_out.dtype,
-                                   T.address_of(out[quad * 4])):
+                                   T.address_of(out[quad * 4]), rq=rq, dsp=False):
                     for j in T.unroll(4):
                         out[quad * 4 + j] = finish(acc[j], rule, _channel(multiplier, quad * 4 + j),
                                                    _channel(shift, quad * 4 + j), spec_out.zero_point, clamp,
@@ -804,7 +875,21 @@ def mul(sig: _Signature, graph: g.Graph, op: g.Mul) -> tirx.PrimFunc:
         return finish(product, requantize_double_rounding, _channel(mult, i[-1]), _channel(shift, i[-1]),
                       spec_out.zero_point, op.clamp, spec_out.dtype, rq=rq)
 
-    return te.create_prim_func([a, b, mult, shift, te.compute(tuple(spec_out.shape), element, "out")])
+    func = te.create_prim_func([a, b, mult, shift, te.compute(tuple(spec_out.shape), element, "out")])
+    strides = [_row_stride(spec.shape, spec_out.shape) for spec in (spec_a, spec_b)]
+    if spec_a.dtype != spec_b.dtype or None in strides or not _eltwise(op, spec_a.dtype, spec_out.dtype):
+        return func
+    bufs = _buffers(func)
+    per_channel, m, s = _requant_args(op)
+    channels, rows = _rows(spec_out.shape, per_channel or strides != [1, 1])
+
+    def call(r):
+        return (MUL_RUN[spec_a.dtype, spec_out.dtype], channels, _element(bufs["a"], r * channels * strides[0]),
+                _element(bufs["b"], r * channels * strides[1]), spec_a.zero_point, spec_b.zero_point, per_channel,
+                _element(bufs["multiplier"], 0), _element(bufs["shift"], 0), m, s, spec_out.zero_point,
+                int(op.clamp[0]), int(op.clamp[1]), _element(bufs["out"], r * channels))
+
+    return _helium_or(func, _run_calls(rows, call))
 
 
 def requantize(sig: _Signature, graph: g.Graph, op: g.Requantize) -> tirx.PrimFunc:
@@ -819,7 +904,19 @@ def requantize(sig: _Signature, graph: g.Graph, op: g.Requantize) -> tirx.PrimFu
                       _channel(shift, i[-1]), spec_out.zero_point, op.clamp, spec_out.dtype, rq=rq)
 
     func = te.create_prim_func([x, mult, shift, te.compute(tuple(spec_out.shape), element, "out")])
-    return _unrolled(func, "out") if rq.shift is not None else func
+    func = _unrolled(func, "out") if rq.shift is not None else func
+    if not _eltwise(op, spec_in.dtype, spec_out.dtype):
+        return func
+    bufs = _buffers(func)
+    per_channel, m, s = _requant_args(op)
+    channels, rows = _rows(spec_out.shape, per_channel)
+
+    def call(r):
+        return (REQUANT_RUN[spec_in.dtype, spec_out.dtype], channels, _element(bufs["x"], r * channels),
+                spec_in.zero_point, per_channel, _element(bufs["multiplier"], 0), _element(bufs["shift"], 0), m, s,
+                spec_out.zero_point, int(op.clamp[0]), int(op.clamp[1]), _element(bufs["out"], r * channels))
+
+    return _helium_or(func, _run_calls(rows, call))
 
 
 def _unrolled(func: tirx.PrimFunc, block: str, by: int = 4) -> tirx.PrimFunc:
@@ -855,15 +952,105 @@ def add(sig: _Signature, graph: g.Graph, op: g.Add) -> tirx.PrimFunc:
     rq = requant_info(op.multiplier[2], op.shift[2])
     out = te.compute(shape, lambda *i: finish(total(*i), requantize_double_rounding, mult[2], shift[2],
                                               spec_out.zero_point, op.clamp, spec_out.dtype, rq=rq), "out")
-    return _unrolled(_scalar_accumulator(te.create_prim_func([a, b, mult, shift, out]), len(shape)), "acc")
+    func = _unrolled(_scalar_accumulator(te.create_prim_func([a, b, mult, shift, out]), len(shape)), "acc")
+    if spec_a.dtype != spec_b.dtype or not _eltwise(op, spec_a.dtype, spec_out.dtype) \
+            or not tuple(spec_a.shape) == tuple(spec_b.shape) == shape:
+        return func
+    bufs = _buffers(func)
+    consts = [int(v) for pair in zip(op.multiplier, op.shift) for v in pair]  # m0, s0, m1, s1, m2, s2
+    call = (ADD_RUN[spec_a.dtype, spec_out.dtype], int(np.prod(shape)), _element(bufs["a"], 0), _element(bufs["b"], 0),
+            spec_a.zero_point, spec_b.zero_point, int(op.left_shift), *consts, spec_out.zero_point, int(op.clamp[0]),
+            int(op.clamp[1]), _element(bufs["out"], 0))
+    return _helium_or(func, _run_calls(1, lambda _: call))
+
+
+# Helium forms of the elementwise kernels (requantize, add, mul): under ``HELIUM != 0`` the kernel is
+# one call of a run micro-kernel (microkernels.REQUANT_RUN, ADD_RUN, MUL_RUN: four int32 lanes a vector,
+# or 8 / 16 narrow lanes for the exporter's x 2^k) over the whole tensor, or one a row of channels; in
+# the else branch the TE kernel as before, the only one GCC keeps for the other cores.
+
+
+def _eltwise(op, *dtypes: str) -> bool:
+    """Whether the run micro-kernels take these input and output dtypes (int8, int16) and the op's shifts:
+    those the exporter writes, -31..30 (VRSHL's rounding shift is TFLite's up to 31 bits)."""
+    shifts = np.asarray(op.shift)
+    return all(d in ELTWISE_TYPES for d in dtypes) and bool(((shifts >= -31) & (shifts <= 30)).all())
+
+
+def _requant_args(op) -> tuple[int, int, int]:
+    """(per channel?, multiplier, shift) of a run call: the per-tensor constants go into the call (and
+    into the code GCC folds from them); per channel, the arrays are read and these are 0."""
+    if len(op.multiplier) > 1:
+        return 1, 0, 0
+    return 0, int(op.multiplier[0]), int(op.shift[0])
+
+
+def _row_stride(shape, out_shape) -> int | None:
+    """How far an input of ``shape`` moves per row of ``out_shape``'s last axis under numpy broadcasting,
+    in rows: 1 (the same shape), 0 (one row broadcast to every row, [..., 1, C]); None otherwise."""
+    shape, out_shape = [int(d) for d in shape], [int(d) for d in out_shape]
+    shape = [1] * (len(out_shape) - len(shape)) + shape
+    if not out_shape or len(shape) != len(out_shape) or shape[-1] != out_shape[-1]:
+        return None
+    if shape == out_shape:
+        return 1
+    return 0 if all(d == 1 for d in shape[:-1]) else None
+
+
+def _rows(shape, by_row: bool) -> tuple[int, int]:
+    """(elements a call, calls): one call over every element, or ``by_row`` one per row of the last axis
+    (per-channel constants, a broadcast input)."""
+    total = int(np.prod([int(d) for d in shape]))
+    if not by_row:
+        return total, 1
+    return int(shape[-1]), total // int(shape[-1])
+
+
+def _buffers(func: tirx.PrimFunc) -> dict:
+    """The buffers of ``func``'s parameters (buffer variables) by name."""
+    return {p.name: p for p in func.params}
+
+
+def _element(buf, flat):
+    """&buf[flat], ``flat`` a row-major element index of a buffer of any shape."""
+    index = []
+    for extent in reversed([int(d) for d in buf.shape]):
+        index.append(flat % extent if extent > 1 else 0)
+        flat = flat // extent
+    return tirx.address_of(tirx.BufferLoad(buf, index[::-1]))
+
+
+def _run_calls(rows: int, call) -> tirx.Stmt:
+    """The calls ``call(row)`` (extern name, arguments) for row < ``rows``: one statement, or a loop."""
+    if rows == 1:
+        name, *args = call(0)
+        return tirx.Evaluate(tirx.call_extern("int32", name, *args))
+    r = tirx.Var("row", I32)
+    name, *args = call(r)
+    return tirx.For(r, 0, rows, tirx.ForKind.SERIAL, tirx.Evaluate(tirx.call_extern("int32", name, *args)))
+
+
+def _helium_or(func: tirx.PrimFunc, helium: tirx.Stmt) -> tirx.PrimFunc:
+    """``func`` (a TE kernel) whose body runs where microkernels.HELIUM is 0, ``helium`` where it is 1: a
+    constant, so GCC drops the other branch and the other cores keep exactly the TE kernel's C."""
+    realize = func.body
+    root = realize.block
+    body = tirx.IfThenElse(tirx.call_extern("int32", HELIUM) != 0, helium, root.body)
+    block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init, root.alloc_buffers,
+                         root.match_buffers, root.annotations)
+    return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, block))
 
 
 def sum_pool2d(sig: _Signature, graph: g.Graph, op: g.SumPool2D) -> tirx.PrimFunc:
     """Exact window sum of (x - zp) in int32 plus the output zero point (the exporter sized the output type:
-    int32 for an int16 stream's sums, which its readers widen to int64, see :func:`_offset`)."""
+    int32 for an int16 stream's sums, which its readers widen to int64, see :func:`_offset`). Helium:
+    :func:`_sum_pool_func`."""
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x = sig.input("x", op.inputs[0])
     sh, sw = op.stride
+    if (spec_in.dtype, spec_out.dtype) in SUM_POOL:
+        return _sum_pool_func(tuple(int(d) for d in x.shape), tuple(spec_out.shape), spec_in.dtype, spec_out.dtype,
+                              tuple(op.kernel), tuple(op.stride), spec_in.zero_point, spec_out.zero_point)
 
     def summand(oy, ox, c, rh, rw):
         return _offset(x[oy * sh + rh, ox * sw + rw, c], spec_in.zero_point)
@@ -872,6 +1059,34 @@ def sum_pool2d(sig: _Signature, graph: g.Graph, op: g.SumPool2D) -> tirx.PrimFun
         return (acc + tirx.const(spec_out.zero_point, I32)).astype(spec_out.dtype)
 
     return _accumulate_and_finish([x], tuple(spec_out.shape), summand, _window_axes(op.kernel), epilogue, I32)
+
+
+@functools.lru_cache(maxsize=256)
+def _sum_pool_func(x_shape, out_shape, in_dtype: str, out_dtype: str, kernel, stride, zp: int,
+                   out_zero_point: int) -> tirx.PrimFunc:
+    """:func:`sum_pool2d` of an int8 / int16 input. Helium: per output pixel one micro-kernel call
+    (microkernels.SUM_POOL), the channels as lanes, the zero points' kh kw (-zp) + out_zp one constant
+    added; elsewhere TVM's scalar loops as the tensor-expression form writes them."""
+    _, width, channels = x_shape
+    oh, ow, _ = out_shape
+    (win_h, win_w), (sh, sw) = kernel, stride
+    add = out_zero_point - win_h * win_w * zp
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_shape, in_dtype), out: T.Buffer(out_shape, out_dtype)):
+        acc = T.alloc_buffer((1,), "int32")
+        if T.call_extern("int32", HELIUM) != 0:  # a constant: the other cores' C is the else branch alone
+            for oy, ox in T.grid(oh, ow):
+                T.evaluate(T.call_extern("int32", SUM_POOL[in_dtype, out_dtype], T.address_of(x[oy * sh, ox * sw, 0]),
+                                         win_h, win_w, width * channels, channels, add, T.address_of(out[oy, ox, 0])))
+        else:
+            for i0, i1, i2 in T.grid(oh, ow, channels):
+                acc[0] = 0
+                for kh, kw in T.grid(win_h, win_w):  # the names and order of the TE form's loops
+                    acc[0] = acc[0] + (T.Cast("int32", x[i0 * sh + kh, i1 * sw + kw, i2]) - zp)
+                out[i0, i1, i2] = T.Cast(out_dtype, acc[0] + out_zero_point)
+
+    return func
 
 
 def max_pool2d(sig: _Signature, graph: g.Graph, op: g.MaxPool2D) -> tirx.PrimFunc:
@@ -1462,6 +1677,8 @@ def kernel(graph: g.Graph, op: g.Op, event_driven: bool = False, spike_code: str
     (:func:`train_input`) runs them as spike trains of that code; None reads the integer counts.
     ``cpu``: an application CPU's project (host, linux-aarch64 boards): the dense form of a conv2d / dense
     that :mod:`.kernels_cpu` covers is its GEMM kernel.
+    ``helium``: a Helium core's project: the event-driven form of a conv2d / dense that :mod:`.kernels_gather`
+    covers is its gather-dot form.
     """
     if op.kind == "reshape":
         return None
