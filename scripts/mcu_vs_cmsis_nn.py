@@ -107,7 +107,7 @@ def fit_cost_model(families: list[str], kernel_families: list[str] | None = None
 
     # Helium cores: layers of int8 with zero point 0 (the fits' layers) take the gather-dot form
     families_of = {"dsp": ("int8", "generic", "counts"), "plain": ("int8", "generic", "counts"),
-                   "helium": ("gather", "generic")}
+                   "helium": ("gather", "lanes", "generic")}
     with tempfile.TemporaryDirectory() as tmp:
         for core in families:
             board = FIT_BOARDS[core]
@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--fit", action="store_true", help="fit and print the event-driven cost model instead")
     ap.add_argument("--fit-cores", default=",".join(FIT_BOARDS), help="core families to fit (dsp, plain, helium)")
-    ap.add_argument("--fit-kernels", default=None, help="kernel families to fit (int8, generic, counts, gather; "
+    ap.add_argument("--fit-kernels", default=None, help="kernel families to fit (int8, generic, counts, gather, lanes; "
                                                         "default: every family the core has)")
     args = ap.parse_args()
     if args.fit:

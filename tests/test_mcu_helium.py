@@ -167,3 +167,35 @@ def test_helium_depthwise_of_spike_counts_in_int16_lanes(tmp_path, monkeypatch, 
     assert len(np.unique(values)) > 50  # not all clamped
     _verify(graph, x, tmp_path / "p", "none", monkeypatch, samples=8)
     assert (f"{DW8}(" in (tmp_path / "p" / "kernels.c").read_text()) == small
+
+
+@pytest.mark.parametrize("channels,outputs,rate", [(20, 56, 0.4), (40, 96, 0.3), (16, 16, 0.9)])
+def test_helium_1x1_conv_of_spike_counts_in_int16_lanes(tmp_path, monkeypatch, channels, outputs, rate):
+    """1x1 convs reading spike counts 0..4 widened by 2^4 (the spikeformer's pointwise layers): each
+    nonzero input adds its count times a weight column to up to 48 outputs in int16 lanes
+    (microkernels_gather.LANES: 56 outputs as 32 + 24, 96 as 48 + 48), then a 1x1 conv whose weights
+    make 4 x an output's |weights| over 32767 keeps the gather-dot form; exact on QEMU's M55 and the host."""
+    need("cc", "make", "arm-none-eabi-gcc", "qemu-system-arm")
+    from edgesnn.backends.mcu.kernels_gather import lanes_shift
+    from edgesnn.backends.mcu.microkernels_gather import LANES
+
+    rng = np.random.default_rng(outputs)
+    t = {"x": g.TensorSpec([5, 4, channels], "int8", 1.0, 0, spike_D=4),
+         "xs": g.TensorSpec([5, 4, channels], "int8", 1.0 / 16, 0),
+         "a": g.TensorSpec([5, 4, outputs], "int8", 0.5, 0, spike_D=4),
+         "y": g.TensorSpec([5, 4, 8], "int8", 0.5, -3)}
+    ops = [g.Requantize("widen", ["x"], "xs", multiplier=np.array([1 << 30], np.int32), shift=np.array([5], np.int32),
+                        clamp=[-128, 127]),
+           _layer(rng, "pw", "xs", "a", (outputs, 1, 1, channels), -9, [0, 4]),
+           _layer(rng, "wide", "a", "y", (8, 1, 1, outputs), -7, [-128, 127])]
+    ops[2].weight[0] = 127  # 4 x 127 x outputs > 32767 where outputs >= 65: the gather-dot form
+    graph = g.Graph(t, ops, "x", ["y"])
+    assert lanes_shift(graph, ops[1]) == 4 and (lanes_shift(graph, ops[2]) is None) == (outputs > 64)
+    shape = (10, 5, 4, channels)
+    x = np.where(rng.random(shape) < rate, rng.integers(1, 5, shape), 0).astype(np.float32)
+    values = graph.run_integer(graph.quantize_input(x), keep_all=True)
+    assert 0.1 < np.count_nonzero(values["a"]) / values["a"].size < 0.95 and len(np.unique(values["y"])) > 30
+    info, _ = _verify(graph, x, tmp_path / "p", "all", monkeypatch, samples=10)
+    source = (tmp_path / "p" / "kernels.c").read_text()
+    assert source.count(f"{LANES}(") >= 2 and (f"{GDOT4}(" in source) == (outputs > 64)
+    assert {"pw", "wide"} <= {k["op"] for k in info["kernels"] if k["event_driven"]}

@@ -71,8 +71,10 @@ COEFFICIENTS = {
                         event_mac=1.15, tap_e=5.39, input=8.07, output_e=4.28),  # mps3-an547
     ('helium', 'generic'): Coefficients(mac=11.07, padded_mac=8.81, tap=0.0, output=0.0,
                         event_mac=11.82, tap_e=7.17, input=0.0, output_e=7.88),  # mps3-an547
-    ('helium', 'gather'): Coefficients(mac=0.26, padded_mac=0.09, tap=4.13, output=4.88,
-                        event_mac=0.26, tap_e=3.54, input=6.48, output_e=12.56),  # mps3-an547
+    ('helium', 'gather'): Coefficients(mac=0.12, padded_mac=0.0, tap=7.97, output=0.0,
+                        event_mac=0.26, tap_e=3.62, input=6.45, output_e=10.56),  # mps3-an547
+    ('helium', 'lanes'): Coefficients(mac=0.29, padded_mac=0.0, tap=2.78, output=2.78,
+                        event_mac=0.47, tap_e=2.5, input=3.69, output_e=2.5),  # mps3-an547
     ('helium', 'counts'): Coefficients(mac=0.26, padded_mac=0.09, tap=4.13, output=4.88,
                         event_mac=0.72, tap_e=6.7, input=10.73, output_e=6.55),  # mps3-an547
 }
@@ -85,12 +87,14 @@ def core_family(cpu: str | None) -> str:
 
 
 def kernel_family(graph: g.Graph, op: g.Op, core: str = "dsp") -> str:
-    """"gather" (a Helium core's gather-dot form, kernels_gather), "counts" (int8 gathers reading spike
-    counts: additions only, kernels.counts_gather), "int8" (the multiply-accumulate micro-kernels) or
-    "generic" (TE loops)."""
+    """"lanes" and "gather" (a Helium core's forms of kernels_gather: a 1x1 conv of spike counts in int16
+    lanes, the gather-dot form), "counts" (int8 gathers reading spike counts: additions only,
+    kernels.counts_gather), "int8" (the multiply-accumulate micro-kernels) or "generic" (TE loops)."""
     from edgesnn.backends.mcu import kernels_gather
     from edgesnn.backends.mcu.kernels import counts_gather, gather_tile, int8_linear
 
+    if core == "helium" and kernels_gather.lanes_shift(graph, op) is not None:
+        return "lanes"
     if core == "helium" and kernels_gather.applies(graph, op):
         return "gather"
     if not int8_linear(graph, op):
@@ -153,16 +157,18 @@ def choose(graph: g.Graph, rates: dict[str, float], cpu: str | None) -> set[str]
 
 
 LAYERS = ("conv3x3", "wide3x3", "conv1x1", "dense", "square")
+FAMILY_LAYERS = {"lanes": ("conv1x1", "wide1x1", "narrow1x1")}  # the layers a family covers, if not all
 
 
 def _layer_graph(kind: str, family: str, seed: int) -> g.Graph:
     """One spike-reading layer (int8, zero point 0): a padded 3x3 conv, a 1x1 conv or a dense layer;
-    8-bit weights for the int8, counts and gather families, 4-bit for the generic one; for counts the
-    input holds spike counts 0..COUNTS_D (TensorSpec.spike_D)."""
+    8-bit weights for the int8, counts, gather and lanes families, 4-bit for the generic one; for counts
+    and lanes the input holds spike counts 0..COUNTS_D (TensorSpec.spike_D)."""
     rng = np.random.default_rng(seed)
     bits = 4 if family == "generic" else 8
     shapes = {"conv3x3": ([8, 8, 16], [8, 8, 16], (16, 3, 3, 16)), "wide3x3": ([6, 6, 32], [6, 6, 32], (32, 3, 3, 32)),
               "conv1x1": ([8, 8, 32], [8, 8, 32], (32, 1, 1, 32)), "dense": ([256], [32], (32, 256)),
+              "wide1x1": ([4, 4, 64], [4, 4, 96], (96, 1, 1, 64)), "narrow1x1": ([8, 8, 16], [8, 8, 16], (16, 1, 1, 16)),
               "square": ([64], [64], (64, 64))}
     in_shape, out_shape, w_shape = shapes[kind]
     half = 1 << (bits - 1)
@@ -170,7 +176,7 @@ def _layer_graph(kind: str, family: str, seed: int) -> g.Graph:
                   clamp=[-128, 127], weight=rng.integers(1 - half, half, w_shape).astype(np.int8),
                   bias=rng.integers(-100, 100, w_shape[0]).astype(np.int32), weight_scale=np.full(w_shape[0], 0.01),
                   weight_bits=bits)
-    tensors = {"x": g.TensorSpec(in_shape, "int8", 1.0, 0, spike_D=COUNTS_D if family == "counts" else None),
+    tensors = {"x": g.TensorSpec(in_shape, "int8", 1.0, 0, spike_D=COUNTS_D if family in ("counts", "lanes") else None),
                "y": g.TensorSpec(out_shape, "int8", 1.0, 0)}
     if len(in_shape) == 1:
         op = g.Dense("layer", ["x"], "y", **common)
@@ -205,7 +211,7 @@ def fit(board, family: str, workdir, rates=(0.1, 0.4, 0.7, 1.0), samples: int = 
 
     workdir = Path(workdir)
     measured = []  # (kind, rate, form, layer_counts, instructions)
-    for kind in LAYERS:
+    for kind in FAMILY_LAYERS.get(family, LAYERS):
         graph = _layer_graph(kind, family, 0)
         counts = layer_counts(graph, graph.ops[0])
         for form in ("none", "all"):

@@ -15,8 +15,12 @@ import functools
 from tvm import tirx
 from tvm.script import tirx as T
 
+import numpy as np
+
+from edgesnn import spikes
 from edgesnn.ir import graph as g
-from edgesnn.backends.mcu.microkernels_gather import APPEND, GDOT4, LIST, SEAL, SPAN, VECTOR
+from edgesnn.backends.mcu.microkernels_gather import (APPEND, GDOT4, LANES, LANES_LIMIT, LANES_OUTPUTS, LIST, SEAL,
+                                                      SPAN, VECTOR)
 
 
 def applies(graph: g.Graph, op) -> bool:
@@ -30,6 +34,23 @@ def applies(graph: g.Graph, op) -> bool:
     return op.groups == 1 and len(spec.shape) == 3 and spec.shape[2] <= SPAN
 
 
+def lanes_shift(graph: g.Graph, op) -> int | None:
+    """The unit's shift u where a 1x1 conv (no padding, output channels a multiple of 8) of :func:`applies`
+    reads spike counts (unit 2^u x c, |c| <= D; plain int8 values: u 0, D 128) whose sums of counts times
+    an output's |weights| fit int16: it then takes microkernels_gather.LANES (outputs as int16 lanes,
+    weights output-minor); else None (the gather-dot form)."""
+    if op.kind != "conv2d" or not applies(graph, op) or op.weight.shape[1:3] != (1, 1) or any(op.padding):
+        return None
+    if op.weight.shape[0] % 8:
+        return None
+    counts = spikes.count_tensors(graph).get(op.inputs[0])
+    if counts is not None and counts.unit & (counts.unit - 1):
+        return None
+    u, most = (counts.unit_shift, counts.D) if counts is not None else (0, 128)
+    bound = int(np.abs(np.asarray(op.weight, np.int64)).reshape(op.weight.shape[0], -1).sum(1).max()) * most
+    return u if bound <= LANES_LIMIT else None
+
+
 def _round(n: int) -> int:
     return -(-n // VECTOR) * VECTOR
 
@@ -39,10 +60,13 @@ def conv2d(sig, graph: g.Graph, op: g.Conv2D) -> tirx.PrimFunc:
 
     spec_in, spec_out = graph.tensors[op.inputs[0]], graph.tensors[op.output]
     x_t = sig.input("x", op.inputs[0])
-    w_t, b_t, m_t, s_t = sig.linear_consts(op)
+    u = lanes_shift(graph, op)
+    w_t, b_t, m_t, s_t = sig.linear_consts(op, output_minor=u is not None)
     shapes = tuple(tuple(int(d) for d in t.shape) for t in (x_t, w_t, b_t, m_t, s_t))
-    layout = _Layout(shapes[0], tuple(op.weight.shape), tuple(op.padding))
-    sig.scratch("events", layout.scratch, "int8")
+    if u is not None:
+        return _conv2d_lanes_func(shapes, tuple(spec_out.shape), tuple(op.stride), spec_out.dtype,
+                                  spec_out.zero_point, tuple(op.clamp), requant_info(op.multiplier, op.shift), u)
+    sig.scratch("events", _Layout(shapes[0], tuple(op.weight.shape), tuple(op.padding)).scratch, "int8")
     return _conv2d_func(shapes, tuple(spec_out.shape), tuple(op.weight.shape), tuple(op.stride), tuple(op.padding),
                         spec_out.dtype, spec_out.zero_point, tuple(op.clamp), requant_info(op.multiplier, op.shift))
 
@@ -126,6 +150,51 @@ def _conv2d_func(shapes, out_shape, weight_shape, stride, padding, out_dtype, ou
                     out[oy, ox, quads * 4 + j] = finish(acc[j], rule, _channel(multiplier, quads * 4 + j),
                                                         _channel(shift, quads * 4 + j), out_zero_point, list(clamp),
                                                         out_dtype, rq=rq)
+
+    return func
+
+
+@functools.lru_cache(maxsize=64)
+def _conv2d_lanes_func(shapes, out_shape, stride, out_dtype, out_zero_point, clamp, rq, u):
+    """A 1x1 conv of :func:`lanes_shift`: per output pixel and up to 48 outputs one LANES call over its
+    input pixel, then the outputs' requantization."""
+    from edgesnn.backends.mcu.kernels import _channel, _scalar_requant, finish, requantize_double_rounding
+
+    x_shape, w_shape, b_shape, m_shape, s_shape = shapes
+    _, _, channels = x_shape
+    oh, ow, oc_count = out_shape
+    sh, sw = stride
+    chunks = -(-oc_count // LANES_OUTPUTS)  # calls a pixel, as even as multiples of 8 allow
+    step = -(-oc_count // chunks // 8) * 8
+    chunks, rest = oc_count // step, oc_count % step
+    rule = requantize_double_rounding
+
+    @T.prim_func(private=True)
+    def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
+             multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
+             out: T.Buffer(out_shape, out_dtype)):
+        acc = T.alloc_buffer((step,), "int32")
+        for oy, ox in T.grid(oh, ow):
+            for k in range(chunks):
+                T.evaluate(T.call_extern("int32", LANES, T.address_of(x[oy * sh, ox * sw, 0]), channels,
+                                         T.address_of(weight[k * step]), oc_count, u, step,
+                                         T.address_of(bias[k * step]), T.address_of(acc[0])))
+                if _scalar_requant(step, acc, multiplier, shift, k * step, out_zero_point, clamp, out_dtype,
+                                   T.address_of(out[oy, ox, k * step]), rq=rq):
+                    for j in T.unroll(step):
+                        out[oy, ox, k * step + j] = finish(acc[j], rule, _channel(multiplier, k * step + j),
+                                                           _channel(shift, k * step + j), out_zero_point,
+                                                           list(clamp), out_dtype, rq=rq)
+            if rest > 0:
+                T.evaluate(T.call_extern("int32", LANES, T.address_of(x[oy * sh, ox * sw, 0]), channels,
+                                         T.address_of(weight[chunks * step]), oc_count, u, rest,
+                                         T.address_of(bias[chunks * step]), T.address_of(acc[0])))
+                if _scalar_requant(rest, acc, multiplier, shift, chunks * step, out_zero_point, clamp, out_dtype,
+                                   T.address_of(out[oy, ox, chunks * step]), rq=rq):
+                    for j in T.unroll(rest):
+                        out[oy, ox, chunks * step + j] = finish(acc[j], rule, _channel(multiplier, chunks * step + j),
+                                                                _channel(shift, chunks * step + j), out_zero_point,
+                                                                list(clamp), out_dtype, rq=rq)
 
     return func
 

@@ -24,7 +24,10 @@ LIST = "edgesnn_list_s8"
 APPEND = "edgesnn_append_s8"
 SEAL = "edgesnn_seal_s8"
 GDOT4 = "edgesnn_gdot4_s8"
-NAMES = (LIST, APPEND, SEAL, GDOT4)
+LANES = "edgesnn_lanes16_s8"
+NAMES = (LIST, APPEND, SEAL, GDOT4, LANES)
+LANES_OUTPUTS = 48  # outputs a call of LANES at most: six int16x8 accumulators (of Helium's eight registers)
+LANES_LIMIT = 32767  # D x an output's sum of |weights| must fit int16
 SPAN = 256  # bytes of a weight row one segment's byte offsets reach
 VECTOR = 16  # entries a vector: segments are padded to a multiple
 
@@ -137,7 +140,6 @@ EDGESNN_GATHER_INLINE int32_t edgesnn_gdot4_s8(int8_t *restrict seg, int32_t blo
     for (int32_t s = 0; s < segments; s++, seg += block, w += step) {
         int32_t n;
         memcpy(&n, seg + 2 * cap, sizeof n);
-        const uint8_t *idx = (const uint8_t *)seg + cap;
 #ifdef EDGESNN_GATHER_MVE
         int8_t *w1 = w + row, *w2 = w1 + row, *w3 = w2 + row;
         const int8_t *at = seg;
@@ -153,6 +155,7 @@ EDGESNN_GATHER_INLINE int32_t edgesnn_gdot4_s8(int8_t *restrict seg, int32_t blo
                 a3 = vmladavaq_s8(a3, v, vldrbq_gather_offset_s8(w3, o));
         }
 #else
+        const uint8_t *idx = (const uint8_t *)seg + cap;
         for (int32_t i = 0; i < n; i++) {
             const int32_t v = seg[i], o = idx[i];
             a0 += v * w[o];
@@ -172,6 +175,62 @@ EDGESNN_GATHER_INLINE int32_t edgesnn_gdot4_s8(int8_t *restrict seg, int32_t blo
         sums[2] = a2;
     if (rows > 3)
         sums[3] = a3;
+    return 0;
+}
+/* sums[j] = bias[j] + 2^u x sum over i < n of (x[i] >> u) * w[i * stride + j], j < outputs (a multiple of 8
+   up to 48, a constant once inlined): one pixel of a 1x1 conv (every x a multiple of 2^u), each nonzero input's count
+   times its weights for these outputs (output-minor: ``stride`` bytes an input) added into int16 lanes,
+   eight outputs a VMLA. Helium finds the nonzero inputs sixteen at a time (a compare's predicate bits,
+   walked with CTZ: no list in memory, no branch per zero). Exact where the generator found every
+   output's sum of count x |weight| within int16 (lanes wrap modulo 2^16, so only the final values
+   must fit). */
+EDGESNN_GATHER_INLINE int32_t edgesnn_lanes16_s8(int8_t *restrict x, int32_t n, int8_t *restrict w, int32_t stride,
+                                                int32_t u, int32_t outputs, int32_t *restrict bias,
+                                                int32_t *restrict sums)
+{
+#ifdef EDGESNN_GATHER_MVE
+    int16x8_t a0 = vdupq_n_s16(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+    int16_t half[48];
+    for (int32_t i = 0; i < n; i += 16) {
+        const mve_pred16_t p = vctp8q((uint32_t)(n - i));
+        for (uint32_t m = vcmpneq_m_n_s8(vldrbq_z_s8(x + i, p), 0, p); m != 0; m &= m - 1) {
+            const int32_t k = i + __builtin_ctz(m);
+            const int16_t c = (int16_t)(x[k] >> u);
+            int8_t *q = w + k * stride;
+            a0 = vmlaq_n_s16(a0, vldrbq_s16(q), c);
+            if (outputs > 8)
+                a1 = vmlaq_n_s16(a1, vldrbq_s16(q + 8), c);
+            if (outputs > 16)
+                a2 = vmlaq_n_s16(a2, vldrbq_s16(q + 16), c);
+            if (outputs > 24)
+                a3 = vmlaq_n_s16(a3, vldrbq_s16(q + 24), c);
+            if (outputs > 32)
+                a4 = vmlaq_n_s16(a4, vldrbq_s16(q + 32), c);
+            if (outputs > 40)
+                a5 = vmlaq_n_s16(a5, vldrbq_s16(q + 40), c);
+        }
+    }
+    vst1q_s16(half, a0);
+    if (outputs > 8)
+        vst1q_s16(half + 8, a1);
+    if (outputs > 16)
+        vst1q_s16(half + 16, a2);
+    if (outputs > 24)
+        vst1q_s16(half + 24, a3);
+    if (outputs > 32)
+        vst1q_s16(half + 32, a4);
+    if (outputs > 40)
+        vst1q_s16(half + 40, a5);
+    for (int32_t j = 0; j < outputs; j += 4)
+        vstrwq_s32(sums + j, vmlaq_n_s32(vldrwq_s32(bias + j), vldrhq_s32(half + j), 1 << u));
+#else
+    for (int32_t j = 0; j < outputs; j++) {
+        int32_t a = 0;
+        for (int32_t i = 0; i < n; i++)
+            a += (x[i] >> u) * w[i * stride + j];
+        sums[j] = bias[j] + a * (1 << u);
+    }
+#endif
     return 0;
 }
 #endif
