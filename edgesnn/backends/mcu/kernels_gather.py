@@ -169,6 +169,19 @@ def _conv2d_lanes_func(shapes, out_shape, stride, out_dtype, out_zero_point, cla
     chunks, rest = oc_count // step, oc_count % step
     rule = requantize_double_rounding
 
+    @T.macro
+    def tile(x, weight, bias, multiplier, shift, out, acc, oy, ox, first, count):
+        # outputs [first, first + count) of output pixel (oy, ox): one LANES call, then the requantization
+        T.evaluate(T.call_extern("int32", LANES, T.address_of(x[oy * sh, ox * sw, 0]), channels,
+                                 T.address_of(weight[first]), oc_count, u, count, T.address_of(bias[first]),
+                                 T.address_of(acc[0])))
+        if _scalar_requant(count, acc, multiplier, shift, first, out_zero_point, clamp, out_dtype,
+                           T.address_of(out[oy, ox, first]), rq=rq):
+            for j in T.unroll(count):
+                out[oy, ox, first + j] = finish(acc[j], rule, _channel(multiplier, first + j),
+                                                _channel(shift, first + j), out_zero_point, list(clamp), out_dtype,
+                                                rq=rq)
+
     @T.prim_func(private=True)
     def func(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
              multiplier: T.Buffer(m_shape, "int32"), shift: T.Buffer(s_shape, "int32"),
@@ -176,25 +189,9 @@ def _conv2d_lanes_func(shapes, out_shape, stride, out_dtype, out_zero_point, cla
         acc = T.alloc_buffer((step,), "int32")
         for oy, ox in T.grid(oh, ow):
             for k in range(chunks):
-                T.evaluate(T.call_extern("int32", LANES, T.address_of(x[oy * sh, ox * sw, 0]), channels,
-                                         T.address_of(weight[k * step]), oc_count, u, step,
-                                         T.address_of(bias[k * step]), T.address_of(acc[0])))
-                if _scalar_requant(step, acc, multiplier, shift, k * step, out_zero_point, clamp, out_dtype,
-                                   T.address_of(out[oy, ox, k * step]), rq=rq):
-                    for j in T.unroll(step):
-                        out[oy, ox, k * step + j] = finish(acc[j], rule, _channel(multiplier, k * step + j),
-                                                           _channel(shift, k * step + j), out_zero_point,
-                                                           list(clamp), out_dtype, rq=rq)
+                tile(x, weight, bias, multiplier, shift, out, acc, oy, ox, k * step, step)
             if rest > 0:
-                T.evaluate(T.call_extern("int32", LANES, T.address_of(x[oy * sh, ox * sw, 0]), channels,
-                                         T.address_of(weight[chunks * step]), oc_count, u, rest,
-                                         T.address_of(bias[chunks * step]), T.address_of(acc[0])))
-                if _scalar_requant(rest, acc, multiplier, shift, chunks * step, out_zero_point, clamp, out_dtype,
-                                   T.address_of(out[oy, ox, chunks * step]), rq=rq):
-                    for j in T.unroll(rest):
-                        out[oy, ox, chunks * step + j] = finish(acc[j], rule, _channel(multiplier, chunks * step + j),
-                                                                _channel(shift, chunks * step + j), out_zero_point,
-                                                                list(clamp), out_dtype, rq=rq)
+                tile(x, weight, bias, multiplier, shift, out, acc, oy, ox, chunks * step, rest)
 
     return func
 

@@ -585,6 +585,9 @@ EDGESNN_INLINE int32_t edgesnn_requant_s8(int32_t n, int32_t *restrict sums, int
                                          int32_t hi, int8_t *restrict out)
 {
 #ifdef EDGESNN_MVE
+#if defined(__OPTIMIZE_SIZE__)  /* n is a constant: -O2 unrolls the loop, -Os only when asked */
+#pragma GCC unroll 12
+#endif
     for (int32_t j = 0; j < n; j += 4) {
         const int32x4_t s = (flags & 1) ? vldrwq_s32(shift + j) : vdupq_n_s32(shift[0]);
         const int32x4_t m = (flags & 1) ? vldrwq_s32(multiplier + j) : vdupq_n_s32(multiplier[0]);

@@ -221,6 +221,9 @@ EDGESNN_GATHER_INLINE int32_t edgesnn_lanes16_s8(int8_t *restrict x, int32_t n, 
         vst1q_s16(half + 32, a4);
     if (outputs > 40)
         vst1q_s16(half + 40, a5);
+#if defined(__OPTIMIZE_SIZE__)  /* n is a constant: -O2 unrolls the loop, -Os only when asked */
+#pragma GCC unroll 12
+#endif
     for (int32_t j = 0; j < outputs; j += 4)
         vstrwq_s32(sums + j, vmlaq_n_s32(vldrwq_s32(bias + j), vldrhq_s32(half + j), 1 << u));
 #else
