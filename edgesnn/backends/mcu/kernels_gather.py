@@ -5,17 +5,17 @@ TVM generates the loops: each input pixel's nonzero channels listed once; per ou
 lists of its kernel taps inside the input appended into segments (whole taps, at most 256 bytes of a
 weight row each); per four output channels, one gather-dot call per segment and the tile's
 requantization. A dense layer lists its input in segments of 256 once. Weights keep the dense form's
-layout (OHWI, [M, K]): one output's row is where its gathers read.
+layout (OHWI, [M, K]): one output's row is where its gathers read. A 1x1 conv of spike counts whose
+sums fit int16 lanes (:func:`lanes_shift`) takes the int16-lane form instead, weights output-minor.
 """
 
 from __future__ import annotations
 
 import functools
 
+import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
-
-import numpy as np
 
 from edgesnn import spikes
 from edgesnn.ir import graph as g
