@@ -651,17 +651,14 @@ def _im2col_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype
     flags = int(m_shape[0] > 1) | 4 * right | 8 * (out_zero_point <= clamp[0])
 
     @T.macro
-    def pixels(x, weight, multiplier, shift, out, table, wbias, masks, sums, oy, ox, count):
+    def pixels(x, weight, multiplier, shift, out, table, wbias, masks, oy, ox, count):
         # ``count`` (1 or 2) output pixels from (oy, ox), side by side: microkernels.IMAGE
-        if T.call_extern("int32", IMAGE, T.address_of(x[0, 0, 0]), (oy * sh - top) * line + (ox * sw - left) * cg,
-                         (count - 1) * sw * cg, table.access_ptr("r"), T.address_of(masks[oy]),
-                         T.address_of(masks[nv * oh + ox]), oh, ow, k, k4, T.address_of(weight[0]),
-                         wbias.access_ptr("r"), oc_count, T.address_of(multiplier[0]), T.address_of(shift[0]), flags,
-                         out_zero_point, clamp[0], clamp[1], T.address_of(out[oy, ox, 0]),
-                         T.address_of(sums[0])) == 0:
-            for p, oc in T.grid(count, oc_count):
-                out[oy, ox + p, oc] = finish(sums[p * oc_count + oc], rule, _channel(multiplier, oc),
-                                             _channel(shift, oc), out_zero_point, list(clamp), out_dtype, rq=rq)
+        T.evaluate(T.call_extern("int32", IMAGE, T.address_of(x[0, 0, 0]),
+                                 (oy * sh - top) * line + (ox * sw - left) * cg, (count - 1) * sw * cg,
+                                 table.access_ptr("r"), T.address_of(masks[oy]), T.address_of(masks[nv * oh + ox]),
+                                 oh, ow, k, k4, T.address_of(weight[0]), wbias.access_ptr("r"), oc_count,
+                                 T.address_of(multiplier[0]), T.address_of(shift[0]), flags, out_zero_point,
+                                 clamp[0], clamp[1], T.address_of(out[oy, ox, 0])))
 
     @T.prim_func(private=True)
     def helium(x: T.Buffer(x_shape, "int8"), weight: T.Buffer(w_shape, "int8"), bias: T.Buffer(b_shape, "int32"),
@@ -672,16 +669,15 @@ def _im2col_func(shapes, out_shape, weight_shape, stride, padding, zp, out_dtype
         table = T.alloc_buffer((32 * nv,), "int8")  # Helium's: microkernels.IMAGE_PREP's tables, on the stack
         wbias = T.alloc_buffer((oc_count,), "int32")
         masks = T.alloc_buffer((nv * (oh + ow),), "int32")
-        sums = T.alloc_buffer((2 * oc_count,), "int32")  # the plain C form's (never run: HELIUM is 0 there)
         if T.call_extern("int32", HELIUM) != 0:  # a constant: the other cores' C is the else branch alone
             T.evaluate(T.call_extern("int32", IMAGE_PREP, T.address_of(weight[0]), T.address_of(bias[0]), oc_count, k,
                                      k4, zp, kh, kw, cg, line, height, width, oh, ow, sh, sw, top, left,
                                      table.access_ptr("w"), wbias.access_ptr("w"), masks.access_ptr("w")))
             for oy in range(oh):
                 for pair in range(ow // 2):  # two pixels a call: the weights' loads shared
-                    pixels(x, weight, multiplier, shift, out, table, wbias, masks, sums, oy, pair * 2, 2)
+                    pixels(x, weight, multiplier, shift, out, table, wbias, masks, oy, pair * 2, 2)
                 for last in range(ow % 2):
-                    pixels(x, weight, multiplier, shift, out, table, wbias, masks, sums, oy, ow - 1 + last, 1)
+                    pixels(x, weight, multiplier, shift, out, table, wbias, masks, oy, ow - 1 + last, 1)
         else:
             words(x, weight, bias, multiplier, shift, out, col, acc)
 

@@ -333,6 +333,21 @@ EDGESNN_INLINE void edgesnn_finishq(int32x4_t x, int32_t j, int32_t full, mve_pr
     edgesnn_storeq((char *)out + j * out_size, out_size, x, full, p);
 }
 
+/* v << k (saturating) plus the zero point (saturating), clamped to [lo, hi], in lanes of ``type`` whose range
+   is [lmin, lmax] (``sfx``: the intrinsics' suffix, s16 or s8), for values within [vmin, vmax]: a clamp end
+   that no shifted value nor a saturation reaches is left out (constants once inlined). */
+#define EDGESNN_SHIFT_CLAMP(v, vmin, vmax, k, zero_point, lo, hi, lmin, lmax, type, sfx)                   \
+    do {                                                                                            \
+        const int32_t top_ = (vmax) * (1 << (k)), bottom_ = (vmin) * (1 << (k));                    \
+        if ((k) != 0)                                                                               \
+            v = vqshlq_r_##sfx(v, k);                                                               \
+        if ((zero_point) != 0)                                                                      \
+            v = vqaddq_n_##sfx(v, (type)(zero_point));                                              \
+        if (top_ > (lmax) || top_ + (zero_point) > (hi))                                            \
+            v = vminq_##sfx(v, vdupq_n_##sfx((type)(hi)));                                          \
+        if (bottom_ < (lmin) || bottom_ + (zero_point) < (lo))                                      \
+            v = vmaxq_##sfx(v, vdupq_n_##sfx((type)(lo)));                                          \
+    } while (0)
 /* The multiplier 2^30 with shift k + 1 (the exporter's x 2^k) of values v within [vmin, vmax] that
    int16 lanes hold exactly (x - zp_in of an int8 x; a product of two int8 with zero points 0): v << k,
    saturating, plus the zero point (saturating), clamped, stored to out + j (all lanes, or those
@@ -343,15 +358,7 @@ EDGESNN_INLINE void edgesnn_shift8_finish(int16x8_t v, int32_t vmin, int32_t vma
                                           mve_pred16_t p, int32_t k, int32_t zero_point, int32_t lo, int32_t hi,
                                           void *out, int32_t out_size)
 {
-    const int32_t top = vmax * (1 << k), bottom = vmin * (1 << k);
-    if (k != 0)
-        v = vqshlq_r_s16(v, k);
-    if (zero_point != 0)
-        v = vqaddq_n_s16(v, (int16_t)zero_point);
-    if (top > 32767 || top + zero_point > hi)
-        v = vminq_s16(v, vdupq_n_s16((int16_t)hi));
-    if (bottom < -32768 || bottom + zero_point < lo)
-        v = vmaxq_s16(v, vdupq_n_s16((int16_t)lo));
+    EDGESNN_SHIFT_CLAMP(v, vmin, vmax, k, zero_point, lo, hi, -32768, 32767, int16_t, s16);
     if (out_size == 1 && full)
         vstrbq_s16((int8_t *)out + j, v);
     else if (out_size == 1)
@@ -372,16 +379,8 @@ EDGESNN_INLINE int32_t edgesnn_shift8_ok(int32_t k, int32_t zero_point, int32_t 
 EDGESNN_INLINE void edgesnn_shift16_step(int32_t j, int32_t full, mve_pred16_t p, int8_t *x, int32_t k,
                                          int32_t zero_point, int32_t lo, int32_t hi, int8_t *out)
 {
-    const int32_t top = 127 * (1 << k), bottom = -128 * (1 << k);
     int8x16_t v = full ? vldrbq_s8(x + j) : vldrbq_z_s8(x + j, p);
-    if (k != 0)
-        v = vqshlq_r_s8(v, k);
-    if (zero_point != 0)
-        v = vqaddq_n_s8(v, (int8_t)zero_point);
-    if (top > 127 || top + zero_point > hi)
-        v = vminq_s8(v, vdupq_n_s8((int8_t)hi));
-    if (bottom < -128 || bottom + zero_point < lo)
-        v = vmaxq_s8(v, vdupq_n_s8((int8_t)lo));
+    EDGESNN_SHIFT_CLAMP(v, -128, 127, k, zero_point, lo, hi, -128, 127, int8_t, s8);
     if (full)
         vstrbq_s8(out + j, v);
     else
@@ -899,16 +898,14 @@ EDGESNN_INLINE int32x4_t edgesnn_image_vec4(int32_t a, int32_t b, int32_t c, int
    requantization constants' loads and the loop. x + pos: the window's corner (outside the input
    where the padding is: only lanes inside are read), rowm / colm: masks + oy and masks + nv oh + ox
    of edgesnn_image_prep_s8, row: the bytes between two channels' weight rows (k rounded up to 4),
-   channels a multiple of 4. Helium: out[j] requantized (edgesnn_requant4_s8, four channels a
-   vector; flags: bit 0 per channel, else multiplier[0] and shift[0], then its form), returns 1;
-   elsewhere acc[j] (acc[channels + j]: the second pixel's) = the sums (bias included), returns 0
-   and the kernel's scalar requantization runs. */
+   channels a multiple of 4: out[j] requantized (edgesnn_requant4_s8, four channels a vector; flags:
+   bit 0 per channel, else multiplier[0] and shift[0], then its form). Helium only: the kernel calls it
+   under edgesnn_helium() != 0. */
 EDGESNN_INLINE int32_t edgesnn_image_s8(int8_t *restrict x, int32_t pos, int32_t next, void *restrict table_,
                                        int32_t *restrict rowm, int32_t *restrict colm, int32_t oh, int32_t ow,
                                        int32_t k, int32_t row, int8_t *restrict w, void *restrict wbias_,
                                        int32_t channels, int32_t *restrict multiplier, int32_t *restrict shift,
-                                       int32_t flags, int32_t zero_point, int32_t lo, int32_t hi, int8_t *restrict out,
-                                       int32_t *restrict acc)
+                                       int32_t flags, int32_t zero_point, int32_t lo, int32_t hi, int8_t *restrict out)
 {
     const int8_t *table = (const int8_t *)table_;
     const int32_t *wbias = (const int32_t *)wbias_, nv = (k + 15) / 16, pixels = next != 0 ? 2 : 1;
@@ -916,7 +913,6 @@ EDGESNN_INLINE int32_t edgesnn_image_s8(int8_t *restrict x, int32_t pos, int32_t
 #ifdef EDGESNN_MVE
     int8x16_t win[2][4], moved[2][4];
     const int32_t step = flags & 1;
-    (void)acc;
     /* A vector read of a row ends d = 16 nv - row bytes past it: row j > 0 is read from j row - d
        instead, so it ends at the row's end (the last row's at the array's), times the window moved up
        d bytes (VSHLC, 32 bits a step), whose d lanes below then meet the row before's last bytes with
@@ -979,7 +975,7 @@ EDGESNN_INLINE int32_t edgesnn_image_s8(int8_t *restrict x, int32_t pos, int32_t
        there, and keeps its previous loop in the other branch. */
     (void)table, (void)wbias, (void)nv, (void)pixels, (void)corner, (void)rowm, (void)colm, (void)oh, (void)ow;
     (void)row, (void)w, (void)channels, (void)multiplier, (void)shift, (void)flags, (void)zero_point, (void)lo;
-    (void)hi, (void)out, (void)acc;
+    (void)hi, (void)out;
     return 0;
 #endif
 }
